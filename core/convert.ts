@@ -1,0 +1,72 @@
+/**
+ * Convert a Hugging Face OPT checkpoint into a flashlm model file: resident part
+ * (embeddings, attention, norms, biases) plus the FFN as row-column bundles.
+ *
+ * @module
+ */
+
+import { bundleRowColumn } from "./bundling.ts";
+import { FlashlmError } from "./errors.ts";
+import { type StorageDtype, writeFlashModel } from "./flash_format.ts";
+import { openHfModel } from "./hf_model.ts";
+import { ffnTensorSpecs } from "./weights.ts";
+
+/** Options of {@linkcode convertHfToFlash}. */
+export interface ConvertOptions {
+  /** Storage dtype of the weights in the flash file. Default `"f16"`. */
+  dtype?: StorageDtype;
+  /** Called after each FFN layer is written. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Convert the HF model directory `hfDir` into the flashlm file `outPath`.
+ * The output appears only when complete (temp file, fsync, rename).
+ *
+ * @example
+ * ```ts
+ * import { convertHfToFlash } from "./convert.ts";
+ * const src = "../shared/models/tiny-opt-wikitext2";
+ * const out = await Deno.makeTempFile({ suffix: ".flm" });
+ * try {
+ *   await convertHfToFlash(src, out, { dtype: "f16" });
+ * } catch {
+ *   // the shared model is not on this machine
+ * }
+ * ```
+ */
+export async function convertHfToFlash(
+  hfDir: string,
+  outPath: string,
+  options: ConvertOptions = {},
+): Promise<void> {
+  const hf = await openHfModel(hfDir);
+  const { config } = hf;
+  if (config.activation !== "relu") {
+    throw new FlashlmError(
+      `activation ${config.activation} has no ReLU sparsity; flash FFN needs relu`,
+      { file: `${hfDir}/config.json`, kind: "config" },
+    );
+  }
+  const bundles = new Float32Array(config.dFfn * 2 * config.dModel); // (dFfn, 2 * dModel)
+  await writeFlashModel(outPath, {
+    config,
+    dtype: options.dtype ?? "f16",
+    metadata: { source: hfDir, synthetic: "false" },
+    vocabJson: hf.vocabJson,
+    mergesText: hf.mergesText,
+    resident: hf.source,
+    ffnBundles: async (layer) => {
+      const [fc1, fc2] = ffnTensorSpecs(config, layer);
+      bundleRowColumn(
+        await hf.source.readF32(fc1.name, fc1.shape),
+        await hf.source.readF32(fc2.name, fc2.shape),
+        config.dModel,
+        config.dFfn,
+        bundles,
+      );
+      return bundles;
+    },
+    onProgress: options.onProgress,
+  });
+}

@@ -1,0 +1,201 @@
+/**
+ * Synthetic OPT models in Hugging Face layout: the embedded demo model and the tiny
+ * models the tests build. Their weights are random (deterministic from a seed), so
+ * their text is gibberish; what is real is the shape, the file layout and the ReLU
+ * sparsity of the FFN (set by a negative fc1 bias).
+ *
+ * @module
+ */
+
+import { writeSafetensors, type TensorToWrite } from "../io/safetensors.ts";
+import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
+import { type ModelConfig, parseModelConfig, toHfConfigJson } from "./config.ts";
+import { convertHfToFlash } from "./convert.ts";
+import type { StorageDtype } from "./flash_format.ts";
+import { Rng } from "./sampler.ts";
+import { buildByteLevelVocab } from "./tokenizer.ts";
+import { ffnTensorSpecs, residentTensorSpecs } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// Options
+
+/** Shape and contents of a synthetic model. */
+export interface SyntheticModelOptions {
+  /** hidden_size. Default 64. */
+  dModel?: number;
+  /** ffn_dim. Default 256. */
+  dFfn?: number;
+  /** num_hidden_layers. Default 4. */
+  nLayers?: number;
+  /** num_attention_heads. Default 4. */
+  nHeads?: number;
+  /** max_position_embeddings. Default 256. */
+  maxPositions?: number;
+  /** Multi-byte tokens in the vocabulary beyond the 256 single bytes. Default 1000. */
+  extraTokens?: number;
+  /** Seed of the weights. Default 1. */
+  seed?: number;
+  /** Dtype of the safetensors file. Default `"F32"`. */
+  dtype?: "F32" | "F16";
+  /** Tensor name prefix. Default `"model.decoder."` (as OPTForCausalLM saves). */
+  prefix?: string;
+  /** Mean of the fc1 bias: more negative = sparser FFN. Default -1 (about 16% active). */
+  fc1BiasMean?: number;
+  /** Write an explicit `lm_head.weight` (a copy of the embedding). Default false (tied). */
+  writeLmHead?: boolean;
+  /** `do_layer_norm_before`. Default true (false is OPT-350m's post-LayerNorm). */
+  layerNormBefore?: boolean;
+  /** `word_embed_proj_dim`; when it differs from dModel the model has project_in/out. Default dModel. */
+  wordEmbedProjDim?: number;
+}
+
+// ---------------------------------------------------------------------------
+// Building
+
+/**
+ * Write a synthetic OPT model to `dir` (config.json, model.safetensors, vocab.json,
+ * merges.txt) and return its config.
+ *
+ * @example
+ * ```ts
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * const config = await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2 });
+ * console.assert(config.dFfn === 32);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function buildSyntheticHfModel(
+  dir: string,
+  options: SyntheticModelOptions = {},
+): Promise<ModelConfig> {
+  const vocab = buildByteLevelVocab(options.extraTokens ?? 1000);
+  const vocabSize = Math.ceil(vocab.size / 8) * 8; // OPT pads its vocabulary to a multiple of 8
+  const hfConfig = {
+    _name_or_path: "flashlm/synthetic-opt",
+    architectures: ["OPTForCausalLM"],
+    model_type: "opt",
+    activation_function: "relu",
+    hidden_size: options.dModel ?? 64,
+    ffn_dim: options.dFfn ?? 256,
+    num_hidden_layers: options.nLayers ?? 4,
+    num_attention_heads: options.nHeads ?? 4,
+    max_position_embeddings: options.maxPositions ?? 256,
+    vocab_size: vocabSize,
+    word_embed_proj_dim: options.wordEmbedProjDim ?? options.dModel ?? 64,
+    do_layer_norm_before: options.layerNormBefore ?? true,
+    enable_bias: true,
+    bos_token_id: 2,
+    eos_token_id: 2,
+    pad_token_id: 1,
+    torch_dtype: options.dtype === "F16" ? "float16" : "float32",
+  };
+  const config = parseModelConfig(JSON.stringify(hfConfig), `${dir}/config.json`);
+  const rng = new Rng(options.seed ?? 1);
+  const prefix = options.prefix ?? "model.decoder.";
+  const dtype = options.dtype ?? "F32";
+  const biasMean = options.fc1BiasMean ?? -1;
+
+  const tensors: TensorToWrite[] = [];
+  const add = (name: string, shape: number[], fill: (i: number) => number): Float32Array => {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    for (let i = 0; i < data.length; i++) data[i] = fill(i);
+    tensors.push({ name: prefix + name, dtype, shape, data });
+    return data;
+  };
+  for (const spec of residentTensorSpecs(config)) {
+    if (!spec.required) continue;
+    const fanIn = spec.shape.length === 2 ? spec.shape[1] : 1;
+    if (spec.name.endsWith("norm.weight")) add(spec.name, spec.shape, () => 1 + 0.1 * rng.normal());
+    else if (spec.name.endsWith("fc1.bias")) add(spec.name, spec.shape, () => biasMean + 0.3 * rng.normal());
+    else if (spec.name.endsWith(".bias")) add(spec.name, spec.shape, () => 0.05 * rng.normal());
+    else if (spec.name.startsWith("embed_")) add(spec.name, spec.shape, () => 0.5 * rng.normal());
+    else add(spec.name, spec.shape, () => rng.normal() / Math.sqrt(fanIn));
+  }
+  for (let l = 0; l < config.nLayers; l++) {
+    for (const spec of ffnTensorSpecs(config, l)) {
+      add(spec.name, spec.shape, () => rng.normal() / Math.sqrt(spec.shape[1]));
+    }
+  }
+  if (options.writeLmHead) {
+    const embedding = tensors.find((t) => t.name === prefix + "embed_tokens.weight")!;
+    tensors.push({ ...embedding, name: "lm_head.weight" });
+  }
+
+  await Deno.mkdir(dir, { recursive: true });
+  await writeText(`${dir}/config.json`, JSON.stringify(hfConfig, null, 2) + "\n");
+  await writeText(`${dir}/vocab.json`, vocab.vocabJson);
+  await writeText(`${dir}/merges.txt`, vocab.mergesText);
+  await writeSafetensors(`${dir}/model.safetensors`, tensors, { format: "pt", synthetic: "true" });
+  return config;
+}
+
+async function writeText(path: string, text: string): Promise<void> {
+  await atomicWriteFile(path, (file) => writeAll(file, new TextEncoder().encode(text)));
+}
+
+// ---------------------------------------------------------------------------
+// The embedded demo model
+
+/** Version of the demo model; bump it when its recipe changes so caches rebuild. */
+const DEMO_VERSION = 1;
+
+/**
+ * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
+ * else `~/.cache/flashlm`, else the system temp dir.
+ *
+ * @example
+ * ```ts
+ * import { cacheDir } from "./demo_model.ts";
+ * console.assert(cacheDir().length > 0);
+ * ```
+ */
+export function cacheDir(): string {
+  const env = (name: string): string | undefined => {
+    try {
+      return Deno.env.get(name) || undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const explicit = env("FLASHLM_CACHE");
+  if (explicit) return explicit;
+  const xdg = env("XDG_CACHE_HOME");
+  if (xdg) return `${xdg}/flashlm`;
+  const home = env("HOME");
+  if (home) return `${home}/.cache/flashlm`;
+  return `${Deno.makeTempDirSync()}/flashlm`;
+}
+
+/**
+ * Path of the embedded demo model (a flashlm file), building it on first use: a
+ * synthetic OPT with 4 layers, d 64, FFN 256, random weights.
+ *
+ * @example
+ * ```ts
+ * import { ensureDemoModel } from "./demo_model.ts";
+ * const path = await ensureDemoModel(await Deno.makeTempDir());
+ * console.assert(path.endsWith(".flm"));
+ * ```
+ */
+export async function ensureDemoModel(
+  dir: string = cacheDir(),
+  dtype: StorageDtype = "f16",
+): Promise<string> {
+  const path = `${dir}/demo-v${DEMO_VERSION}-${dtype}.flm`;
+  try {
+    await Deno.stat(path);
+    return path;
+  } catch {
+    // not built yet
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const hfDir = await Deno.makeTempDir({ dir, prefix: ".demo-hf-" });
+  try {
+    await buildSyntheticHfModel(hfDir, { seed: 2024 });
+    await convertHfToFlash(hfDir, path, { dtype });
+  } finally {
+    await Deno.remove(hfDir, { recursive: true });
+  }
+  return path;
+}

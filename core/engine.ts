@@ -1,0 +1,160 @@
+/**
+ * Load a model for generation, from a Hugging Face directory (dense mode) or a
+ * flashlm file (dense or a flash mode), and put the pieces together.
+ *
+ * @module
+ */
+
+import { readExactly } from "../io/atomic_write.ts";
+import { FlashReader } from "../io/reader.ts";
+import { unbundleRowColumn } from "./bundling.ts";
+import type { ModelConfig } from "./config.ts";
+import { FlashlmError } from "./errors.ts";
+import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
+import { decodeValues, FlashModelFile } from "./flash_format.ts";
+import { openHfModel } from "./hf_model.ts";
+import { OptTokenizer } from "./tokenizer.ts";
+import { Transformer } from "./transformer.ts";
+import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// Modes
+
+/**
+ * How the FFN runs.
+ * - `dense`: every weight in DRAM (the speed ceiling and the reference).
+ * - `naive`: resident part in DRAM, every FFN bundle read from flash every token.
+ */
+export type Mode = "dense" | "naive";
+
+/** The modes {@linkcode loadModel} accepts. */
+export const MODES: readonly Mode[] = ["dense", "naive"];
+
+/** Options of {@linkcode loadModel}. */
+export interface LoadOptions {
+  /** FFN mode; default `"naive"` for flashlm files, `"dense"` for HF directories. */
+  mode?: Mode;
+  /** KV cache length; default the model's maximum positions. */
+  contextLength?: number;
+  /** Reads in flight for flash modes; default 32. */
+  readerDepth?: number;
+}
+
+/** A model ready to generate. */
+export interface LoadedModel {
+  /** The path it was loaded from. */
+  path: string;
+  /** `"hf"` for a Hugging Face directory, `"flash"` for a flashlm file. */
+  format: "hf" | "flash";
+  /** The FFN mode in use. */
+  mode: Mode;
+  config: ModelConfig;
+  tokenizer: OptTokenizer;
+  transformer: Transformer;
+  /** Free-form provenance from the file (e.g. `synthetic: "true"`). */
+  metadata: Record<string, string>;
+  /** Release files and handles. */
+  close(): void;
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new FlashlmError("file not found", { file: path, kind: "io" });
+    }
+    throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
+  }
+}
+
+/**
+ * Load `path` (an HF model directory or a `.flm` file) for generation.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./engine.ts";
+ * try {
+ *   const model = await loadModel("../shared/models/tiny-opt-wikitext2", { mode: "dense" });
+ *   console.assert(model.config.nLayers === 6);
+ *   model.close();
+ * } catch {
+ *   // the shared model is not on this machine
+ * }
+ * ```
+ */
+export async function loadModel(path: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  if (await isDirectory(path)) {
+    const mode = options.mode ?? "dense";
+    if (mode !== "dense") {
+      throw new FlashlmError(
+        `mode ${mode} streams from a flashlm file; convert this directory first (flashlm convert ${path} out.flm)`,
+        { file: path, kind: "usage" },
+      );
+    }
+    const hf = await openHfModel(path);
+    const tokenizer = OptTokenizer.fromFiles(hf.vocabJson, hf.mergesText, `${path}/vocab.json`);
+    const resident = await loadResidentWeights(hf.config, hf.source);
+    const ffn = new DenseFfn(resident, await loadDenseFfnWeights(hf.config, hf.source));
+    return assemble(path, "hf", mode, tokenizer, new Transformer(resident, ffn, options.contextLength), {});
+  }
+
+  const file = await FlashModelFile.open(path);
+  const mode = options.mode ?? "naive";
+  const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
+  const resident = await loadResidentWeights(file.config, file);
+  let ffn: FfnProvider;
+  if (mode === "dense") {
+    ffn = new DenseFfn(resident, await readAllFfn(file));
+  } else {
+    const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
+    ffn = new FlashNaiveFfn(file, resident, reader);
+  }
+  const transformer = new Transformer(resident, ffn, options.contextLength);
+  return assemble(path, "flash", mode, tokenizer, transformer, file.header.metadata);
+}
+
+function assemble(
+  path: string,
+  format: "hf" | "flash",
+  mode: Mode,
+  tokenizer: OptTokenizer,
+  transformer: Transformer,
+  metadata: Record<string, string>,
+): LoadedModel {
+  return {
+    path,
+    format,
+    mode,
+    config: transformer.config,
+    tokenizer,
+    transformer,
+    metadata,
+    close: () => transformer.close(),
+  };
+}
+
+/** Read every FFN layer of a flashlm file into DRAM as fc1/fc2 (dense mode). */
+async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights[]> {
+  const { dModel, dFfn, nLayers } = model.config;
+  const raw = new Uint8Array(dFfn * model.bundleBytes);
+  const bundles = new Float32Array(dFfn * 2 * dModel);
+  const out: DenseFfnWeights[] = [];
+  const file = await Deno.open(model.path, { read: true });
+  try {
+    for (let l = 0; l < nLayers; l++) {
+      await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
+      decodeValues(raw, model.dtype, bundles);
+      const fc1 = new Float32Array(dFfn * dModel); // (dFfn, dModel)
+      const fc2 = new Float32Array(dModel * dFfn); // (dModel, dFfn)
+      unbundleRowColumn(bundles, dModel, dFfn, fc1, fc2);
+      out.push({ fc1, fc2 });
+    }
+  } finally {
+    file.close();
+  }
+  return out;
+}

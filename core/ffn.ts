@@ -1,0 +1,164 @@
+/**
+ * Where the FFN's weights come from: the one place the modes of flashlm differ.
+ *
+ * The transformer calls `ffn.forward(layer, x, out)` for every layer of every token.
+ * - {@linkcode DenseFfn}: `fc1` and `fc2` in DRAM, the PyTorch reference computation.
+ * - {@linkcode FlashNaiveFfn}: the paper's "naive" baseline: every bundle of the layer is
+ *   read from flash for every token, then the bundled kernel runs over all of them.
+ *
+ * @module
+ */
+
+import { ReadBatch, type FlashReader } from "../io/reader.ts";
+import { relu } from "../kernels/activations.ts";
+import { ffnBundled } from "../kernels/ffn_bundled.ts";
+import { matvec } from "../kernels/matvec.ts";
+import { decodeValues, type FlashModelFile } from "./flash_format.ts";
+import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// The interface and its statistics
+
+/** Cumulative work counters of an FFN provider. */
+export interface FfnStats {
+  /** Bytes read from flash. */
+  bytesRead: number;
+  /** Positioned reads issued. */
+  reads: number;
+  /** Milliseconds waiting for flash. */
+  ioMs: number;
+  /** Milliseconds computing the FFN. */
+  computeMs: number;
+}
+
+/** Computes one layer's FFN: `out = fc2(relu(fc1 x + b1)) + b2`. */
+export interface FfnProvider {
+  /** Short name of the mode, e.g. `"dense"` or `"naive"`. */
+  readonly mode: string;
+  /** Cumulative counters. */
+  readonly stats: FfnStats;
+  /** Compute layer `layer`'s FFN of the normalised input `x` (dModel) into `out` (dModel). */
+  forward(layer: number, x: Float32Array, out: Float32Array): Promise<void>;
+  /** Release files and handles. */
+  close(): void;
+}
+
+function newStats(): FfnStats {
+  return { bytesRead: 0, reads: 0, ioMs: 0, computeMs: 0 };
+}
+
+// ---------------------------------------------------------------------------
+// Dense: all FFN weights in DRAM
+
+/**
+ * The dense reference FFN: fc1 → ReLU → fc2 with both matrices in DRAM.
+ *
+ * @example
+ * ```ts
+ * import { DenseFfn } from "./ffn.ts";
+ * import type { ResidentWeights } from "./weights.ts";
+ * // d = 2, dFfn = 2: fc1 = identity, fc2 = identity, zero biases
+ * const resident = { config: { dModel: 2, dFfn: 2 },
+ *   layers: [{ fc1Bias: new Float32Array(2), fc2Bias: new Float32Array(2) }] } as unknown as ResidentWeights;
+ * const ffn = new DenseFfn(resident, [{ fc1: new Float32Array([1, 0, 0, 1]), fc2: new Float32Array([1, 0, 0, 1]) }]);
+ * const out = new Float32Array(2);
+ * await ffn.forward(0, new Float32Array([3, -1]), out);
+ * console.assert(out[0] === 3 && out[1] === 0); // ReLU removed the negative one
+ * ```
+ */
+export class DenseFfn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "dense";
+  /** Cumulative counters (no I/O in this mode). */
+  readonly stats: FfnStats = newStats();
+  private resident: ResidentWeights;
+  private weights: DenseFfnWeights[];
+  private hidden: Float32Array; // (dFfn) activations
+
+  /** Wrap per-layer fc1/fc2 matrices already in DRAM. */
+  constructor(resident: ResidentWeights, weights: DenseFfnWeights[]) {
+    this.resident = resident;
+    this.weights = weights;
+    this.hidden = new Float32Array(resident.config.dFfn);
+  }
+
+  /** out = fc2(relu(fc1 x + b1)) + b2. */
+  forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    const t0 = performance.now();
+    const { dModel, dFfn } = this.resident.config;
+    const L = this.resident.layers[layer];
+    const W = this.weights[layer];
+    matvec(this.hidden, W.fc1, x, dFfn, dModel, L.fc1Bias);
+    relu(this.hidden, dFfn);
+    matvec(out, W.fc2, this.hidden, dModel, dFfn, L.fc2Bias);
+    this.stats.computeMs += performance.now() - t0;
+    return Promise.resolve();
+  }
+
+  /** Nothing to release. */
+  close(): void {}
+}
+
+// ---------------------------------------------------------------------------
+// Flash-naive: read the whole layer from flash every token
+
+/**
+ * The paper's naive baseline: for every token and layer, read all `dFfn` bundles of
+ * the layer from flash (one large read, split into chunks with many in flight),
+ * convert them to f32, and run the bundled kernel over all of them.
+ *
+ * @example
+ * ```ts
+ * import { FlashNaiveFfn } from "./ffn.ts";
+ * console.assert(typeof FlashNaiveFfn === "function");
+ * ```
+ */
+export class FlashNaiveFfn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "naive";
+  /** Cumulative counters. */
+  readonly stats: FfnStats = newStats();
+  private model: FlashModelFile;
+  private resident: ResidentWeights;
+  private reader: FlashReader;
+  private batch = new ReadBatch(1);
+  private raw: Uint8Array; // (dFfn * bundleBytes) one layer as stored
+  private bundles: Float32Array; // (dFfn, 2 * dModel) one layer as f32
+
+  /** Stream the FFN of `model` through `reader`; the resident weights come from the same file. */
+  constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader) {
+    this.model = model;
+    this.resident = resident;
+    this.reader = reader;
+    const { dModel, dFfn } = model.config;
+    this.raw = new Uint8Array(dFfn * model.bundleBytes);
+    this.bundles = model.dtype === "f32"
+      ? new Float32Array(this.raw.buffer) // stored f32 is used in place
+      : new Float32Array(dFfn * 2 * dModel);
+  }
+
+  /** Read layer `layer` entirely, then out = Σ relu(up_i · x + b1_i) down_i + b2. */
+  async forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    const { dModel, dFfn } = this.model.config;
+    const entry = this.model.header.ffn.layers[layer];
+    const before = this.reader.stats.reads;
+    const t0 = performance.now();
+    this.batch.clear();
+    this.batch.add(entry.offset, entry.length, this.raw, 0);
+    await this.reader.read(this.batch);
+    const t1 = performance.now();
+    if (this.model.dtype === "f16") decodeValues(this.raw, "f16", this.bundles);
+    const L = this.resident.layers[layer];
+    ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    this.stats.bytesRead += entry.length;
+    this.stats.reads += this.reader.stats.reads - before;
+    this.stats.ioMs += t1 - t0;
+    this.stats.computeMs += performance.now() - t1;
+  }
+
+  /** Close the reader. */
+  close(): void {
+    this.reader.close();
+  }
+}

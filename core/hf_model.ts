@@ -1,0 +1,138 @@
+/**
+ * Hugging Face OPT checkpoints as flashlm reads them: `config.json`, `model.safetensors`
+ * (or a sharded `model.safetensors.index.json`), `vocab.json` and `merges.txt`.
+ *
+ * Checkpoints name tensors `model.decoder.X`, `decoder.X` or plain `X`, and may or may
+ * not carry `lm_head.weight` (OPT ties it to the token embedding): all are accepted.
+ *
+ * @module
+ */
+
+import { Checkpoint } from "../io/safetensors.ts";
+import { loadModelConfig, type ModelConfig } from "./config.ts";
+import { FlashlmError } from "./errors.ts";
+import type { TensorSource } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// A checkpoint seen through canonical tensor names
+
+/**
+ * An HF checkpoint as a {@linkcode TensorSource} with canonical names
+ * (`layers.0.fc1.weight`), whatever prefix the file uses.
+ *
+ * @example
+ * ```ts
+ * import { HfTensorSource } from "./hf_model.ts";
+ * const dir = "../shared/models/tiny-opt-wikitext2";
+ * try {
+ *   const source = await HfTensorSource.open(dir);
+ *   console.assert(source.has("layers.0.fc1.weight"));
+ * } catch {
+ *   // the shared model is not on this machine
+ * }
+ * ```
+ */
+export class HfTensorSource implements TensorSource {
+  /** Where the tensors come from, for error messages. */
+  readonly description: string;
+  /** The prefix the checkpoint puts before canonical names (`model.decoder.`, `decoder.` or ``). */
+  readonly prefix: string;
+  /** The underlying safetensors checkpoint. */
+  readonly checkpoint: Checkpoint;
+
+  private constructor(checkpoint: Checkpoint, prefix: string) {
+    this.checkpoint = checkpoint;
+    this.prefix = prefix;
+    this.description = checkpoint.path;
+  }
+
+  /** Open the safetensors checkpoint in `dir` and work out its name prefix. */
+  static async open(dir: string): Promise<HfTensorSource> {
+    const checkpoint = await Checkpoint.open(dir);
+    for (const prefix of ["model.decoder.", "decoder.", ""]) {
+      if (checkpoint.has(prefix + "embed_tokens.weight")) {
+        return new HfTensorSource(checkpoint, prefix);
+      }
+    }
+    throw new FlashlmError(
+      "no OPT tensors found (expected model.decoder.embed_tokens.weight); unknown architecture",
+      { file: checkpoint.path, kind: "config" },
+    );
+  }
+
+  private fullName(name: string): string {
+    return name === "lm_head.weight" ? name : this.prefix + name;
+  }
+
+  /** Whether the checkpoint has the tensor with this canonical name. */
+  has(name: string): boolean {
+    return this.checkpoint.has(this.fullName(name));
+  }
+
+  /** Read a tensor as f32 after checking its shape against `shape` (what config.json implies). */
+  async readF32(name: string, shape: number[]): Promise<Float32Array> {
+    const full = this.fullName(name);
+    const info = this.checkpoint.info(full);
+    if (info.shape.length !== shape.length || info.shape.some((n, i) => n !== shape[i])) {
+      throw new FlashlmError(
+        `tensor ${full} has shape [${info.shape}] but config.json implies [${shape}]`,
+        { file: this.checkpoint.path, kind: "config" },
+      );
+    }
+    return await this.checkpoint.readF32(full);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A whole HF model directory
+
+/** The parts of an HF model directory flashlm uses. */
+export interface HfModelFiles {
+  /** The directory. */
+  dir: string;
+  /** Parsed and validated `config.json`. */
+  config: ModelConfig;
+  /** The tensors. */
+  source: HfTensorSource;
+  /** Text of `vocab.json`. */
+  vocabJson: string;
+  /** Text of `merges.txt`. */
+  mergesText: string;
+}
+
+/**
+ * Open an HF OPT model directory: config, checkpoint and tokenizer files.
+ *
+ * @example
+ * ```ts
+ * import { openHfModel } from "./hf_model.ts";
+ * try {
+ *   const hf = await openHfModel("../shared/models/tiny-opt-wikitext2");
+ *   console.assert(hf.config.architecture === "opt");
+ * } catch {
+ *   // the shared model is not on this machine
+ * }
+ * ```
+ */
+export async function openHfModel(dir: string): Promise<HfModelFiles> {
+  const config = await loadModelConfig(dir);
+  if (config.architecture !== "opt") {
+    throw new FlashlmError(
+      `architecture ${config.architecture} is not supported yet (supported: opt)`,
+      { file: `${dir}/config.json`, kind: "config" },
+    );
+  }
+  const source = await HfTensorSource.open(dir);
+  const vocabJson = await readText(`${dir}/vocab.json`);
+  const mergesText = await readText(`${dir}/merges.txt`);
+  return { dir, config, source, vocabJson, mergesText };
+}
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    const what = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new FlashlmError(what, { file: path, kind: "io", cause: e });
+  }
+}

@@ -1,0 +1,634 @@
+/**
+ * The OPT tokenizer: GPT-2's byte-level BPE with the ids of the model's own `vocab.json`.
+ *
+ * OPT was trained with GPT-2's merges, but its `vocab.json` numbers the tokens its own way
+ * (`<s>`=0, `<pad>`=1, `</s>`=2, `<unk>`=3, then the GPT-2 tokens in some other order). So text
+ * is split into GPT-2 ids by the `gpt-tokenizer` package (r50k_base is GPT-2's BPE, ids exactly
+ * GPT-2's), and each GPT-2 id is mapped to the model's id through a table built once from
+ * `vocab.json`: GPT-2 id -> raw bytes -> GPT-2's byte-to-unicode string -> `vocab.json` id.
+ *
+ * A prompt starts with `</s>` (OPT's BOS is its EOS). Decoding goes the other way through a
+ * table id -> raw bytes, then UTF-8; {@linkcode TokenStreamDecoder} does it one token at a time
+ * and holds back incomplete UTF-8 sequences (an emoji is often split across tokens).
+ *
+ * @example Encode and decode with a small synthetic vocabulary
+ * ```ts
+ * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * const { vocabJson, mergesText } = buildByteLevelVocab(100);
+ * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "vocab.json");
+ * const ids = tok.encode("Hello, world!");
+ * console.assert(ids[0] === tok.bosId);
+ * console.assert(tok.decode(ids) === "Hello, world!");
+ * ```
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { encode as encodeGpt2 } from "gpt-tokenizer/encoding/r50k_base";
+import gpt2BpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
+import { FlashlmError } from "./errors.ts";
+
+// ---------------------------------------------------------------------------
+// GPT-2's byte-to-unicode table
+
+/**
+ * GPT-2's byte-to-unicode table: byte value -> the one-character string that stands for it in
+ * `vocab.json` and `merges.txt`. Printable bytes stand for themselves; the others (space,
+ * control bytes, ...) are moved to U+0100 and up, so a space is `Ġ` and a newline `Ċ`.
+ * Its inverse is a string's characters looked up in this table. Returns a fresh array.
+ *
+ * @example The space and newline characters
+ * ```ts
+ * import { bytesToUnicode } from "./tokenizer.ts";
+ * const table = bytesToUnicode();
+ * console.assert(table.length === 256);
+ * console.assert(table[0x20] === "Ġ" && table[0x0a] === "Ċ" && table[0x41] === "A");
+ * const inverse = new Map(table.map((ch, byte) => [ch, byte]));
+ * console.assert(inverse.get("Ġ") === 0x20);
+ * ```
+ */
+export function bytesToUnicode(): string[] {
+  return BYTE_TO_UNICODE.slice();
+}
+
+/** Byte value -> its one-char string (256). */
+const BYTE_TO_UNICODE: string[] = makeBytesToUnicode();
+
+/** Byte value -> char code of its one-char string (256). */
+const BYTE_TO_CODE: Uint16Array = Uint16Array.from(BYTE_TO_UNICODE, (ch) => ch.charCodeAt(0));
+
+/** Char code of a byte's one-char string -> byte value, or -1 (codes 0..323). */
+const UNICODE_TO_BYTE: Int16Array = makeUnicodeToByte(BYTE_TO_UNICODE);
+
+function makeBytesToUnicode(): string[] {
+  // Same construction as GPT-2's encoder.py: the printable ranges keep their code, the 68
+  // other bytes get codes 256, 257, ... in byte order.
+  const printable = (b: number): boolean =>
+    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  const table = new Array<string>(256);
+  let next = 256;
+  for (let b = 0; b < 256; b++) {
+    table[b] = String.fromCharCode(printable(b) ? b : next++);
+  }
+  return table;
+}
+
+function makeUnicodeToByte(table: string[]): Int16Array {
+  const inverse = new Int16Array(256 + 68).fill(-1); // (char code)
+  for (let b = 0; b < 256; b++) inverse[table[b].charCodeAt(0)] = b;
+  return inverse;
+}
+
+// ---------------------------------------------------------------------------
+// GPT-2's tokens (from gpt-tokenizer's r50k_base ranks), built once on first use
+
+/** Number of GPT-2 ids: 50256 BPE tokens, then `<|endoftext|>` = 50256. */
+const GPT2_ID_COUNT = 50257;
+const GPT2_BPE_COUNT = 50256;
+const GPT2_ENDOFTEXT = 50256;
+/** Scratch size for one GPT-2 token's bytes (the longest has 128). */
+const MAX_GPT2_TOKEN_BYTES = 1024;
+
+/** Encode user text as plain text: `<|endoftext|>` in a prompt is text, never an error. */
+const GPT2_TEXT_ONLY = { disallowedSpecial: new Set<string>() };
+
+interface Gpt2Tokens {
+  /** Raw bytes of every GPT-2 BPE token, back to back. */
+  bytes: Uint8Array; // (total bytes)
+  /** Token i's bytes are bytes[offsets[i], offsets[i + 1]). */
+  offsets: Int32Array; // (GPT2_BPE_COUNT + 1)
+  /** Byte-level string of every GPT-2 BPE token (the keys of GPT-2's encoder.json). */
+  strings: string[]; // (GPT2_BPE_COUNT)
+}
+
+let gpt2TokensCache: Gpt2Tokens | null = null;
+
+/** GPT-2's tokens as raw bytes and as byte-level strings; built on first use (~20-50 ms). */
+function gpt2Tokens(): Gpt2Tokens {
+  if (gpt2TokensCache) return gpt2TokensCache;
+  if (gpt2BpeRanks.length !== GPT2_BPE_COUNT) {
+    throw new Error(`gpt-tokenizer r50k_base has ${gpt2BpeRanks.length} ranks, expected 50256`);
+  }
+  const utf8 = new TextEncoder();
+  let flat = new Uint8Array(1 << 19); // (capacity), grown if needed; GPT-2 needs 320,814 bytes
+  const offsets = new Int32Array(GPT2_BPE_COUNT + 1); // (GPT2_BPE_COUNT + 1)
+  const strings = new Array<string>(GPT2_BPE_COUNT);
+  const codes = new Uint16Array(MAX_GPT2_TOKEN_BYTES); // (token length) scratch: char codes
+  let total = 0;
+  for (let id = 0; id < GPT2_BPE_COUNT; id++) {
+    const rank = gpt2BpeRanks[id];
+    if (rank.length > MAX_GPT2_TOKEN_BYTES / 3) {
+      throw new Error(`gpt-tokenizer r50k_base token ${id} is longer than expected`);
+    }
+    if (flat.length - total < MAX_GPT2_TOKEN_BYTES) {
+      const grown = new Uint8Array(flat.length * 2);
+      grown.set(flat);
+      flat = grown;
+    }
+    // A string is the token's UTF-8 text, a number[] its raw bytes (not valid UTF-8 alone).
+    let length: number;
+    if (typeof rank === "string") {
+      length = utf8.encodeInto(rank, flat.subarray(total)).written;
+    } else {
+      flat.set(rank, total);
+      length = rank.length;
+    }
+    offsets[id] = total;
+    for (let k = 0; k < length; k++) codes[k] = BYTE_TO_CODE[flat[total + k]];
+    strings[id] = String.fromCharCode.apply(null, codes.subarray(0, length) as unknown as number[]);
+    total += length;
+  }
+  offsets[GPT2_BPE_COUNT] = total;
+  gpt2TokensCache = { bytes: flat.subarray(0, total), offsets, strings };
+  return gpt2TokensCache;
+}
+
+// ---------------------------------------------------------------------------
+// Parsing vocab.json and merges.txt
+
+/** Token strings that are control tokens, not text: they decode to "" (`<unk>` excepted). */
+const SPECIAL_TOKENS: ReadonlySet<string> = new Set([
+  "<s>",
+  "<pad>",
+  "</s>",
+  "<unk>",
+  "<mask>",
+  "<|endoftext|>",
+]);
+
+/** Ids must stay below this: the decode table has one entry per id up to the largest. */
+const MAX_VOCAB_ID = 1 << 24;
+
+/** A parsed, checked `vocab.json`. */
+interface Vocab {
+  /** Token string -> id (the parsed JSON object; look up with `Object.hasOwn`). */
+  ids: Record<string, number>;
+  /** Number of entries. */
+  count: number;
+  /** Largest id. */
+  maxId: number;
+  /** Total length of all token strings (an upper bound of their bytes). */
+  chars: number;
+}
+
+function parseVocab(text: string, file: string): Vocab {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+  } catch (err) {
+    throw new FlashlmError(`vocab is not valid JSON (${(err as Error).message})`, {
+      file,
+      cause: err,
+    });
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new FlashlmError("vocab must be a JSON object mapping token strings to ids", { file });
+  }
+  const ids = parsed as Record<string, unknown>;
+  let count = 0;
+  let maxId = 0;
+  let chars = 0;
+  for (const token in ids) {
+    const id = ids[token];
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_ID) {
+      throw new FlashlmError(
+        `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected an integer ` +
+          `in [0, ${MAX_VOCAB_ID})`,
+        { file },
+      );
+    }
+    count++;
+    chars += token.length;
+    if (id > maxId) maxId = id;
+  }
+  if (count === 0) throw new FlashlmError("vocab is empty", { file });
+  if (!Object.hasOwn(ids, "</s>")) {
+    throw new FlashlmError("vocab has no </s> token (OPT's BOS and EOS)", { file, kind: "config" });
+  }
+  return { ids: ids as Record<string, number>, count, maxId, chars };
+}
+
+/** The id of `token` in `vocab`, or `fallback`. */
+function vocabId(vocab: Vocab, token: string, fallback: number): number {
+  return Object.hasOwn(vocab.ids, token) ? vocab.ids[token] : fallback;
+}
+
+/** Check merges.txt is well-formed: an optional `#version` line, then lines `left right`. */
+function checkMerges(text: string, file: string): void {
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].endsWith("\r") ? lines[i].slice(0, -1) : lines[i];
+    if (line === "" || (i === 0 && line.startsWith("#version"))) continue;
+    const parts = line.split(" ");
+    if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
+      const shown = line.length > 40 ? line.slice(0, 40) + "..." : line;
+      throw new FlashlmError(
+        `line ${i + 1} is ${JSON.stringify(shown)}, expected two tokens separated by one space`,
+        { file },
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The tokenizer
+
+const EMPTY_BYTES = new Uint8Array(0);
+const UTF8_DECODER = new TextDecoder();
+const STREAM = { stream: true };
+
+/**
+ * OPT's tokenizer: GPT-2 byte-level BPE, ids from the model's `vocab.json`.
+ *
+ * Encoding never fails on text: a GPT-2 token missing from a small vocabulary falls back to its
+ * single bytes (each byte's token if the vocab has it, else `<unk>`). Decoding maps ids to raw
+ * bytes and decodes UTF-8 with replacement characters for invalid sequences (Hugging Face's
+ * `errors="replace"`). Control tokens (`<s>`, `<pad>`, `</s>`, `<mask>`, `<|endoftext|>`) and ids
+ * the vocab does not have (models pad their embedding to a multiple of 8) decode to "", and
+ * `<unk>` to the text "<unk>" (WikiText writes unknown words as `<unk>`).
+ *
+ * @example Loading a model's tokenizer
+ * ```ts
+ * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * const dir = await Deno.makeTempDir();
+ * const { vocabJson, mergesText } = buildByteLevelVocab(50);
+ * await Deno.writeTextFile(`${dir}/vocab.json`, vocabJson);
+ * await Deno.writeTextFile(`${dir}/merges.txt`, mergesText);
+ * const tok = await OptTokenizer.load(dir);
+ * console.assert(tok.vocabCount === 4 + 256 + 50);
+ * console.assert(tok.bosId === 2 && tok.eosId === 2 && tok.padId === 1 && tok.unkId === 3);
+ * console.assert(tok.decode(tok.encode("the cat\n")) === "the cat\n");
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export class OptTokenizer {
+  /** Number of entries in `vocab.json`. */
+  readonly vocabCount: number;
+  /** Id that starts every prompt: `</s>`. */
+  readonly bosId: number;
+  /** Id that ends generation: `</s>`. */
+  readonly eosId: number;
+  /** Id of `<pad>`, or -1 if the vocab has none. */
+  readonly padId: number;
+  /** Id of `<unk>`, or -1 if the vocab has none. */
+  readonly unkId: number;
+
+  /** GPT-2 id -> model id, or -1 when the token is not in the vocab (byte fallback). */
+  private readonly gpt2ToModel: Int32Array; // (GPT2_ID_COUNT)
+  /** Byte value -> model id of its single-byte token, or `<unk>`'s id, or -1. */
+  private readonly byteToModel: Int32Array; // (256)
+  /** Raw bytes of every model id (a view into one shared buffer; empty for control tokens). */
+  private readonly idBytes: Uint8Array[]; // (max id + 1)
+  /** Where the vocab came from, for error messages. */
+  private readonly file: string;
+
+  private constructor(vocab: Vocab, file: string) {
+    this.file = file;
+    this.vocabCount = vocab.count;
+    this.bosId = vocabId(vocab, "</s>", -1);
+    this.eosId = this.bosId;
+    this.padId = vocabId(vocab, "<pad>", -1);
+    this.unkId = vocabId(vocab, "<unk>", -1);
+
+    // Model id -> bytes: every token string through the byte-to-unicode inverse, into one buffer.
+    const unkText = new TextEncoder().encode("<unk>");
+    const flat = new Uint8Array(vocab.chars + unkText.length); // (total bytes)
+    const start = new Int32Array(vocab.maxId + 1).fill(-1); // (max id + 1)
+    const end = new Int32Array(vocab.maxId + 1); // (max id + 1)
+    let offset = 0;
+    for (const token in vocab.ids) {
+      const id = vocab.ids[token];
+      if (start[id] >= 0) {
+        const message = `id ${id} is used by more than one token, one is ${JSON.stringify(token)}`;
+        throw new FlashlmError(message, { file });
+      }
+      start[id] = end[id] = offset;
+      if (token === "<unk>") {
+        flat.set(unkText, offset);
+        offset += unkText.length;
+      } else if (token.charCodeAt(0) === 0x3c && SPECIAL_TOKENS.has(token)) {
+        // control token: no bytes
+      } else {
+        let k = 0;
+        for (; k < token.length; k++) {
+          const code = token.charCodeAt(k);
+          const b = code < UNICODE_TO_BYTE.length ? UNICODE_TO_BYTE[code] : -1;
+          if (b < 0) break; // not a byte-level token: treat it as a control token
+          flat[offset + k] = b;
+        }
+        if (k === token.length) offset += k;
+      }
+      end[id] = offset;
+    }
+    this.idBytes = new Array<Uint8Array>(vocab.maxId + 1);
+    for (let id = 0; id <= vocab.maxId; id++) {
+      this.idBytes[id] = start[id] < end[id] ? flat.subarray(start[id], end[id]) : EMPTY_BYTES;
+    }
+
+    // GPT-2 id -> model id.
+    const gpt2 = gpt2Tokens();
+    this.gpt2ToModel = new Int32Array(GPT2_ID_COUNT); // (GPT2_ID_COUNT)
+    for (let id = 0; id < GPT2_BPE_COUNT; id++) {
+      this.gpt2ToModel[id] = vocabId(vocab, gpt2.strings[id], -1);
+    }
+    this.gpt2ToModel[GPT2_ENDOFTEXT] = vocabId(vocab, "<|endoftext|>", this.eosId);
+
+    // Byte fallback for GPT-2 tokens the vocab lacks.
+    this.byteToModel = new Int32Array(256); // (256)
+    for (let b = 0; b < 256; b++) {
+      this.byteToModel[b] = vocabId(vocab, BYTE_TO_UNICODE[b], this.unkId);
+    }
+  }
+
+  /**
+   * Make a tokenizer from the text of `vocab.json` and, optionally, of `merges.txt` (only checked
+   * to be well-formed: encoding uses GPT-2's merges). `file` names the source in errors.
+   *
+   * @example From in-memory files
+   * ```ts
+   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * const { vocabJson, mergesText, size } = buildByteLevelVocab(10);
+   * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "demo/vocab.json");
+   * console.assert(tok.vocabCount === size);
+   * let message = "";
+   * try {
+   *   OptTokenizer.fromFiles("[1, 2]", null, "demo/vocab.json");
+   * } catch (err) {
+   *   message = (err as Error).message;
+   * }
+   * console.assert(message.startsWith("demo/vocab.json: "));
+   * ```
+   */
+  static fromFiles(vocabJsonText: string, mergesText: string | null, file: string): OptTokenizer {
+    if (mergesText !== null) checkMerges(mergesText, file);
+    return new OptTokenizer(parseVocab(vocabJsonText, file), file);
+  }
+
+  /**
+   * Load `<dir>/vocab.json` and `<dir>/merges.txt`. Throws a {@linkcode FlashlmError} naming the
+   * file when one is missing or malformed.
+   *
+   * @example A missing directory
+   * ```ts
+   * import { OptTokenizer } from "./tokenizer.ts";
+   * let message = "";
+   * try {
+   *   await OptTokenizer.load("/no/such/model");
+   * } catch (err) {
+   *   message = (err as Error).message;
+   * }
+   * console.assert(message.startsWith("/no/such/model/vocab.json: "));
+   * ```
+   */
+  static async load(dir: string): Promise<OptTokenizer> {
+    const vocabPath = join(dir, "vocab.json");
+    const mergesPath = join(dir, "merges.txt");
+    const vocabText = await readText(vocabPath);
+    const mergesText = await readText(mergesPath);
+    checkMerges(mergesText, mergesPath);
+    return new OptTokenizer(parseVocab(vocabText, vocabPath), vocabPath);
+  }
+
+  /**
+   * Text -> model ids. With `addBos` (the default) the ids start with `</s>`, as OPT prompts do.
+   * Special-token text such as `<|endoftext|>` is encoded as plain text.
+   *
+   * @example
+   * ```ts
+   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
+   * // With no multi-byte tokens every byte is its own token: id 4 + byte value.
+   * console.assert(tok.encode("Hi").join() === [2, 4 + 72, 4 + 105].join());
+   * console.assert(tok.encode("Hi", { addBos: false }).length === 2);
+   * ```
+   */
+  encode(text: string, options: { addBos?: boolean } = {}): number[] {
+    const ids: number[] = [];
+    if (options.addBos ?? true) ids.push(this.bosId);
+    const gpt2Ids = encodeGpt2(text, GPT2_TEXT_ONLY);
+    for (const g of gpt2Ids) {
+      const id = this.gpt2ToModel[g];
+      if (id >= 0) {
+        ids.push(id);
+        continue;
+      }
+      // Not in this vocab: fall back to the token's single bytes.
+      const gpt2 = gpt2Tokens();
+      for (let k = gpt2.offsets[g]; k < gpt2.offsets[g + 1]; k++) {
+        const byteId = this.byteToModel[gpt2.bytes[k]];
+        if (byteId < 0) {
+          throw new FlashlmError(
+            `the vocab has no token for byte 0x${gpt2.bytes[k].toString(16)} and no <unk>`,
+            { file: this.file, kind: "config" },
+          );
+        }
+        ids.push(byteId);
+      }
+    }
+    return ids;
+  }
+
+  /**
+   * Model ids -> text. Control tokens and ids outside the vocab give "".
+   *
+   * @example
+   * ```ts
+   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(20).vocabJson, null, "vocab.json");
+   * const ids = tok.encode("naïve 🙂");
+   * console.assert(tok.decode(ids) === "naïve 🙂");
+   * console.assert(tok.decode([tok.eosId, 1 << 20]) === "");
+   * ```
+   */
+  decode(ids: ArrayLike<number>): string {
+    let total = 0;
+    for (let i = 0; i < ids.length; i++) total += this.tokenBytes(ids[i]).length;
+    const bytes = new Uint8Array(total);
+    let offset = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const b = this.tokenBytes(ids[i]);
+      bytes.set(b, offset);
+      offset += b.length;
+    }
+    return UTF8_DECODER.decode(bytes);
+  }
+
+  /**
+   * The raw UTF-8 bytes of one token: empty for control tokens and unknown ids, the bytes of
+   * "<unk>" for `<unk>`. The array is shared: do not modify it.
+   *
+   * @example
+   * ```ts
+   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
+   * console.assert(tok.tokenBytes(4 + 0x41)[0] === 0x41);
+   * console.assert(tok.tokenBytes(tok.eosId).length === 0);
+   * console.assert(new TextDecoder().decode(tok.tokenBytes(tok.unkId)) === "<unk>");
+   * ```
+   */
+  tokenBytes(id: number): Uint8Array {
+    return this.idBytes[id] ?? EMPTY_BYTES;
+  }
+
+  /**
+   * A decoder that turns generated tokens into text one at a time.
+   *
+   * @example
+   * ```ts
+   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
+   * const stream = tok.streamDecoder();
+   * let text = "";
+   * for (const id of tok.encode("ok 🙂", { addBos: false })) text += stream.push(id);
+   * console.assert(text + stream.flush() === "ok 🙂");
+   * ```
+   */
+  streamDecoder(): TokenStreamDecoder {
+    return new TokenStreamDecoder(this);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Streaming decode
+
+/**
+ * Streams text out of tokens as they are generated, holding back incomplete UTF-8 sequences
+ * (a 4-byte emoji is often split over two or three byte-level tokens). The concatenation of
+ * every `push` and the final `flush` equals `decode` of all the ids.
+ *
+ * @example An emoji split across byte tokens
+ * ```ts
+ * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
+ * const stream = tok.streamDecoder();
+ * const ids = tok.encode("🙂", { addBos: false }); // 4 byte tokens
+ * console.assert(ids.length === 4);
+ * console.assert(stream.push(ids[0]) === "" && stream.push(ids[1]) === "");
+ * console.assert(stream.push(ids[2]) === "" && stream.push(ids[3]) === "🙂");
+ * console.assert(stream.flush() === "");
+ * ```
+ */
+export class TokenStreamDecoder {
+  private readonly tokenizer: OptTokenizer;
+  private decoder: TextDecoder = new TextDecoder();
+
+  /** Make a decoder for `tokenizer`'s ids (or call `tokenizer.streamDecoder()`). */
+  constructor(tokenizer: OptTokenizer) {
+    this.tokenizer = tokenizer;
+  }
+
+  /** Text completed by this token (may be ""). */
+  push(id: number): string {
+    return this.decoder.decode(this.tokenizer.tokenBytes(id), STREAM);
+  }
+
+  /** Whatever is held back (an incomplete sequence becomes U+FFFD); the decoder can be reused. */
+  flush(): string {
+    return this.decoder.decode();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic byte-level vocabularies
+
+/** GPT-2's merges produce ids 256, 257, ... in merges.txt order; there are 50000. */
+const GPT2_MERGE_COUNT = GPT2_BPE_COUNT - 256;
+
+let gpt2RankCache: Map<string, number> | null = null;
+
+/** GPT-2 token string -> GPT-2 id (its BPE rank). */
+function gpt2Ranks(): Map<string, number> {
+  if (gpt2RankCache) return gpt2RankCache;
+  const strings = gpt2Tokens().strings;
+  gpt2RankCache = new Map();
+  for (let id = 0; id < strings.length; id++) gpt2RankCache.set(strings[id], id);
+  return gpt2RankCache;
+}
+
+/**
+ * The merge that makes GPT-2 token `id` (>= 256): run BPE on its bytes with only the merges
+ * ranked before it; exactly two parts are left.
+ */
+function gpt2MergeOf(id: number, ranks: Map<string, number>): [string, string] {
+  const token = gpt2Tokens().strings[id];
+  const parts = Array.from(token);
+  while (parts.length > 2) {
+    let best = -1;
+    let bestRank = id;
+    for (let i = 0; i + 1 < parts.length; i++) {
+      const rank = ranks.get(parts[i] + parts[i + 1]);
+      if (rank !== undefined && rank < bestRank) {
+        best = i;
+        bestRank = rank;
+      }
+    }
+    if (best < 0) throw new Error(`GPT-2 token ${id} cannot be built from earlier merges`);
+    parts.splice(best, 2, parts[best] + parts[best + 1]);
+  }
+  return [parts[0], parts[1]];
+}
+
+/**
+ * A small byte-level vocabulary for synthetic demo/test models: the 4 specials (`<s>`=0,
+ * `<pad>`=1, `</s>`=2, `<unk>`=3), then all 256 single-byte tokens (byte b has id 4 + b), then
+ * the `extra` first multi-byte GPT-2 tokens (GPT-2 ids 256, 257, ..., e.g. "Ġt", "Ġa", "he"),
+ * ids contiguous; plus a merges.txt holding the first `extra` GPT-2 merges, which make exactly
+ * those tokens. Deterministic. `extra` is at most 50000.
+ *
+ * @example
+ * ```ts
+ * import { buildByteLevelVocab } from "./tokenizer.ts";
+ * const { vocabJson, mergesText, size } = buildByteLevelVocab(3);
+ * const vocab = JSON.parse(vocabJson);
+ * console.assert(size === 263 && Object.keys(vocab).length === 263);
+ * console.assert(vocab["</s>"] === 2 && vocab["Ġ"] === 4 + 32 && vocab["Ġt"] === 260);
+ * console.assert(mergesText.split("\n")[1] === "Ġ t");
+ * ```
+ */
+export function buildByteLevelVocab(
+  extra: number,
+): { vocabJson: string; mergesText: string; size: number } {
+  if (!Number.isInteger(extra) || extra < 0 || extra > GPT2_MERGE_COUNT) {
+    throw new FlashlmError(
+      `extra tokens must be an integer in [0, ${GPT2_MERGE_COUNT}], got ${extra}`,
+      {
+        kind: "usage",
+      },
+    );
+  }
+  const tokens: string[] = ["<s>", "<pad>", "</s>", "<unk>", ...BYTE_TO_UNICODE];
+  const merges: string[] = ["#version: 0.2"];
+  const ranks = gpt2Ranks();
+  const strings = gpt2Tokens().strings;
+  for (let id = 256; id < 256 + extra; id++) {
+    tokens.push(strings[id]);
+    const [left, right] = gpt2MergeOf(id, ranks);
+    merges.push(`${left} ${right}`);
+  }
+  // Written by hand so the file lists ids in order (a JS object would put "0".."9" first).
+  const entries = tokens.map((token, id) => `${JSON.stringify(token)}: ${id}`);
+  return {
+    vocabJson: `{${entries.join(", ")}}`,
+    mergesText: merges.join("\n") + "\n",
+    size: tokens.length,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// File reading
+
+async function readText(path: string): Promise<string> {
+  try {
+    return await readFile(path, "utf8"); // node:fs, so Bun runs it too
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const what = code === "ENOENT" ? "file not found" : (err as Error).message;
+    throw new FlashlmError(`cannot read tokenizer file: ${what}`, {
+      file: path,
+      kind: "io",
+      cause: err,
+    });
+  }
+}

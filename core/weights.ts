@@ -1,0 +1,263 @@
+/**
+ * The model's weights as flashlm holds them in DRAM, and where they come from.
+ *
+ * The paper's split is visible in the types: {@linkcode ResidentWeights} (embeddings,
+ * attention, norms, biases) always live in DRAM; the FFN matrices
+ * ({@linkcode DenseFfnWeights}) live in DRAM only in the dense reference mode — in
+ * the flash modes they stay on flash as row-column bundles.
+ *
+ * Tensor names are Hugging Face OPT names without the `model.decoder.` prefix
+ * (e.g. `layers.0.fc1.weight`), both in HF checkpoints and in flashlm's own files.
+ *
+ * @module
+ */
+
+import type { ModelConfig } from "./config.ts";
+import { FlashlmError } from "./errors.ts";
+
+// ---------------------------------------------------------------------------
+// Weight containers
+
+/** One decoder layer's DRAM-resident weights (d = dModel). */
+export interface LayerWeights {
+  attnNormWeight: Float32Array; // (d) self_attn_layer_norm
+  attnNormBias: Float32Array; // (d)
+  wq: Float32Array; // (d, d) q_proj, PyTorch (out, in)
+  bq: Float32Array; // (d)
+  wk: Float32Array; // (d, d) k_proj
+  bk: Float32Array; // (d)
+  wv: Float32Array; // (d, d) v_proj
+  bv: Float32Array; // (d)
+  wo: Float32Array; // (d, d) out_proj
+  bo: Float32Array; // (d)
+  ffnNormWeight: Float32Array; // (d) the layer's final_layer_norm (before the FFN)
+  ffnNormBias: Float32Array; // (d)
+  fc1Bias: Float32Array; // (dFfn) up-projection bias: one per neuron
+  fc2Bias: Float32Array; // (d) down-projection bias
+}
+
+/** Everything that stays in DRAM in every mode ("dense attention" in the paper). */
+export interface ResidentWeights {
+  config: ModelConfig;
+  tokenEmbedding: Float32Array; // (vocabSize, wordEmbedProjDim) embed_tokens
+  positionEmbedding: Float32Array; // (maxPositions + positionOffset, dModel) embed_positions
+  projectIn: Float32Array | null; // (dModel, wordEmbedProjDim) only when wordEmbedProjDim != dModel
+  projectOut: Float32Array | null; // (wordEmbedProjDim, dModel)
+  finalNormWeight: Float32Array | null; // (dModel) decoder final_layer_norm (pre-LN models only)
+  finalNormBias: Float32Array | null; // (dModel)
+  lmHead: Float32Array; // (vocabSize, wordEmbedProjDim) tied: the same array as tokenEmbedding
+  layers: LayerWeights[]; // (nLayers)
+}
+
+/** One layer's FFN matrices, as the dense reference mode keeps them. */
+export interface DenseFfnWeights {
+  fc1: Float32Array; // (dFfn, dModel) up-projection: row i = neuron i
+  fc2: Float32Array; // (dModel, dFfn) down-projection: column i = neuron i
+}
+
+// ---------------------------------------------------------------------------
+// Tensor sources and the name/shape table
+
+/** Anything that can hand out named f32 tensors (an HF checkpoint, a flashlm file). */
+export interface TensorSource {
+  /** Where the tensors come from, for error messages. */
+  readonly description: string;
+  /** Whether a tensor of that (canonical) name exists. */
+  has(name: string): boolean;
+  /** The tensor as f32; throws a FlashlmError naming the file if its shape is not `shape`. */
+  readF32(name: string, shape: number[]): Promise<Float32Array>;
+}
+
+/** A tensor the model needs: canonical name and expected shape. */
+export interface TensorSpec {
+  name: string;
+  shape: number[];
+  /** False for tensors that may be absent (lm_head when tied, project_in/out, final norm). */
+  required: boolean;
+}
+
+/**
+ * The resident tensors of an OPT model with this config, in file order.
+ *
+ * @example
+ * ```ts
+ * import { residentTensorSpecs } from "./weights.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const config = { dModel: 8, dFfn: 32, nLayers: 1, vocabSize: 16, maxPositions: 4,
+ *   positionOffset: 2, wordEmbedProjDim: 8, layerNormBefore: true } as ModelConfig;
+ * const specs = residentTensorSpecs(config);
+ * console.assert(specs[0].name === "embed_tokens.weight");
+ * console.assert(specs.some((s) => s.name === "layers.0.fc1.bias"));
+ * ```
+ */
+export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
+  const d = config.dModel;
+  const specs: TensorSpec[] = [
+    { name: "embed_tokens.weight", shape: [config.vocabSize, config.wordEmbedProjDim], required: true },
+    {
+      name: "embed_positions.weight",
+      shape: [config.maxPositions + config.positionOffset, d],
+      required: true,
+    },
+  ];
+  if (config.wordEmbedProjDim !== d) {
+    specs.push({ name: "project_in.weight", shape: [d, config.wordEmbedProjDim], required: true });
+    specs.push({ name: "project_out.weight", shape: [config.wordEmbedProjDim, d], required: true });
+  }
+  if (config.layerNormBefore) {
+    specs.push({ name: "final_layer_norm.weight", shape: [d], required: true });
+    specs.push({ name: "final_layer_norm.bias", shape: [d], required: true });
+  }
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `layers.${l}.`;
+    specs.push(
+      { name: p + "self_attn_layer_norm.weight", shape: [d], required: true },
+      { name: p + "self_attn_layer_norm.bias", shape: [d], required: true },
+    );
+    for (const proj of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+      specs.push({ name: `${p}self_attn.${proj}.weight`, shape: [d, d], required: true });
+      specs.push({ name: `${p}self_attn.${proj}.bias`, shape: [d], required: true });
+    }
+    specs.push(
+      { name: p + "final_layer_norm.weight", shape: [d], required: true },
+      { name: p + "final_layer_norm.bias", shape: [d], required: true },
+      { name: p + "fc1.bias", shape: [config.dFfn], required: true },
+      { name: p + "fc2.bias", shape: [d], required: true },
+    );
+  }
+  specs.push({
+    name: "lm_head.weight",
+    shape: [config.vocabSize, config.wordEmbedProjDim],
+    required: false,
+  });
+  return specs;
+}
+
+/**
+ * The FFN matrices of layer `layer`: canonical names and shapes.
+ *
+ * @example
+ * ```ts
+ * import { ffnTensorSpecs } from "./weights.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const [fc1, fc2] = ffnTensorSpecs({ dModel: 8, dFfn: 32 } as ModelConfig, 3);
+ * console.assert(fc1.name === "layers.3.fc1.weight" && fc2.shape.join() === "8,32");
+ * ```
+ */
+export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec, TensorSpec] {
+  return [
+    { name: `layers.${layer}.fc1.weight`, shape: [config.dFfn, config.dModel], required: true },
+    { name: `layers.${layer}.fc2.weight`, shape: [config.dModel, config.dFfn], required: true },
+  ];
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+
+/**
+ * Read every resident tensor from `source` into a {@linkcode ResidentWeights}.
+ * `lm_head.weight` is used when present, else tied to the token embedding.
+ *
+ * @example Loading from an in-memory source
+ * ```ts
+ * import { loadResidentWeights, residentTensorSpecs, type TensorSource } from "./weights.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const config = { dModel: 4, dFfn: 8, nLayers: 1, nHeads: 1, vocabSize: 6, maxPositions: 4,
+ *   positionOffset: 2, wordEmbedProjDim: 4, layerNormBefore: true } as ModelConfig;
+ * const source: TensorSource = {
+ *   description: "memory",
+ *   has: (name) => name !== "lm_head.weight",
+ *   readF32: (_name, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+ * };
+ * const w = await loadResidentWeights(config, source);
+ * console.assert(w.lmHead === w.tokenEmbedding && w.layers.length === 1);
+ * ```
+ */
+export async function loadResidentWeights(
+  config: ModelConfig,
+  source: TensorSource,
+): Promise<ResidentWeights> {
+  const t = new Map<string, Float32Array>();
+  for (const spec of residentTensorSpecs(config)) {
+    if (!source.has(spec.name)) {
+      if (spec.required) {
+        throw new FlashlmError(`missing tensor ${spec.name} (shape [${spec.shape}])`, {
+          file: source.description,
+        });
+      }
+      continue;
+    }
+    t.set(spec.name, await source.readF32(spec.name, spec.shape));
+  }
+  const get = (name: string): Float32Array => t.get(name)!;
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `layers.${l}.`;
+    layers.push({
+      attnNormWeight: get(p + "self_attn_layer_norm.weight"),
+      attnNormBias: get(p + "self_attn_layer_norm.bias"),
+      wq: get(p + "self_attn.q_proj.weight"),
+      bq: get(p + "self_attn.q_proj.bias"),
+      wk: get(p + "self_attn.k_proj.weight"),
+      bk: get(p + "self_attn.k_proj.bias"),
+      wv: get(p + "self_attn.v_proj.weight"),
+      bv: get(p + "self_attn.v_proj.bias"),
+      wo: get(p + "self_attn.out_proj.weight"),
+      bo: get(p + "self_attn.out_proj.bias"),
+      ffnNormWeight: get(p + "final_layer_norm.weight"),
+      ffnNormBias: get(p + "final_layer_norm.bias"),
+      fc1Bias: get(p + "fc1.bias"),
+      fc2Bias: get(p + "fc2.bias"),
+    });
+  }
+  const tokenEmbedding = get("embed_tokens.weight");
+  return {
+    config,
+    tokenEmbedding,
+    positionEmbedding: get("embed_positions.weight"),
+    projectIn: t.get("project_in.weight") ?? null,
+    projectOut: t.get("project_out.weight") ?? null,
+    finalNormWeight: t.get("final_layer_norm.weight") ?? null,
+    finalNormBias: t.get("final_layer_norm.bias") ?? null,
+    lmHead: t.get("lm_head.weight") ?? tokenEmbedding,
+    layers,
+  };
+}
+
+/**
+ * Read every layer's FFN matrices from `source` (the dense reference mode).
+ *
+ * @example
+ * ```ts
+ * import { loadDenseFfnWeights, type TensorSource } from "./weights.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const source: TensorSource = {
+ *   description: "memory",
+ *   has: () => true,
+ *   readF32: (_name, shape) => Promise.resolve(new Float32Array(shape[0] * shape[1])),
+ * };
+ * const ffn = await loadDenseFfnWeights({ dModel: 4, dFfn: 8, nLayers: 2 } as ModelConfig, source);
+ * console.assert(ffn.length === 2 && ffn[0].fc1.length === 32);
+ * ```
+ */
+export async function loadDenseFfnWeights(
+  config: ModelConfig,
+  source: TensorSource,
+): Promise<DenseFfnWeights[]> {
+  const out: DenseFfnWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const [fc1, fc2] = ffnTensorSpecs(config, l);
+    for (const spec of [fc1, fc2]) {
+      if (!source.has(spec.name)) {
+        throw new FlashlmError(`missing tensor ${spec.name} (shape [${spec.shape}])`, {
+          file: source.description,
+        });
+      }
+    }
+    out.push({
+      fc1: await source.readF32(fc1.name, fc1.shape),
+      fc2: await source.readF32(fc2.name, fc2.shape),
+    });
+  }
+  return out;
+}
