@@ -51,7 +51,12 @@ const COMMANDS: Record<string, Command> = {
       prompt: { type: "string", help: "text to continue", default: '"Once upon a time"' },
       "max-tokens": { type: "integer", help: "most tokens to generate", default: "64", min: 0 },
       temperature: { type: "number", help: "0 = greedy", default: "0", min: 0, max: 100 },
-      "top-k": { type: "integer", help: "sample from the k most likely (0 = all)", default: "0", min: 0 },
+      "top-k": {
+        type: "integer",
+        help: "sample from the k most likely (0 = all)",
+        default: "0",
+        min: 0,
+      },
       "top-p": { type: "number", help: "nucleus sampling mass", default: "1", min: 1e-6, max: 1 },
       seed: { type: "integer", help: "random seed", default: "0" },
       mode: {
@@ -60,7 +65,12 @@ const COMMANDS: Record<string, Command> = {
         default: "naive for .flm, dense for HF dirs",
         choices: MODES,
       },
-      context: { type: "integer", help: "KV cache length in tokens", default: "model maximum", min: 1 },
+      context: {
+        type: "integer",
+        help: "KV cache length in tokens",
+        default: "model maximum",
+        min: 1,
+      },
       depth: { type: "integer", help: "flash reads in flight", default: "32", min: 1, max: 1024 },
       ...COMMON,
     },
@@ -71,7 +81,12 @@ const COMMANDS: Record<string, Command> = {
     summary: "convert a Hugging Face OPT checkpoint into a flashlm file (row-column bundled FFN)",
     examples: ["deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm"],
     flags: {
-      dtype: { type: "string", help: "storage dtype of the weights", default: "f16", choices: ["f16", "f32"] },
+      dtype: {
+        type: "string",
+        help: "storage dtype of the weights",
+        default: "f16",
+        choices: ["f16", "f32"],
+      },
       ...COMMON,
     },
     run: runConvert,
@@ -99,11 +114,15 @@ async function runGenerate(
   positional: string[],
   flags: Record<string, string | number | boolean>,
 ): Promise<void> {
-  if (positional.length > 1) throw usage(`generate takes one model, got ${positional.length} arguments`);
+  if (positional.length > 1) {
+    throw usage(`generate takes one model, got ${positional.length} arguments`);
+  }
   let path = positional[0];
   let prompt = flags.prompt as string | undefined;
   if (path === undefined) {
-    info("flashlm: no model given: using the embedded demo model (synthetic random weights, so its text is gibberish; pass a .flm file or HF directory for real text)");
+    info(
+      "flashlm: no model given: using the embedded demo model (synthetic random weights, so its text is gibberish; pass a .flm file or HF directory for real text)",
+    );
     path = await ensureDemoModel();
     prompt ??= "Once upon a time";
   }
@@ -114,11 +133,6 @@ async function runGenerate(
     readerDepth: flags.depth as number | undefined,
   });
   try {
-    const c = model.config;
-    info(
-      `flashlm: ${path} · OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · mode ${model.mode}` +
-        (model.metadata.synthetic === "true" ? " · synthetic weights" : ""),
-    );
     const gen = new Generation(model, prompt, {
       maxTokens: (flags["max-tokens"] as number | undefined) ?? 64,
       temperature: flags.temperature as number | undefined,
@@ -126,6 +140,11 @@ async function runGenerate(
       topP: flags["top-p"] as number | undefined,
       seed: flags.seed as number | undefined,
     });
+    const c = model.config;
+    info(
+      `flashlm: ${path} · OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · mode ${model.mode}` +
+        (model.metadata.synthetic === "true" ? " · synthetic weights" : ""),
+    );
     const out = new TextEncoder();
     write(out.encode(prompt));
     for await (const token of gen) write(out.encode(token.text));
@@ -151,7 +170,11 @@ async function runConvert(
     onProgress: (done, total) => progress(`converting FFN layers`, done, total),
   });
   const size = (await Deno.stat(out)).size;
-  info(`\nflashlm: wrote ${out} (${(size / 1e6).toFixed(1)} MB) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  info(
+    `\nflashlm: wrote ${out} (${(size / 1e6).toFixed(1)} MB) in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
 }
 
 async function runInspect(positional: string[]): Promise<void> {
@@ -162,11 +185,19 @@ async function runInspect(positional: string[]): Promise<void> {
   const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
   const lines = [
     `file          ${file.path} (${mb(file.fileSize)}, format v${h.version}, dtype ${h.dtype})`,
-    `architecture  ${c.architecture}: ${c.nLayers} layers, d_model ${c.dModel}, d_ffn ${c.dFfn}, ${c.nHeads} heads, vocab ${c.vocabSize}, ${c.maxPositions} positions, activation ${c.activation}, ${c.layerNormBefore ? "pre" : "post"}-LN`,
+    `architecture  ${c.architecture}: ${c.nLayers} layers, d_model ${c.dModel}, d_ffn ${c.dFfn}, ${c.nHeads} heads, vocab ${c.vocabSize}, ${c.maxPositions} positions, activation ${c.activation}, ${
+      c.layerNormBefore ? "pre" : "post"
+    }-LN`,
     `provenance    ${Object.entries(h.metadata).map(([k, v]) => `${k}=${v}`).join(", ") || "-"}`,
-    `tokenizer     @${h.tokenizer.offset}: ${mb(h.tokenizer.vocabLength + h.tokenizer.mergesLength)}`,
-    `resident      @${h.resident.offset}: ${mb(h.resident.length)} in ${h.resident.tensors.length} tensors (embeddings, attention, norms, biases: DRAM in every mode)`,
-    `ffn           @${h.ffn.offset}: ${mb(h.ffn.length)}, ${h.ffn.layout}, ${h.ffn.bundleBytes} bytes per neuron bundle, ${c.dFfn} bundles x ${c.nLayers} layers`,
+    `tokenizer     @${h.tokenizer.offset}: ${
+      mb(h.tokenizer.vocabLength + h.tokenizer.mergesLength)
+    }`,
+    `resident      @${h.resident.offset}: ${
+      mb(h.resident.length)
+    } in ${h.resident.tensors.length} tensors (embeddings, attention, norms, biases: DRAM in every mode)`,
+    `ffn           @${h.ffn.offset}: ${
+      mb(h.ffn.length)
+    }, ${h.ffn.layout}, ${h.ffn.bundleBytes} bytes per neuron bundle, ${c.dFfn} bundles x ${c.nLayers} layers`,
   ];
   console.log(lines.join("\n"));
 }
@@ -177,11 +208,16 @@ async function runVerify(positional: string[]): Promise<void> {
   const bad = await verifyFfn(file, (done, total) => progress("verifying FFN layers", done, total));
   info("");
   if (bad.length) {
-    throw new FlashlmError(`FFN layer(s) ${bad.join(", ")} fail their checksum (the file is corrupt)`, {
-      file: file.path,
-    });
+    throw new FlashlmError(
+      `FFN layer(s) ${bad.join(", ")} fail their checksum (the file is corrupt)`,
+      {
+        file: file.path,
+      },
+    );
   }
-  console.log(`${file.path}: OK (header, tokenizer, resident and ${file.config.nLayers} FFN layers verified)`);
+  console.log(
+    `${file.path}: OK (header, tokenizer, resident and ${file.config.nLayers} FFN layers verified)`,
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -207,7 +243,7 @@ function usage(message: string): FlashlmError {
   return new FlashlmError(message, { kind: "usage" });
 }
 
-function helpText(name: string, command: Command): string {
+function helpText(command: Command): string {
   return [
     `${command.usage}\n\n${command.summary}\n`,
     "options:",
@@ -242,19 +278,23 @@ export async function main(argv: string[]): Promise<number> {
     let rest = argv;
     if (argv[0] === "help" || argv[0] === "--help" || argv[0] === "-h") {
       const topic = argv[1] && COMMANDS[argv[1]];
-      console.log(topic ? helpText(argv[1], topic) : mainHelp());
+      console.log(topic ? helpText(topic) : mainHelp());
       return 0;
     }
     if (argv.length && COMMANDS[argv[0]]) {
       name = argv[0];
       rest = argv.slice(1);
     } else if (argv.length && !argv[0].startsWith("-") && !(await exists(argv[0]))) {
-      throw usage(`unknown command or missing model "${argv[0]}" (commands: ${Object.keys(COMMANDS).join(", ")})`);
+      throw usage(
+        `unknown command or missing model "${argv[0]}" (commands: ${
+          Object.keys(COMMANDS).join(", ")
+        })`,
+      );
     }
     const command = COMMANDS[name];
     const { positional, flags } = parseArgs(rest, command.flags);
     if (flags.help) {
-      console.log(helpText(name, command));
+      console.log(helpText(command));
       return 0;
     }
     await command.run(positional, flags);
@@ -266,7 +306,11 @@ export async function main(argv: string[]): Promise<number> {
       return e.kind === "usage" ? 2 : 1;
     }
     const err = e as Error;
-    console.error(`flashlm: internal error: ${err?.message ?? String(e)}${debug ? "" : " (run with --debug for the stack trace)"}`);
+    console.error(
+      `flashlm: internal error: ${err?.message ?? String(e)}${
+        debug ? "" : " (run with --debug for the stack trace)"
+      }`,
+    );
     if (debug) console.error(err?.stack);
     return 70;
   }

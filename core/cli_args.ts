@@ -127,7 +127,11 @@ function convert(name: string, raw: string, spec: FlagSpec): string | number | b
  */
 export function formatFlags(flags: Record<string, FlagSpec>): string {
   const rows = Object.entries(flags).map(([name, spec]) => {
-    const value = spec.type === "boolean" ? "" : spec.choices ? ` <${spec.choices.join("|")}>` : ` <${spec.type}>`;
+    const value = spec.type === "boolean"
+      ? ""
+      : spec.choices
+      ? ` <${spec.choices.join("|")}>`
+      : ` <${spec.type}>`;
     const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
     return [`  --${name}${value}`, spec.help + def];
   });

@@ -7,9 +7,9 @@
  * @module
  */
 
-import { writeSafetensors, type TensorToWrite } from "../io/safetensors.ts";
+import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
-import { type ModelConfig, parseModelConfig, toHfConfigJson } from "./config.ts";
+import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { convertHfToFlash } from "./convert.ts";
 import type { StorageDtype } from "./flash_format.ts";
 import { Rng } from "./sampler.ts";
@@ -107,8 +107,9 @@ export async function buildSyntheticHfModel(
     if (!spec.required) continue;
     const fanIn = spec.shape.length === 2 ? spec.shape[1] : 1;
     if (spec.name.endsWith("norm.weight")) add(spec.name, spec.shape, () => 1 + 0.1 * rng.normal());
-    else if (spec.name.endsWith("fc1.bias")) add(spec.name, spec.shape, () => biasMean + 0.3 * rng.normal());
-    else if (spec.name.endsWith(".bias")) add(spec.name, spec.shape, () => 0.05 * rng.normal());
+    else if (spec.name.endsWith("fc1.bias")) {
+      add(spec.name, spec.shape, () => biasMean + 0.3 * rng.normal());
+    } else if (spec.name.endsWith(".bias")) add(spec.name, spec.shape, () => 0.05 * rng.normal());
     else if (spec.name.startsWith("embed_")) add(spec.name, spec.shape, () => 0.5 * rng.normal());
     else add(spec.name, spec.shape, () => rng.normal() / Math.sqrt(fanIn));
   }

@@ -99,7 +99,14 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     const tokenizer = OptTokenizer.fromFiles(hf.vocabJson, hf.mergesText, `${path}/vocab.json`);
     const resident = await loadResidentWeights(hf.config, hf.source);
     const ffn = new DenseFfn(resident, await loadDenseFfnWeights(hf.config, hf.source));
-    return assemble(path, "hf", mode, tokenizer, new Transformer(resident, ffn, options.contextLength), {});
+    return assemble(
+      path,
+      "hf",
+      mode,
+      tokenizer,
+      new Transformer(resident, ffn, options.contextLength),
+      {},
+    );
   }
 
   const file = await FlashModelFile.open(path);

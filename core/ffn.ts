@@ -9,7 +9,7 @@
  * @module
  */
 
-import { ReadBatch, type FlashReader } from "../io/reader.ts";
+import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";

@@ -317,7 +317,11 @@ function encodeValues(values: Float32Array, dtype: StorageDtype): Uint8Array {
 }
 
 /** The bytes of a storage dtype as f32 values (a view, no copy, for aligned f32). */
-export function decodeValues(bytes: Uint8Array, dtype: StorageDtype, out?: Float32Array): Float32Array {
+export function decodeValues(
+  bytes: Uint8Array,
+  dtype: StorageDtype,
+  out?: Float32Array,
+): Float32Array {
   const n = bytes.length / dtypeBytes(dtype);
   if (dtype === "f32") {
     if (bytes.byteOffset % 4 === 0) {
@@ -441,7 +445,11 @@ function validateLayout(
     if (seen.has(spec!.name)) fail(`resident tensor ${spec!.name} appears twice`);
     seen.add(spec!.name);
     if (!Array.isArray(tensor.shape) || tensor.shape.join() !== spec!.shape.join()) {
-      fail(`resident tensor ${spec!.name} has shape [${tensor.shape}], config implies [${spec!.shape}]`);
+      fail(
+        `resident tensor ${spec!.name} has shape [${tensor.shape}], config implies [${
+          spec!.shape
+        }]`,
+      );
     }
     const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
     if (!isCount(tensor.offset) || tensor.length !== expected) {
@@ -463,7 +471,9 @@ function validateLayout(
   }
 
   const f = h.ffn;
-  if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) fail("FFN section is malformed");
+  if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) {
+    fail("FFN section is malformed");
+  }
   if (f.layout !== "row-column-bundles") fail(`unknown FFN layout ${String(f.layout)}`);
   if (f.bundleBytes !== 2 * config.dModel * bytes) {
     fail(`FFN bundle size ${f.bundleBytes} does not match 2 x ${config.dModel} ${h.dtype} values`);
@@ -556,7 +566,11 @@ export class FlashModelFile implements TensorSource {
       await readExactly(file, preamble, 0, path);
       const jsonLength = new DataView(preamble.buffer).getUint32(12, true);
       // Bound the allocation by the file size before trusting the length.
-      const prefixLength = Math.min(PREAMBLE_BYTES + jsonLength, fileSize, PREAMBLE_BYTES + MAX_HEADER_BYTES);
+      const prefixLength = Math.min(
+        PREAMBLE_BYTES + jsonLength,
+        fileSize,
+        PREAMBLE_BYTES + MAX_HEADER_BYTES,
+      );
       const prefix = new Uint8Array(prefixLength);
       await readExactly(file, prefix, 0, path);
       const parsed = parseFlashHeader(prefix, fileSize, path);

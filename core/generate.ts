@@ -161,7 +161,9 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       this.stats.decodeMs = performance.now() - t1;
       yield { id, text: decoder.push(id), position: pos };
       if (pos + 1 >= transformer.contextLength || this.stats.generatedTokens >= maxTokens) {
-        this.stats.stopReason = pos + 1 >= transformer.contextLength ? "context-full" : "max-tokens";
+        this.stats.stopReason = pos + 1 >= transformer.contextLength
+          ? "context-full"
+          : "max-tokens";
         break;
       }
       logits = await transformer.forward(id, pos);

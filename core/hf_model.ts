@@ -76,7 +76,7 @@ export class HfTensorSource implements TensorSource {
     if (info.shape.length !== shape.length || info.shape.some((n, i) => n !== shape[i])) {
       throw new FlashlmError(
         `tensor ${full} has shape [${info.shape}] but config.json implies [${shape}]`,
-        { file: this.checkpoint.path, kind: "config" },
+        { file: this.checkpoint.fileOf(full), kind: "config" },
       );
     }
     return await this.checkpoint.readF32(full);

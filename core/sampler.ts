@@ -84,10 +84,14 @@ export class Sampler {
     this.topK = options.topK ?? 0;
     this.topP = options.topP ?? 1;
     if (!(this.temperature >= 0 && Number.isFinite(this.temperature))) {
-      throw new FlashlmError(`temperature must be >= 0, got ${this.temperature}`, { kind: "usage" });
+      throw new FlashlmError(`temperature must be >= 0, got ${this.temperature}`, {
+        kind: "usage",
+      });
     }
     if (!Number.isInteger(this.topK) || this.topK < 0) {
-      throw new FlashlmError(`top-k must be a whole number >= 0, got ${this.topK}`, { kind: "usage" });
+      throw new FlashlmError(`top-k must be a whole number >= 0, got ${this.topK}`, {
+        kind: "usage",
+      });
     }
     if (!(this.topP > 0 && this.topP <= 1)) {
       throw new FlashlmError(`top-p must be in (0, 1], got ${this.topP}`, { kind: "usage" });

@@ -138,8 +138,9 @@ export class Transformer {
       const L = w.layers[l];
 
       // ---- self-attention block
-      if (c.layerNormBefore) layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
-      else s.xb.set(s.x);
+      if (c.layerNormBefore) {
+        layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
+      } else s.xb.set(s.x);
       matvec(s.q, L.wq, s.xb, d, d, L.bq);
       matvec(s.k, L.wk, s.xb, d, d, L.bk);
       matvec(s.v, L.wv, s.xb, d, d, L.bv);
@@ -158,16 +159,21 @@ export class Transformer {
       );
       matvec(s.xb2, L.wo, s.att, d, d, L.bo);
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
-      if (!c.layerNormBefore) layerNorm(s.x, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
+      if (!c.layerNormBefore) {
+        layerNorm(s.x, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
+      }
 
       // ---- FFN block: the part the paper streams from flash
-      if (c.layerNormBefore) layerNorm(s.xb, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
-      else s.xb.set(s.x);
+      if (c.layerNormBefore) {
+        layerNorm(s.xb, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
+      } else s.xb.set(s.x);
       this.attentionMs += performance.now() - t0;
       await this.ffn.forward(l, s.xb, s.xb2);
       t0 = performance.now();
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
-      if (!c.layerNormBefore) layerNorm(s.x, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
+      if (!c.layerNormBefore) {
+        layerNorm(s.x, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
+      }
     }
 
     // Final LayerNorm, project_out, tied lm_head.

@@ -93,7 +93,11 @@ export interface TensorSpec {
 export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
   const d = config.dModel;
   const specs: TensorSpec[] = [
-    { name: "embed_tokens.weight", shape: [config.vocabSize, config.wordEmbedProjDim], required: true },
+    {
+      name: "embed_tokens.weight",
+      shape: [config.vocabSize, config.wordEmbedProjDim],
+      required: true,
+    },
     {
       name: "embed_positions.weight",
       shape: [config.maxPositions + config.positionOffset, d],

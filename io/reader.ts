@@ -192,7 +192,9 @@ export class FlashReader {
       const end = batch.offsets[i] + batch.lengths[i];
       if (end > this.fileSize) {
         throw new FlashlmError(
-          `read of ${batch.lengths[i]} bytes at offset ${batch.offsets[i]} is past the end of the file (${this.fileSize} bytes)`,
+          `read of ${batch.lengths[i]} bytes at offset ${
+            batch.offsets[i]
+          } is past the end of the file (${this.fileSize} bytes)`,
           { file: this.path },
         );
       }

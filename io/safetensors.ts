@@ -621,6 +621,29 @@ export class Checkpoint {
   }
 
   /**
+   * The path of the safetensors file that holds tensor `name` (its shard, when sharded).
+   *
+   * @param name A tensor name.
+   * @returns The file path.
+   * @throws {FlashlmError} naming the checkpoint and the tensor if absent.
+   *
+   * @example
+   * ```ts
+   * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
+   * const dir = await Deno.makeTempDir();
+   * await writeSafetensors(`${dir}/model.safetensors`, [
+   *   { name: "x", dtype: "F32", shape: [1], data: new Float32Array(1) },
+   * ]);
+   * console.assert((await Checkpoint.open(dir)).fileOf("x").endsWith("model.safetensors"));
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  fileOf(name: string): string {
+    this.info(name); // throws the checkpoint-level error if absent
+    return this.#where.get(name)!.path;
+  }
+
+  /**
    * Read tensor `name` as float32 (see {@linkcode readTensorF32}).
    *
    * @param name A tensor name.

@@ -69,8 +69,9 @@ export function attentionNaive(
 
 /**
  * Attention of one query over `t` cached positions: identical to {@linkcode attentionNaive}
- * but unrolled 4-way over `headDim`, with the value sum accumulated row by row into `out`
- * (contiguous reads of the V cache, float32 partial sums).
+ * (up to float rounding) but unrolled 4 positions at a time: each `q` element is loaded
+ * once for 4 keys, and 4 value rows are summed per read-modify-write of `out`, reading
+ * the V cache row by row (contiguously).
  *
  * Shapes: `out` (nHeads*headDim), `q` (nHeads*headDim), `kCache` and `vCache`
  * (maxT, nHeads*headDim) row-major with rows 0..t-1 valid, `scores` scratch (>= t).
@@ -99,42 +100,57 @@ export function attention(
   scale: number,
 ): void {
   const dim = nHeads * headDim; // row stride of the caches
-  const hd4 = headDim - (headDim % 4); // dims covered by the unrolled loops
+  const t4 = t - (t % 4); // positions covered by the 4-position blocks
   for (let h = 0; h < nHeads; h++) {
     const hOff = h * headDim; // offset of head h within a row
     const hEnd = hOff + headDim;
-    const hEnd4 = hOff + hd4;
 
-    // scores: s_j = scale * dot(q_h, k_{j,h})
-    for (let j = 0; j < t; j++) {
-      const kOff = j * dim; // start of row j
+    // scores: s_j = scale * dot(q_h, k_{j,h}), 4 keys at a time
+    let j = 0;
+    for (; j < t4; j += 4) {
+      const k0 = j * dim; // start of row j
+      const k1 = k0 + dim;
+      const k2 = k1 + dim;
+      const k3 = k2 + dim;
       let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-      let i = hOff;
-      for (; i < hEnd4; i += 4) {
-        s0 += q[i] * kCache[kOff + i];
-        s1 += q[i + 1] * kCache[kOff + i + 1];
-        s2 += q[i + 2] * kCache[kOff + i + 2];
-        s3 += q[i + 3] * kCache[kOff + i + 3];
+      for (let i = hOff; i < hEnd; i++) {
+        const qi = q[i];
+        s0 += qi * kCache[k0 + i];
+        s1 += qi * kCache[k1 + i];
+        s2 += qi * kCache[k2 + i];
+        s3 += qi * kCache[k3 + i];
       }
-      for (; i < hEnd; i++) s0 += q[i] * kCache[kOff + i];
-      scores[j] = (s0 + s1 + s2 + s3) * scale;
+      scores[j] = s0 * scale;
+      scores[j + 1] = s1 * scale;
+      scores[j + 2] = s2 * scale;
+      scores[j + 3] = s3 * scale;
+    }
+    for (; j < t; j++) {
+      const k0 = j * dim;
+      let s = 0;
+      for (let i = hOff; i < hEnd; i++) s += q[i] * kCache[k0 + i];
+      scores[j] = s * scale;
     }
 
     softmax(scores, t);
 
-    // out_h = sum_j p_j v_{j,h}, one contiguous V row at a time
+    // out_h = sum_j p_j v_{j,h}, 4 value rows per pass over out_h
     for (let i = hOff; i < hEnd; i++) out[i] = 0;
-    for (let j = 0; j < t; j++) {
-      const p = scores[j];
-      const vOff = j * dim;
-      let i = hOff;
-      for (; i < hEnd4; i += 4) {
-        out[i] += p * vCache[vOff + i];
-        out[i + 1] += p * vCache[vOff + i + 1];
-        out[i + 2] += p * vCache[vOff + i + 2];
-        out[i + 3] += p * vCache[vOff + i + 3];
+    for (j = 0; j < t4; j += 4) {
+      const p0 = scores[j], p1 = scores[j + 1], p2 = scores[j + 2], p3 = scores[j + 3];
+      const v0 = j * dim; // start of row j
+      const v1 = v0 + dim;
+      const v2 = v1 + dim;
+      const v3 = v2 + dim;
+      for (let i = hOff; i < hEnd; i++) {
+        out[i] += p0 * vCache[v0 + i] + p1 * vCache[v1 + i] + p2 * vCache[v2 + i] +
+          p3 * vCache[v3 + i];
       }
-      for (; i < hEnd; i++) out[i] += p * vCache[vOff + i];
+    }
+    for (; j < t; j++) {
+      const p = scores[j];
+      const v0 = j * dim;
+      for (let i = hOff; i < hEnd; i++) out[i] += p * vCache[v0 + i];
     }
   }
 }

@@ -135,7 +135,9 @@ for (const s of SHAPES) {
   }
 
   // activations over ffn (work on a fresh copy each call: they are in place)
-  for (const [kind, naive, tuned] of [["relu", reluNaive, relu], ["gelu", geluNaive, gelu]] as const) {
+  for (
+    const [kind, naive, tuned] of [["relu", reluNaive, relu], ["gelu", geluNaive, gelu]] as const
+  ) {
     const group = `${kind} ${name} (n=${ffn})`;
     const src = randomArray(ffn); // (ffn)
     const x = new Float32Array(ffn); // (ffn)

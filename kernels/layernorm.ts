@@ -2,7 +2,7 @@
  * Layer normalization over one vector, as PyTorch `nn.LayerNorm` (biased variance).
  *
  * `out[i] = (x[i] - mean) / sqrt(var + eps) * gamma[i] + beta[i]`. `out` may alias `x`.
- * Mean and variance are computed in two passes in float64.
+ * Sums are accumulated in float64.
  *
  * @module
  */
@@ -53,8 +53,10 @@ export function layerNormNaive(
 // Tuned kernel
 
 /**
- * Layer norm: identical to {@linkcode layerNormNaive} but each of its three passes is
- * unrolled 4-way, with separate partial sums; `out` may be `x`; `eps` defaults to 1e-5.
+ * Layer norm: identical to {@linkcode layerNormNaive} (up to float rounding) but mean and
+ * variance come from one pass instead of two, as sums of `x[i] - x[0]` and of their squares
+ * in float64 (shifting by a sample of the data avoids the cancellation of the textbook
+ * one-pass formula). `out` may be `x`; `eps` defaults to 1e-5.
  *
  * Shapes: `out`, `x`, `gamma`, `beta` all (n).
  *
@@ -76,37 +78,19 @@ export function layerNorm(
   n: number,
   eps: number = 1e-5,
 ): void {
-  const n4 = n - (n % 4); // elements covered by the unrolled loops
-  let m0 = 0, m1 = 0, m2 = 0, m3 = 0;
-  let i = 0;
-  for (; i < n4; i += 4) {
-    m0 += x[i];
-    m1 += x[i + 1];
-    m2 += x[i + 2];
-    m3 += x[i + 3];
+  const shift = x[0];
+  let sum = 0; // sum of x[i] - shift
+  let sumSq = 0; // sum of (x[i] - shift)^2
+  for (let i = 0; i < n; i++) {
+    const d = x[i] - shift;
+    sum += d;
+    sumSq += d * d;
   }
-  for (; i < n; i++) m0 += x[i];
-  const mean = (m0 + m1 + m2 + m3) / n;
-
-  let v0 = 0, v1 = 0, v2 = 0, v3 = 0;
-  for (i = 0; i < n4; i += 4) {
-    const d0 = x[i] - mean, d1 = x[i + 1] - mean, d2 = x[i + 2] - mean, d3 = x[i + 3] - mean;
-    v0 += d0 * d0;
-    v1 += d1 * d1;
-    v2 += d2 * d2;
-    v3 += d3 * d3;
-  }
-  for (; i < n; i++) {
-    const d = x[i] - mean;
-    v0 += d * d;
-  }
-  const invStd = 1 / Math.sqrt((v0 + v1 + v2 + v3) / n + eps);
-
-  for (i = 0; i < n4; i += 4) {
+  const shiftedMean = sum / n;
+  const mean = shift + shiftedMean;
+  const variance = Math.max(sumSq / n - shiftedMean * shiftedMean, 0);
+  const invStd = 1 / Math.sqrt(variance + eps);
+  for (let i = 0; i < n; i++) {
     out[i] = (x[i] - mean) * invStd * gamma[i] + beta[i];
-    out[i + 1] = (x[i + 1] - mean) * invStd * gamma[i + 1] + beta[i + 1];
-    out[i + 2] = (x[i + 2] - mean) * invStd * gamma[i + 2] + beta[i + 2];
-    out[i + 3] = (x[i + 3] - mean) * invStd * gamma[i + 3] + beta[i + 3];
   }
-  for (; i < n; i++) out[i] = (x[i] - mean) * invStd * gamma[i] + beta[i];
 }

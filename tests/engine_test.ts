@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
-import { Checkpoint, writeSafetensors, type TensorToWrite } from "../io/safetensors.ts";
+import { Checkpoint, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { referenceLogits } from "./reference_forward.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 import type { SyntheticModelOptions } from "../core/demo_model.ts";
@@ -10,7 +10,9 @@ import type { SyntheticModelOptions } from "../core/demo_model.ts";
 async function denseVsNaive(
   options: SyntheticModelOptions,
   dtype: "f16" | "f32",
-): Promise<{ dense: Float32Array[]; naive: Float32Array[]; flashDense: Float32Array[]; dir: string }> {
+): Promise<
+  { dense: Float32Array[]; naive: Float32Array[]; flashDense: Float32Array[]; dir: string }
+> {
   const dir = await tinyHfModel(options);
   const flm = `${dir}/model.flm`;
   await convertHfToFlash(dir, flm, { dtype });
@@ -36,7 +38,10 @@ Deno.test("flash-naive logits equal dense logits at every position of a 32-token
   const { dense, naive, flashDense, dir } = await denseVsNaive({ dtype: "F32" }, "f32");
   assert.equal(naive.length, 32);
   for (let pos = 0; pos < 32; pos++) {
-    assert.ok(maxAbsDiff(dense[pos], naive[pos]) <= 1e-5, `position ${pos}: ${maxAbsDiff(dense[pos], naive[pos])}`);
+    assert.ok(
+      maxAbsDiff(dense[pos], naive[pos]) <= 1e-5,
+      `position ${pos}: ${maxAbsDiff(dense[pos], naive[pos])}`,
+    );
     assert.ok(maxAbsDiff(dense[pos], flashDense[pos]) <= 1e-5, `position ${pos} (dense from .flm)`);
   }
   await Deno.remove(dir, { recursive: true });
@@ -45,7 +50,10 @@ Deno.test("flash-naive logits equal dense logits at every position of a 32-token
 Deno.test("an f16 checkpoint stored as f16 gives the same logits in flash-naive and dense modes", async () => {
   const { dense, naive, dir } = await denseVsNaive({ dtype: "F16" }, "f16");
   for (let pos = 0; pos < 32; pos++) {
-    assert.ok(maxAbsDiff(dense[pos], naive[pos]) <= 1e-5, `position ${pos}: ${maxAbsDiff(dense[pos], naive[pos])}`);
+    assert.ok(
+      maxAbsDiff(dense[pos], naive[pos]) <= 1e-5,
+      `position ${pos}: ${maxAbsDiff(dense[pos], naive[pos])}`,
+    );
   }
   await Deno.remove(dir, { recursive: true });
 });
@@ -62,7 +70,9 @@ Deno.test("an f32 checkpoint stored as f16 stays close to dense (f16 rounding on
 const VARIANTS: [string, SyntheticModelOptions][] = [
   ["pre-LayerNorm OPT with tied lm_head", {}],
   ["post-LayerNorm OPT (as opt-350m)", { layerNormBefore: false }],
-  ["OPT with project_in/project_out (word_embed_proj_dim != hidden_size)", { wordEmbedProjDim: 16 }],
+  ["OPT with project_in/project_out (word_embed_proj_dim != hidden_size)", {
+    wordEmbedProjDim: 16,
+  }],
   ["OPT with an explicit lm_head.weight", { writeLmHead: true }],
   ["OPT whose tensors have the decoder. prefix", { prefix: "decoder." }],
   ["OPT whose tensors have no prefix", { prefix: "" }],
@@ -103,7 +113,10 @@ Deno.test("a sharded checkpoint (model.safetensors.index.json) loads like the si
   }
   await writeSafetensors(`${dir}/model-00001-of-00002.safetensors`, shards[0]);
   await writeSafetensors(`${dir}/model-00002-of-00002.safetensors`, shards[1]);
-  await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  await Deno.writeTextFile(
+    `${dir}/model.safetensors.index.json`,
+    JSON.stringify({ metadata: {}, weight_map: weightMap }),
+  );
   await Deno.remove(`${dir}/model.safetensors`);
 
   const sharded = await loadModel(dir, { mode: "dense" });

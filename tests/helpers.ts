@@ -4,7 +4,8 @@ import { buildSyntheticHfModel, type SyntheticModelOptions } from "../core/demo_
 import type { LoadedModel } from "../core/engine.ts";
 
 /** The shared real checkpoint, if this machine has it. */
-export const REAL_MODEL_DIR = new URL("../../shared/models/tiny-opt-wikitext2", import.meta.url).pathname;
+export const REAL_MODEL_DIR =
+  new URL("../../shared/models/tiny-opt-wikitext2", import.meta.url).pathname;
 
 /** Whether `path` exists. */
 export function exists(path: string): boolean {
@@ -42,7 +43,10 @@ export async function tinyHfModel(options: SyntheticModelOptions = {}): Promise<
 }
 
 /** Logits after each token of `ids` (copies), run through `model` from position 0. */
-export async function logitsPerPosition(model: LoadedModel, ids: number[]): Promise<Float32Array[]> {
+export async function logitsPerPosition(
+  model: LoadedModel,
+  ids: number[],
+): Promise<Float32Array[]> {
   const out: Float32Array[] = [];
   for (let pos = 0; pos < ids.length; pos++) {
     out.push((await model.transformer.forward(ids[pos], pos)).slice());

@@ -40,7 +40,9 @@ function layerNormRows(x: Mat, T: number, d: number, g: Mat, b: Mat): Mat {
 export async function referenceLogits(dir: string, ids: number[]): Promise<Float32Array> {
   const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
   const ckpt = await Checkpoint.open(dir);
-  const prefix = ["model.decoder.", "decoder.", ""].find((p) => ckpt.has(p + "embed_tokens.weight"))!;
+  const prefix = ["model.decoder.", "decoder.", ""].find((p) =>
+    ckpt.has(p + "embed_tokens.weight")
+  )!;
   const get = (name: string): Promise<Float32Array> => ckpt.readF32(prefix + name);
   const d: number = cfg.hidden_size;
   const wp: number = cfg.word_embed_proj_dim ?? d;
@@ -56,49 +58,119 @@ export async function referenceLogits(dir: string, ids: number[]): Promise<Float
   if (wp !== d) x0 = linear(x0, T, wp, await get("project_in.weight"), d, null);
   const pos = await get("embed_positions.weight");
   let x: Mat = new Float32Array(T * d);
-  for (let t = 0; t < T; t++) for (let i = 0; i < d; i++) x[t * d + i] = x0[t * d + i] + pos[(t + 2) * d + i];
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < d; i++) x[t * d + i] = x0[t * d + i] + pos[(t + 2) * d + i];
+  }
 
   for (let l = 0; l < cfg.num_hidden_layers; l++) {
     const p = `layers.${l}.`;
     // self-attention
     let h = before
-      ? layerNormRows(x, T, d, await get(p + "self_attn_layer_norm.weight"), await get(p + "self_attn_layer_norm.bias"))
+      ? layerNormRows(
+        x,
+        T,
+        d,
+        await get(p + "self_attn_layer_norm.weight"),
+        await get(p + "self_attn_layer_norm.bias"),
+      )
       : x;
-    const q = linear(h, T, d, await get(p + "self_attn.q_proj.weight"), d, await get(p + "self_attn.q_proj.bias"));
-    const k = linear(h, T, d, await get(p + "self_attn.k_proj.weight"), d, await get(p + "self_attn.k_proj.bias"));
-    const v = linear(h, T, d, await get(p + "self_attn.v_proj.weight"), d, await get(p + "self_attn.v_proj.bias"));
+    const q = linear(
+      h,
+      T,
+      d,
+      await get(p + "self_attn.q_proj.weight"),
+      d,
+      await get(p + "self_attn.q_proj.bias"),
+    );
+    const k = linear(
+      h,
+      T,
+      d,
+      await get(p + "self_attn.k_proj.weight"),
+      d,
+      await get(p + "self_attn.k_proj.bias"),
+    );
+    const v = linear(
+      h,
+      T,
+      d,
+      await get(p + "self_attn.v_proj.weight"),
+      d,
+      await get(p + "self_attn.v_proj.bias"),
+    );
     const att = new Float32Array(T * d);
     for (let head = 0; head < H; head++) {
       for (let t = 0; t < T; t++) {
         const s: number[] = [];
         for (let u = 0; u <= t; u++) {
           let dot = 0;
-          for (let i = 0; i < hd; i++) dot += q[t * d + head * hd + i] * hd ** -0.5 * k[u * d + head * hd + i];
+          for (let i = 0; i < hd; i++) {
+            dot += q[t * d + head * hd + i] * hd ** -0.5 * k[u * d + head * hd + i];
+          }
           s.push(dot);
         }
         const m = Math.max(...s);
         const e = s.map((z) => Math.exp(z - m));
         const sum = e.reduce((a, b) => a + b, 0);
         for (let u = 0; u <= t; u++) {
-          for (let i = 0; i < hd; i++) att[t * d + head * hd + i] += (e[u] / sum) * v[u * d + head * hd + i];
+          for (let i = 0; i < hd; i++) {
+            att[t * d + head * hd + i] += (e[u] / sum) * v[u * d + head * hd + i];
+          }
         }
       }
     }
-    const o = linear(att, T, d, await get(p + "self_attn.out_proj.weight"), d, await get(p + "self_attn.out_proj.bias"));
+    const o = linear(
+      att,
+      T,
+      d,
+      await get(p + "self_attn.out_proj.weight"),
+      d,
+      await get(p + "self_attn.out_proj.bias"),
+    );
     for (let i = 0; i < T * d; i++) x[i] += o[i];
-    if (!before) x = layerNormRows(x, T, d, await get(p + "self_attn_layer_norm.weight"), await get(p + "self_attn_layer_norm.bias"));
+    if (!before) {
+      x = layerNormRows(
+        x,
+        T,
+        d,
+        await get(p + "self_attn_layer_norm.weight"),
+        await get(p + "self_attn_layer_norm.bias"),
+      );
+    }
     // FFN
     h = before
-      ? layerNormRows(x, T, d, await get(p + "final_layer_norm.weight"), await get(p + "final_layer_norm.bias"))
+      ? layerNormRows(
+        x,
+        T,
+        d,
+        await get(p + "final_layer_norm.weight"),
+        await get(p + "final_layer_norm.bias"),
+      )
       : x;
     const ffn: number = cfg.ffn_dim;
     const a = linear(h, T, d, await get(p + "fc1.weight"), ffn, await get(p + "fc1.bias"));
     for (let i = 0; i < a.length; i++) a[i] = Math.max(0, a[i]);
     const f = linear(a, T, ffn, await get(p + "fc2.weight"), d, await get(p + "fc2.bias"));
     for (let i = 0; i < T * d; i++) x[i] += f[i];
-    if (!before) x = layerNormRows(x, T, d, await get(p + "final_layer_norm.weight"), await get(p + "final_layer_norm.bias"));
+    if (!before) {
+      x = layerNormRows(
+        x,
+        T,
+        d,
+        await get(p + "final_layer_norm.weight"),
+        await get(p + "final_layer_norm.bias"),
+      );
+    }
   }
-  if (before) x = layerNormRows(x, T, d, await get("final_layer_norm.weight"), await get("final_layer_norm.bias"));
+  if (before) {
+    x = layerNormRows(
+      x,
+      T,
+      d,
+      await get("final_layer_norm.weight"),
+      await get("final_layer_norm.bias"),
+    );
+  }
   let y = x;
   if (wp !== d) y = linear(x, T, d, await get("project_out.weight"), wp, null);
   const head = ckpt.has("lm_head.weight") ? await ckpt.readF32("lm_head.weight") : emb;

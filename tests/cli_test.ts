@@ -1,0 +1,99 @@
+import { strict as assert } from "node:assert";
+import { runCli, tinyHfModel } from "./helpers.ts";
+
+Deno.test("with no arguments the CLI builds the demo model once, says it is synthetic and streams text", async () => {
+  const cache = await Deno.makeTempDir();
+  const env = { FLASHLM_CACHE: cache };
+  const first = await runCli(["--max-tokens", "8"], env);
+  assert.equal(first.code, 0, first.stderr);
+  assert.ok(first.stdout.startsWith("Once upon a time"), first.stdout);
+  assert.match(first.stderr, /synthetic/);
+  assert.match(first.stderr, /8 tokens · [\d.]+ tok\/s/);
+  assert.match(first.stderr, /MB read\/token/);
+  const built = [...Deno.readDirSync(cache)].map((e) => e.name);
+  assert.deepEqual(built, ["demo-v1-f16.flm"], "only the model is left in the cache");
+  const second = await runCli(["--max-tokens", "8"], env);
+  assert.equal(second.stdout, first.stdout, "the cached demo model gives the same greedy text");
+  await Deno.remove(cache, { recursive: true });
+});
+
+Deno.test("convert, inspect, verify and generate work on a tiny HF model from the command line", async () => {
+  const dir = await tinyHfModel();
+  const flm = `${dir}/tiny.flm`;
+  const convert = await runCli(["convert", dir, flm, "--dtype", "f32"]);
+  assert.equal(convert.code, 0, convert.stderr);
+  assert.match(convert.stderr, /wrote .*tiny\.flm/);
+  const inspect = await runCli(["inspect", flm]);
+  assert.equal(inspect.code, 0, inspect.stderr);
+  assert.match(inspect.stdout, /2 layers, d_model 32, d_ffn 128/);
+  assert.match(inspect.stdout, /row-column-bundles, 256 bytes per neuron bundle/);
+  const verify = await runCli(["verify", flm]);
+  assert.equal(verify.code, 0, verify.stderr);
+  assert.match(verify.stdout, /OK/);
+  const dense = await runCli([
+    "generate",
+    flm,
+    "--mode",
+    "dense",
+    "--prompt",
+    "Hi",
+    "--max-tokens",
+    "6",
+  ]);
+  const naive = await runCli(["generate", flm, "--prompt", "Hi", "--max-tokens", "6"]);
+  assert.equal(dense.code, 0, dense.stderr);
+  assert.equal(naive.code, 0, naive.stderr);
+  assert.ok(naive.stdout.startsWith("Hi"));
+  assert.equal(naive.stdout, dense.stdout);
+  assert.match(naive.stderr, /mode naive · [\d.]+ MB read\/token/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bad command lines get a one-line error and exit code 2", async () => {
+  const dir = await tinyHfModel({ maxPositions: 8 });
+  const cases: [string[], RegExp][] = [
+    [["--bogus"], /unknown option --bogus/],
+    [["generate", dir, "--max-tokens"], /option --max-tokens needs a value/],
+    [["generate", dir, "--max-tokens", "abc"], /needs a number, got "abc"/],
+    [["generate", dir, "--max-tokens", "1.5"], /needs a whole number/],
+    [["generate", dir, "--top-p", "2"], /must be at most 1/],
+    [["generate", dir, "--mode", "turbo"], /must be one of dense, naive/],
+    [["frobnicate"], /unknown command or missing model "frobnicate"/],
+    [["convert", dir], /convert needs <hf-dir> and <out.flm>/],
+    [["generate", dir, "--prompt", "a long prompt that does not fit"], /context holds 8/],
+    [["generate", dir, "--mode", "naive"], /convert this directory first/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+    const lines = r.stderr.trim().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /^flashlm: error: /);
+    assert.match(lines[0], pattern);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("--help lists every command, and each command's help lists its options and examples", async () => {
+  const main = await runCli(["--help"]);
+  assert.equal(main.code, 0);
+  for (const cmd of ["generate", "convert", "inspect", "verify"]) {
+    assert.match(main.stdout, new RegExp(`\\n  ${cmd} `));
+  }
+  const gen = await runCli(["generate", "--help"]);
+  assert.equal(gen.code, 0);
+  for (
+    const flag of [
+      "--prompt",
+      "--max-tokens",
+      "--temperature",
+      "--top-k",
+      "--top-p",
+      "--seed",
+      "--mode",
+    ]
+  ) {
+    assert.ok(gen.stdout.includes(flag), flag);
+  }
+  assert.match(gen.stdout, /examples:/);
+});
