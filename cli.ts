@@ -7,6 +7,7 @@
  *   deno run -A cli.ts convert <hf-dir> <out.flm>
  *   deno run -A cli.ts inspect <model.flm>
  *   deno run -A cli.ts verify <model.flm>
+ *   deno run -A cli.ts bench io <file>             the flash reader vs fio, cold cache
  *
  * Errors are one line on stderr and a non-zero exit (2 for usage errors, 1 for bad
  * files and failed I/O); `--debug` adds the stack trace.
@@ -17,10 +18,19 @@
 import { type FlagSpec, formatFlags, parseArgs } from "./core/cli_args.ts";
 import { convertHfToFlash } from "./core/convert.ts";
 import { ensureDemoModel } from "./core/demo_model.ts";
-import { loadModel, type Mode, MODES } from "./core/engine.ts";
+import { type LoadOptions, loadModel, type Mode, MODES } from "./core/engine.ts";
 import { FlashlmError } from "./core/errors.ts";
 import { FlashModelFile, verifyFfn } from "./core/flash_format.ts";
 import { Generation, summarize } from "./core/generate.ts";
+import { benchIo, parseByteSize } from "./io/bench_io.ts";
+import type { EvictMethod } from "./io/page_cache.ts";
+import { type BackendName, BACKENDS } from "./io/read_backends.ts";
+import { corpusWindows, readCorpus } from "./core/corpus.ts";
+import { agreement, perplexity } from "./core/eval.ts";
+import { describePlan, parseBudget } from "./core/memory_plan.ts";
+import { formatReport, trainPredictor } from "./core/train_predictor.ts";
+import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
+import { DownloadProgressBar, pullModel } from "./io/hub.ts";
 
 // ---------------------------------------------------------------------------
 // Commands and their flags
@@ -36,6 +46,22 @@ interface Command {
 const COMMON: Record<string, FlagSpec> = {
   help: { type: "boolean", help: "show this help" },
   debug: { type: "boolean", help: "print stack traces on errors" },
+};
+
+/** Flags of the paper's sparse mode, shared by generate and eval. */
+const SPARSE_FLAGS: Record<string, FlagSpec> = {
+  memory: {
+    type: "string",
+    help: "DRAM budget for sparse mode: bytes (2GB, 512MiB), % of the model (50%), or ffn:<p>% " +
+      "(resident part + p% of the FFN); implies --mode sparse",
+  },
+  window: { type: "integer", help: "window size k (default: planned from the budget)", min: 1, max: 1 << 20 },
+  predictor: {
+    type: "string",
+    help: "sparse mode: the trained predictor in the file, or the perfect one (needs all of fc1)",
+    default: "file",
+    choices: ["file", "oracle"],
+  },
 };
 
 const COMMANDS: Record<string, Command> = {
@@ -61,7 +87,8 @@ const COMMANDS: Record<string, Command> = {
       seed: { type: "integer", help: "random seed", default: "0" },
       mode: {
         type: "string",
-        help: "dense: all weights in DRAM; naive: read every FFN bundle from flash per token",
+        help: "dense: all weights in DRAM; naive: read every FFN bundle from flash per token; " +
+          "sparse: predictor + window + neuron store (the paper's method)",
         default: "naive for .flm, dense for HF dirs",
         choices: MODES,
       },
@@ -72,6 +99,8 @@ const COMMANDS: Record<string, Command> = {
         min: 1,
       },
       depth: { type: "integer", help: "flash reads in flight", default: "32", min: 1, max: 1024 },
+      ...SPARSE_FLAGS,
+      stats: { type: "string", help: "write per-token telemetry and the summary as JSON to this file" },
       ...COMMON,
     },
     run: runGenerate,
@@ -91,6 +120,43 @@ const COMMANDS: Record<string, Command> = {
     },
     run: runConvert,
   },
+  "train-predictor": {
+    usage: "flashlm train-predictor <model.flm> --text <file> [options]",
+    summary: "train the low-rank activation predictors from the model's own activations and store them in the file",
+    examples: [
+      "deno run -A cli.ts train-predictor tiny.flm --text ../shared/data/wikitext2-heldout.txt",
+      "deno run -A cli.ts train-predictor tiny.flm --text corpus.txt --rank 32,32,32,32,64,64 --out tiny-pred.flm",
+    ],
+    flags: {
+      text: { type: "string", help: "text to capture activations from (its start is used)" },
+      out: { type: "string", help: "write the model with its predictor here", default: "replace the input" },
+      windows: { type: "integer", help: "windows of text to capture", default: "64", min: 1 },
+      "window-tokens": { type: "integer", help: "tokens per window", default: "min(256, context)", min: 2 },
+      rank: { type: "string", help: "rank per layer, comma separated", default: "the paper's pattern" },
+      epochs: { type: "integer", help: "training epochs per layer", min: 1, max: 1000 },
+      recall: { type: "number", help: "recall the threshold is calibrated for (training split)", default: "0.96", min: 0.5, max: 1 },
+      ...COMMON,
+    },
+    run: runTrainPredictor,
+  },
+  eval: {
+    usage: "flashlm eval <model.flm> --text <file> [options]",
+    summary: "perplexity of the dense and the sparse model on the same tokens, and greedy agreement",
+    examples: [
+      "deno run -A cli.ts eval tiny.flm --text ../shared/data/wikitext2-heldout.txt --memory ffn:50%",
+      "deno run -A cli.ts eval tiny.flm --text heldout.txt --predictor oracle --window 4",
+    ],
+    flags: {
+      text: { type: "string", help: "text to score (its end is used)" },
+      windows: { type: "integer", help: "windows of text", default: "16", min: 1 },
+      "window-tokens": { type: "integer", help: "tokens per window", default: "min(256, context)", min: 2 },
+      depth: { type: "integer", help: "flash reads in flight", default: "32", min: 1, max: 1024 },
+      ...SPARSE_FLAGS,
+      stats: { type: "string", help: "write the results as JSON to this file" },
+      ...COMMON,
+    },
+    run: runEval,
+  },
   inspect: {
     usage: "flashlm inspect <model.flm>",
     summary: "print the architecture and the file layout of a flashlm file",
@@ -104,6 +170,87 @@ const COMMANDS: Record<string, Command> = {
     examples: ["deno run -A cli.ts verify tiny.flm"],
     flags: { ...COMMON },
     run: runVerify,
+  },
+  pull: {
+    usage: "flashlm pull <hf-repo-id> [options]",
+    summary:
+      "download an OPT model from the Hugging Face hub (resumable, verified) and convert it; prints the .flm path",
+    examples: [
+      "deno run -A cli.ts pull facebook/opt-125m",
+      "deno run -A cli.ts pull facebook/opt-1.3b --revision main --out opt-1.3b.flm --dtype f16",
+      "HF_ENDPOINT=http://127.0.0.1:8080 deno run -A cli.ts pull org/tiny --cache /tmp/flashlm-cache",
+    ],
+    flags: {
+      revision: { type: "string", help: "branch, tag or commit", default: "main" },
+      out: {
+        type: "string",
+        help: "where the converted .flm goes",
+        default: "<download folder>/model.flm",
+      },
+      cache: {
+        type: "string",
+        help: "cache root; files go to <cache>/hub/<org>--<name>/<revision>/",
+        default: "$FLASHLM_CACHE or ~/.cache/flashlm",
+      },
+      dtype: {
+        type: "string",
+        help: "storage dtype of the converted weights",
+        default: "f16",
+        choices: ["f16", "f32"],
+      },
+      ...COMMON,
+    },
+    run: runPull,
+  },
+  bench: {
+    usage: "flashlm bench io <file> [options]",
+    summary: "measure the flash reader against fio: random reads, chunk size x reads in flight",
+    examples: [
+      "deno run -A cli.ts bench io /tmp/flashlm-bench/data.bin --out /tmp/flashlm-bench/results",
+      "deno run -A cli.ts bench io /tmp/io.bin --quick",
+      "deno run -A cli.ts bench io /tmp/io.bin --chunks 32KiB,128KiB --depths 16,32,64",
+    ],
+    flags: {
+      size: { type: "string", help: "size of the file to create when absent", default: "2GiB" },
+      quick: {
+        type: "boolean",
+        help: "small sweep on a small file (64MiB, 4K/64K chunks, depth 1/8, 0.2 s)",
+      },
+      out: {
+        type: "string",
+        help: "directory for bench-io.json/.txt and the SVG charts",
+        default: "<file's dir>/bench-io",
+      },
+      backend: {
+        type: "string",
+        help: `reader backends, comma-separated (${BACKENDS.join(", ")})`,
+        default: "all available",
+      },
+      chunks: { type: "string", help: "chunk sizes, comma-separated", default: "4KiB..1MiB" },
+      depths: { type: "string", help: "reads in flight, comma-separated", default: "1,2,..,64" },
+      seconds: { type: "number", help: "seconds per point", default: "1", min: 0.01 },
+      repeat: {
+        type: "integer",
+        help: "measure each point this many times (sources take turns) and keep the best",
+        default: "1",
+        min: 1,
+        max: 100,
+      },
+      fio: { type: "boolean", help: "also run fio when installed (--fio=false: skip)" },
+      bun: {
+        type: "string",
+        help: 'command that runs Bun, to also measure node-fs under Bun ("bun"; none: skip)',
+        default: "bun when on the PATH",
+      },
+      cold: {
+        type: "string",
+        help: "how to empty the page cache before each point",
+        default: "auto",
+        choices: ["auto", "fadvise", "drop-caches", "none"],
+      },
+      ...COMMON,
+    },
+    run: runBench,
   },
 };
 
@@ -128,10 +275,11 @@ async function runGenerate(
   }
   prompt ??= "Once upon a time";
   const model = await loadModel(path, {
-    mode: flags.mode as Mode | undefined,
+    ...sparseOptions(flags),
     contextLength: flags.context as number | undefined,
     readerDepth: flags.depth as number | undefined,
   });
+  if (model.plan) info(describePlan(model.plan));
   try {
     const gen = new Generation(model, prompt, {
       maxTokens: (flags["max-tokens"] as number | undefined) ?? 64,
@@ -139,6 +287,7 @@ async function runGenerate(
       topK: flags["top-k"] as number | undefined,
       topP: flags["top-p"] as number | undefined,
       seed: flags.seed as number | undefined,
+      telemetry: flags.stats !== undefined,
     });
     const c = model.config;
     info(
@@ -150,8 +299,119 @@ async function runGenerate(
     for await (const token of gen) write(out.encode(token.text));
     write(out.encode("\n"));
     info(summarize(gen.stats, model.mode));
+    if (flags.stats !== undefined) {
+      const json = JSON.stringify({ model: path, mode: model.mode, plan: model.plan, stats: gen.stats }, null, 1);
+      await atomicWriteFile(flags.stats as string, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+      info(`flashlm: telemetry written to ${flags.stats}`);
+    }
   } finally {
     model.close();
+  }
+}
+
+/** Mode, predictor, budget and window from the command line (`--memory` implies sparse). */
+function sparseOptions(flags: Record<string, string | number | boolean>): LoadOptions {
+  const memory = flags.memory !== undefined ? parseBudget(flags.memory as string) : null;
+  let mode = flags.mode as Mode | undefined;
+  if (mode === undefined && (memory || flags.window !== undefined || flags.predictor !== undefined)) {
+    mode = "sparse";
+  }
+  if (mode !== "sparse" && (memory || flags.window !== undefined)) {
+    throw usage(`--memory and --window apply to --mode sparse, not ${mode}`);
+  }
+  return {
+    mode,
+    memory,
+    windowK: flags.window as number | undefined,
+    predictor: flags.predictor as "file" | "oracle" | undefined,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// train-predictor and eval
+
+async function runTrainPredictor(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("train-predictor needs one <model.flm>");
+  if (flags.text === undefined) throw usage("train-predictor needs --text <file>");
+  const path = positional[0];
+  const out = (flags.out as string | undefined) ?? path;
+  const report = await trainPredictor(path, out, {
+    textPath: flags.text as string,
+    windows: flags.windows as number | undefined,
+    windowTokens: flags["window-tokens"] as number | undefined,
+    epochs: flags.epochs as number | undefined,
+    targetRecall: flags.recall as number | undefined,
+    ranks: flags.rank !== undefined ? parseRanks(flags.rank as string) : undefined,
+    onProgress: (phase, done, total) => progress(phase.padEnd(16), done, total),
+  });
+  info("");
+  console.log(formatReport(report));
+  info(`flashlm: predictor stored in ${out}`);
+}
+
+function parseRanks(text: string): number[] {
+  const ranks = text.split(",").map((r) => Number(r.trim()));
+  if (ranks.some((r) => !Number.isInteger(r) || r < 1)) {
+    throw usage(`--rank takes whole numbers >= 1 separated by commas, got "${text}"`);
+  }
+  return ranks;
+}
+
+async function runEval(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("eval needs one <model.flm>");
+  if (flags.text === undefined) throw usage("eval needs --text <file>");
+  const path = positional[0];
+  const options = sparseOptions({ ...flags, mode: "sparse" });
+  const sparse = await loadModel(path, { ...options, readerDepth: flags.depth as number | undefined });
+  const dense = await loadModel(path, { mode: "dense" });
+  try {
+    const windowTokens = (flags["window-tokens"] as number | undefined) ??
+      Math.min(256, dense.transformer.contextLength);
+    const ids = await readCorpus(flags.text as string, dense.tokenizer);
+    const windows = corpusWindows(ids, windowTokens, (flags.windows as number | undefined) ?? 16, dense.tokenizer.bosId, "end");
+    if (sparse.plan) info(describePlan(sparse.plan));
+    const d = await perplexity(dense, windows, (done, total) => progress("dense ", done, total));
+    info("");
+    const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));
+    info("");
+    const c = dense.config;
+    // What naive mode reads per token: every bundle of every layer, as stored.
+    const ffnBytesPerToken = c.nLayers * c.dFfn * (await FlashModelFile.open(path)).bundleBytes;
+    const passes = Math.max(s.forwardPasses, 1);
+    const readPerToken = s.ffn.bytesRead / passes;
+    const lines = [
+      `eval on ${d.tokens} tokens (${windows.length} windows of ${windowTokens} from the end of ${flags.text})`,
+      `  dense  perplexity ${d.perplexity.toFixed(3)}`,
+      `  sparse perplexity ${s.perplexity.toFixed(3)} (${(100 * (s.perplexity / d.perplexity - 1)).toFixed(2)}% vs dense)` +
+      ` · predictor ${options.predictor ?? "file"} · window k = ${sparse.plan?.windowK}`,
+      `  top-1 agreement of greedy next tokens: ${(100 * agreement(d.argmax, s.argmax)).toFixed(2)}%`,
+      `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${(100 * readPerToken / ffnBytesPerToken).toFixed(2)}% of the FFN's ` +
+      `${(ffnBytesPerToken / 1e6).toFixed(2)} MB · ${(s.ffn.neuronsLoaded / passes).toFixed(1)} neurons loaded/token · ` +
+      `hit rate ${(100 * s.ffn.neuronsHit / Math.max(s.ffn.neuronsPredicted, 1)).toFixed(1)}% · ` +
+      `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms · memory mgmt ${(s.ffn.memoryMs / passes).toFixed(2)} ms · ` +
+      `compute ${(s.ffn.computeMs / passes).toFixed(2)} ms per token`,
+    ];
+    console.log(lines.join("\n"));
+    if (flags.stats !== undefined) {
+      const json = JSON.stringify({
+        model: path,
+        plan: sparse.plan,
+        dense: { ...d, argmax: undefined },
+        sparse: { ...s, argmax: undefined },
+        agreement: agreement(d.argmax, s.argmax),
+        ffnBytesPerToken,
+      }, null, 1);
+      await atomicWriteFile(flags.stats as string, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+    }
+  } finally {
+    sparse.close();
+    dense.close();
   }
 }
 
@@ -221,6 +481,81 @@ async function runVerify(positional: string[]): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------
+// pull (HF_ENDPOINT and HF_TOKEN are read from the environment, as the hub's own clients do)
+
+async function runPull(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("pull needs one <hf-repo-id>, like facebook/opt-125m");
+  const bar = new DownloadProgressBar();
+  const { dir, flm } = await pullModel(positional[0], {
+    revision: flags.revision as string | undefined,
+    out: flags.out as string | undefined,
+    cache: flags.cache as string | undefined,
+    dtype: (flags.dtype as "f16" | "f32" | undefined) ?? "f16",
+    onProgress: (p) => bar.update(p),
+    onConvertProgress: (done, total) => progress("converting FFN layers", done, total),
+  });
+  info(`\nflashlm: downloaded to ${dir}, converted to:`);
+  console.log(flm);
+}
+
+// ---------------------------------------------------------------------------
+// bench
+
+async function runBench(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional[0] !== "io") {
+    // The end-to-end `bench <model.flm>` goes here.
+    throw usage(
+      positional.length
+        ? "bench <model> is not implemented yet; use bench io <file>"
+        : "bench needs io <file>",
+    );
+  }
+  if (positional.length !== 2) throw usage("bench io needs one <file>");
+  const file = positional[1];
+  const quick = flags.quick === true;
+  const list = (name: string, parse: (s: string) => number): number[] | undefined =>
+    flags[name] === undefined ? undefined : String(flags[name]).split(",").map(parse);
+  const depth = (s: string): number => {
+    const d = Number(s);
+    if (!Number.isInteger(d) || d < 1 || d > 1024) throw usage(`bad depth "${s}" (1..1024)`);
+    return d;
+  };
+  const backends = flags.backend === undefined ? undefined : String(flags.backend).split(",");
+  for (const b of backends ?? []) {
+    if (!BACKENDS.includes(b as BackendName)) {
+      throw usage(`unknown backend "${b}" (choose from ${BACKENDS.join(", ")})`);
+    }
+  }
+  const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) || "/" : ".";
+  const out = (flags.out as string | undefined) ?? `${dir}/bench-io`;
+  await benchIo({
+    file,
+    size: parseByteSize((flags.size as string | undefined) ?? (quick ? "64MiB" : "2GiB")),
+    chunkSizes: list("chunks", parseByteSize) ?? (quick ? [4096, 65536] : undefined),
+    depths: list("depths", depth) ?? (quick ? [1, 8] : undefined),
+    backends: backends as BackendName[] | undefined,
+    fio: flags.fio as boolean | undefined,
+    seconds: (flags.seconds as number | undefined) ?? (quick ? 0.2 : 1),
+    repeat: flags.repeat as number | undefined,
+    cold: flags.cold as EvictMethod | "auto" | undefined,
+    bun: flags.bun === undefined
+      ? "auto"
+      : flags.bun === "none"
+      ? undefined
+      : String(flags.bun).split(" ").filter((w) => w),
+    outDir: out,
+    onLine: (line) => console.log(line),
+  });
+  console.log(`wrote ${out}/bench-io.json, bench-io.txt and one SVG chart per source`);
+}
+
+// ---------------------------------------------------------------------------
 // Output helpers
 
 function write(bytes: Uint8Array): void {
@@ -232,7 +567,13 @@ function info(line: string): void {
   console.error(line);
 }
 
+let lastProgress = 0;
+
+/** A progress bar on stderr, redrawn at most 10 times a second (and at the end). */
 function progress(label: string, done: number, total: number): void {
+  const now = performance.now();
+  if (done < total && now - lastProgress < 100) return;
+  lastProgress = now;
   const width = 30;
   const filled = Math.round((done / total) * width);
   const bar = "#".repeat(filled) + "-".repeat(width - filled);

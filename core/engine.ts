@@ -15,7 +15,16 @@ import { decodeValues, FlashModelFile } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { OptTokenizer } from "./tokenizer.ts";
 import { Transformer } from "./transformer.ts";
-import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "./weights.ts";
+import {
+  type DenseFfnWeights,
+  loadDenseFfnWeights,
+  loadResidentWeights,
+  type ResidentWeights,
+} from "./weights.ts";
+import { type Budget, type MemoryPlan, planMemory } from "./memory_plan.ts";
+import { deserializePredictor } from "./predictor.ts";
+import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
+import type { PredictorReport } from "./train_predictor.ts";
 
 // ---------------------------------------------------------------------------
 // Modes
@@ -24,11 +33,13 @@ import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "
  * How the FFN runs.
  * - `dense`: every weight in DRAM (the speed ceiling and the reference).
  * - `naive`: resident part in DRAM, every FFN bundle read from flash every token.
+ * - `sparse`: the paper's method: predictor + window + neuron store, loading only
+ *   the neurons the window lacks.
  */
-export type Mode = "dense" | "naive";
+export type Mode = "dense" | "naive" | "sparse";
 
 /** The modes {@linkcode loadModel} accepts. */
-export const MODES: readonly Mode[] = ["dense", "naive"];
+export const MODES: readonly Mode[] = ["dense", "naive", "sparse"];
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -38,6 +49,12 @@ export interface LoadOptions {
   contextLength?: number;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
+  /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
+  predictor?: "file" | "oracle";
+  /** Sparse mode: the DRAM budget (default: every neuron may stay in DRAM). */
+  memory?: Budget | null;
+  /** Sparse mode: force the window size k instead of planning it. */
+  windowK?: number;
 }
 
 /** A model ready to generate. */
@@ -53,6 +70,8 @@ export interface LoadedModel {
   transformer: Transformer;
   /** Free-form provenance from the file (e.g. `synthetic: "true"`). */
   metadata: Record<string, string>;
+  /** Sparse mode: how the DRAM budget is spent. */
+  plan: MemoryPlan | null;
   /** Release files and handles. */
   close(): void;
 }
@@ -106,6 +125,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       tokenizer,
       new Transformer(resident, ffn, options.contextLength),
       {},
+      null,
     );
   }
 
@@ -114,14 +134,70 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
   const resident = await loadResidentWeights(file.config, file);
   let ffn: FfnProvider;
+  let plan: MemoryPlan | null = null;
+  const contextLength = Math.min(options.contextLength ?? file.config.maxPositions, file.config.maxPositions);
   if (mode === "dense") {
     ffn = new DenseFfn(resident, await readAllFfn(file));
-  } else {
+  } else if (mode === "naive") {
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new FlashNaiveFfn(file, resident, reader);
+  } else {
+    const sparse = await sparseSetup(file, resident, options, contextLength);
+    plan = sparse.plan;
+    const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
+    ffn = new SparseFlashFfn(file, resident, reader, {
+      predictor: sparse.predictor,
+      windowK: plan.windowK,
+      rowsPerLayer: plan.rowsPerLayer,
+    });
   }
-  const transformer = new Transformer(resident, ffn, options.contextLength);
-  return assemble(path, "flash", mode, tokenizer, transformer, file.header.metadata);
+  const transformer = new Transformer(resident, ffn, contextLength);
+  return assemble(path, "flash", mode, tokenizer, transformer, file.header.metadata, plan);
+}
+
+/** The predictor and the memory plan of sparse mode. */
+async function sparseSetup(
+  file: FlashModelFile,
+  resident: ResidentWeights,
+  options: LoadOptions,
+  contextLength: number,
+): Promise<{ predictor: ActivationPredictor; plan: MemoryPlan }> {
+  const { dModel, dFfn, nLayers } = file.config;
+  const report = file.header.predictor?.report as PredictorReport | undefined;
+  let predictor: ActivationPredictor;
+  let predictorBytes = 0;
+  let sAgg: number[][] | null = null;
+  let newPerToken: number[][] | null = null;
+  if (options.predictor === "oracle") {
+    predictor = new OraclePredictor(await readAllFfn(file), resident.layers.map((l) => l.fc1Bias), dModel);
+    sAgg = report?.layers?.map((l) => l.oracleSAgg) ?? null;
+    newPerToken = report?.layers?.map((l) => l.oracleNewPerToken) ?? null;
+  } else {
+    if (!file.header.predictor || !file.predictorBytes) {
+      throw new FlashlmError(
+        "has no activation predictor: run `flashlm train-predictor` on it first (or use --predictor oracle)",
+        { file: file.path, kind: "usage" },
+      );
+    }
+    const low = deserializePredictor(file.header.predictor.meta, file.predictorBytes, dModel, dFfn, nLayers, file.path);
+    predictor = low;
+    predictorBytes = low.byteSize();
+    sAgg = report?.layers?.map((l) => l.sAgg) ?? null;
+    newPerToken = report?.layers?.map((l) => l.newPerToken) ?? null;
+  }
+  const valid = (t: number[][] | null): t is number[][] =>
+    t !== null && t.length === nLayers &&
+    t.every((s) => Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === "number" && v >= 0));
+  const validStats = valid(sAgg) && valid(newPerToken);
+  const plan = planMemory({
+    config: file.config,
+    predictorBytes,
+    contextLength,
+    budget: options.memory ?? null,
+    windowStats: validStats ? { sAgg: sAgg!, newPerToken: newPerToken! } : null,
+    windowK: options.windowK,
+  });
+  return { predictor, plan };
 }
 
 function assemble(
@@ -131,6 +207,7 @@ function assemble(
   tokenizer: OptTokenizer,
   transformer: Transformer,
   metadata: Record<string, string>,
+  plan: MemoryPlan | null,
 ): LoadedModel {
   return {
     path,
@@ -140,6 +217,7 @@ function assemble(
     tokenizer,
     transformer,
     metadata,
+    plan,
     close: () => transformer.close(),
   };
 }

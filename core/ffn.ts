@@ -19,16 +19,28 @@ import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 // ---------------------------------------------------------------------------
 // The interface and its statistics
 
-/** Cumulative work counters of an FFN provider. */
+/** Cumulative work counters of an FFN provider (all layers, all tokens). */
 export interface FfnStats {
-  /** Bytes read from flash. */
+  /** Bytes read from flash (delivered to DRAM). */
   bytesRead: number;
   /** Positioned reads issued. */
   reads: number;
   /** Milliseconds waiting for flash. */
   ioMs: number;
-  /** Milliseconds computing the FFN. */
+  /** Milliseconds computing (FFN kernels, and the predictor in sparse mode). */
   computeMs: number;
+  /** Milliseconds of DRAM management (window bookkeeping, inserts, deletes, dtype conversion). */
+  memoryMs: number;
+  /** Neurons read from flash into DRAM (sparse mode; naive counts every neuron it reads). */
+  neuronsLoaded: number;
+  /** Neurons deleted from DRAM (sparse mode). */
+  neuronsEvicted: number;
+  /** Neurons the predictor said were active (sparse mode). */
+  neuronsPredicted: number;
+  /** Predicted neurons already in DRAM (sparse mode). */
+  neuronsHit: number;
+  /** Milliseconds running the predictor (sparse mode; included in computeMs). */
+  predictorMs: number;
 }
 
 /** Computes one layer's FFN: `out = fc2(relu(fc1 x + b1)) + b2`. */
@@ -43,8 +55,29 @@ export interface FfnProvider {
   close(): void;
 }
 
-function newStats(): FfnStats {
-  return { bytesRead: 0, reads: 0, ioMs: 0, computeMs: 0 };
+/**
+ * All-zero counters.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { newFfnStats } from "./ffn.ts";
+ * assert.equal(newFfnStats().bytesRead, 0);
+ * ```
+ */
+export function newFfnStats(): FfnStats {
+  return {
+    bytesRead: 0,
+    reads: 0,
+    ioMs: 0,
+    computeMs: 0,
+    memoryMs: 0,
+    neuronsLoaded: 0,
+    neuronsEvicted: 0,
+    neuronsPredicted: 0,
+    neuronsHit: 0,
+    predictorMs: 0,
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -70,10 +103,11 @@ export class DenseFfn implements FfnProvider {
   /** Mode name. */
   readonly mode = "dense";
   /** Cumulative counters (no I/O in this mode). */
-  readonly stats: FfnStats = newStats();
+  readonly stats: FfnStats = newFfnStats();
   private resident: ResidentWeights;
   private weights: DenseFfnWeights[];
-  private hidden: Float32Array; // (dFfn) activations
+  /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
+  readonly hidden: Float32Array; // (dFfn)
 
   /** Wrap per-layer fc1/fc2 matrices already in DRAM. */
   constructor(resident: ResidentWeights, weights: DenseFfnWeights[]) {
@@ -117,7 +151,7 @@ export class FlashNaiveFfn implements FfnProvider {
   /** Mode name. */
   readonly mode = "naive";
   /** Cumulative counters. */
-  readonly stats: FfnStats = newStats();
+  readonly stats: FfnStats = newFfnStats();
   private model: FlashModelFile;
   private resident: ResidentWeights;
   private reader: FlashReader;
@@ -148,13 +182,16 @@ export class FlashNaiveFfn implements FfnProvider {
     await this.reader.read(this.batch);
     const t1 = performance.now();
     if (this.model.dtype === "f16") decodeValues(this.raw, "f16", this.bundles);
+    const t2 = performance.now();
     const L = this.resident.layers[layer];
     ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     this.stats.bytesRead += entry.length;
     this.stats.reads += this.reader.stats.reads - before;
+    this.stats.neuronsLoaded += dFfn;
     this.stats.ioMs += t1 - t0;
-    this.stats.computeMs += performance.now() - t1;
+    this.stats.memoryMs += t2 - t1;
+    this.stats.computeMs += performance.now() - t2;
   }
 
   /** Close the reader. */

@@ -64,6 +64,24 @@ export interface FfnLayerEntry {
   crc32: number;
 }
 
+/** Where the predictor's weights are, its per-layer shape and what training measured. */
+export interface PredictorSection {
+  offset: number;
+  length: number;
+  crc32: number;
+  /** Per layer: rank and probability threshold (validated by `deserializePredictor`). */
+  meta: unknown;
+  /** Training report: per-layer metrics and window statistics (free-form JSON). */
+  report: unknown;
+}
+
+/** A predictor to store: its serialized form and training report. */
+export interface PredictorPayload {
+  meta: unknown;
+  bytes: Uint8Array;
+  report: unknown;
+}
+
 /** The JSON header of a flashlm file, as written. */
 export interface FlashHeader {
   format: "flashlm";
@@ -75,6 +93,8 @@ export interface FlashHeader {
   metadata: Record<string, string>;
   tokenizer: { offset: number; vocabLength: number; mergesLength: number; crc32: number };
   resident: { offset: number; length: number; crc32: number; tensors: StoredTensor[] };
+  /** The trained low-rank activation predictor (DRAM-resident), when there is one. */
+  predictor?: PredictorSection;
   ffn: {
     layout: "row-column-bundles";
     offset: number;
@@ -100,6 +120,7 @@ interface LayoutInput {
   vocabLength: number;
   mergesLength: number;
   residentNames: Set<string>;
+  predictor: PredictorPayload | null;
 }
 
 /** Compute every offset of the file (checksums left at 0). */
@@ -126,6 +147,12 @@ function planLayout(input: LayoutInput): FlashHeader {
       rel = alignUp(rel + length, TENSOR_ALIGN);
     }
     at = alignUp(residentOffset + rel, SECTION_ALIGN);
+    let predictor: PredictorSection | undefined;
+    if (input.predictor) {
+      const p = input.predictor;
+      predictor = { offset: at, length: p.bytes.length, crc32: 0, meta: p.meta, report: p.report };
+      at = alignUp(at + p.bytes.length, SECTION_ALIGN);
+    }
     const ffnOffset = at;
     const bundleBytes = 2 * config.dModel * bytes;
     const layers: FfnLayerEntry[] = [];
@@ -142,6 +169,7 @@ function planLayout(input: LayoutInput): FlashHeader {
       metadata: input.metadata,
       tokenizer,
       resident: { offset: residentOffset, length: rel, crc32: 0, tensors },
+      ...(predictor ? { predictor } : {}),
       ffn: {
         layout: "row-column-bundles",
         offset: ffnOffset,
@@ -162,6 +190,7 @@ function headerJsonLength(header: FlashHeader): number {
     ...header,
     tokenizer: { ...header.tokenizer, crc32: widest },
     resident: { ...header.resident, crc32: widest },
+    ...(header.predictor ? { predictor: { ...header.predictor, crc32: widest } } : {}),
     ffn: { ...header.ffn, layers: header.ffn.layers.map((l) => ({ ...l, crc32: widest })) },
   };
   return new TextEncoder().encode(JSON.stringify(wide)).length;
@@ -198,6 +227,8 @@ export interface FlashModelContents {
   resident: TensorSource;
   /** Layer `layer`'s row-column bundles, (dFfn, 2 * dModel) f32. */
   ffnBundles: (layer: number) => Promise<Float32Array>;
+  /** The trained activation predictor, if any. */
+  predictor?: PredictorPayload | null;
   /** Called after each written layer. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -243,6 +274,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
     vocabLength: vocab.length,
     mergesLength: merges.length,
     residentNames,
+    predictor: contents.predictor ?? null,
   });
   const headerBytes = header.tokenizer.offset;
 
@@ -282,6 +314,14 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       await padTo(residentEnd);
     }
     header.resident.crc32 = residentCrc;
+
+    // Predictor section (resident in DRAM, beside the attention weights).
+    if (header.predictor && contents.predictor) {
+      await padTo(header.predictor.offset);
+      header.predictor.crc32 = crc32(contents.predictor.bytes);
+      await writeAll(file, contents.predictor.bytes);
+      at += contents.predictor.bytes.length;
+    }
 
     // FFN section: one layer of row-column bundles at a time.
     const expected = config.dFfn * 2 * config.dModel;
@@ -470,6 +510,12 @@ function validateLayout(
     }
   }
 
+  if (h.predictor !== undefined) {
+    const p = h.predictor;
+    if (typeof p !== "object" || p === null) fail("predictor section is malformed");
+    range("predictor section", p.offset, p.length);
+  }
+
   const f = h.ffn;
   if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) {
     fail("FFN section is malformed");
@@ -528,6 +574,8 @@ export class FlashModelFile implements TensorSource {
   readonly mergesText: string;
   /** Where tensors come from, for error messages. */
   readonly description: string;
+  /** The predictor section's bytes (checksum verified), or null when there is none. */
+  readonly predictorBytes: Uint8Array | null;
   private residentBytes: Uint8Array;
   private tensors: Map<string, StoredTensor>;
 
@@ -538,8 +586,10 @@ export class FlashModelFile implements TensorSource {
     vocabJson: string,
     mergesText: string,
     residentBytes: Uint8Array,
+    predictorBytes: Uint8Array | null,
   ) {
     this.path = path;
+    this.predictorBytes = predictorBytes;
     this.description = path;
     this.fileSize = fileSize;
     this.header = parsed.header;
@@ -594,7 +644,17 @@ export class FlashModelFile implements TensorSource {
           file: path,
         });
       }
-      return new FlashModelFile(path, fileSize, parsed, vocabJson, mergesText, resident);
+      let predictor: Uint8Array | null = null;
+      if (h.predictor) {
+        predictor = new Uint8Array(h.predictor.length);
+        await readExactly(file, predictor, h.predictor.offset, path);
+        if (crc32(predictor) !== h.predictor.crc32) {
+          throw new FlashlmError("predictor section checksum mismatch (the file is corrupt)", {
+            file: path,
+          });
+        }
+      }
+      return new FlashModelFile(path, fileSize, parsed, vocabJson, mergesText, resident, predictor);
     } finally {
       file.close();
     }
@@ -667,4 +727,53 @@ export async function verifyFfn(
     file.close();
   }
   return bad;
+}
+
+// ---------------------------------------------------------------------------
+// Rewriting a file with a new predictor
+
+/**
+ * Write `model` again to `outPath` (atomically; it may be `model.path`) with
+ * `predictor` stored in it (or none, when null). Weights are copied unchanged.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { FlashModelFile, withPredictor } from "./flash_format.ts";
+ * assert.equal(typeof withPredictor, "function"); // see tests/predictor_file_test.ts
+ * void FlashModelFile;
+ * ```
+ */
+export async function withPredictor(
+  model: FlashModelFile,
+  outPath: string,
+  predictor: PredictorPayload | null,
+): Promise<void> {
+  const { dModel, dFfn } = model.config;
+  const raw = new Uint8Array(dFfn * model.bundleBytes);
+  const bundles = new Float32Array(dFfn * 2 * dModel);
+  const file = await Deno.open(model.path, { read: true });
+  try {
+    await writeFlashModel(outPath, {
+      config: model.config,
+      dtype: model.dtype,
+      metadata: model.header.metadata,
+      vocabJson: model.vocabJson,
+      mergesText: model.mergesText,
+      resident: model,
+      predictor,
+      ffnBundles: async (layer) => {
+        const entry = model.header.ffn.layers[layer];
+        await readExactly(file, raw, entry.offset, model.path);
+        if (crc32(raw) !== entry.crc32) {
+          throw new FlashlmError(`FFN layer ${layer} fails its checksum (the file is corrupt)`, {
+            file: model.path,
+          });
+        }
+        return decodeValues(raw, model.dtype, bundles);
+      },
+    });
+  } finally {
+    file.close();
+  }
 }

@@ -7,6 +7,7 @@
 
 import { FlashlmError } from "./errors.ts";
 import type { LoadedModel } from "./engine.ts";
+import { type FfnStats, newFfnStats } from "./ffn.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
 
 // ---------------------------------------------------------------------------
@@ -18,6 +19,8 @@ export interface GenerateOptions extends SamplerOptions {
   maxTokens?: number;
   /** Stop at the end-of-sequence token. Default true. */
   stopAtEos?: boolean;
+  /** Record every forward pass's counters in `stats.perToken`. Default false. */
+  telemetry?: boolean;
 }
 
 /** One generated token. */
@@ -30,6 +33,16 @@ export interface GeneratedToken {
   position: number;
 }
 
+/** One forward pass's telemetry (the per-token record of `--stats json`). */
+export interface TokenTelemetry {
+  /** Position of the token in the sequence. */
+  position: number;
+  /** The FFN's counters for this forward pass only. */
+  ffn: FfnStats;
+  /** Milliseconds outside the FFN (attention, embeddings, lm_head) in this pass. */
+  attentionMs: number;
+}
+
 /** What a generation did, filled in as it runs. */
 export interface GenerationStats {
   promptTokens: number;
@@ -40,16 +53,12 @@ export interface GenerationStats {
   prefillMs: number;
   /** Milliseconds to generate the tokens after the prompt. */
   decodeMs: number;
-  /** Bytes read from flash in all forward passes. */
-  bytesRead: number;
-  /** Reads issued to flash in all forward passes. */
-  reads: number;
-  /** Milliseconds waiting for flash. */
-  ioMs: number;
-  /** Milliseconds computing the FFN. */
-  ffnComputeMs: number;
+  /** The FFN's counters over all forward passes of this generation. */
+  ffn: FfnStats;
   /** Milliseconds in attention, embeddings and lm_head. */
   attentionMs: number;
+  /** Per forward pass telemetry, when `GenerateOptions.telemetry` is set. */
+  perToken: TokenTelemetry[];
   /** Why it stopped. */
   stopReason: "eos" | "max-tokens" | "context-full" | "running";
 }
@@ -107,11 +116,9 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       forwardPasses: 0,
       prefillMs: 0,
       decodeMs: 0,
-      bytesRead: 0,
-      reads: 0,
-      ioMs: 0,
-      ffnComputeMs: 0,
+      ffn: newFfnStats(),
       attentionMs: 0,
+      perToken: [],
       stopReason: "running",
     };
   }
@@ -120,13 +127,23 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   async *[Symbol.asyncIterator](): AsyncGenerator<GeneratedToken> {
     const { transformer, tokenizer, config } = this.model;
     const ffn = transformer.ffn;
-    const start = { ...ffn.stats, attentionMs: transformer.attentionMs };
-    const update = (): void => {
-      this.stats.bytesRead = ffn.stats.bytesRead - start.bytesRead;
-      this.stats.reads = ffn.stats.reads - start.reads;
-      this.stats.ioMs = ffn.stats.ioMs - start.ioMs;
-      this.stats.ffnComputeMs = ffn.stats.computeMs - start.computeMs;
-      this.stats.attentionMs = transformer.attentionMs - start.attentionMs;
+    const start = { ...ffn.stats };
+    const startAttention = transformer.attentionMs;
+    let last = { ...ffn.stats };
+    let lastAttention = transformer.attentionMs;
+    const forward = async (id: number, pos: number): Promise<Float32Array> => {
+      const logits = await transformer.forward(id, pos);
+      this.stats.forwardPasses++;
+      subtractStats(ffn.stats, start, this.stats.ffn);
+      this.stats.attentionMs = transformer.attentionMs - startAttention;
+      if (this.options.telemetry) {
+        const delta = newFfnStats();
+        subtractStats(ffn.stats, last, delta);
+        this.stats.perToken.push({ position: pos, ffn: delta, attentionMs: transformer.attentionMs - lastAttention });
+        last = { ...ffn.stats };
+        lastAttention = transformer.attentionMs;
+      }
+      return logits;
     };
     const sampler = new Sampler(config.vocabSize, this.options);
     const maxTokens = this.options.maxTokens ?? 64;
@@ -137,12 +154,8 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const t0 = performance.now();
     let logits: Float32Array = new Float32Array(0);
     const ids = this.promptIds;
-    for (let pos = 0; pos < ids.length; pos++) {
-      logits = await transformer.forward(ids[pos], pos);
-      this.stats.forwardPasses++;
-    }
+    for (let pos = 0; pos < ids.length; pos++) logits = await forward(ids[pos], pos);
     this.stats.prefillMs = performance.now() - t0;
-    update();
 
     // Decode: sample, emit, feed back.
     const t1 = performance.now();
@@ -166,13 +179,10 @@ export class Generation implements AsyncIterable<GeneratedToken> {
           : "max-tokens";
         break;
       }
-      logits = await transformer.forward(id, pos);
-      this.stats.forwardPasses++;
+      logits = await forward(id, pos);
       pos++;
-      update();
     }
     this.stats.decodeMs = performance.now() - t1;
-    update();
     const rest = decoder.flush();
     if (rest) yield { id: -1, text: rest, position: pos };
   }
@@ -186,16 +196,20 @@ export class Generation implements AsyncIterable<GeneratedToken> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { summarize } from "./generate.ts";
+ * import { newFfnStats } from "./ffn.ts";
  * const line = summarize({ promptTokens: 3, generatedTokens: 10, forwardPasses: 12, prefillMs: 30,
- *   decodeMs: 100, bytesRead: 12e6, reads: 120, ioMs: 60, ffnComputeMs: 20, attentionMs: 20,
- *   stopReason: "max-tokens" }, "naive");
- * console.assert(line.includes("tok/s"));
+ *   decodeMs: 100, ffn: { ...newFfnStats(), bytesRead: 12e6, reads: 120 }, attentionMs: 20,
+ *   perToken: [], stopReason: "max-tokens" }, "naive");
+ * assert.match(line, /10 tokens · 100\.0 tok\/s/);
+ * assert.match(line, /1\.000 MB read\/token/);
  * ```
  */
 export function summarize(stats: GenerationStats, mode: string): string {
   const perSec = stats.generatedTokens / Math.max(stats.decodeMs / 1000, 1e-9);
   const passes = Math.max(stats.forwardPasses, 1);
+  const f = stats.ffn;
   const parts = [
     `${stats.generatedTokens} tokens`,
     `${perSec.toFixed(1)} tok/s`,
@@ -204,13 +218,39 @@ export function summarize(stats: GenerationStats, mode: string): string {
   ];
   if (mode !== "dense") {
     parts.push(
-      `${(stats.bytesRead / passes / 1e6).toFixed(2)} MB read/token`,
-      `${(stats.reads / passes).toFixed(0)} reads/token`,
-      `I/O ${(stats.ioMs / passes).toFixed(2)} ms/token`,
+      `${(f.bytesRead / passes / 1e6).toFixed(3)} MB read/token`,
+      `${(f.reads / passes).toFixed(0)} reads/token`,
+      `I/O ${(f.ioMs / passes).toFixed(2)} ms/token`,
+      `memory mgmt ${(f.memoryMs / passes).toFixed(2)} ms/token`,
     );
   }
-  parts.push(`FFN compute ${(stats.ffnComputeMs / passes).toFixed(2)} ms/token`);
+  if (f.neuronsPredicted > 0) {
+    parts.push(
+      `${(f.neuronsLoaded / passes).toFixed(0)} neurons loaded/token`,
+      `${(f.neuronsEvicted / passes).toFixed(0)} evicted/token`,
+      `hit rate ${((100 * f.neuronsHit) / f.neuronsPredicted).toFixed(1)}%`,
+    );
+  }
+  parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
   parts.push(`attention+other ${(stats.attentionMs / passes).toFixed(2)} ms/token`);
   parts.push(`stop: ${stats.stopReason}`);
   return parts.join(" · ");
+}
+
+/**
+ * `out = a - b`, field by field.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { subtractStats } from "./generate.ts";
+ * import { newFfnStats } from "./ffn.ts";
+ * const a = { ...newFfnStats(), bytesRead: 10 }, b = { ...newFfnStats(), bytesRead: 4 };
+ * const out = newFfnStats();
+ * subtractStats(a, b, out);
+ * assert.equal(out.bytesRead, 6);
+ * ```
+ */
+export function subtractStats(a: FfnStats, b: FfnStats, out: FfnStats): void {
+  for (const key of Object.keys(out) as (keyof FfnStats)[]) out[key] = a[key] - b[key];
 }

@@ -104,9 +104,10 @@ export class Transformer {
   /**
    * Run token `token` at position `pos` (0-based; positions 0..pos-1 must already be
    * in the KV cache) and return the next-token logits. The returned array is reused
-   * by the next call.
+   * by the next call. With `computeLogits = false` the final norm and lm_head are
+   * skipped (activation capture only needs the layers) and the logits are stale.
    */
-  async forward(token: number, pos: number): Promise<Float32Array> {
+  async forward(token: number, pos: number, computeLogits = true): Promise<Float32Array> {
     const c = this.config;
     const w = this.weights;
     const s = this.s;
@@ -174,6 +175,11 @@ export class Transformer {
       if (!c.layerNormBefore) {
         layerNorm(s.x, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
       }
+    }
+
+    if (!computeLogits) {
+      this.attentionMs += performance.now() - t0;
+      return s.logits;
     }
 
     // Final LayerNorm, project_out, tied lm_head.

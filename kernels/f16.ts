@@ -174,6 +174,32 @@ export function f16ToF32(src: Uint16Array, dst: Float32Array, n: number = src.le
 }
 
 /**
+ * Decode `n` f16 words from `src[srcOffset:]` into `dst[dstOffset:]`: {@linkcode f16ToF32}
+ * with offsets, so per-token callers need no `subarray` views.
+ *
+ * @example Decoding the second half of a buffer into the middle of another
+ * ```ts
+ * import assert from "node:assert";
+ * import { f16ToF32At } from "./f16.ts";
+ * const dst = new Float32Array(4);
+ * f16ToF32At(new Uint16Array([0, 0, 0x3c00, 0x4000]), 2, dst, 1, 2);
+ * assert.deepEqual(Array.from(dst), [0, 1, 2, 0]);
+ * ```
+ */
+export function f16ToF32At(
+  src: Uint16Array,
+  srcOffset: number,
+  dst: Float32Array,
+  dstOffset: number,
+  n: number,
+): void {
+  const table = getF16Table();
+  for (let i = 0; i < n; i++) {
+    dst[dstOffset + i] = table[src[srcOffset + i]];
+  }
+}
+
+/**
  * Encode `n` float32 values of `src` as f16 words into `dst`, rounding to nearest, ties to even.
  *
  * Overflow gives infinity, NaN stays NaN, tiny values become subnormals.

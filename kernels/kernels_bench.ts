@@ -134,61 +134,62 @@ for (const s of SHAPES) {
     });
   }
 
-  // activations over ffn (work on a fresh copy each call: they are in place)
+  // activations over ffn. They work in place, so each call refills x from one of 16 random
+  // sources (16 rather than 1, so the CPU cannot learn ReLU's branches by heart).
   for (
     const [kind, naive, tuned] of [["relu", reluNaive, relu], ["gelu", geluNaive, gelu]] as const
   ) {
     const group = `${kind} ${name} (n=${ffn})`;
-    const src = randomArray(ffn); // (ffn)
+    const sources = Array.from({ length: 16 }, () => randomArray(ffn)); // 16 x (ffn)
     const x = new Float32Array(ffn); // (ffn)
+    let call = 0;
     Deno.bench(`${kind}Naive ${name}`, { group, baseline: true }, () => {
-      x.set(src);
+      x.set(sources[call++ % 16]);
       naive(x, ffn);
     });
     Deno.bench(`${kind} ${name}`, { group }, () => {
-      x.set(src);
+      x.set(sources[call++ % 16]);
       tuned(x, ffn);
-    });
-  }
-
-  // softmax over the full context of scores (2048) ... as in attention, fresh copy each call
-  {
-    const n = 2048;
-    const group = `softmax ${name} (n=${n})`;
-    const src = randomArray(n); // (n)
-    const x = new Float32Array(n); // (n)
-    Deno.bench(`softmaxNaive ${name}`, { group, baseline: true }, () => {
-      x.set(src);
-      softmaxNaive(x, n);
-    });
-    Deno.bench(`softmax ${name}`, { group }, () => {
-      x.set(src);
-      softmax(x, n);
     });
   }
 }
 
-// f16 / bf16 conversion of one fc1 row block (shape-independent per element)
+// softmax over attention scores at OPT's full context (2048) and over OPT's vocabulary (50272)
+for (const n of [2048, 50272]) {
+  const group = `softmax (n=${n})`;
+  const src = randomArray(n); // (n)
+  const x = new Float32Array(n); // (n), refilled each call: softmax works in place
+  Deno.bench(`softmaxNaive n=${n}`, { group, baseline: true }, () => {
+    x.set(src);
+    softmaxNaive(x, n);
+  });
+  Deno.bench(`softmax n=${n}`, { group }, () => {
+    x.set(src);
+    softmax(x, n);
+  });
+}
+
+// f16 / bf16 conversion of one OPT-125m fc1 matrix
 {
-  const n = 768 * 3072; // one OPT-125m fc1 matrix
+  const n = 3072 * 768;
   const f32 = randomArray(n); // (n)
   const half = new Uint16Array(n); // (n)
   f32ToF16(f32, half);
   const dst = new Float32Array(n); // (n)
-  const group = `f16ToF32 (n=${n})`;
+  const group = `decode 16-bit (n=${n})`;
   Deno.bench("f16ToF32Naive", { group, baseline: true }, () => {
     f16ToF32Naive(half, dst);
   });
   Deno.bench("f16ToF32", { group }, () => {
     f16ToF32(half, dst);
   });
-  Deno.bench("f32ToF16", { group: `encode (n=${n})` }, () => {
-    f32ToF16(f32, half);
-  });
-  Deno.bench("f32ToBf16", { group: `encode (n=${n})` }, () => {
-    f32ToBf16(f32, half);
-  });
   Deno.bench("bf16ToF32", { group }, () => {
     bf16ToF32(half, dst);
+  });
+  Deno.bench("f32ToF16", { group: `encode 16-bit (n=${n})` }, () => {
+    f32ToF16(f32, half);
+  });
+  Deno.bench("f32ToBf16", { group: `encode 16-bit (n=${n})` }, () => {
+    f32ToBf16(f32, half);
   });
 }

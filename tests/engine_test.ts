@@ -139,9 +139,9 @@ Deno.test("greedy generation gives the same tokens in dense and flash-naive mode
     if (mode === "naive") {
       // Naive reads every FFN byte of every layer for every forward pass.
       const perPass = TINY.nLayers! * TINY.dFfn! * 2 * TINY.dModel! * 4;
-      assert.equal(gen.stats.bytesRead, perPass * gen.stats.forwardPasses);
+      assert.equal(gen.stats.ffn.bytesRead, perPass * gen.stats.forwardPasses);
     } else {
-      assert.equal(gen.stats.bytesRead, 0);
+      assert.equal(gen.stats.ffn.bytesRead, 0);
     }
     runs.push(ids);
     model.close();

@@ -8,6 +8,7 @@ import {
   bf16ToF32,
   f16BitsToF32,
   f16ToF32,
+  f16ToF32At,
   f16ToF32Naive,
   f32ToBf16,
   f32ToF16,
@@ -99,6 +100,18 @@ Deno.test("f16ToF32 equals f16ToF32Naive on all 65536 bit patterns", () => {
       (Number.isNaN(viaTable[h]) && Number.isNaN(viaBits[h]));
     assert(same, `bits 0x${h.toString(16)}: ${viaTable[h]} vs ${viaBits[h]}`);
   }
+});
+
+Deno.test("f16ToF32At equals f16ToF32 on a slice, and writes nothing else", () => {
+  const rand = makeRandom(14);
+  const src = new Uint16Array(100);
+  for (let i = 0; i < src.length; i++) src[i] = Math.floor(rand(0, 0x7c00)); // finite, positive
+  const expected = new Float32Array(37);
+  f16ToF32(src.subarray(41, 78), expected);
+  const dst = new Float32Array(60).fill(-1);
+  f16ToF32At(src, 41, dst, 9, 37);
+  assert.deepEqual(Array.from(dst.subarray(9, 46)), Array.from(expected));
+  assert(dst.subarray(0, 9).every((v) => v === -1) && dst.subarray(46).every((v) => v === -1));
 });
 
 Deno.test("f16ToF32Naive equals Float16Array on all 65536 bit patterns", () => {
@@ -217,10 +230,15 @@ Deno.test("f32ToBf16 inverts bf16ToF32 on every non-NaN bfloat16", () => {
 });
 
 Deno.test("f32ToBf16 rounds to the nearer bfloat16, ties to even", () => {
+  // The value of a finite bfloat16 pattern; the all-ones exponent stands for 2^128, the
+  // first value past the largest finite one (rounding with an unbounded exponent).
+  const bf16Value = (b: number): number =>
+    (b & 0x7fff) === 0x7f80 ? ((b & 0x8000) ? -(2 ** 128) : 2 ** 128) : f32FromBits(b << 16);
   const rand = makeRandom(11);
-  const values: number[] = [];
+  const values: number[] = [f32FromBits(0x7f7f8000), f32FromBits(0x7f7f7fff)]; // at the top
   for (let i = 0; i < 20_000; i++) {
-    const top = Math.floor(rand(0, 65536)) & 0xff7f; // keep the exponent below all-ones: finite
+    let top = 0; // sign, exponent and 7 mantissa bits of a finite float32
+    do top = Math.floor(rand(0, 65536)); while ((top & 0x7f80) === 0x7f80);
     values.push(f32FromBits(((top << 16) | Math.floor(rand(0, 65536))) >>> 0)); // random low half
     values.push(f32FromBits(((top << 16) | 0x8000) >>> 0)); // exact tie
   }
@@ -229,13 +247,18 @@ Deno.test("f32ToBf16 rounds to the nearer bfloat16, ties to even", () => {
   f32ToBf16(src, dst);
   for (let i = 0; i < src.length; i++) {
     const x = src[i];
-    const bits = bitsOfF32(x);
-    const down = bits >>> 16; // truncation
+    const down = bitsOfF32(x) >>> 16; // truncation toward zero
     const up = down + 1; // next bfloat16 away from zero
-    const distDown = Math.abs(x - f32FromBits(down << 16));
-    const distUp = Math.abs(f32FromBits((up << 16) >>> 0) - x);
-    const expected = distDown < distUp ? down : distUp < distDown ? up : (down & 1) === 0 ? down : up;
-    assert.equal(dst[i], expected, `${x} (bits 0x${bits.toString(16)})`);
+    const distDown = Math.abs(x - bf16Value(down));
+    const distUp = Math.abs(bf16Value(up) - x);
+    const expected = distDown < distUp
+      ? down
+      : distUp < distDown
+      ? up
+      : (down & 1) === 0
+      ? down
+      : up;
+    assert.equal(dst[i], expected, `${x} (bits 0x${bitsOfF32(x).toString(16)})`);
   }
 });
 
@@ -362,7 +385,8 @@ Deno.test("relu equals reluNaive exactly on odd lengths, zeros and NaN", () => {
     reluNaive(expected, n);
     relu(x, n);
     for (let i = 0; i <= n; i++) {
-      const same = Object.is(x[i], expected[i]) || (Number.isNaN(x[i]) && Number.isNaN(expected[i]));
+      const same = Object.is(x[i], expected[i]) ||
+        (Number.isNaN(x[i]) && Number.isNaN(expected[i]));
       assert(same, `relu n=${n}: element ${i} is ${x[i]}, expected ${expected[i]}`);
     }
     for (let i = 0; i < n; i++) assert(!(expected[i] < 0), "reluNaive leaves no negative");
@@ -389,12 +413,13 @@ Deno.test("geluNaive follows the tanh formula of gelu_new", () => {
   const xs = [-3, -1, -0.5, 0, 0.5, 1, 3];
   const x = new Float32Array(xs);
   geluNaive(x, xs.length);
-  for (let i = 0; i < xs.length; i++) {
-    const v = Math.fround(xs[i]);
+  const expected = xs.map((v) => {
     const u = Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3);
-    const expected = Math.fround((v * (1 + Math.tanh(u))) / 2);
-    assert.equal(x[i], expected, `gelu(${v})`);
-  }
+    return (v * (1 + Math.tanh(u))) / 2;
+  });
+  assertClose("geluNaive", x, expected, xs.length, 1e-6);
+  assert.equal(x[3], 0);
+  assert(x[0] < 0 && x[0] > -0.01, "gelu(-3) is a small negative number");
 });
 
 // ---------------------------------------------------------------------------
@@ -435,12 +460,24 @@ Deno.test("attention averages the values of keys with equal scores", () => {
   // 2 heads of size 2; head 0 sees equal scores for both positions, head 1 prefers position 1.
   const q = new Float32Array([1, 1, 0, 10]);
   const kCache = new Float32Array([
-    2, 0, 0, 0, // position 0: k_0 for head 0 | head 1
-    0, 2, 0, 1, // position 1
+    2,
+    0,
+    0,
+    0, // position 0: k_0 for head 0 | head 1
+    0,
+    2,
+    0,
+    1, // position 1
   ]); // (2, 4)
   const vCache = new Float32Array([
-    1, 2, 3, 4, // position 0
-    5, 6, 7, 8, // position 1
+    1,
+    2,
+    3,
+    4, // position 0
+    5,
+    6,
+    7,
+    8, // position 1
   ]); // (2, 4)
   const w1 = 1 / (1 + Math.exp(-10 * 0.5)); // softmax weight of position 1 in head 1
   const expected = [3, 4, 3 * (1 - w1) + 7 * w1, 4 * (1 - w1) + 8 * w1];
@@ -467,7 +504,12 @@ function bundle(fc1: Float32Array, fc2: Float32Array, numRows: number, d: number
 }
 
 // Per-output error scale: sum over active rows of |act_r * down_r[i]|, at least 1.
-function ffnScale(bundles: Float32Array, act: Float32Array, numRows: number, d: number): Float32Array {
+function ffnScale(
+  bundles: Float32Array,
+  act: Float32Array,
+  numRows: number,
+  d: number,
+): Float32Array {
   const scale = new Float32Array(d).fill(1);
   for (let r = 0; r < numRows; r++) {
     for (let i = 0; i < d; i++) scale[i] += Math.abs(act[r] * bundles[r * 2 * d + d + i]);

@@ -1,0 +1,191 @@
+/**
+ * Activation capture: run the dense model over text and record, per layer, the
+ * predictor's input and the true active-neuron mask — the training data of the
+ * low-rank predictor (*LLM in a Flash*, section 3.1).
+ *
+ * **Which input.** flashlm's predictor sees the FFN's input *after* its LayerNorm,
+ * i.e. exactly the vector fc1 multiplies. A neuron fires when
+ * `relu(fc1_i · LN(h) + b_i) > 0`, so a low-rank map of that same vector is the
+ * natural predictor, and it need not learn LayerNorm's nonlinearity. (The paper feeds
+ * the attention output; in a pre-LN model the two differ only by that LayerNorm.)
+ *
+ * Samples are streamed to disk in chunks, one pair of files per layer:
+ * `layer-<l>.x` — (n, dModel) f32 — and `layer-<l>.mask` — (n, dFfn) u8 0/1.
+ * Nothing proportional to the corpus is held in memory.
+ *
+ * @module
+ */
+
+import { writeAll } from "../io/atomic_write.ts";
+import { FlashlmError } from "./errors.ts";
+import type { LoadedModel } from "./engine.ts";
+import { DenseFfn, type FfnProvider, type FfnStats } from "./ffn.ts";
+
+// ---------------------------------------------------------------------------
+// The capturing FFN
+
+const CHUNK_SAMPLES = 512;
+
+/** Wraps the dense FFN and appends (input, mask) of every call to per-layer files. */
+class CapturingFfn implements FfnProvider {
+  readonly mode = "capture";
+  private inner: DenseFfn;
+  private dModel: number;
+  private dFfn: number;
+  private files: { x: Deno.FsFile; mask: Deno.FsFile }[];
+  private xChunk: Float32Array[]; // per layer (CHUNK_SAMPLES, dModel)
+  private maskChunk: Uint8Array[]; // per layer (CHUNK_SAMPLES, dFfn)
+  private filled: number[]; // per layer samples in the chunk
+  /** Samples written per layer. */
+  readonly written: number[];
+
+  constructor(inner: DenseFfn, dModel: number, dFfn: number, files: { x: Deno.FsFile; mask: Deno.FsFile }[]) {
+    this.inner = inner;
+    this.dModel = dModel;
+    this.dFfn = dFfn;
+    this.files = files;
+    this.xChunk = files.map(() => new Float32Array(CHUNK_SAMPLES * dModel));
+    this.maskChunk = files.map(() => new Uint8Array(CHUNK_SAMPLES * dFfn));
+    this.filled = files.map(() => 0);
+    this.written = files.map(() => 0);
+  }
+
+  get stats(): FfnStats {
+    return this.inner.stats;
+  }
+
+  async forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    await this.inner.forward(layer, x, out);
+    const i = this.filled[layer]++;
+    this.xChunk[layer].set(x, i * this.dModel);
+    const mask = this.maskChunk[layer];
+    const h = this.inner.hidden;
+    for (let j = 0; j < this.dFfn; j++) mask[i * this.dFfn + j] = h[j] > 0 ? 1 : 0;
+    if (this.filled[layer] === CHUNK_SAMPLES) await this.flush(layer);
+  }
+
+  async flush(layer: number): Promise<void> {
+    const n = this.filled[layer];
+    if (n === 0) return;
+    const x = this.xChunk[layer];
+    await writeAll(this.files[layer].x, new Uint8Array(x.buffer, 0, n * this.dModel * 4));
+    await writeAll(this.files[layer].mask, this.maskChunk[layer].subarray(0, n * this.dFfn));
+    this.written[layer] += n;
+    this.filled[layer] = 0;
+  }
+
+  close(): void {}
+}
+
+// ---------------------------------------------------------------------------
+// Capture
+
+/** What {@linkcode captureActivations} wrote. */
+export interface CaptureResult {
+  /** Directory of the sample files. */
+  dir: string;
+  /** Samples per layer (one per token position). */
+  samples: number;
+  /** Tokens per window; sample i is position i % windowTokens of its window. */
+  windowTokens: number;
+  dModel: number;
+  dFfn: number;
+  nLayers: number;
+}
+
+/**
+ * Run `model` (which must be in dense mode) over `windows` and write every layer's
+ * FFN inputs and true masks under `dir`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { captureActivations } from "./activation_capture.ts";
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { loadModel } from "./engine.ts";
+ * const hf = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(hf, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const model = await loadModel(hf, { mode: "dense" });
+ * const out = await Deno.makeTempDir();
+ * const result = await captureActivations(model, [[2, 70, 71, 72]], out);
+ * assert.equal(result.samples, 4);
+ * assert.equal((await Deno.stat(`${out}/layer-0.mask`)).size, 4 * 32);
+ * ```
+ */
+export async function captureActivations(
+  model: LoadedModel,
+  windows: number[][],
+  dir: string,
+  onProgress?: (done: number, total: number) => void,
+): Promise<CaptureResult> {
+  const transformer = model.transformer;
+  if (!(transformer.ffn instanceof DenseFfn)) {
+    throw new FlashlmError("activation capture needs the model in dense mode", { kind: "usage" });
+  }
+  const { dModel, dFfn, nLayers } = model.config;
+  const windowTokens = windows[0]?.length ?? 0;
+  if (windows.some((w) => w.length !== windowTokens) || windowTokens === 0) {
+    throw new FlashlmError("capture windows must be non-empty and of equal length", { kind: "usage" });
+  }
+  await Deno.mkdir(dir, { recursive: true });
+  const files: { x: Deno.FsFile; mask: Deno.FsFile }[] = [];
+  const dense = transformer.ffn;
+  try {
+    for (let l = 0; l < nLayers; l++) {
+      files.push({
+        x: await Deno.open(`${dir}/layer-${l}.x`, { write: true, create: true, truncate: true }),
+        mask: await Deno.open(`${dir}/layer-${l}.mask`, { write: true, create: true, truncate: true }),
+      });
+    }
+    const capturing = new CapturingFfn(dense, dModel, dFfn, files);
+    // Swap the FFN for the capture run, and always put the dense one back.
+    (transformer as { ffn: FfnProvider }).ffn = capturing;
+    try {
+      for (const [w, window] of windows.entries()) {
+        for (let pos = 0; pos < window.length; pos++) await transformer.forward(window[pos], pos, false);
+        onProgress?.(w + 1, windows.length);
+      }
+      for (let l = 0; l < nLayers; l++) await capturing.flush(l);
+    } finally {
+      (transformer as { ffn: FfnProvider }).ffn = dense;
+    }
+    return { dir, samples: capturing.written[0], windowTokens, dModel, dFfn, nLayers };
+  } finally {
+    for (const f of files) {
+      f.x.close();
+      f.mask.close();
+    }
+  }
+}
+
+/**
+ * Read one layer's captured samples back: x (n, dModel) f32 and mask (n, dFfn) u8.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { captureActivations, readCapturedLayer } from "./activation_capture.ts";
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { loadModel } from "./engine.ts";
+ * const hf = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(hf, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const capture = await captureActivations(await loadModel(hf, { mode: "dense" }), [[2, 70]], `${hf}/cap`);
+ * const layer = await readCapturedLayer(capture, 0);
+ * assert.equal(layer.n, 2);
+ * assert.equal(layer.x.length, 2 * 16);
+ * ```
+ */
+export async function readCapturedLayer(
+  capture: CaptureResult,
+  layer: number,
+): Promise<{ n: number; x: Float32Array; mask: Uint8Array }> {
+  const xBytes = await Deno.readFile(`${capture.dir}/layer-${layer}.x`);
+  const mask = await Deno.readFile(`${capture.dir}/layer-${layer}.mask`);
+  const n = capture.samples;
+  if (xBytes.length !== n * capture.dModel * 4 || mask.length !== n * capture.dFfn) {
+    throw new FlashlmError(`captured samples of layer ${layer} have the wrong size`, {
+      file: capture.dir,
+    });
+  }
+  return { n, x: new Float32Array(xBytes.buffer, xBytes.byteOffset, n * capture.dModel), mask };
+}

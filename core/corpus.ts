@@ -1,0 +1,77 @@
+/**
+ * Text corpora cut into model-sized windows, for activation capture and evaluation.
+ * Each window is `</s>` (the OPT prompt start) followed by `windowTokens - 1` tokens
+ * of consecutive text, as the reference measurements of the shared model do.
+ *
+ * @module
+ */
+
+import { FlashlmError } from "./errors.ts";
+import type { OptTokenizer } from "./tokenizer.ts";
+
+/**
+ * Where windows are taken from in the corpus: consecutive from its start or its end,
+ * or spread evenly over all of it.
+ */
+export type WindowPlacement = "start" | "end" | "spread";
+
+/**
+ * Read and tokenize a text file (without a leading `</s>`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { readCorpus } from "./corpus.ts";
+ * import { OptTokenizer, buildByteLevelVocab } from "./tokenizer.ts";
+ * const v = buildByteLevelVocab(0);
+ * const tok = OptTokenizer.fromFiles(v.vocabJson, v.mergesText, "vocab.json");
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeTextFile(path, "abc");
+ * assert.equal((await readCorpus(path, tok)).length, 3);
+ * ```
+ */
+export async function readCorpus(path: string, tokenizer: OptTokenizer): Promise<number[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const what = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
+    throw new FlashlmError(what, { file: path, kind: "io", cause: e });
+  }
+  const ids = tokenizer.encode(text, { addBos: false });
+  if (ids.length < 2) throw new FlashlmError("text has fewer than 2 tokens", { file: path, kind: "usage" });
+  return ids;
+}
+
+/**
+ * Cut `ids` into up to `count` windows of `windowTokens` tokens (`bos` + text), taken
+ * consecutively from the start or the end of the corpus, or spread evenly over it.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { corpusWindows } from "./corpus.ts";
+ * const ids = [10, 11, 12, 13, 14, 15, 16];
+ * assert.deepEqual(corpusWindows(ids, 3, 2, 2, "start"), [[2, 10, 11], [2, 12, 13]]);
+ * assert.deepEqual(corpusWindows(ids, 3, 2, 2, "end"), [[2, 13, 14], [2, 15, 16]]);
+ * assert.deepEqual(corpusWindows(ids, 3, 2, 2, "spread"), [[2, 10, 11], [2, 15, 16]]);
+ * ```
+ */
+export function corpusWindows(
+  ids: number[],
+  windowTokens: number,
+  count: number,
+  bos: number,
+  placement: WindowPlacement,
+): number[][] {
+  const body = windowTokens - 1;
+  const available = Math.floor(ids.length / body);
+  const n = Math.min(count, available);
+  const starts: number[] = [];
+  for (let w = 0; w < n; w++) {
+    if (placement === "start") starts.push(w * body);
+    else if (placement === "end") starts.push(ids.length - (n - w) * body);
+    else starts.push(n === 1 ? 0 : Math.floor((w * (ids.length - body)) / (n - 1)));
+  }
+  return starts.map((start) => [bos, ...ids.slice(start, start + body)]);
+}

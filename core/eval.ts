@@ -1,0 +1,105 @@
+/**
+ * Quality of the sparse model: perplexity of the dense and the sparse model on the
+ * same tokens, and how often their greedy next tokens agree.
+ *
+ * @module
+ */
+
+import type { LoadedModel } from "./engine.ts";
+import { type FfnStats, newFfnStats } from "./ffn.ts";
+import { subtractStats } from "./generate.ts";
+import { Sampler } from "./sampler.ts";
+import { SparseFlashFfn } from "./sparse_ffn.ts";
+
+/** Perplexity and per-position greedy choices of one model over windows of text. */
+export interface PerplexityResult {
+  /** exp(mean negative log-likelihood). */
+  perplexity: number;
+  /** Mean negative log-likelihood (nats per token). */
+  nll: number;
+  /** Tokens scored. */
+  tokens: number;
+  /** Argmax of the logits at each scored position, in order. */
+  argmax: Int32Array;
+  /** The FFN's counters over the run. */
+  ffn: FfnStats;
+  /** Forward passes run. */
+  forwardPasses: number;
+  /** Wall-clock milliseconds. */
+  ms: number;
+}
+
+/**
+ * Run `model` over `windows` (each from position 0, a fresh KV cache and window) and
+ * score every next token.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { perplexity } from "./eval.ts";
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { loadModel } from "./engine.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const result = await perplexity(await loadModel(dir, { mode: "dense" }), [[2, 70, 71, 72]]);
+ * assert.equal(result.tokens, 3);
+ * assert.ok(result.perplexity > 1);
+ * ```
+ */
+export async function perplexity(
+  model: LoadedModel,
+  windows: number[][],
+  onProgress?: (done: number, total: number) => void,
+): Promise<PerplexityResult> {
+  const t0 = performance.now();
+  const { transformer } = model;
+  const ffn = transformer.ffn;
+  const start = { ...ffn.stats };
+  const V = model.config.vocabSize;
+  const scored = windows.reduce((a, w) => a + w.length - 1, 0);
+  const argmax = new Int32Array(scored);
+  let nll = 0;
+  let i = 0;
+  let passes = 0;
+  for (const [w, window] of windows.entries()) {
+    if (ffn instanceof SparseFlashFfn) ffn.reset(); // an unrelated sequence: empty window
+    for (let pos = 0; pos < window.length - 1; pos++) {
+      const logits = await transformer.forward(window[pos], pos);
+      passes++;
+      let max = -Infinity;
+      for (let v = 0; v < V; v++) if (logits[v] > max) max = logits[v];
+      let sum = 0;
+      for (let v = 0; v < V; v++) sum += Math.exp(logits[v] - max);
+      nll += Math.log(sum) + max - logits[window[pos + 1]];
+      argmax[i++] = Sampler.argmax(logits, V);
+    }
+    onProgress?.(w + 1, windows.length);
+  }
+  const ffnStats = newFfnStats();
+  subtractStats(ffn.stats, start, ffnStats);
+  return {
+    perplexity: Math.exp(nll / scored),
+    nll: nll / scored,
+    tokens: scored,
+    argmax,
+    ffn: ffnStats,
+    forwardPasses: passes,
+    ms: performance.now() - t0,
+  };
+}
+
+/**
+ * Share of positions where two runs chose the same greedy token.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { agreement } from "./eval.ts";
+ * assert.equal(agreement(new Int32Array([1, 2, 3, 4]), new Int32Array([1, 2, 0, 4])), 0.75);
+ * ```
+ */
+export function agreement(a: Int32Array, b: Int32Array): number {
+  let same = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] === b[i]) same++;
+  return same / Math.max(a.length, 1);
+}

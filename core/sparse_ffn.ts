@@ -1,0 +1,280 @@
+/**
+ * The paper's sparse FFN (*LLM in a Flash*, sections 3.1–3.3), put together:
+ *
+ * 1. **Predict** (`ActivationPredictor`): from the FFN's input, guess which neurons
+ *    will be active (ReLU output > 0) for this token.
+ * 2. **Window**: keep in DRAM every neuron predicted active in the last k tokens;
+ *    evict those that left the window (and, if the DRAM budget caps the rows, the
+ *    least recently active ones). While token t runs, DRAM holds the union of the
+ *    active sets of tokens t-k .. t; token t loads only its neurons that none of
+ *    t-k .. t-1 used (the paper's "incremental loading", Figure 4).
+ * 3. **Load the difference**: read from flash only the predicted neurons not already in
+ *    the store, one row-column bundle each, all in one batch through the flash reader
+ *    (which coalesces neighbours and keeps many reads in flight).
+ * 4. **Compute** on the store's `matrix[0 : numUsed]` with the bundled kernel.
+ *
+ * Per token and layer this counts the paper's three latency columns: I/O (waiting
+ * for flash), memory management (window bookkeeping, inserts, deletes, conversion),
+ * and compute (predictor + FFN).
+ *
+ * @module
+ */
+
+import { type FlashReader, ReadBatch } from "../io/reader.ts";
+import { f16ToF32At } from "../kernels/f16.ts";
+import { ffnBundled } from "../kernels/ffn_bundled.ts";
+import { matvec } from "../kernels/matvec.ts";
+import { FlashlmError } from "./errors.ts";
+import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
+import type { FlashModelFile } from "./flash_format.ts";
+import { NeuronStore } from "./neuron_store.ts";
+import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// Predictors
+
+/** Anything that guesses a layer's active neurons from the FFN input. */
+export interface ActivationPredictor {
+  /**
+   * Write the ids of the neurons predicted active for FFN input `x` (dModel) of layer
+   * `layer` into `out` (capacity >= dFfn), in increasing order; return how many.
+   */
+  predict(layer: number, x: Float32Array, out: Int32Array): number;
+}
+
+/**
+ * The perfect predictor: computes every neuron's true pre-activation from the dense
+ * fc1 in DRAM. Not a way to save I/O — it needs all of fc1 — but the floor any real
+ * predictor is measured against, and the tests' way to check the sparse path exactly.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { OraclePredictor } from "./sparse_ffn.ts";
+ * // one layer, d = 2, dFfn = 3: neuron i fires when fc1_i · x + b_i > 0
+ * const oracle = new OraclePredictor(
+ *   [{ fc1: new Float32Array([1, 0, 0, 1, -1, -1]), fc2: new Float32Array(6) }],
+ *   [new Float32Array([0, -5, 0])],
+ *   2,
+ * );
+ * const out = new Int32Array(3);
+ * const n = oracle.predict(0, new Float32Array([1, 2]), out);
+ * assert.deepEqual([...out.subarray(0, n)], [0]);
+ * ```
+ */
+export class OraclePredictor implements ActivationPredictor {
+  private weights: DenseFfnWeights[];
+  private fc1Bias: Float32Array[];
+  private dModel: number;
+  private pre: Float32Array; // (dFfn) pre-activations
+
+  /** Use the dense fc1 matrices and biases of every layer. */
+  constructor(weights: DenseFfnWeights[], fc1Bias: Float32Array[], dModel: number) {
+    this.weights = weights;
+    this.fc1Bias = fc1Bias;
+    this.dModel = dModel;
+    this.pre = new Float32Array(fc1Bias[0]?.length ?? 0);
+  }
+
+  /** Ids of the neurons whose true pre-activation is > 0. */
+  predict(layer: number, x: Float32Array, out: Int32Array): number {
+    const dFfn = this.pre.length;
+    matvec(this.pre, this.weights[layer].fc1, x, dFfn, this.dModel, this.fc1Bias[layer]);
+    let n = 0;
+    for (let i = 0; i < dFfn; i++) if (this.pre[i] > 0) out[n++] = i;
+    return n;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+/** Options of {@linkcode SparseFlashFfn}. */
+export interface SparseFfnOptions {
+  /** The activation predictor. */
+  predictor: ActivationPredictor;
+  /** Window size k (one for all layers, or one per layer): neurons predicted active in the previous k tokens stay in DRAM. */
+  windowK: number | number[];
+  /** Rows of each layer's neuron store (its DRAM cap); default all neurons. */
+  rowsPerLayer?: number[];
+}
+
+// ---------------------------------------------------------------------------
+// The sparse, windowed FFN
+
+/**
+ * Predictor + window + neuron store + flash reader: the paper's FFN.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { SparseFlashFfn } from "./sparse_ffn.ts";
+ * assert.equal(typeof SparseFlashFfn, "function"); // see tests/sparse_ffn_test.ts for a full run
+ * ```
+ */
+export class SparseFlashFfn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "sparse";
+  /** Cumulative counters. */
+  readonly stats: FfnStats = newFfnStats();
+  /** One neuron store per layer. */
+  readonly stores: NeuronStore[];
+  /** Window size k of each layer. */
+  readonly windowK: number[];
+  /** Index of the current token (incremented at layer 0). */
+  token = -1;
+
+  /** The flash reader every load goes through. */
+  readonly reader: FlashReader;
+  private model: FlashModelFile;
+  private resident: ResidentWeights;
+  private predictor: ActivationPredictor;
+  private active: Int32Array; // (dFfn) predicted ids of the current token
+  private batch: ReadBatch;
+  private staging: Uint8Array; // (maxRows, bundleBytes) f16 bundles as read, before conversion
+  private stagingHalf: Uint16Array; // the same bytes as f16 values
+  private loadRows: Int32Array; // (maxRows) store row of each staged bundle
+  private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
+
+  /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
+  constructor(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    reader: FlashReader,
+    options: SparseFfnOptions,
+  ) {
+    const { dModel, dFfn, nLayers } = model.config;
+    const windowK = typeof options.windowK === "number"
+      ? new Array<number>(nLayers).fill(options.windowK)
+      : options.windowK;
+    if (windowK.length !== nLayers || windowK.some((k) => !Number.isInteger(k) || k < 1)) {
+      throw new FlashlmError(`window size k must be a whole number >= 1 per layer, got ${options.windowK}`, {
+        kind: "usage",
+      });
+    }
+    this.model = model;
+    this.resident = resident;
+    this.reader = reader;
+    this.predictor = options.predictor;
+    this.windowK = windowK;
+    const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
+    this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
+    const maxRows = Math.max(1, ...rows);
+    this.active = new Int32Array(dFfn);
+    this.batch = new ReadBatch(maxRows);
+    const stagingBytes = model.dtype === "f16" ? maxRows * model.bundleBytes : 0;
+    this.staging = new Uint8Array(stagingBytes);
+    this.stagingHalf = new Uint16Array(this.staging.buffer);
+    this.loadRows = new Int32Array(maxRows);
+    this.matrixBytes = this.stores.map((s) => new Uint8Array(s.matrix.buffer));
+  }
+
+  /** One layer of one token: predict, update the window, load the difference, compute. */
+  async forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    if (layer === 0) this.token++;
+    const t = this.token;
+    const { dModel } = this.model.config;
+    const store = this.stores[layer];
+    const L = this.resident.layers[layer];
+    const s = this.stats;
+
+    // 1. Predict this token's active neurons.
+    const t0 = performance.now();
+    let n = this.predictor.predict(layer, x, this.active);
+    if (n > store.capacity) n = store.capacity; // the budget cannot hold them all
+    s.neuronsPredicted += n;
+    const t1 = performance.now();
+
+    // 2. Window: keep neurons active in the previous k tokens (t-k .. t-1), evict
+    //    the rest, then mark this token's neurons.
+    const oldest = t - this.windowK[layer];
+    for (let r = store.numUsed - 1; r >= 0; r--) {
+      const neuron = store.pointer[r];
+      if (store.lastActive[neuron] < oldest) {
+        store.delete(neuron);
+        s.neuronsEvicted++;
+      }
+    }
+    for (let i = 0; i < n; i++) store.lastActive[this.active[i]] = t;
+    let missing = 0;
+    for (let i = 0; i < n; i++) if (!store.has(this.active[i])) missing++;
+    s.neuronsHit += n - missing;
+    this.evictLeastRecent(store, store.numUsed + missing - store.capacity, t);
+
+    // 3. Load the difference: one bundle read per missing neuron, all in one batch.
+    const bundleBytes = this.model.bundleBytes;
+    const layerOffset = this.model.header.ffn.layers[layer].offset;
+    const f16 = this.model.dtype === "f16";
+    this.batch.clear();
+    let loads = 0;
+    for (let i = 0; i < n; i++) {
+      const neuron = this.active[i];
+      if (store.has(neuron)) continue;
+      const row = store.insert(neuron, L.fc1Bias[neuron]);
+      const fileOffset = layerOffset + neuron * bundleBytes;
+      if (f16) {
+        this.loadRows[loads] = row;
+        this.batch.add(fileOffset, bundleBytes, this.staging, loads * bundleBytes);
+      } else {
+        this.batch.add(fileOffset, bundleBytes, this.matrixBytes[layer], row * bundleBytes);
+      }
+      loads++;
+    }
+    const t2 = performance.now();
+    const readsBefore = this.reader.stats.reads;
+    if (loads > 0) await this.reader.read(this.batch);
+    const t3 = performance.now();
+    if (f16) {
+      const rowValues = 2 * dModel;
+      for (let j = 0; j < loads; j++) {
+        f16ToF32At(this.stagingHalf, j * rowValues, store.matrix, this.loadRows[j] * rowValues, rowValues);
+      }
+    }
+    s.neuronsLoaded += loads;
+    s.bytesRead += loads * bundleBytes;
+    s.reads += this.reader.stats.reads - readsBefore;
+    const t4 = performance.now();
+
+    // 4. Compute over the rows in DRAM: out = Σ relu(up_r · x + bias_r) down_r + b2.
+    ffnBundled(out, store.matrix, store.bias, x, store.numUsed, dModel);
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    const t5 = performance.now();
+
+    s.predictorMs += t1 - t0;
+    s.computeMs += t1 - t0 + (t5 - t4);
+    s.memoryMs += t2 - t1 + (t4 - t3);
+    s.ioMs += t3 - t2;
+  }
+
+  /** Free `count` rows by deleting the least recently active neurons not active now. */
+  private evictLeastRecent(store: NeuronStore, count: number, t: number): void {
+    while (count > 0) {
+      // The oldest activity among rows not needed by this token...
+      let oldest = t;
+      for (let r = 0; r < store.numUsed; r++) {
+        oldest = Math.min(oldest, store.lastActive[store.pointer[r]]);
+      }
+      if (oldest === t) return; // every row is needed now (the caller capped n)
+      // ...and delete rows of that age until enough are free.
+      for (let r = store.numUsed - 1; r >= 0 && count > 0; r--) {
+        const neuron = store.pointer[r];
+        if (store.lastActive[neuron] === oldest) {
+          store.delete(neuron);
+          this.stats.neuronsEvicted++;
+          count--;
+        }
+      }
+    }
+  }
+
+  /** Forget the window (a new, unrelated sequence starts). */
+  reset(): void {
+    for (const s of this.stores) s.clear();
+    this.token = -1;
+  }
+
+  /** Close the reader. */
+  close(): void {
+    this.reader.close();
+  }
+}

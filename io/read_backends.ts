@@ -1,0 +1,456 @@
+/**
+ * The ways flashlm can do a positioned read ("read n bytes at offset o"), one per backend.
+ *
+ * The flash reader (`io/reader.ts`) keeps many reads in flight on "lanes": lane k
+ * only ever has one read outstanding, so a backend may give every lane its own file
+ * handle. A backend that can take a whole list of reads in one call also implements
+ * `readList`, and the reader then hands it every read of a batch at once. The
+ * backends, fastest first on these machines:
+ *
+ * | backend     | needs                  | how                                                           |
+ * | ----------- | ---------------------- | ------------------------------------------------------------- |
+ * | `ffi-aio`   | Deno, FFI, Linux glibc | one `lio_listio` call per batch; glibc threads `pread` it     |
+ * | `ffi-pread` | Deno, FFI              | one `pread` per read via `Deno.dlopen` `nonblocking` calls    |
+ * | `fs-pool`   | Deno                   | one `Deno.FsFile` per lane, `seek` then `read`                |
+ * | `node-fs`   | Bun, Node (or Deno)    | one `node:fs` descriptor per lane, `fs.read(fd, ..., offset)` |
+ *
+ * `auto` picks the first available in that order: with `--allow-ffi` Deno uses
+ * `ffi-aio` on Linux with glibc (else `ffi-pread`), without it `fs-pool`; Bun and Node
+ * use `node-fs`, which touches no `Deno.*` API.
+ *
+ * @module
+ */
+
+import * as nodeFs from "node:fs";
+import { FlashlmError } from "../core/errors.ts";
+import { cString, ffiAllowed, libc, runtimeName } from "./runtime.ts";
+
+// ---------------------------------------------------------------------------
+// Names and choice
+
+/** The backends a {@linkcode ReadBackend} can be. */
+export type BackendName = "ffi-aio" | "ffi-pread" | "fs-pool" | "node-fs";
+
+/** A backend, or `"auto"` to let {@linkcode resolveBackend} pick the fastest available. */
+export type BackendChoice = "auto" | BackendName;
+
+/** Every backend name, in order of preference. */
+export const BACKENDS: readonly BackendName[] = ["ffi-aio", "ffi-pread", "fs-pool", "node-fs"];
+
+/**
+ * The backends that work in this runtime with the permissions granted, best first.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { availableBackends } from "./read_backends.ts";
+ * assert(availableBackends().includes("fs-pool")); // always there in Deno
+ * ```
+ */
+export function availableBackends(): BackendName[] {
+  const runtime = runtimeName();
+  if (runtime !== "deno") return ["node-fs"];
+  const out: BackendName[] = [];
+  if (ffiAllowed() && libc() !== null) {
+    if (aioUsable()) out.push("ffi-aio");
+    out.push("ffi-pread");
+  }
+  out.push("fs-pool", "node-fs");
+  return out;
+}
+
+/**
+ * The backend `choice` means here: `"auto"` is the first of
+ * {@linkcode availableBackends}; a named backend that cannot work here is a usage error.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { availableBackends, resolveBackend } from "./read_backends.ts";
+ * assert.equal(resolveBackend("auto"), availableBackends()[0]);
+ * assert.equal(resolveBackend("node-fs"), "node-fs");
+ * ```
+ */
+export function resolveBackend(choice: BackendChoice = "auto"): BackendName {
+  const available = availableBackends();
+  if (choice === "auto") return available[0];
+  if (!BACKENDS.includes(choice)) {
+    throw new FlashlmError(
+      `unknown reader backend "${choice}" (choose auto, ${BACKENDS.join(", ")})`,
+      { kind: "usage" },
+    );
+  }
+  if (!available.includes(choice)) {
+    const why = runtimeName() !== "deno"
+      ? "it needs Deno"
+      : choice === "ffi-aio" && ffiAllowed()
+      ? "it needs Linux with glibc on a 64-bit CPU"
+      : "run Deno with --allow-ffi";
+    throw new FlashlmError(
+      `reader backend "${choice}" is not available in ${runtimeName()} (${why}; available: ${
+        available.join(", ")
+      })`,
+      { kind: "usage" },
+    );
+  }
+  return choice;
+}
+
+// ---------------------------------------------------------------------------
+// The interface
+
+/**
+ * One open file that can do positioned reads on `lanes` lanes at once. Lane k never
+ * has two reads outstanding. Implement it to plug in another way of reading (a test
+ * double, io_uring, ...) through `FlashReader.fromBackend`.
+ */
+export interface ReadBackend {
+  /** Backend name, e.g. `"ffi-pread"`. */
+  readonly name: string;
+  /** The file. */
+  readonly path: string;
+  /** Size of the file in bytes when it was opened. */
+  readonly fileSize: number;
+  /** Number of lanes (reads that may be in flight at once). */
+  readonly lanes: number;
+  /**
+   * Read up to `dest.length` bytes at file `offset` into `dest` on lane `lane`;
+   * resolves the number of bytes read (fewer is a short read, 0 is the end of the file).
+   */
+  readAt(lane: number, dest: Uint8Array, offset: number): Promise<number>;
+  /**
+   * Optional: perform `count` reads at once (`dests[k]` from file offset `offsets[k]`),
+   * at most `lanes` at a time, and set `done[k]` to the bytes each read (a short read is
+   * allowed; the caller finishes it with `readAt`). Backends that can hand a whole batch
+   * to the operating system in one call implement it.
+   */
+  readList?(
+    count: number,
+    dests: Uint8Array[],
+    offsets: Float64Array,
+    done: Float64Array,
+  ): Promise<void>;
+  /** Release the file. No read may be outstanding. */
+  close(): void;
+}
+
+/**
+ * Open `path` for positioned reads with backend `name` and `lanes` lanes.
+ * Failure to open is an `io` {@linkcode FlashlmError} naming the file.
+ *
+ * @example Reading 3 bytes at offset 2 with the Deno handle pool
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { openBackend } from "./read_backends.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array([0, 1, 2, 3, 4, 5]));
+ * const file = await openBackend("fs-pool", path, 2);
+ * const dest = new Uint8Array(3);
+ * assert.equal(await file.readAt(1, dest, 2), 3);
+ * file.close();
+ * assert.deepEqual([...dest], [2, 3, 4]);
+ * await Deno.remove(path);
+ * ```
+ */
+export async function openBackend(
+  name: BackendName,
+  path: string,
+  lanes: number,
+): Promise<ReadBackend> {
+  resolveBackend(name); // usage error when it cannot work here
+  try {
+    switch (name) {
+      case "fs-pool":
+        return await FsPoolBackend.open(path, lanes);
+      case "ffi-aio":
+        return await FfiAioBackend.open(path, lanes);
+      case "ffi-pread":
+        return await FfiPreadBackend.open(path, lanes);
+      case "node-fs":
+        return await NodeFsBackend.open(path, lanes);
+    }
+  } catch (e) {
+    if (e instanceof FlashlmError) throw e;
+    throw new FlashlmError(`cannot open for reading (${(e as Error).message})`, {
+      file: path,
+      kind: "io",
+      cause: e,
+    });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// fs-pool: one Deno.FsFile per lane, seek + read
+
+/** Deno's own file API. Deno runs one operation at a time per file, hence a handle per lane. */
+class FsPoolBackend implements ReadBackend {
+  readonly name = "fs-pool";
+  readonly path: string;
+  readonly fileSize: number;
+  readonly lanes: number;
+  private handles: Deno.FsFile[]; // (lanes)
+  private positions: Float64Array; // (lanes) where each handle's next read starts
+
+  private constructor(path: string, fileSize: number, handles: Deno.FsFile[]) {
+    this.path = path;
+    this.fileSize = fileSize;
+    this.handles = handles;
+    this.lanes = handles.length;
+    this.positions = new Float64Array(handles.length).fill(-1);
+  }
+
+  static async open(path: string, lanes: number): Promise<FsPoolBackend> {
+    const handles: Deno.FsFile[] = [];
+    try {
+      for (let i = 0; i < lanes; i++) handles.push(await Deno.open(path, { read: true }));
+      const size = (await handles[0].stat()).size;
+      return new FsPoolBackend(path, size, handles);
+    } catch (e) {
+      for (const h of handles) h.close();
+      throw e;
+    }
+  }
+
+  async readAt(lane: number, dest: Uint8Array, offset: number): Promise<number> {
+    const handle = this.handles[lane];
+    // Skip the seek when the handle is already there (the next piece of a short read).
+    if (this.positions[lane] !== offset) {
+      this.positions[lane] = -1;
+      await handle.seek(offset, Deno.SeekMode.Start);
+    }
+    const n = (await handle.read(dest)) ?? 0;
+    this.positions[lane] = offset + n;
+    return n;
+  }
+
+  close(): void {
+    for (const h of this.handles) h.close();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// ffi-pread: libc pread on one descriptor, each call on Deno's blocking thread pool
+
+/** `pread(2)` through Deno FFI: positioned, so every lane shares one descriptor. */
+class FfiPreadBackend implements ReadBackend {
+  readonly name = "ffi-pread";
+  readonly path: string;
+  readonly fileSize: number;
+  readonly lanes: number;
+  private fd: number;
+
+  private constructor(path: string, fileSize: number, fd: number, lanes: number) {
+    this.path = path;
+    this.fileSize = fileSize;
+    this.fd = fd;
+    this.lanes = lanes;
+  }
+
+  static async open(path: string, lanes: number): Promise<FfiPreadBackend> {
+    const c = libc()!;
+    const size = (await Deno.stat(path)).size; // also a clear error when missing
+    const fd = c.open(cString(path), 0 /* O_RDONLY */);
+    if (fd < 0) throw new Error("open(2) failed");
+    return new FfiPreadBackend(path, size, fd, lanes);
+  }
+
+  async readAt(_lane: number, dest: Uint8Array, offset: number): Promise<number> {
+    const n = Number(await libc()!.pread(this.fd, dest, BigInt(dest.length), BigInt(offset)));
+    if (n < 0) {
+      throw new FlashlmError(`pread(2) of ${dest.length} bytes at offset ${offset} failed`, {
+        file: this.path,
+        kind: "io",
+      });
+    }
+    return n;
+  }
+
+  close(): void {
+    libc()!.close(this.fd);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// ffi-aio: a whole list of reads in one glibc lio_listio call
+
+/** glibc's `struct aiocb` on 64-bit Linux (x86_64 and aarch64 share it): 168 bytes. */
+const AIOCB = {
+  size: 168,
+  fildes: 0, // int
+  lioOpcode: 4, // int: LIO_READ = 0
+  buf: 16, // void *
+  nbytes: 24, // size_t
+  sigevNotify: 44, // aio_sigevent.sigev_notify (int): SIGEV_NONE = 1
+  errorCode: 112, // int __error_code: 0 or an errno once complete
+  returnValue: 120, // ssize_t __return_value: bytes read
+  offset: 128, // off_t
+} as const;
+
+/** Whether glibc POSIX AIO can be driven through FFI here. */
+function aioUsable(): boolean {
+  const c = libc();
+  return c !== null && c.lio_listio !== null && Deno.build.os === "linux" &&
+    (Deno.build.arch === "x86_64" || Deno.build.arch === "aarch64");
+}
+
+/**
+ * glibc POSIX AIO: `lio_listio(LIO_WAIT, ...)` takes a whole batch of reads in one FFI
+ * call; glibc's helper threads run them as `pread`s, one thread per descriptor at a
+ * time, so `lanes` descriptors give `lanes` reads in flight (like fio's psync with
+ * `numjobs = lanes`), and JavaScript is involved once per batch instead of once per read.
+ */
+class FfiAioBackend implements ReadBackend {
+  readonly name = "ffi-aio";
+  readonly path: string;
+  readonly fileSize: number;
+  readonly lanes: number;
+  private fds: Int32Array; // (lanes)
+  private cbs = new Uint8Array(0); // (count, AIOCB.size) the control blocks
+  private cbView = new DataView(this.cbs.buffer);
+  private list = new BigUint64Array(0); // (count) pointers to the control blocks
+  private listBytes = new Uint8Array(0); // the same memory, as the FFI argument
+
+  private constructor(path: string, fileSize: number, fds: Int32Array) {
+    this.path = path;
+    this.fileSize = fileSize;
+    this.fds = fds;
+    this.lanes = fds.length;
+  }
+
+  static async open(path: string, lanes: number): Promise<FfiAioBackend> {
+    const c = libc()!;
+    const size = (await Deno.stat(path)).size;
+    const fds = new Int32Array(lanes);
+    const name = cString(path);
+    for (let i = 0; i < lanes; i++) {
+      fds[i] = c.open(name, 0 /* O_RDONLY */);
+      if (fds[i] < 0) {
+        for (let j = 0; j < i; j++) c.close(fds[j]);
+        throw new Error("open(2) failed");
+      }
+    }
+    return new FfiAioBackend(path, size, fds);
+  }
+
+  async readList(
+    count: number,
+    dests: Uint8Array[],
+    offsets: Float64Array,
+    done: Float64Array,
+  ): Promise<void> {
+    if (count === 0) return;
+    if (this.list.length < count) this.grow(count);
+    const cbs = this.cbView;
+    this.cbs.fill(0, 0, count * AIOCB.size);
+    const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.cbs)));
+    for (let k = 0; k < count; k++) {
+      const at = k * AIOCB.size;
+      const dest = dests[k];
+      cbs.setInt32(at + AIOCB.fildes, this.fds[k % this.lanes], true);
+      cbs.setBigUint64(
+        at + AIOCB.buf,
+        BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(dest))),
+        true,
+      );
+      cbs.setBigUint64(at + AIOCB.nbytes, BigInt(dest.length), true);
+      cbs.setInt32(at + AIOCB.sigevNotify, 1, /* SIGEV_NONE */ true);
+      cbs.setBigInt64(at + AIOCB.offset, BigInt(offsets[k]), true);
+      this.list[k] = base + BigInt(at);
+    }
+    // LIO_WAIT (0): returns when every read has finished. Its result only says whether
+    // all succeeded; each control block says how its read went. `dests` stays
+    // referenced by the caller until then, so no destination can be collected.
+    await libc()!.lio_listio!(0, this.listBytes.subarray(0, count * 8), count, null);
+    for (let k = 0; k < count; k++) {
+      const at = k * AIOCB.size;
+      const error = cbs.getInt32(at + AIOCB.errorCode, true);
+      if (error === 0) {
+        done[k] = Number(cbs.getBigInt64(at + AIOCB.returnValue, true));
+      } else if (error === 11 /* EAGAIN: not queued */ || error === 4 /* EINTR */) {
+        done[k] = 0; // the caller finishes it with readAt
+      } else {
+        throw new FlashlmError(
+          `read of ${dests[k].length} bytes at offset ${offsets[k]} failed (errno ${error})`,
+          { file: this.path, kind: "io" },
+        );
+      }
+    }
+  }
+
+  private grow(count: number): void {
+    const capacity = 2 ** Math.ceil(Math.log2(Math.max(count, 64)));
+    this.cbs = new Uint8Array(capacity * AIOCB.size);
+    this.cbView = new DataView(this.cbs.buffer);
+    this.list = new BigUint64Array(capacity);
+    this.listBytes = new Uint8Array(this.list.buffer);
+  }
+
+  async readAt(lane: number, dest: Uint8Array, offset: number): Promise<number> {
+    const n = Number(
+      await libc()!.pread(this.fds[lane], dest, BigInt(dest.length), BigInt(offset)),
+    );
+    if (n < 0) {
+      throw new FlashlmError(`pread(2) of ${dest.length} bytes at offset ${offset} failed`, {
+        file: this.path,
+        kind: "io",
+      });
+    }
+    return n;
+  }
+
+  close(): void {
+    const c = libc()!;
+    for (const fd of this.fds) c.close(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// node-fs: node:fs positioned reads, one descriptor per lane (Bun, Node; works in Deno)
+
+/** `fs.read(fd, buffer, 0, n, position)`: no `Deno.*`, so Bun and Node can run it. */
+class NodeFsBackend implements ReadBackend {
+  readonly name = "node-fs";
+  readonly path: string;
+  readonly fileSize: number;
+  readonly lanes: number;
+  private fds: number[]; // (lanes)
+
+  private constructor(path: string, fileSize: number, fds: number[]) {
+    this.path = path;
+    this.fileSize = fileSize;
+    this.fds = fds;
+    this.lanes = fds.length;
+  }
+
+  static open(path: string, lanes: number): Promise<NodeFsBackend> {
+    const fds: number[] = [];
+    try {
+      // Deno's node:fs may serialise or seek per descriptor, so each lane gets its own.
+      for (let i = 0; i < lanes; i++) fds.push(nodeFs.openSync(path, "r"));
+      const size = nodeFs.fstatSync(fds[0]).size;
+      return Promise.resolve(new NodeFsBackend(path, size, fds));
+    } catch (e) {
+      for (const fd of fds) nodeFs.closeSync(fd);
+      return Promise.reject(e);
+    }
+  }
+
+  readAt(lane: number, dest: Uint8Array, offset: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      nodeFs.read(this.fds[lane], dest, 0, dest.length, offset, (err, n) => {
+        if (err) {
+          reject(
+            new FlashlmError(
+              `read of ${dest.length} bytes at offset ${offset} failed (${err.message})`,
+              { file: this.path, kind: "io", cause: err },
+            ),
+          );
+        } else resolve(n);
+      });
+    });
+  }
+
+  close(): void {
+    for (const fd of this.fds) nodeFs.closeSync(fd);
+  }
+}

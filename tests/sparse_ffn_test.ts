@@ -1,0 +1,130 @@
+import { strict as assert } from "node:assert";
+import { captureActivations, readCapturedLayer } from "../core/activation_capture.ts";
+import { convertHfToFlash } from "../core/convert.ts";
+import { loadModel, type LoadOptions } from "../core/engine.ts";
+import { Generation } from "../core/generate.ts";
+import { NeuronStore } from "../core/neuron_store.ts";
+import { Rng } from "../core/sampler.ts";
+import { SparseFlashFfn } from "../core/sparse_ffn.ts";
+import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
+
+Deno.test("swap-delete keeps the neuron store identical to a reference set over 10,000 random steps", () => {
+  const numNeurons = 300, capacity = 120, rowValues = 6;
+  const store = new NeuronStore(capacity, numNeurons, rowValues);
+  const reference = new Set<number>();
+  const rng = new Rng(11);
+  for (let step = 0; step < 10_000; step++) {
+    const neuron = Math.floor(rng.next() * numNeurons);
+    if (reference.has(neuron)) {
+      store.delete(neuron);
+      reference.delete(neuron);
+    } else if (reference.size < capacity) {
+      const row = store.insert(neuron, neuron + 0.5);
+      store.matrix.fill(neuron, row * rowValues, (row + 1) * rowValues);
+      reference.add(neuron);
+    }
+    assert.equal(store.numUsed, reference.size);
+    if (step % 97 === 0 || step === 9_999) {
+      const held = new Set(store.pointer.subarray(0, store.numUsed));
+      assert.deepEqual(held, reference);
+      for (let r = 0; r < store.numUsed; r++) {
+        const n = store.pointer[r];
+        assert.equal(store.rowOf[n], r);
+        assert.equal(store.bias[r], n + 0.5);
+        for (let j = 0; j < rowValues; j++) assert.equal(store.matrix[r * rowValues + j], n, "row moved with its neuron");
+      }
+      for (let n = 0; n < numNeurons; n++) assert.equal(store.rowOf[n] >= 0, reference.has(n));
+    }
+  }
+});
+
+Deno.test("the neuron store refuses a full insert, a double insert and deleting an absent neuron", () => {
+  const store = new NeuronStore(1, 4, 2);
+  store.insert(1, 0);
+  assert.throws(() => store.insert(1, 0), /already in the store/);
+  assert.throws(() => store.insert(2, 0), /full/);
+  assert.throws(() => store.delete(3), /not in the store/);
+});
+
+async function fixture(): Promise<{ dir: string; flm: string }> {
+  const dir = await tinyHfModel();
+  const flm = `${dir}/m.flm`;
+  await convertHfToFlash(dir, flm, { dtype: "f32" });
+  return { dir, flm };
+}
+
+const CASES: [string, LoadOptions][] = [
+  ["window k = 1, every neuron may stay", { windowK: 1 }],
+  ["window k = 4, every neuron may stay", { windowK: 4 }],
+  ["a 50% FFN budget (rows capped, least recently active evicted)", { memory: { kind: "ffn-percent", percent: 50 } }],
+];
+
+for (const [what, options] of CASES) {
+  Deno.test(`sparse FFN with the oracle predictor equals the dense FFN: ${what}`, async () => {
+    const { dir, flm } = await fixture();
+    const ids = promptIds(40, 400);
+    const dense = await loadModel(flm, { mode: "dense" });
+    const sparse = await loadModel(flm, { mode: "sparse", predictor: "oracle", ...options });
+    const a = await logitsPerPosition(dense, ids);
+    const b = await logitsPerPosition(sparse, ids);
+    const ffn = sparse.transformer.ffn as SparseFlashFfn;
+    assert.ok(ffn.stats.neuronsPredicted > 0);
+    assert.ok(ffn.stats.neuronsPredicted < ids.length * TINY.nLayers! * TINY.dFfn!, "the model is sparse");
+    if (options.memory) {
+      assert.ok(ffn.stores.every((s) => s.capacity < TINY.dFfn!), "rows are capped");
+      assert.ok(ffn.stats.neuronsEvicted > 0);
+    }
+    for (let pos = 0; pos < ids.length; pos++) {
+      assert.ok(maxAbsDiff(a[pos], b[pos]) <= 1e-5, `position ${pos}: ${maxAbsDiff(a[pos], b[pos])}`);
+    }
+    dense.close();
+    sparse.close();
+    await Deno.remove(dir, { recursive: true });
+  });
+}
+
+Deno.test("with window k the bytes read per token equal the newly needed neurons times the bundle size", async () => {
+  const { dir, flm } = await fixture();
+  const k = 2;
+  const prompt = promptIds(24, 400);
+  // The truth, independently: every layer's true active sets from the dense model.
+  const dense = await loadModel(flm, { mode: "dense" });
+  const capture = await captureActivations(dense, [prompt], `${dir}/capture`);
+  dense.close();
+  const masks = [];
+  for (let l = 0; l < TINY.nLayers!; l++) masks.push((await readCapturedLayer(capture, l)).mask);
+  const dFfn = TINY.dFfn!;
+  const activeAt = (l: number, t: number): Set<number> => {
+    const s = new Set<number>();
+    for (let j = 0; j < dFfn; j++) if (masks[l][t * dFfn + j]) s.add(j);
+    return s;
+  };
+
+  const sparse = await loadModel(flm, { mode: "sparse", predictor: "oracle", windowK: k });
+  const gen = new Generation(sparse, prompt, { maxTokens: 1, telemetry: true });
+  for await (const _ of gen) { /* run the prompt */ }
+  const bundleBytes = 2 * TINY.dModel! * 4;
+  let total = 0;
+  for (let t = 0; t < prompt.length; t++) {
+    let expected = 0;
+    for (let l = 0; l < TINY.nLayers!; l++) {
+      const window = new Set<number>();
+      for (let u = Math.max(0, t - k); u < t; u++) for (const n of activeAt(l, u)) window.add(n);
+      for (const n of activeAt(l, t)) if (!window.has(n)) expected++;
+    }
+    const got = gen.stats.perToken[t].ffn;
+    assert.equal(got.neuronsLoaded, expected, `token ${t}`);
+    assert.equal(got.bytesRead, expected * bundleBytes, `token ${t}`);
+    total += got.bytesRead;
+  }
+  const ffn = sparse.transformer.ffn as SparseFlashFfn;
+  assert.equal(ffn.reader.stats.bytes, total, "what the reader delivered is what was reported");
+  sparse.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("sparse mode without a trained predictor says to run train-predictor", async () => {
+  const { dir, flm } = await fixture();
+  await assert.rejects(loadModel(flm, { mode: "sparse" }), /train-predictor/);
+  await Deno.remove(dir, { recursive: true });
+});
