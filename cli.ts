@@ -27,8 +27,8 @@ import type { EvictMethod } from "./io/page_cache.ts";
 import { type BackendName, BACKENDS } from "./io/read_backends.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
 import { agreement, perplexity } from "./core/eval.ts";
-import { describePlan, parseBudget } from "./core/memory_plan.ts";
-import { formatReport, trainPredictor } from "./core/train_predictor.ts";
+import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
+import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
 import { DownloadProgressBar, pullModel } from "./io/hub.ts";
 
@@ -158,10 +158,14 @@ const COMMANDS: Record<string, Command> = {
     run: runEval,
   },
   inspect: {
-    usage: "flashlm inspect <model.flm>",
-    summary: "print the architecture and the file layout of a flashlm file",
-    examples: ["deno run -A cli.ts inspect tiny.flm"],
-    flags: { ...COMMON },
+    usage: "flashlm inspect <model.flm> [--memory <budget>]",
+    summary: "print the architecture, the file layout, the predictor and the memory plan of a flashlm file",
+    examples: ["deno run -A cli.ts inspect tiny.flm", "deno run -A cli.ts inspect tiny.flm --memory ffn:50%"],
+    flags: {
+      memory: { type: "string", help: "show the memory plan for this DRAM budget (see generate --help)" },
+      context: { type: "integer", help: "KV cache length in tokens", default: "model maximum", min: 1 },
+      ...COMMON,
+    },
     run: runInspect,
   },
   verify: {
@@ -437,7 +441,10 @@ async function runConvert(
   );
 }
 
-async function runInspect(positional: string[]): Promise<void> {
+async function runInspect(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
   if (positional.length !== 1) throw usage("inspect needs one <model.flm>");
   const file = await FlashModelFile.open(positional[0]);
   const c = file.config;
@@ -458,8 +465,27 @@ async function runInspect(positional: string[]): Promise<void> {
     `ffn           @${h.ffn.offset}: ${
       mb(h.ffn.length)
     }, ${h.ffn.layout}, ${h.ffn.bundleBytes} bytes per neuron bundle, ${c.dFfn} bundles x ${c.nLayers} layers`,
+    h.predictor
+      ? `predictor     @${h.predictor.offset}: ${mb(h.predictor.length)} (low-rank, per layer rank ${
+        (h.predictor.meta as { layers: { rank: number }[] }).layers.map((l) => l.rank).join(", ")
+      })`
+      : `predictor     none (run train-predictor)`,
   ];
   console.log(lines.join("\n"));
+  const report = h.predictor?.report as PredictorReport | undefined;
+  if (report?.layers) console.log(formatReport(report));
+  if (flags.memory !== undefined) {
+    const plan = planMemory({
+      config: c,
+      predictorBytes: h.predictor?.length ?? 0,
+      contextLength: Math.min((flags.context as number | undefined) ?? c.maxPositions, c.maxPositions),
+      budget: parseBudget(flags.memory as string),
+      windowStats: report?.layers
+        ? { sAgg: report.layers.map((l) => l.sAgg), newPerToken: report.layers.map((l) => l.newPerToken) }
+        : null,
+    });
+    console.log(describePlan(plan));
+  }
 }
 
 async function runVerify(positional: string[]): Promise<void> {

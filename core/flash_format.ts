@@ -9,6 +9,9 @@
  * 4 KiB-aligned resident section: embeddings, attention, norms, biases (DRAM in every mode)
  * 4 KiB-aligned FFN section: per layer (each 4 KiB-aligned), dFfn row-column bundles
  *               [fc1 row i | fc2 column i], 2 * dModel values each: one read = one neuron
+ *               (layout "row-column-bundles", the default); or, in layout "split" (the
+ *               paper's unbundled baseline), [all fc1 rows | all fc2 columns] per layer, so
+ *               one neuron takes two reads dFfn * dModel values apart
  * ```
  *
  * Every section carries a CRC-32 (the FFN one per layer). Opening a file verifies the
@@ -57,6 +60,13 @@ export interface StoredTensor {
   length: number;
 }
 
+/**
+ * How each FFN layer is stored: `"row-column-bundles"` (neuron i = one contiguous
+ * [fc1 row i | fc2 column i]) or `"split"` ([fc1 rows (dFfn, d) | fc2ᵀ rows (dFfn, d)]:
+ * the unbundled layout, two reads per neuron, kept to measure what bundling buys).
+ */
+export type FfnLayout = "row-column-bundles" | "split";
+
 /** One FFN layer's place in the file (absolute offset). */
 export interface FfnLayerEntry {
   offset: number;
@@ -96,7 +106,7 @@ export interface FlashHeader {
   /** The trained low-rank activation predictor (DRAM-resident), when there is one. */
   predictor?: PredictorSection;
   ffn: {
-    layout: "row-column-bundles";
+    layout: FfnLayout;
     offset: number;
     length: number;
     /** Bytes of one bundle: 2 * dModel values. */
@@ -121,6 +131,7 @@ interface LayoutInput {
   mergesLength: number;
   residentNames: Set<string>;
   predictor: PredictorPayload | null;
+  layout: FfnLayout;
 }
 
 /** Compute every offset of the file (checksums left at 0). */
@@ -171,7 +182,7 @@ function planLayout(input: LayoutInput): FlashHeader {
       resident: { offset: residentOffset, length: rel, crc32: 0, tensors },
       ...(predictor ? { predictor } : {}),
       ffn: {
-        layout: "row-column-bundles",
+        layout: input.layout,
         offset: ffnOffset,
         length: at - ffnOffset,
         bundleBytes,
@@ -229,6 +240,8 @@ export interface FlashModelContents {
   ffnBundles: (layer: number) => Promise<Float32Array>;
   /** The trained activation predictor, if any. */
   predictor?: PredictorPayload | null;
+  /** FFN layout on disk; default `"row-column-bundles"` (`ffnBundles` always returns bundles). */
+  layout?: FfnLayout;
   /** Called after each written layer. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -275,6 +288,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
     mergesLength: merges.length,
     residentNames,
     predictor: contents.predictor ?? null,
+    layout: contents.layout ?? "row-column-bundles",
   });
   const headerBytes = header.tokenizer.offset;
 
@@ -335,7 +349,12 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
           { file: path, kind: "config" },
         );
       }
-      const bytes = encodeValues(bundles, dtype);
+      let bytes = encodeValues(bundles, dtype);
+      if (header.ffn.layout === "split") {
+        const split = new Uint8Array(bytes.length);
+        bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / 2);
+        bytes = split;
+      }
       entry.crc32 = crc32(bytes);
       await writeAll(file, bytes);
       at += bytes.length;
@@ -520,7 +539,9 @@ function validateLayout(
   if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) {
     fail("FFN section is malformed");
   }
-  if (f.layout !== "row-column-bundles") fail(`unknown FFN layout ${String(f.layout)}`);
+  if (f.layout !== "row-column-bundles" && f.layout !== "split") {
+    fail(`unknown FFN layout ${String(f.layout)}`);
+  }
   if (f.bundleBytes !== 2 * config.dModel * bytes) {
     fail(`FFN bundle size ${f.bundleBytes} does not match 2 x ${config.dModel} ${h.dtype} values`);
   }
@@ -576,7 +597,7 @@ export class FlashModelFile implements TensorSource {
   readonly description: string;
   /** The predictor section's bytes (checksum verified), or null when there is none. */
   readonly predictorBytes: Uint8Array | null;
-  private residentBytes: Uint8Array;
+  private residentBytes: Uint8Array | null;
   private tensors: Map<string, StoredTensor>;
 
   private constructor(
@@ -669,6 +690,12 @@ export class FlashModelFile implements TensorSource {
   readF32(name: string, shape: number[]): Promise<Float32Array> {
     const t = this.tensors.get(name);
     if (!t) throw new FlashlmError(`no resident tensor ${name}`, { file: this.path });
+    if (this.residentBytes === null) {
+      throw new FlashlmError("resident section was released (releaseResident)", {
+        file: this.path,
+        kind: "usage",
+      });
+    }
     if (t.shape.join() !== shape.join()) {
       throw new FlashlmError(`tensor ${name} has shape [${t.shape}], expected [${shape}]`, {
         file: this.path,
@@ -676,6 +703,20 @@ export class FlashModelFile implements TensorSource {
     }
     const bytes = this.residentBytes.subarray(t.offset, t.offset + t.length);
     return Promise.resolve(decodeValues(bytes, this.header.dtype));
+  }
+
+  /**
+   * Drop the file's copy of the resident section once its tensors are loaded (f16
+   * tensors were decoded into their own arrays; f32 views keep what they use alive).
+   * Saves the section's size in DRAM — 4.7 GB for OPT-6.7B in f16.
+   */
+  releaseResident(): void {
+    this.residentBytes = null;
+  }
+
+  /** How the FFN layers are laid out. */
+  get layout(): FfnLayout {
+    return this.header.ffn.layout;
   }
 
   /** Storage dtype of the weights. */
@@ -734,7 +775,8 @@ export async function verifyFfn(
 
 /**
  * Write `model` again to `outPath` (atomically; it may be `model.path`) with
- * `predictor` stored in it (or none, when null). Weights are copied unchanged.
+ * `predictor` stored in it (or none, when null). Weights are copied unchanged, in the
+ * same FFN layout.
  *
  * @example
  * ```ts
@@ -744,24 +786,61 @@ export async function verifyFfn(
  * void FlashModelFile;
  * ```
  */
-export async function withPredictor(
+export function withPredictor(
   model: FlashModelFile,
   outPath: string,
   predictor: PredictorPayload | null,
 ): Promise<void> {
+  return rewriteFlashModel(model, outPath, predictor, model.layout);
+}
+
+/**
+ * Write `model` again to `outPath` with its FFN in `layout` (predictor, metadata and
+ * weights unchanged, plus `metadata.layoutOf` = the source path). The bench uses it to
+ * make the unbundled (`"split"`) copy that measures what bundling buys.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { withLayout } from "./flash_format.ts";
+ * assert.equal(typeof withLayout, "function"); // see tests/bench_test.ts
+ * ```
+ */
+export function withLayout(
+  model: FlashModelFile,
+  outPath: string,
+  layout: FfnLayout,
+): Promise<void> {
+  const p = model.header.predictor;
+  const predictor = p && model.predictorBytes
+    ? { meta: p.meta, bytes: model.predictorBytes, report: p.report }
+    : null;
+  return rewriteFlashModel(model, outPath, predictor, layout, { layoutOf: model.path });
+}
+
+/** Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC. */
+async function rewriteFlashModel(
+  model: FlashModelFile,
+  outPath: string,
+  predictor: PredictorPayload | null,
+  layout: FfnLayout,
+  extraMetadata: Record<string, string> = {},
+): Promise<void> {
   const { dModel, dFfn } = model.config;
-  const raw = new Uint8Array(dFfn * model.bundleBytes);
-  const bundles = new Float32Array(dFfn * 2 * dModel);
+  const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) one layer as stored
+  const ordered = new Uint8Array(raw.length); // the same layer as bundles
+  const bundles = new Float32Array(dFfn * 2 * dModel); // (dFfn, 2 * dModel)
   const file = await Deno.open(model.path, { read: true });
   try {
     await writeFlashModel(outPath, {
       config: model.config,
       dtype: model.dtype,
-      metadata: model.header.metadata,
+      metadata: { ...model.header.metadata, ...extraMetadata },
       vocabJson: model.vocabJson,
       mergesText: model.mergesText,
       resident: model,
       predictor,
+      layout,
       ffnBundles: async (layer) => {
         const entry = model.header.ffn.layers[layer];
         await readExactly(file, raw, entry.offset, model.path);
@@ -770,10 +849,87 @@ export async function withPredictor(
             file: model.path,
           });
         }
-        return decodeValues(raw, model.dtype, bundles);
+        return decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
       },
     });
   } finally {
     file.close();
   }
+}
+
+// ---------------------------------------------------------------------------
+// The split (unbundled) layout
+
+/**
+ * Reorder one layer's bytes from bundles `[fc1_i | fc2_i]` (dFfn, 2 * half) to split
+ * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { bundlesToSplitBytes, splitToBundlesBytes } from "./flash_format.ts";
+ * const bundles = new Uint8Array([1, 2, 3, 4]); // two neurons, one byte per half
+ * const split = new Uint8Array(4);
+ * bundlesToSplitBytes(bundles, split, 2, 1);
+ * assert.deepEqual([...split], [1, 3, 2, 4]);
+ * const back = new Uint8Array(4);
+ * splitToBundlesBytes(split, back, 2, 1);
+ * assert.deepEqual([...back], [1, 2, 3, 4]);
+ * ```
+ */
+export function bundlesToSplitBytes(
+  bundles: Uint8Array,
+  split: Uint8Array,
+  dFfn: number,
+  half: number,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const from = i * 2 * half;
+    split.set(bundles.subarray(from, from + half), i * half);
+    split.set(bundles.subarray(from + half, from + 2 * half), (dFfn + i) * half);
+  }
+}
+
+/**
+ * The inverse of {@linkcode bundlesToSplitBytes}: split order back to bundles.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { splitToBundlesBytes } from "./flash_format.ts";
+ * const out = new Uint8Array(4);
+ * splitToBundlesBytes(new Uint8Array([1, 3, 2, 4]), out, 2, 1);
+ * assert.deepEqual([...out], [1, 2, 3, 4]);
+ * ```
+ */
+export function splitToBundlesBytes(
+  split: Uint8Array,
+  bundles: Uint8Array,
+  dFfn: number,
+  half: number,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const to = i * 2 * half;
+    bundles.set(split.subarray(i * half, (i + 1) * half), to);
+    bundles.set(split.subarray((dFfn + i) * half, (dFfn + i + 1) * half), to + half);
+  }
+}
+
+/**
+ * One whole layer's bytes as read from `model` (`raw`), in bundle order: `raw` itself
+ * for the bundled layout, else reordered into `scratch` (same size) and returned.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { layerAsBundles, type FlashModelFile } from "./flash_format.ts";
+ * const model = { layout: "split", config: { dFfn: 2 }, bundleBytes: 2 } as unknown as FlashModelFile;
+ * const out = layerAsBundles(model, new Uint8Array([1, 3, 2, 4]), new Uint8Array(4));
+ * assert.deepEqual([...out], [1, 2, 3, 4]);
+ * ```
+ */
+export function layerAsBundles(model: FlashModelFile, raw: Uint8Array, scratch: Uint8Array): Uint8Array {
+  if (model.layout !== "split") return raw;
+  splitToBundlesBytes(raw, scratch, model.config.dFfn, model.bundleBytes / 2);
+  return scratch;
 }

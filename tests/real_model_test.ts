@@ -3,6 +3,9 @@ import { convertHfToFlash } from "../core/convert.ts";
 import { type LoadedModel, loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { referenceLogits } from "./reference_forward.ts";
+import { corpusWindows, readCorpus } from "../core/corpus.ts";
+import { agreement, perplexity } from "../core/eval.ts";
+import { formatReport, trainPredictor } from "../core/train_predictor.ts";
 import { haveRealModel, maxAbsDiff, REAL_MODEL_DIR } from "./helpers.ts";
 
 interface ReferencePrompt {
@@ -15,6 +18,7 @@ interface ReferencePrompt {
 }
 
 const present = haveRealModel();
+const HELDOUT_TEXT = new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
 
 async function greedy(model: LoadedModel, ids: number[], n: number): Promise<number[]> {
   const gen = new Generation(model, ids, { maxTokens: n, stopAtEos: false });
@@ -80,5 +84,38 @@ Deno.test({
       assert.ok(diff < 1e-3, `position ${pos}: ${diff}`);
     }
     model.close();
+  },
+});
+
+Deno.test({
+  name: "on the real OPT checkpoint, flashlm's own predictor reaches 95% held-out recall and keeps perplexity within 2%",
+  ignore: !present,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "flashlm-real-pred-" });
+    const flm = `${dir}/tiny.flm`;
+    await convertHfToFlash(REAL_MODEL_DIR, flm, { dtype: "f16" });
+    const report = await trainPredictor(flm, flm, { textPath: HELDOUT_TEXT, windows: 32, epochs: 4 });
+    console.log(formatReport(report));
+    for (const layer of report.layers) {
+      assert.ok(layer.metrics.recall >= 0.95, `layer ${layer.layer} recall ${layer.metrics.recall}`);
+      assert.ok(layer.metrics.heldOutSamples > 500);
+    }
+    const dense = await loadModel(flm, { mode: "dense" });
+    const sparse = await loadModel(flm, { mode: "sparse", memory: { kind: "ffn-percent", percent: 50 } });
+    const ids = await readCorpus(HELDOUT_TEXT, dense.tokenizer);
+    const windows = corpusWindows(ids, 256, 3, 2, "end"); // text the predictor never saw
+    const d = await perplexity(dense, windows);
+    const s = await perplexity(sparse, windows);
+    const ffnBytes = 6 * 1024 * 1024;
+    const share = s.ffn.bytesRead / s.forwardPasses / ffnBytes;
+    console.log(
+      `dense ppl ${d.perplexity.toFixed(2)}, sparse ppl ${s.perplexity.toFixed(2)}, ` +
+        `top-1 agreement ${(100 * agreement(d.argmax, s.argmax)).toFixed(1)}%, FFN read per token ${(100 * share).toFixed(2)}%`,
+    );
+    assert.ok(Math.abs(s.perplexity / d.perplexity - 1) <= 0.02, "sparse perplexity within 2% of dense");
+    assert.ok(share < 0.5, "the window saves most of the FFN reads");
+    dense.close();
+    sparse.close();
+    await Deno.remove(dir, { recursive: true });
   },
 });
