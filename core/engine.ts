@@ -11,7 +11,7 @@ import { unbundleRowColumn } from "./bundling.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "./errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
-import { decodeValues, FlashModelFile } from "./flash_format.ts";
+import { decodeValues, FlashModelFile, layerAsBundles } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { OptTokenizer } from "./tokenizer.ts";
 import { Transformer } from "./transformer.ts";
@@ -55,6 +55,8 @@ export interface LoadOptions {
   memory?: Budget | null;
   /** Sparse mode: force the window size k instead of planning it. */
   windowK?: number;
+  /** Sparse mode: keep neurons past the window while their rows are free (default true). */
+  keepStale?: boolean;
 }
 
 /** A model ready to generate. */
@@ -133,6 +135,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const mode = options.mode ?? "naive";
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
   const resident = await loadResidentWeights(file.config, file);
+  file.releaseResident(); // the decoded tensors are all that is needed now
   let ffn: FfnProvider;
   let plan: MemoryPlan | null = null;
   const contextLength = Math.min(options.contextLength ?? file.config.maxPositions, file.config.maxPositions);
@@ -149,14 +152,25 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       predictor: sparse.predictor,
       windowK: plan.windowK,
       rowsPerLayer: plan.rowsPerLayer,
+      keepStale: options.keepStale,
     });
   }
   const transformer = new Transformer(resident, ffn, contextLength);
   return assemble(path, "flash", mode, tokenizer, transformer, file.header.metadata, plan);
 }
 
-/** The predictor and the memory plan of sparse mode. */
-async function sparseSetup(
+/**
+ * The predictor and the memory plan of sparse mode for `file` (the file's trained
+ * predictor, or the oracle), as `loadModel` builds them; the bench uses it too.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { sparseSetup } from "./engine.ts";
+ * assert.equal(typeof sparseSetup, "function"); // see tests/sparse_ffn_test.ts
+ * ```
+ */
+export async function sparseSetup(
   file: FlashModelFile,
   resident: ResidentWeights,
   options: LoadOptions,
@@ -222,17 +236,27 @@ function assemble(
   };
 }
 
-/** Read every FFN layer of a flashlm file into DRAM as fc1/fc2 (dense mode). */
-async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights[]> {
+/**
+ * Read every FFN layer of a flashlm file (either layout) into DRAM as fc1/fc2 (dense mode).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { readAllFfn } from "./engine.ts";
+ * assert.equal(typeof readAllFfn, "function"); // see tests/engine_test.ts
+ * ```
+ */
+export async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights[]> {
   const { dModel, dFfn, nLayers } = model.config;
-  const raw = new Uint8Array(dFfn * model.bundleBytes);
+  const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) as stored
+  const ordered = new Uint8Array(model.layout === "split" ? raw.length : 0); // split → bundles
   const bundles = new Float32Array(dFfn * 2 * dModel);
   const out: DenseFfnWeights[] = [];
   const file = await Deno.open(model.path, { read: true });
   try {
     for (let l = 0; l < nLayers; l++) {
       await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
-      decodeValues(raw, model.dtype, bundles);
+      decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
       const fc1 = new Float32Array(dFfn * dModel); // (dFfn, dModel)
       const fc2 = new Float32Array(dModel * dFfn); // (dModel, dFfn)
       unbundleRowColumn(bundles, dModel, dFfn, fc1, fc2);

@@ -13,7 +13,7 @@ import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
-import { decodeValues, type FlashModelFile } from "./flash_format.ts";
+import { decodeValues, type FlashModelFile, layerAsBundles } from "./flash_format.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -157,6 +157,7 @@ export class FlashNaiveFfn implements FfnProvider {
   private reader: FlashReader;
   private batch = new ReadBatch(1);
   private raw: Uint8Array; // (dFfn * bundleBytes) one layer as stored
+  private ordered: Uint8Array; // (dFfn * bundleBytes) a split layer reordered to bundles (else empty)
   private bundles: Float32Array; // (dFfn, 2 * dModel) one layer as f32
 
   /** Stream the FFN of `model` through `reader`; the resident weights come from the same file. */
@@ -166,8 +167,10 @@ export class FlashNaiveFfn implements FfnProvider {
     this.reader = reader;
     const { dModel, dFfn } = model.config;
     this.raw = new Uint8Array(dFfn * model.bundleBytes);
+    this.ordered = new Uint8Array(model.layout === "split" ? this.raw.length : 0);
+    const inPlace = model.layout === "split" ? this.ordered : this.raw;
     this.bundles = model.dtype === "f32"
-      ? new Float32Array(this.raw.buffer) // stored f32 is used in place
+      ? new Float32Array(inPlace.buffer) // stored f32 bundles are used in place
       : new Float32Array(dFfn * 2 * dModel);
   }
 
@@ -181,7 +184,8 @@ export class FlashNaiveFfn implements FfnProvider {
     this.batch.add(entry.offset, entry.length, this.raw, 0);
     await this.reader.read(this.batch);
     const t1 = performance.now();
-    if (this.model.dtype === "f16") decodeValues(this.raw, "f16", this.bundles);
+    const ordered = layerAsBundles(this.model, this.raw, this.ordered);
+    if (this.model.dtype === "f16") decodeValues(ordered, "f16", this.bundles);
     const t2 = performance.now();
     const L = this.resident.layers[layer];
     ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);

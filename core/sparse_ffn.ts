@@ -4,8 +4,9 @@
  * 1. **Predict** (`ActivationPredictor`): from the FFN's input, guess which neurons
  *    will be active (ReLU output > 0) for this token.
  * 2. **Window**: keep in DRAM every neuron predicted active in the last k tokens;
- *    evict those that left the window (and, if the DRAM budget caps the rows, the
- *    least recently active ones). While token t runs, DRAM holds the union of the
+ *    evict those that left the window — eagerly (strict window), or only when their
+ *    row is needed (`keepStale`, the default: the budget already paid for the rows) —
+ *    and, if the DRAM budget caps the rows, the least recently active ones first. While token t runs, DRAM holds the union of the
  *    active sets of tokens t-k .. t; token t loads only its neurons that none of
  *    t-k .. t-1 used (the paper's "incremental loading", Figure 4).
  * 3. **Load the difference**: read from flash only the predicted neurons not already in
@@ -93,10 +94,21 @@ export class OraclePredictor implements ActivationPredictor {
 export interface SparseFfnOptions {
   /** The activation predictor. */
   predictor: ActivationPredictor;
-  /** Window size k (one for all layers, or one per layer): neurons predicted active in the previous k tokens stay in DRAM. */
+  /**
+   * Window size k (one for all layers, or one per layer): neurons predicted active in the
+   * previous k tokens stay in DRAM. k = 0 keeps nothing between tokens: every predicted
+   * neuron is read again every token (the paper's "predictor only" row).
+   */
   windowK: number | number[];
   /** Rows of each layer's neuron store (its DRAM cap); default all neurons. */
   rowsPerLayer?: number[];
+  /**
+   * Let neurons that left the window stay in free rows until a row is needed
+   * (default true): the budget paid for the rows, so a neuron that fires again after
+   * k tokens need not be read again. With false, the window is strict: DRAM holds
+   * exactly the previous k tokens' neurons (the paper's accounting).
+   */
+  keepStale?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -121,6 +133,8 @@ export class SparseFlashFfn implements FfnProvider {
   readonly stores: NeuronStore[];
   /** Window size k of each layer. */
   readonly windowK: number[];
+  /** Whether neurons past the window stay while their rows are free. */
+  readonly keepStale: boolean;
   /** Index of the current token (incremented at layer 0). */
   token = -1;
 
@@ -147,8 +161,8 @@ export class SparseFlashFfn implements FfnProvider {
     const windowK = typeof options.windowK === "number"
       ? new Array<number>(nLayers).fill(options.windowK)
       : options.windowK;
-    if (windowK.length !== nLayers || windowK.some((k) => !Number.isInteger(k) || k < 1)) {
-      throw new FlashlmError(`window size k must be a whole number >= 1 per layer, got ${options.windowK}`, {
+    if (windowK.length !== nLayers || windowK.some((k) => !Number.isInteger(k) || k < 0)) {
+      throw new FlashlmError(`window size k must be a whole number >= 0 per layer, got ${options.windowK}`, {
         kind: "usage",
       });
     }
@@ -157,6 +171,7 @@ export class SparseFlashFfn implements FfnProvider {
     this.reader = reader;
     this.predictor = options.predictor;
     this.windowK = windowK;
+    this.keepStale = options.keepStale ?? true;
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
     const maxRows = Math.max(1, ...rows);
@@ -187,7 +202,7 @@ export class SparseFlashFfn implements FfnProvider {
 
     // 2. Window: keep neurons active in the previous k tokens (t-k .. t-1), evict
     //    the rest, then mark this token's neurons.
-    const oldest = t - this.windowK[layer];
+    const oldest = this.keepStale ? -Infinity : t - this.windowK[layer];
     for (let r = store.numUsed - 1; r >= 0; r--) {
       const neuron = store.pointer[r];
       if (store.lastActive[neuron] < oldest) {
@@ -201,22 +216,31 @@ export class SparseFlashFfn implements FfnProvider {
     s.neuronsHit += n - missing;
     this.evictLeastRecent(store, store.numUsed + missing - store.capacity, t);
 
-    // 3. Load the difference: one bundle read per missing neuron, all in one batch.
+    // 3. Load the difference: one bundle read per missing neuron, all in one batch
+    //    (two reads per neuron, fc1 row and fc2 column, in the unbundled "split" layout).
     const bundleBytes = this.model.bundleBytes;
+    const half = bundleBytes / 2;
     const layerOffset = this.model.header.ffn.layers[layer].offset;
     const f16 = this.model.dtype === "f16";
+    const split = this.model.layout === "split";
+    const fc2Offset = layerOffset + this.model.config.dFfn * half; // split: where the fc2 columns start
     this.batch.clear();
     let loads = 0;
     for (let i = 0; i < n; i++) {
       const neuron = this.active[i];
       if (store.has(neuron)) continue;
       const row = store.insert(neuron, L.fc1Bias[neuron]);
-      const fileOffset = layerOffset + neuron * bundleBytes;
+      let dest = this.matrixBytes[layer], at = row * bundleBytes;
       if (f16) {
         this.loadRows[loads] = row;
-        this.batch.add(fileOffset, bundleBytes, this.staging, loads * bundleBytes);
+        dest = this.staging;
+        at = loads * bundleBytes;
+      }
+      if (split) {
+        this.batch.add(layerOffset + neuron * half, half, dest, at);
+        this.batch.add(fc2Offset + neuron * half, half, dest, at + half);
       } else {
-        this.batch.add(fileOffset, bundleBytes, this.matrixBytes[layer], row * bundleBytes);
+        this.batch.add(layerOffset + neuron * bundleBytes, bundleBytes, dest, at);
       }
       loads++;
     }

@@ -100,7 +100,7 @@ Deno.test("with window k the bytes read per token equal the newly needed neurons
     return s;
   };
 
-  const sparse = await loadModel(flm, { mode: "sparse", predictor: "oracle", windowK: k });
+  const sparse = await loadModel(flm, { mode: "sparse", predictor: "oracle", windowK: k, keepStale: false });
   const gen = new Generation(sparse, prompt, { maxTokens: 1, telemetry: true });
   for await (const _ of gen) { /* run the prompt */ }
   const bundleBytes = 2 * TINY.dModel! * 4;
