@@ -276,6 +276,10 @@ async function runGenerate(
     );
     path = await ensureDemoModel();
     prompt ??= "Once upon a time";
+    // Show the paper's method by default: FFN from flash, half the model's DRAM.
+    if (flags.mode === undefined && flags.memory === undefined && flags.window === undefined) {
+      flags = { ...flags, memory: "50%" };
+    }
   }
   prompt ??= "Once upon a time";
   const model = await loadModel(path, {

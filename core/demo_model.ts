@@ -13,6 +13,7 @@ import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { convertHfToFlash } from "./convert.ts";
 import type { StorageDtype } from "./flash_format.ts";
 import { Rng } from "./sampler.ts";
+import { trainPredictor } from "./train_predictor.ts";
 import { buildByteLevelVocab } from "./tokenizer.ts";
 import { ffnTensorSpecs, residentTensorSpecs } from "./weights.ts";
 
@@ -139,7 +140,7 @@ async function writeText(path: string, text: string): Promise<void> {
 // The embedded demo model
 
 /** Version of the demo model; bump it when its recipe changes so caches rebuild. */
-const DEMO_VERSION = 1;
+const DEMO_VERSION = 2;
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
@@ -147,8 +148,9 @@ const DEMO_VERSION = 1;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { cacheDir } from "./demo_model.ts";
- * console.assert(cacheDir().length > 0);
+ * assert.ok(cacheDir().length > 0);
  * ```
  */
 export function cacheDir(): string {
@@ -169,14 +171,18 @@ export function cacheDir(): string {
 }
 
 /**
- * Path of the embedded demo model (a flashlm file), building it on first use: a
- * synthetic OPT with 4 layers, d 64, FFN 256, random weights.
+ * Path of the embedded demo model (a flashlm file with a trained predictor), built on
+ * first use: a synthetic OPT with 4 layers, d 64, FFN 1024 (so that, as in large
+ * models, the FFN is most of the weights), random weights, and low-rank predictors
+ * trained on its own activations over random token sequences.
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ensureDemoModel } from "./demo_model.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
  * const path = await ensureDemoModel(await Deno.makeTempDir());
- * console.assert(path.endsWith(".flm"));
+ * assert.ok((await FlashModelFile.open(path)).header.predictor !== undefined);
  * ```
  */
 export async function ensureDemoModel(
@@ -191,12 +197,21 @@ export async function ensureDemoModel(
     // not built yet
   }
   await Deno.mkdir(dir, { recursive: true });
-  const hfDir = await Deno.makeTempDir({ dir, prefix: ".demo-hf-" });
+  const work = await Deno.makeTempDir({ dir, prefix: ".demo-build-" });
   try {
-    await buildSyntheticHfModel(hfDir, { seed: 2024 });
-    await convertHfToFlash(hfDir, path, { dtype });
+    const config = await buildSyntheticHfModel(`${work}/hf`, { seed: 2024, dModel: 64, dFfn: 1024 });
+    await convertHfToFlash(`${work}/hf`, `${work}/demo.flm`, { dtype });
+    // Random token sequences: the activations are still the model's own.
+    const rng = new Rng(7);
+    const windows: number[][] = [];
+    for (let w = 0; w < 24; w++) {
+      const ids = [config.bosTokenId];
+      for (let i = 1; i < 64; i++) ids.push(4 + Math.floor(rng.next() * 1000));
+      windows.push(ids);
+    }
+    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 3 });
   } finally {
-    await Deno.remove(hfDir, { recursive: true });
+    await Deno.remove(work, { recursive: true });
   }
   return path;
 }

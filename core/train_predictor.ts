@@ -34,7 +34,9 @@ import { WindowStatsAccumulator } from "./window_stats.ts";
 /** Options of {@linkcode trainPredictor}. */
 export interface TrainPredictorOptions {
   /** Text file to capture activations from (its start is used). */
-  textPath: string;
+  textPath?: string;
+  /** Token windows to capture from instead of a text file (each starting with `</s>`). */
+  tokenWindows?: number[][];
   /** Windows of text to capture. Default 64. */
   windows?: number;
   /** Tokens per window. Default min(256, the model's context). */
@@ -71,6 +73,7 @@ export interface LayerReport {
 
 /** The whole training report, stored in the model file. */
 export interface PredictorReport {
+  /** The text file trained on. */
   text: string;
   windows: number;
   windowTokens: number;
@@ -110,8 +113,15 @@ export async function trainPredictor(
       { kind: "usage" },
     );
   }
-  const ids = await readCorpus(options.textPath, tokenizer);
-  const windows = corpusWindows(ids, windowTokens, options.windows ?? 64, tokenizer.bosId, "start");
+  let windows: number[][];
+  if (options.tokenWindows) {
+    windows = options.tokenWindows;
+  } else if (options.textPath !== undefined) {
+    const ids = await readCorpus(options.textPath, tokenizer);
+    windows = corpusWindows(ids, windowTokens, options.windows ?? 64, tokenizer.bosId, "start");
+  } else {
+    throw new FlashlmError("train-predictor needs a text file or token windows", { kind: "usage" });
+  }
   if (windows.length === 0) {
     throw new FlashlmError(`text is shorter than one window of ${windowTokens} tokens`, {
       file: options.textPath,
@@ -160,9 +170,9 @@ export async function trainPredictor(
       });
     }
     const report: PredictorReport = {
-      text: options.textPath,
+      text: options.textPath ?? "(token windows)",
       windows: windows.length,
-      windowTokens,
+      windowTokens: capture.windowTokens,
       samples: capture.samples,
       heldOutSamples,
       dFfn: config.dFfn,

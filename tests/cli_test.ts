@@ -11,7 +11,9 @@ Deno.test("with no arguments the CLI builds the demo model once, says it is synt
   assert.match(first.stderr, /8 tokens · [\d.]+ tok\/s/);
   assert.match(first.stderr, /MB read\/token/);
   const built = [...Deno.readDirSync(cache)].map((e) => e.name);
-  assert.deepEqual(built, ["demo-v1-f16.flm"], "only the model is left in the cache");
+  assert.deepEqual(built, ["demo-v2-f16.flm"], "only the model is left in the cache");
+  assert.match(first.stderr, /mode sparse/, "the demo shows the sparse FFN");
+  assert.match(first.stderr, /hit rate/);
   const second = await runCli(["--max-tokens", "8"], env);
   assert.equal(second.stdout, first.stdout, "the cached demo model gives the same greedy text");
   await Deno.remove(cache, { recursive: true });
@@ -96,4 +98,20 @@ Deno.test("--help lists every command, and each command's help lists its options
     assert.ok(gen.stdout.includes(flag), flag);
   }
   assert.match(gen.stdout, /examples:/);
+});
+
+Deno.test("generate --memory --stats writes per-token telemetry whose sums match the summary", async () => {
+  const cache = await Deno.makeTempDir();
+  const out = `${cache}/stats.json`;
+  const r = await runCli(["--memory", "60%", "--max-tokens", "6", "--stats", out], { FLASHLM_CACHE: cache });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /memory plan: budget/);
+  const json = JSON.parse(await Deno.readTextFile(out));
+  assert.equal(json.mode, "sparse");
+  const perToken = json.stats.perToken as { ffn: { bytesRead: number; neuronsLoaded: number } }[];
+  assert.equal(perToken.length, json.stats.forwardPasses);
+  const bytes = perToken.reduce((a, t) => a + t.ffn.bytesRead, 0);
+  assert.equal(bytes, json.stats.ffn.bytesRead);
+  assert.ok(bytes > 0);
+  await Deno.remove(cache, { recursive: true });
 });
