@@ -8,6 +8,8 @@
  *   deno run -A cli.ts inspect <model.flm>
  *   deno run -A cli.ts verify <model.flm>
  *   deno run -A cli.ts bench io <file>             the flash reader vs fio, cold cache
+ *   deno run -A cli.ts bench <model.flm> --memory 50%   naive, hybrid, page cache, DRAM, flashlm
+ *   deno run -A cli.ts make-model --shape opt-6.7b --out m.flm   synthetic OPT-shaped model
  *
  * Errors are one line on stderr and a non-zero exit (2 for usage errors, 1 for bad
  * files and failed I/O); `--debug` adds the stack trace.
@@ -18,7 +20,7 @@
 import { type FlagSpec, formatFlags, parseArgs } from "./core/cli_args.ts";
 import { convertHfToFlash } from "./core/convert.ts";
 import { ensureDemoModel } from "./core/demo_model.ts";
-import { type LoadOptions, loadModel, type Mode, MODES } from "./core/engine.ts";
+import { loadModel, type LoadOptions, type Mode, MODES } from "./core/engine.ts";
 import { FlashlmError } from "./core/errors.ts";
 import { FlashModelFile, verifyFfn } from "./core/flash_format.ts";
 import { Generation, summarize } from "./core/generate.ts";
@@ -31,6 +33,8 @@ import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
 import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
 import { DownloadProgressBar, pullModel } from "./io/hub.ts";
+import { BENCH_CHILD_COMMAND, BENCH_CONFIGS, type BenchConfigName, runBench as runModelBenchRun, runBenchChild } from "./core/bench.ts";
+import { makeSyntheticModel, type ModelShape, SHAPES } from "./core/make_model.ts";
 
 // ---------------------------------------------------------------------------
 // Commands and their flags
@@ -55,7 +59,12 @@ const SPARSE_FLAGS: Record<string, FlagSpec> = {
     help: "DRAM budget for sparse mode: bytes (2GB, 512MiB), % of the model (50%), or ffn:<p>% " +
       "(resident part + p% of the FFN); implies --mode sparse",
   },
-  window: { type: "integer", help: "window size k (default: planned from the budget)", min: 1, max: 1 << 20 },
+  window: {
+    type: "integer",
+    help: "window size k (default: planned from the budget)",
+    min: 1,
+    max: 1 << 20,
+  },
   predictor: {
     type: "string",
     help: "sparse mode: the trained predictor in the file, or the perfect one (needs all of fc1)",
@@ -100,7 +109,10 @@ const COMMANDS: Record<string, Command> = {
       },
       depth: { type: "integer", help: "flash reads in flight", default: "32", min: 1, max: 1024 },
       ...SPARSE_FLAGS,
-      stats: { type: "string", help: "write per-token telemetry and the summary as JSON to this file" },
+      stats: {
+        type: "string",
+        help: "write per-token telemetry and the summary as JSON to this file",
+      },
       ...COMMON,
     },
     run: runGenerate,
@@ -122,26 +134,47 @@ const COMMANDS: Record<string, Command> = {
   },
   "train-predictor": {
     usage: "flashlm train-predictor <model.flm> --text <file> [options]",
-    summary: "train the low-rank activation predictors from the model's own activations and store them in the file",
+    summary:
+      "train the low-rank activation predictors from the model's own activations and store them in the file",
     examples: [
       "deno run -A cli.ts train-predictor tiny.flm --text ../shared/data/wikitext2-heldout.txt",
       "deno run -A cli.ts train-predictor tiny.flm --text corpus.txt --rank 32,32,32,32,64,64 --out tiny-pred.flm",
     ],
     flags: {
       text: { type: "string", help: "text to capture activations from (its start is used)" },
-      out: { type: "string", help: "write the model with its predictor here", default: "replace the input" },
+      out: {
+        type: "string",
+        help: "write the model with its predictor here",
+        default: "replace the input",
+      },
       windows: { type: "integer", help: "windows of text to capture", default: "64", min: 1 },
-      "window-tokens": { type: "integer", help: "tokens per window", default: "min(256, context)", min: 2 },
-      rank: { type: "string", help: "rank per layer, comma separated", default: "the paper's pattern" },
+      "window-tokens": {
+        type: "integer",
+        help: "tokens per window",
+        default: "min(256, context)",
+        min: 2,
+      },
+      rank: {
+        type: "string",
+        help: "rank per layer, comma separated",
+        default: "the paper's pattern",
+      },
       epochs: { type: "integer", help: "training epochs per layer", min: 1, max: 1000 },
-      recall: { type: "number", help: "recall the threshold is calibrated for (training split)", default: "0.96", min: 0.5, max: 1 },
+      recall: {
+        type: "number",
+        help: "recall the threshold is calibrated for (training split)",
+        default: "0.96",
+        min: 0.5,
+        max: 1,
+      },
       ...COMMON,
     },
     run: runTrainPredictor,
   },
   eval: {
     usage: "flashlm eval <model.flm> --text <file> [options]",
-    summary: "perplexity of the dense and the sparse model on the same tokens, and greedy agreement",
+    summary:
+      "perplexity of the dense and the sparse model on the same tokens, and greedy agreement",
     examples: [
       "deno run -A cli.ts eval tiny.flm --text ../shared/data/wikitext2-heldout.txt --memory ffn:50%",
       "deno run -A cli.ts eval tiny.flm --text heldout.txt --predictor oracle --window 4",
@@ -149,7 +182,12 @@ const COMMANDS: Record<string, Command> = {
     flags: {
       text: { type: "string", help: "text to score (its end is used)" },
       windows: { type: "integer", help: "windows of text", default: "16", min: 1 },
-      "window-tokens": { type: "integer", help: "tokens per window", default: "min(256, context)", min: 2 },
+      "window-tokens": {
+        type: "integer",
+        help: "tokens per window",
+        default: "min(256, context)",
+        min: 2,
+      },
       depth: { type: "integer", help: "flash reads in flight", default: "32", min: 1, max: 1024 },
       ...SPARSE_FLAGS,
       stats: { type: "string", help: "write the results as JSON to this file" },
@@ -159,11 +197,23 @@ const COMMANDS: Record<string, Command> = {
   },
   inspect: {
     usage: "flashlm inspect <model.flm> [--memory <budget>]",
-    summary: "print the architecture, the file layout, the predictor and the memory plan of a flashlm file",
-    examples: ["deno run -A cli.ts inspect tiny.flm", "deno run -A cli.ts inspect tiny.flm --memory ffn:50%"],
+    summary:
+      "print the architecture, the file layout, the predictor and the memory plan of a flashlm file",
+    examples: [
+      "deno run -A cli.ts inspect tiny.flm",
+      "deno run -A cli.ts inspect tiny.flm --memory ffn:50%",
+    ],
     flags: {
-      memory: { type: "string", help: "show the memory plan for this DRAM budget (see generate --help)" },
-      context: { type: "integer", help: "KV cache length in tokens", default: "model maximum", min: 1 },
+      memory: {
+        type: "string",
+        help: "show the memory plan for this DRAM budget (see generate --help)",
+      },
+      context: {
+        type: "integer",
+        help: "KV cache length in tokens",
+        default: "model maximum",
+        min: 1,
+      },
       ...COMMON,
     },
     run: runInspect,
@@ -174,6 +224,34 @@ const COMMANDS: Record<string, Command> = {
     examples: ["deno run -A cli.ts verify tiny.flm"],
     flags: { ...COMMON },
     run: runVerify,
+  },
+  "make-model": {
+    usage: "flashlm make-model --shape <shape> --out <file.flm> [options]",
+    summary: "write a SYNTHETIC OPT-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
+    examples: [
+      "deno run -A cli.ts make-model --shape tiny --out /tmp/tiny-synth.flm",
+      "deno run -A cli.ts make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
+    ],
+    flags: {
+      shape: {
+        type: "string",
+        help: "model dimensions",
+        default: "opt-1.3b",
+        choices: Object.keys(SHAPES),
+      },
+      sparsity: { type: "number", help: "fraction of FFN neurons inactive per token", default: "0.97", min: 0.001, max: 0.999 },
+      out: { type: "string", help: "the .flm file to write" },
+      seed: { type: "integer", help: "random seed", default: "1" },
+      dtype: { type: "string", help: "storage dtype", default: "f16", choices: ["f16", "f32"] },
+      layout: {
+        type: "string",
+        help: "FFN layout (split: fc1 rows and fc2 columns apart, the unbundled baseline)",
+        default: "row-column-bundles",
+        choices: ["row-column-bundles", "split"],
+      },
+      ...COMMON,
+    },
+    run: runMakeModel,
   },
   pull: {
     usage: "flashlm pull <hf-repo-id> [options]",
@@ -207,9 +285,12 @@ const COMMANDS: Record<string, Command> = {
     run: runPull,
   },
   bench: {
-    usage: "flashlm bench io <file> [options]",
-    summary: "measure the flash reader against fio: random reads, chunk size x reads in flight",
+    usage: "flashlm bench <model.flm> [options]  |  flashlm bench io <file> [options]",
+    summary: "bench <model>: naive, hybrid, page cache, DRAM and flashlm side by side (the paper's Tables 2-3); " +
+      "bench io: the flash reader against fio",
     examples: [
+      "deno run -A cli.ts bench tiny.flm --memory ffn:50% --tokens 16",
+      "deno run -A cli.ts bench opt-6.7b.flm --memory 50% --tokens 4 --out /tmp/bench-6.7b",
       "deno run -A cli.ts bench io /tmp/flashlm-bench/data.bin --out /tmp/flashlm-bench/results",
       "deno run -A cli.ts bench io /tmp/io.bin --quick",
       "deno run -A cli.ts bench io /tmp/io.bin --chunks 32KiB,128KiB --depths 16,32,64",
@@ -222,8 +303,32 @@ const COMMANDS: Record<string, Command> = {
       },
       out: {
         type: "string",
-        help: "directory for bench-io.json/.txt and the SVG charts",
-        default: "<file's dir>/bench-io",
+        help: "output directory (bench io: bench-io.json/.txt and SVG charts; bench <model>: bench.json/.txt/.svg)",
+        default: "<file's dir>/bench-io, or <model's dir>/bench-<model name>",
+      },
+      memory: {
+        type: "string",
+        help: "bench <model>: DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
+        default: "50%",
+      },
+      tokens: { type: "integer", help: "bench <model>: tokens measured after the prompt", default: "16", min: 1 },
+      "prompt-file": { type: "string", help: "bench <model>: file whose text is the prompt", default: "a fixed sentence" },
+      configs: {
+        type: "string",
+        help: `bench <model>: configurations, comma-separated (${BENCH_CONFIGS.map((c) => c.name).join(", ")})`,
+        default: "all",
+      },
+      split: {
+        type: "string",
+        help: "bench <model>: the unbundled copy of the model to use",
+        default: "made in the output directory",
+      },
+      depth: { type: "integer", help: "bench <model>: flash reads in flight", default: "32", min: 1, max: 1024 },
+      predictor: {
+        type: "string",
+        help: "bench <model>: predictor of the sparse configurations (auto: the file's, else the oracle)",
+        default: "auto",
+        choices: ["auto", "file", "oracle"],
       },
       backend: {
         type: "string",
@@ -308,8 +413,15 @@ async function runGenerate(
     write(out.encode("\n"));
     info(summarize(gen.stats, model.mode));
     if (flags.stats !== undefined) {
-      const json = JSON.stringify({ model: path, mode: model.mode, plan: model.plan, stats: gen.stats }, null, 1);
-      await atomicWriteFile(flags.stats as string, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+      const json = JSON.stringify(
+        { model: path, mode: model.mode, plan: model.plan, stats: gen.stats },
+        null,
+        1,
+      );
+      await atomicWriteFile(
+        flags.stats as string,
+        (f) => writeAll(f, new TextEncoder().encode(json + "\n")),
+      );
       info(`flashlm: telemetry written to ${flags.stats}`);
     }
   } finally {
@@ -321,7 +433,9 @@ async function runGenerate(
 function sparseOptions(flags: Record<string, string | number | boolean>): LoadOptions {
   const memory = flags.memory !== undefined ? parseBudget(flags.memory as string) : null;
   let mode = flags.mode as Mode | undefined;
-  if (mode === undefined && (memory || flags.window !== undefined || flags.predictor !== undefined)) {
+  if (
+    mode === undefined && (memory || flags.window !== undefined || flags.predictor !== undefined)
+  ) {
     mode = "sparse";
   }
   if (mode !== "sparse" && (memory || flags.window !== undefined)) {
@@ -376,13 +490,22 @@ async function runEval(
   if (flags.text === undefined) throw usage("eval needs --text <file>");
   const path = positional[0];
   const options = sparseOptions({ ...flags, mode: "sparse" });
-  const sparse = await loadModel(path, { ...options, readerDepth: flags.depth as number | undefined });
+  const sparse = await loadModel(path, {
+    ...options,
+    readerDepth: flags.depth as number | undefined,
+  });
   const dense = await loadModel(path, { mode: "dense" });
   try {
     const windowTokens = (flags["window-tokens"] as number | undefined) ??
       Math.min(256, dense.transformer.contextLength);
     const ids = await readCorpus(flags.text as string, dense.tokenizer);
-    const windows = corpusWindows(ids, windowTokens, (flags.windows as number | undefined) ?? 16, dense.tokenizer.bosId, "end");
+    const windows = corpusWindows(
+      ids,
+      windowTokens,
+      (flags.windows as number | undefined) ?? 16,
+      dense.tokenizer.bosId,
+      "end",
+    );
     if (sparse.plan) info(describePlan(sparse.plan));
     const d = await perplexity(dense, windows, (done, total) => progress("dense ", done, total));
     info("");
@@ -396,26 +519,43 @@ async function runEval(
     const lines = [
       `eval on ${d.tokens} tokens (${windows.length} windows of ${windowTokens} from the end of ${flags.text})`,
       `  dense  perplexity ${d.perplexity.toFixed(3)}`,
-      `  sparse perplexity ${s.perplexity.toFixed(3)} (${(100 * (s.perplexity / d.perplexity - 1)).toFixed(2)}% vs dense)` +
+      `  sparse perplexity ${s.perplexity.toFixed(3)} (${
+        (100 * (s.perplexity / d.perplexity - 1)).toFixed(2)
+      }% vs dense)` +
       ` · predictor ${options.predictor ?? "file"} · window k = ${sparse.plan?.windowK}`,
-      `  top-1 agreement of greedy next tokens: ${(100 * agreement(d.argmax, s.argmax)).toFixed(2)}%`,
-      `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${(100 * readPerToken / ffnBytesPerToken).toFixed(2)}% of the FFN's ` +
-      `${(ffnBytesPerToken / 1e6).toFixed(2)} MB · ${(s.ffn.neuronsLoaded / passes).toFixed(1)} neurons loaded/token · ` +
+      `  top-1 agreement of greedy next tokens: ${
+        (100 * agreement(d.argmax, s.argmax)).toFixed(2)
+      }%`,
+      `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${
+        (100 * readPerToken / ffnBytesPerToken).toFixed(2)
+      }% of the FFN's ` +
+      `${(ffnBytesPerToken / 1e6).toFixed(2)} MB · ${
+        (s.ffn.neuronsLoaded / passes).toFixed(1)
+      } neurons loaded/token · ` +
       `hit rate ${(100 * s.ffn.neuronsHit / Math.max(s.ffn.neuronsPredicted, 1)).toFixed(1)}% · ` +
-      `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms · memory mgmt ${(s.ffn.memoryMs / passes).toFixed(2)} ms · ` +
+      `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms · memory mgmt ${
+        (s.ffn.memoryMs / passes).toFixed(2)
+      } ms · ` +
       `compute ${(s.ffn.computeMs / passes).toFixed(2)} ms per token`,
     ];
     console.log(lines.join("\n"));
     if (flags.stats !== undefined) {
-      const json = JSON.stringify({
-        model: path,
-        plan: sparse.plan,
-        dense: { ...d, argmax: undefined },
-        sparse: { ...s, argmax: undefined },
-        agreement: agreement(d.argmax, s.argmax),
-        ffnBytesPerToken,
-      }, null, 1);
-      await atomicWriteFile(flags.stats as string, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+      const json = JSON.stringify(
+        {
+          model: path,
+          plan: sparse.plan,
+          dense: { ...d, argmax: undefined },
+          sparse: { ...s, argmax: undefined },
+          agreement: agreement(d.argmax, s.argmax),
+          ffnBytesPerToken,
+        },
+        null,
+        1,
+      );
+      await atomicWriteFile(
+        flags.stats as string,
+        (f) => writeAll(f, new TextEncoder().encode(json + "\n")),
+      );
     }
   } finally {
     sparse.close();
@@ -470,7 +610,9 @@ async function runInspect(
       mb(h.ffn.length)
     }, ${h.ffn.layout}, ${h.ffn.bundleBytes} bytes per neuron bundle, ${c.dFfn} bundles x ${c.nLayers} layers`,
     h.predictor
-      ? `predictor     @${h.predictor.offset}: ${mb(h.predictor.length)} (low-rank, per layer rank ${
+      ? `predictor     @${h.predictor.offset}: ${
+        mb(h.predictor.length)
+      } (low-rank, per layer rank ${
         (h.predictor.meta as { layers: { rank: number }[] }).layers.map((l) => l.rank).join(", ")
       })`
       : `predictor     none (run train-predictor)`,
@@ -482,10 +624,16 @@ async function runInspect(
     const plan = planMemory({
       config: c,
       predictorBytes: h.predictor?.length ?? 0,
-      contextLength: Math.min((flags.context as number | undefined) ?? c.maxPositions, c.maxPositions),
+      contextLength: Math.min(
+        (flags.context as number | undefined) ?? c.maxPositions,
+        c.maxPositions,
+      ),
       budget: parseBudget(flags.memory as string),
       windowStats: report?.layers
-        ? { sAgg: report.layers.map((l) => l.sAgg), newPerToken: report.layers.map((l) => l.newPerToken) }
+        ? {
+          sAgg: report.layers.map((l) => l.sAgg),
+          newPerToken: report.layers.map((l) => l.newPerToken),
+        }
         : null,
     });
     console.log(describePlan(plan));
@@ -538,14 +686,7 @@ async function runBench(
   positional: string[],
   flags: Record<string, string | number | boolean>,
 ): Promise<void> {
-  if (positional[0] !== "io") {
-    // The end-to-end `bench <model.flm>` goes here.
-    throw usage(
-      positional.length
-        ? "bench <model> is not implemented yet; use bench io <file>"
-        : "bench needs io <file>",
-    );
-  }
+  if (positional[0] !== "io") return await runModelBench(positional, flags);
   if (positional.length !== 2) throw usage("bench io needs one <file>");
   const file = positional[1];
   const quick = flags.quick === true;
@@ -583,6 +724,84 @@ async function runBench(
     onLine: (line) => console.log(line),
   });
   console.log(`wrote ${out}/bench-io.json, bench-io.txt and one SVG chart per source`);
+}
+
+/** The prompt of `bench <model>` when no --prompt-file is given. */
+const BENCH_PROMPT = "The history of the city begins in the early middle ages, when a small settlement grew";
+
+async function runModelBench(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("bench needs one <model.flm> (or io <file>)");
+  const model = positional[0];
+  const ioOnly = ["size", "quick", "backend", "chunks", "depths", "seconds", "repeat", "fio", "bun", "cold"];
+  for (const name of ioOnly) {
+    if (flags[name] !== undefined) throw usage(`--${name} applies to bench io, not bench <model>`);
+  }
+  const configs = flags.configs === undefined ? undefined : String(flags.configs).split(",").map((c) => {
+    if (!BENCH_CONFIGS.some((b) => b.name === c)) {
+      throw usage(`unknown configuration "${c}" (choose ${BENCH_CONFIGS.map((b) => b.name).join(", ")})`);
+    }
+    return c as BenchConfigName;
+  });
+  const prompt = flags["prompt-file"] === undefined
+    ? BENCH_PROMPT
+    : (await Deno.readTextFile(flags["prompt-file"] as string).catch((e) => {
+      throw new FlashlmError(`cannot read the prompt file (${(e as Error).message})`, {
+        file: flags["prompt-file"] as string,
+        kind: "io",
+      });
+    })).trim();
+  const dir = model.includes("/") ? model.slice(0, model.lastIndexOf("/")) || "/" : ".";
+  const name = model.slice(model.lastIndexOf("/") + 1).replace(/\.flm$/, "");
+  const out = (flags.out as string | undefined) ?? `${dir}/bench-${name}`;
+  await runModelBenchRun({
+    model,
+    memory: parseBudget((flags.memory as string | undefined) ?? "50%"),
+    tokens: flags.tokens as number | undefined,
+    prompt,
+    outDir: out,
+    split: flags.split as string | undefined,
+    configs,
+    readerDepth: flags.depth as number | undefined,
+    predictor: flags.predictor as "auto" | "file" | "oracle" | undefined,
+    onLine: info,
+  });
+  console.log(await Deno.readTextFile(`${out}/bench.txt`));
+  console.log(`wrote ${out}/bench.json, ${out}/bench.txt and ${out}/bench.svg`);
+}
+
+// ---------------------------------------------------------------------------
+// make-model
+
+async function runMakeModel(
+  positional: string[],
+  flags: Record<string, string | number | boolean>,
+): Promise<void> {
+  if (positional.length !== 0) throw usage("make-model takes no positional arguments (use --out)");
+  if (flags.out === undefined) throw usage("make-model needs --out <file.flm>");
+  const shape = ((flags.shape as string | undefined) ?? "opt-1.3b") as ModelShape;
+  const t0 = performance.now();
+  info(
+    `flashlm: writing a SYNTHETIC ${shape}-shaped model (random weights, gibberish text; FFN sparsity and ` +
+      `its temporal correlation are by construction, the predictor is analytic, not trained)`,
+  );
+  const made = await makeSyntheticModel(flags.out as string, {
+    shape,
+    sparsity: flags.sparsity as number | undefined,
+    seed: flags.seed as number | undefined,
+    dtype: flags.dtype as "f16" | "f32" | undefined,
+    layout: flags.layout as "row-column-bundles" | "split" | undefined,
+    onProgress: (done, total) => progress("writing FFN layers", done, total),
+  });
+  info("");
+  console.log(
+    `${made.path}: SYNTHETIC ${shape} (${made.config.nLayers} layers, d ${made.config.dModel}, FFN ${made.config.dFfn}), ` +
+      `${(made.fileBytes / 1e9).toFixed(2)} GB (FFN ${(made.ffnBytes / 1e9).toFixed(2)} GB), ` +
+      `analytic predictor marks ${(100 * made.predictedActive).toFixed(1)}% of neurons active per token, ` +
+      `written in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -645,6 +864,10 @@ function mainHelp(): string {
 export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes("--debug");
   try {
+    if (argv[0] === BENCH_CHILD_COMMAND) {
+      await runBenchChild(argv.slice(1)); // one configuration of `bench <model>`, in its own process
+      return 0;
+    }
     let name = "generate";
     let rest = argv;
     if (argv[0] === "help" || argv[0] === "--help" || argv[0] === "-h") {

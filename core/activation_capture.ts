@@ -39,7 +39,12 @@ class CapturingFfn implements FfnProvider {
   /** Samples written per layer. */
   readonly written: number[];
 
-  constructor(inner: DenseFfn, dModel: number, dFfn: number, files: { x: Deno.FsFile; mask: Deno.FsFile }[]) {
+  constructor(
+    inner: DenseFfn,
+    dModel: number,
+    dFfn: number,
+    files: { x: Deno.FsFile; mask: Deno.FsFile }[],
+  ) {
     this.inner = inner;
     this.dModel = dModel;
     this.dFfn = dFfn;
@@ -125,7 +130,9 @@ export async function captureActivations(
   const { dModel, dFfn, nLayers } = model.config;
   const windowTokens = windows[0]?.length ?? 0;
   if (windows.some((w) => w.length !== windowTokens) || windowTokens === 0) {
-    throw new FlashlmError("capture windows must be non-empty and of equal length", { kind: "usage" });
+    throw new FlashlmError("capture windows must be non-empty and of equal length", {
+      kind: "usage",
+    });
   }
   await Deno.mkdir(dir, { recursive: true });
   const files: { x: Deno.FsFile; mask: Deno.FsFile }[] = [];
@@ -134,7 +141,11 @@ export async function captureActivations(
     for (let l = 0; l < nLayers; l++) {
       files.push({
         x: await Deno.open(`${dir}/layer-${l}.x`, { write: true, create: true, truncate: true }),
-        mask: await Deno.open(`${dir}/layer-${l}.mask`, { write: true, create: true, truncate: true }),
+        mask: await Deno.open(`${dir}/layer-${l}.mask`, {
+          write: true,
+          create: true,
+          truncate: true,
+        }),
       });
     }
     const capturing = new CapturingFfn(dense, dModel, dFfn, files);
@@ -142,7 +153,9 @@ export async function captureActivations(
     (transformer as { ffn: FfnProvider }).ffn = capturing;
     try {
       for (const [w, window] of windows.entries()) {
-        for (let pos = 0; pos < window.length; pos++) await transformer.forward(window[pos], pos, false);
+        for (let pos = 0; pos < window.length; pos++) {
+          await transformer.forward(window[pos], pos, false);
+        }
         onProgress?.(w + 1, windows.length);
       }
       for (let l = 0; l < nLayers; l++) await capturing.flush(l);

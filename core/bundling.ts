@@ -26,13 +26,14 @@
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { bundleRowColumn } from "./bundling.ts";
  * // d = 2, dFfn = 3
  * const fc1 = new Float32Array([1, 2, 3, 4, 5, 6]); // (3, 2)
  * const fc2 = new Float32Array([7, 8, 9, 10, 11, 12]); // (2, 3)
  * const out = new Float32Array(12);
  * bundleRowColumn(fc1, fc2, 2, 3, out);
- * console.assert(out.join() === "1,2,7,10,3,4,8,11,5,6,9,12");
+ * assert(out.join() === "1,2,7,10,3,4,8,11,5,6,9,12");
  * ```
  */
 export function bundleRowColumn(
@@ -54,6 +55,7 @@ export function bundleRowColumn(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { bundleRowColumn, unbundleRowColumn } from "./bundling.ts";
  * const fc1 = new Float32Array([1, 2, 3, 4, 5, 6]);
  * const fc2 = new Float32Array([7, 8, 9, 10, 11, 12]);
@@ -61,7 +63,7 @@ export function bundleRowColumn(
  * bundleRowColumn(fc1, fc2, 2, 3, bundles);
  * const a = new Float32Array(6), b = new Float32Array(6);
  * unbundleRowColumn(bundles, 2, 3, a, b);
- * console.assert(a.join() === fc1.join() && b.join() === fc2.join());
+ * assert(a.join() === fc1.join() && b.join() === fc2.join());
  * ```
  */
 export function unbundleRowColumn(

@@ -40,12 +40,13 @@ export interface ParsedArgs {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseArgs } from "./cli_args.ts";
  * const args = parseArgs(["model.flm", "--max-tokens", "8", "--greedy"], {
  *   "max-tokens": { type: "integer", help: "tokens", min: 0 },
  *   greedy: { type: "boolean", help: "argmax" },
  * });
- * console.assert(args.positional[0] === "model.flm" && args.flags["max-tokens"] === 8);
+ * assert(args.positional[0] === "model.flm" && args.flags["max-tokens"] === 8);
  * ```
  */
 export function parseArgs(argv: string[], flags: Record<string, FlagSpec>): ParsedArgs {
@@ -58,7 +59,7 @@ export function parseArgs(argv: string[], flags: Record<string, FlagSpec>): Pars
     }
     if (!arg.startsWith("--") || arg === "-") {
       if (arg.startsWith("-") && arg !== "-" && !/^-\d/.test(arg)) {
-        throw usage(`unknown option ${arg} (options are written --name)`);
+        throw usage(`unknown option ${shown(arg)} (options are written --name)`);
       }
       out.positional.push(arg);
       continue;
@@ -68,7 +69,7 @@ export function parseArgs(argv: string[], flags: Record<string, FlagSpec>): Pars
     const spec = flags[name];
     if (!spec) {
       const known = Object.keys(flags).map((f) => "--" + f).join(", ");
-      throw usage(`unknown option --${name}${known ? ` (known: ${known})` : ""}`);
+      throw usage(`unknown option ${shown(`--${name}`)}${known ? ` (known: ${known})` : ""}`);
     }
     let raw: string;
     if (eq >= 0) raw = arg.slice(eq + 1);
@@ -86,29 +87,41 @@ function usage(message: string): FlashlmError {
   return new FlashlmError(message, { kind: "usage" });
 }
 
+/** A command-line word in an error message: as is when plain ASCII, else quoted (one line, cut). */
+function shown(word: string): string {
+  const text = /^[\x21-\x7e]*$/.test(word) ? word : JSON.stringify(word);
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
+
+/** A value in an error message: always quoted, one line, cut. */
+function quoted(raw: string): string {
+  const text = JSON.stringify(raw);
+  return text.length > 60 ? `${text.slice(0, 60)}..."` : text;
+}
+
 function convert(name: string, raw: string, spec: FlagSpec): string | number | boolean {
   switch (spec.type) {
     case "boolean":
       if (raw === "true" || raw === "1") return true;
       if (raw === "false" || raw === "0") return false;
-      throw usage(`option --${name} takes true or false, got "${raw}"`);
+      throw usage(`option --${name} takes true or false, got ${quoted(raw)}`);
     case "string":
       if (spec.choices && !spec.choices.includes(raw)) {
-        throw usage(`option --${name} must be one of ${spec.choices.join(", ")}, got "${raw}"`);
+        throw usage(`option --${name} must be one of ${spec.choices.join(", ")}, got ${quoted(raw)}`);
       }
       return raw;
     case "number":
     case "integer": {
       const value = raw.trim() === "" ? NaN : Number(raw);
-      if (!Number.isFinite(value)) throw usage(`option --${name} needs a number, got "${raw}"`);
-      if (spec.type === "integer" && !Number.isInteger(value)) {
-        throw usage(`option --${name} needs a whole number, got "${raw}"`);
+      if (!Number.isFinite(value)) throw usage(`option --${name} needs a number, got ${quoted(raw)}`);
+      if (spec.type === "integer" && !Number.isSafeInteger(value)) {
+        throw usage(`option --${name} needs a whole number, got ${quoted(raw)}`);
       }
       if (spec.min !== undefined && value < spec.min) {
-        throw usage(`option --${name} must be at least ${spec.min}, got ${raw}`);
+        throw usage(`option --${name} must be at least ${spec.min}, got ${shown(raw)}`);
       }
       if (spec.max !== undefined && value > spec.max) {
-        throw usage(`option --${name} must be at most ${spec.max}, got ${raw}`);
+        throw usage(`option --${name} must be at most ${spec.max}, got ${shown(raw)}`);
       }
       return value;
     }
@@ -120,9 +133,10 @@ function convert(name: string, raw: string, spec: FlagSpec): string | number | b
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { formatFlags } from "./cli_args.ts";
  * const text = formatFlags({ seed: { type: "integer", help: "random seed", default: "0" } });
- * console.assert(text.includes("--seed"));
+ * assert(text.includes("--seed"));
  * ```
  */
 export function formatFlags(flags: Record<string, FlagSpec>): string {

@@ -16,6 +16,7 @@ import { FlashlmError } from "./errors.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { type ModelConfig, parseModelConfig } from "./config.ts";
  * const config: ModelConfig = parseModelConfig(
  *   JSON.stringify({
@@ -24,7 +25,7 @@ import { FlashlmError } from "./errors.ts";
  *   }),
  *   "config.json",
  * );
- * console.assert(config.dModel / config.nHeads === 4);
+ * assert(config.dModel / config.nHeads === 4);
  * ```
  */
 export interface ModelConfig {
@@ -70,8 +71,22 @@ const SUPPORTED: Record<ModelConfig["architecture"], string> = {
 
 const ACTIVATIONS = ["relu", "gelu", "gelu_new"] as const;
 
+/** Largest size accepted for one dimension (ids and row indices live in Int32Arrays). */
+const MAX_DIM = 2 ** 31 - 1;
+
 // ---------------------------------------------------------------------------
 // Field readers (each throws a config error naming the file and the field)
+
+/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
 
 class Fields {
   constructor(readonly json: Record<string, unknown>, readonly file: string) {}
@@ -84,8 +99,8 @@ class Fields {
   positive(key: string): number {
     const v = this.json[key];
     if (v === undefined || v === null) this.fail(`missing "${key}"`);
-    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0) {
-      this.fail(`"${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0 || v > MAX_DIM) {
+      this.fail(`"${key}" must be a positive integer up to ${MAX_DIM}, got ${shown(v)}`);
     }
     return v;
   }
@@ -101,7 +116,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v >= vocabSize) {
-      this.fail(`"${key}" must be a token id in [0, ${vocabSize}), got ${JSON.stringify(v)}`);
+      this.fail(`"${key}" must be a token id in [0, ${vocabSize}), got ${shown(v)}`);
     }
     return v;
   }
@@ -111,7 +126,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "boolean") {
-      this.fail(`"${key}" must be true or false, got ${JSON.stringify(v)}`);
+      this.fail(`"${key}" must be true or false, got ${shown(v)}`);
     }
     return v;
   }
@@ -121,7 +136,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      this.fail(`"${key}" must be a positive number, got ${JSON.stringify(v)}`);
+      this.fail(`"${key}" must be a positive number, got ${shown(v)}`);
     }
     return v;
   }
@@ -133,7 +148,7 @@ class Fields {
     if (v === "gelu_pytorch_tanh") return "gelu_new";
     if (!(ACTIVATIONS as readonly unknown[]).includes(v)) {
       this.fail(
-        `unsupported activation_function ${JSON.stringify(v)} (supported: ${
+        `unsupported activation_function ${shown(v)} (supported: ${
           ACTIVATIONS.join(", ")
         }, gelu_pytorch_tanh)`,
       );
@@ -151,14 +166,14 @@ function architectureOf(f: Fields): ModelConfig["architecture"] {
   const type = f.json.model_type;
   if (type !== undefined) {
     if (type === "opt" || type === "gpt2") return type;
-    f.fail(`unsupported model_type ${JSON.stringify(type)}; supported: ${supported}`);
+    f.fail(`unsupported model_type ${shown(type)}; supported: ${supported}`);
   }
   const archs = f.json.architectures;
   if (Array.isArray(archs) && archs.length > 0) {
     for (const [t, cls] of Object.entries(SUPPORTED)) {
       if (archs[0] === cls) return t as ModelConfig["architecture"];
     }
-    f.fail(`unsupported architecture ${JSON.stringify(archs[0])}; supported: ${supported}`);
+    f.fail(`unsupported architecture ${shown(archs[0])}; supported: ${supported}`);
   }
   return f.fail(`no "model_type" or "architectures"; supported: ${supported}`);
 }
@@ -229,18 +244,20 @@ function parseGpt2(f: Fields): ModelConfig {
  * @param file The file's path, named in every error.
  * @returns The validated config.
  * @throws {FlashlmError} (kind "config") naming `file` for bad JSON, an unsupported model type
- * (listing the supported ones), a missing or non-positive-integer size, a hidden size not
- * divisible by the head count, an unsupported activation or `enable_bias: false`.
+ * (listing the supported ones), a missing or non-positive-integer size (or one over 2^31 - 1),
+ * sizes whose byte count would overflow, a hidden size not divisible by the head count, an
+ * unsupported activation or `enable_bias: false`.
  *
  * @example A GPT-2 config
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseModelConfig } from "./config.ts";
  * const config = parseModelConfig(
  *   '{"model_type":"gpt2","vocab_size":50257,"n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024}',
  *   "gpt2/config.json",
  * );
- * console.assert(config.dFfn === 3072 && config.activation === "gelu_new");
- * console.assert(config.positionOffset === 0);
+ * assert(config.dFfn === 3072 && config.activation === "gelu_new");
+ * assert(config.positionOffset === 0);
  * ```
  */
 export function parseModelConfig(text: string, file: string): ModelConfig {
@@ -248,8 +265,9 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
   try {
     json = JSON.parse(text);
   } catch (err) {
-    const detail = err instanceof Error ? err.message : String(err);
-    throw new FlashlmError(`not valid JSON: ${detail}`, { file, kind: "config" });
+    // One line: V8 quotes the bad input, newlines included.
+    const detail = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ");
+    throw new FlashlmError(`not valid JSON: ${detail.slice(0, 200)}`, { file, kind: "config" });
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new FlashlmError("not a JSON object", { file, kind: "config" });
@@ -260,6 +278,13 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
     f.fail(`hidden size ${config.dModel} is not divisible by ${config.nHeads} attention heads`);
   }
   if (!config.enableBias) f.fail(`"enable_bias": false is not supported`);
+  // Every byte count derived from the sizes must stay exact in float64.
+  const d = config.dModel, p = config.wordEmbedProjDim;
+  const weights = config.vocabSize * p + (config.maxPositions + config.positionOffset) * d +
+    2 * d * p + config.nLayers * (4 * d * d + 2 * d * config.dFfn + 10 * d + config.dFfn);
+  if (!Number.isSafeInteger(8 * weights)) {
+    f.fail(`sizes are too large: ${weights.toExponential(2)} weights overflow a byte count`);
+  }
   return config;
 }
 
@@ -272,6 +297,7 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadModelConfig, toHfConfigJson, parseModelConfig } from "./config.ts";
  * const config = parseModelConfig(
  *   '{"model_type":"opt","vocab_size":64,"hidden_size":8,"ffn_dim":32,' +
@@ -280,7 +306,7 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
  * );
  * const dir = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(toHfConfigJson(config)));
- * console.assert((await loadModelConfig(dir)).dFfn === 32);
+ * assert((await loadModelConfig(dir)).dFfn === 32);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -317,12 +343,13 @@ export async function loadModelConfig(dir: string): Promise<ModelConfig> {
  *
  * @example Round trip
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseModelConfig, toHfConfigJson } from "./config.ts";
  * const text = '{"model_type":"opt","vocab_size":64,"hidden_size":8,"ffn_dim":32,' +
  *   '"num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":16}';
  * const config = parseModelConfig(text, "a.json");
  * const again = parseModelConfig(JSON.stringify(toHfConfigJson(config)), "b.json");
- * console.assert(JSON.stringify(again) === JSON.stringify(config));
+ * assert(JSON.stringify(again) === JSON.stringify(config));
  * ```
  */
 export function toHfConfigJson(config: ModelConfig): Record<string, unknown> {

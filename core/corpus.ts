@@ -39,7 +39,9 @@ export async function readCorpus(path: string, tokenizer: OptTokenizer): Promise
     throw new FlashlmError(what, { file: path, kind: "io", cause: e });
   }
   const ids = tokenizer.encode(text, { addBos: false });
-  if (ids.length < 2) throw new FlashlmError("text has fewer than 2 tokens", { file: path, kind: "usage" });
+  if (ids.length < 2) {
+    throw new FlashlmError("text has fewer than 2 tokens", { file: path, kind: "usage" });
+  }
   return ids;
 }
 

@@ -59,10 +59,11 @@ export interface SyntheticModelOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { buildSyntheticHfModel } from "./demo_model.ts";
  * const dir = await Deno.makeTempDir();
  * const config = await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2 });
- * console.assert(config.dFfn === 32);
+ * assert(config.dFfn === 32);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -199,7 +200,11 @@ export async function ensureDemoModel(
   await Deno.mkdir(dir, { recursive: true });
   const work = await Deno.makeTempDir({ dir, prefix: ".demo-build-" });
   try {
-    const config = await buildSyntheticHfModel(`${work}/hf`, { seed: 2024, dModel: 64, dFfn: 1024 });
+    const config = await buildSyntheticHfModel(`${work}/hf`, {
+      seed: 2024,
+      dModel: 64,
+      dFfn: 1024,
+    });
     await convertHfToFlash(`${work}/hf`, `${work}/demo.flm`, { dtype });
     // Random token sequences: the activations are still the model's own.
     const rng = new Rng(7);

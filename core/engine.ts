@@ -97,10 +97,11 @@ async function isDirectory(path: string): Promise<boolean> {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadModel } from "./engine.ts";
  * try {
  *   const model = await loadModel("../shared/models/tiny-opt-wikitext2", { mode: "dense" });
- *   console.assert(model.config.nLayers === 6);
+ *   assert(model.config.nLayers === 6);
  *   model.close();
  * } catch {
  *   // the shared model is not on this machine
@@ -138,7 +139,10 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   file.releaseResident(); // the decoded tensors are all that is needed now
   let ffn: FfnProvider;
   let plan: MemoryPlan | null = null;
-  const contextLength = Math.min(options.contextLength ?? file.config.maxPositions, file.config.maxPositions);
+  const contextLength = Math.min(
+    options.contextLength ?? file.config.maxPositions,
+    file.config.maxPositions,
+  );
   if (mode === "dense") {
     ffn = new DenseFfn(resident, await readAllFfn(file));
   } else if (mode === "naive") {
@@ -183,7 +187,11 @@ export async function sparseSetup(
   let sAgg: number[][] | null = null;
   let newPerToken: number[][] | null = null;
   if (options.predictor === "oracle") {
-    predictor = new OraclePredictor(await readAllFfn(file), resident.layers.map((l) => l.fc1Bias), dModel);
+    predictor = new OraclePredictor(
+      await readAllFfn(file),
+      resident.layers.map((l) => l.fc1Bias),
+      dModel,
+    );
     sAgg = report?.layers?.map((l) => l.oracleSAgg) ?? null;
     newPerToken = report?.layers?.map((l) => l.oracleNewPerToken) ?? null;
   } else {
@@ -193,7 +201,14 @@ export async function sparseSetup(
         { file: file.path, kind: "usage" },
       );
     }
-    const low = deserializePredictor(file.header.predictor.meta, file.predictorBytes, dModel, dFfn, nLayers, file.path);
+    const low = deserializePredictor(
+      file.header.predictor.meta,
+      file.predictorBytes,
+      dModel,
+      dFfn,
+      nLayers,
+      file.path,
+    );
     predictor = low;
     predictorBytes = low.byteSize();
     sAgg = report?.layers?.map((l) => l.sAgg) ?? null;
@@ -201,7 +216,9 @@ export async function sparseSetup(
   }
   const valid = (t: number[][] | null): t is number[][] =>
     t !== null && t.length === nLayers &&
-    t.every((s) => Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === "number" && v >= 0));
+    t.every((s) =>
+      Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === "number" && v >= 0)
+    );
   const validStats = valid(sAgg) && valid(newPerToken);
   const plan = planMemory({
     config: file.config,

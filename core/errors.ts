@@ -33,11 +33,12 @@ export interface FlashlmErrorOptions {
  *
  * @example Throwing and printing one
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FlashlmError } from "./errors.ts";
  * const err = new FlashlmError("header length 9e15 is larger than the file", {
  *   file: "model.safetensors",
  * });
- * console.assert(err.message === "model.safetensors: header length 9e15 is larger than the file");
+ * assert(err.message === "model.safetensors: header length 9e15 is larger than the file");
  * ```
  */
 export class FlashlmError extends Error {

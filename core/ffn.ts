@@ -88,6 +88,7 @@ export function newFfnStats(): FfnStats {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { DenseFfn } from "./ffn.ts";
  * import type { ResidentWeights } from "./weights.ts";
  * // d = 2, dFfn = 2: fc1 = identity, fc2 = identity, zero biases
@@ -96,7 +97,7 @@ export function newFfnStats(): FfnStats {
  * const ffn = new DenseFfn(resident, [{ fc1: new Float32Array([1, 0, 0, 1]), fc2: new Float32Array([1, 0, 0, 1]) }]);
  * const out = new Float32Array(2);
  * await ffn.forward(0, new Float32Array([3, -1]), out);
- * console.assert(out[0] === 3 && out[1] === 0); // ReLU removed the negative one
+ * assert(out[0] === 3 && out[1] === 0); // ReLU removed the negative one
  * ```
  */
 export class DenseFfn implements FfnProvider {
@@ -143,8 +144,9 @@ export class DenseFfn implements FfnProvider {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FlashNaiveFfn } from "./ffn.ts";
- * console.assert(typeof FlashNaiveFfn === "function");
+ * assert(typeof FlashNaiveFfn === "function");
  * ```
  */
 export class FlashNaiveFfn implements FfnProvider {

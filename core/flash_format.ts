@@ -251,6 +251,7 @@ export interface FlashModelContents {
  *
  * @example Writing and reopening a tiny model
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { writeFlashModel, FlashModelFile } from "./flash_format.ts";
  * import { residentTensorSpecs } from "./weights.ts";
  * import { parseModelConfig } from "./config.ts";
@@ -269,7 +270,7 @@ export interface FlashModelContents {
  *   ffnBundles: () => Promise.resolve(new Float32Array(8 * 2 * 4)),
  * });
  * const file = await FlashModelFile.open(path);
- * console.assert(file.config.dFfn === 8 && file.header.ffn.bundleBytes === 32);
+ * assert(file.config.dFfn === 8 && file.header.ffn.bundleBytes === 32);
  * ```
  */
 export async function writeFlashModel(path: string, contents: FlashModelContents): Promise<void> {
@@ -411,12 +412,13 @@ export function decodeValues(
  *
  * @example Rejecting a file that is not a flashlm model
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseFlashHeader } from "./flash_format.ts";
  * try {
  *   parseFlashHeader(new Uint8Array(64), 64, "x.flm");
- *   console.assert(false);
+ *   assert(false);
  * } catch (e) {
- *   console.assert((e as Error).message.startsWith("x.flm: not a flashlm model file"));
+ *   assert((e as Error).message.startsWith("x.flm: not a flashlm model file"));
  * }
  * ```
  */
@@ -456,10 +458,19 @@ export function parseFlashHeader(
   if (typeof h !== "object" || h === null || h.format !== "flashlm") {
     fail("header is not a flashlm header");
   }
-  if (h.dtype !== "f16" && h.dtype !== "f32") fail(`unknown storage dtype ${String(h.dtype)}`);
-  if (typeof h.config !== "object" || h.config === null) fail("header has no config");
-  const config = parseModelConfig(JSON.stringify(h.config), `${path} (embedded config)`);
-  validateLayout(h, config, fileSize, fail);
+  if (h.dtype !== "f16" && h.dtype !== "f32") fail(`unknown storage dtype ${shown(h.dtype)}`);
+  if (!isObject(h.config)) fail("header has no config");
+  let configText = "";
+  try {
+    configText = JSON.stringify(h.config);
+  } catch {
+    fail("header config is nested too deep"); // JSON.stringify ran out of stack
+  }
+  const config = parseModelConfig(configText, `${path} (embedded config)`);
+  if (!isObject(h.metadata) || !Object.values(h.metadata).every((v) => typeof v === "string")) {
+    fail("header metadata is not an object of strings");
+  }
+  validateLayout(h, config, fileSize, PREAMBLE_BYTES + jsonLength, fail);
   return { header: h, config };
 }
 
@@ -467,11 +478,66 @@ function isCount(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 }
 
+function isObject(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
+
+/**
+ * The predictor's description and training report: what `deserializePredictor` (ranks,
+ * thresholds), the memory planner (window statistics) and `inspect` read from them.
+ */
+function checkPredictorJson(p: PredictorSection, config: ModelConfig, fail: (m: string) => never): void {
+  const meta = p.meta as { layers?: unknown };
+  if (!isObject(meta) || !Array.isArray(meta.layers) || meta.layers.length !== config.nLayers) {
+    fail(`predictor description is not {layers: [...]} with ${config.nLayers} layers`);
+  }
+  for (const [l, entry] of (meta.layers as unknown[]).entries()) {
+    const { rank, threshold } = isObject(entry) ? entry : { rank: undefined, threshold: undefined };
+    if (!Number.isInteger(rank) || (rank as number) < 1 || (rank as number) > config.dModel) {
+      fail(`predictor layer ${l} has rank ${shown(rank)}, expected a whole number in [1, ${config.dModel}]`);
+    }
+    if (typeof threshold !== "number" || !(threshold > 0 && threshold < 1)) {
+      fail(`predictor layer ${l} has threshold ${shown(threshold)}, expected a number in (0, 1)`);
+    }
+  }
+  const report = p.report as { layers?: unknown; seconds?: unknown } | null | undefined;
+  if (report === undefined || report === null) return;
+  if (!isObject(report) || (report.seconds !== undefined && typeof report.seconds !== "number")) {
+    fail("predictor report is malformed");
+  }
+  if (report.layers === undefined) return;
+  const numbers = (v: unknown): boolean =>
+    Array.isArray(v) && v.every((x) => typeof x === "number" || x === null);
+  if (!Array.isArray(report.layers) || report.layers.length !== config.nLayers) {
+    fail(`predictor report does not have ${config.nLayers} layers`);
+  }
+  for (const [l, entry] of (report.layers as unknown[]).entries()) {
+    if (
+      !isObject(entry) || !isObject(entry.metrics) || typeof entry.threshold !== "number" ||
+      ![entry.sAgg, entry.newPerToken, entry.oracleSAgg, entry.oracleNewPerToken].every(numbers)
+    ) {
+      fail(`predictor report of layer ${l} is malformed`);
+    }
+  }
+}
+
 /** Check every offset, length and shape in the header against the config and file size. */
 function validateLayout(
   h: FlashHeader,
   config: ModelConfig,
   fileSize: number,
+  headerEnd: number,
   fail: (m: string) => never,
 ): void {
   const bytes = dtypeBytes(h.dtype);
@@ -500,19 +566,23 @@ function validateLayout(
   const seen = new Set<string>();
   for (const tensor of r.tensors) {
     const spec = specs.get(tensor?.name);
-    if (!spec) fail(`resident section holds unknown tensor ${String(tensor?.name)}`);
+    if (!spec) fail(`resident section holds unknown tensor ${shown(tensor?.name)}`);
     if (seen.has(spec!.name)) fail(`resident tensor ${spec!.name} appears twice`);
     seen.add(spec!.name);
-    if (!Array.isArray(tensor.shape) || tensor.shape.join() !== spec!.shape.join()) {
+    const shape: unknown = tensor.shape; // compared element by element: join() recurses into nested arrays
+    if (
+      !Array.isArray(shape) || shape.length !== spec!.shape.length ||
+      shape.some((d, i) => d !== spec!.shape[i])
+    ) {
       fail(
-        `resident tensor ${spec!.name} has shape [${tensor.shape}], config implies [${
-          spec!.shape
-        }]`,
+        `resident tensor ${spec!.name} has shape ${shown(tensor.shape)}, config implies ${
+          shown(spec!.shape)
+        }`,
       );
     }
     const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
     if (!isCount(tensor.offset) || tensor.length !== expected) {
-      fail(`resident tensor ${spec!.name} has length ${tensor.length}, expected ${expected}`);
+      fail(`resident tensor ${spec!.name} has length ${shown(tensor.length)}, expected ${expected}`);
     }
     if (tensor.offset + tensor.length > r.length) {
       fail(`resident tensor ${spec!.name} lies outside the resident section`);
@@ -533,6 +603,7 @@ function validateLayout(
     const p = h.predictor;
     if (typeof p !== "object" || p === null) fail("predictor section is malformed");
     range("predictor section", p.offset, p.length);
+    checkPredictorJson(p, config, fail);
   }
 
   const f = h.ffn;
@@ -540,23 +611,23 @@ function validateLayout(
     fail("FFN section is malformed");
   }
   if (f.layout !== "row-column-bundles" && f.layout !== "split") {
-    fail(`unknown FFN layout ${String(f.layout)}`);
+    fail(`unknown FFN layout ${shown(f.layout)}`);
   }
   if (f.bundleBytes !== 2 * config.dModel * bytes) {
-    fail(`FFN bundle size ${f.bundleBytes} does not match 2 x ${config.dModel} ${h.dtype} values`);
+    fail(`FFN bundle size ${shown(f.bundleBytes)} does not match 2 x ${config.dModel} ${h.dtype} values`);
   }
   if (f.layers.length !== config.nLayers) {
     fail(`FFN section has ${f.layers.length} layers, config has ${config.nLayers}`);
   }
   f.layers.forEach((layer, l) => {
     if (layer?.length !== config.dFfn * f.bundleBytes) {
-      fail(`FFN layer ${l} has length ${layer?.length}, expected ${config.dFfn * f.bundleBytes}`);
+      fail(`FFN layer ${l} has length ${shown(layer?.length)}, expected ${config.dFfn * f.bundleBytes}`);
     }
     range(`FFN layer ${l}`, layer.offset, layer.length);
   });
 
   ranges.sort((a, b) => a[1] - b[1]);
-  if (ranges[0][1] < PREAMBLE_BYTES) fail(`${ranges[0][0]} overlaps the header`);
+  if (ranges[0][1] < headerEnd) fail(`${ranges[0][0]} overlaps the header`);
   for (let i = 1; i < ranges.length; i++) {
     if (ranges[i - 1][2] > ranges[i][1]) fail(`${ranges[i - 1][0]} overlaps ${ranges[i][0]}`);
   }
@@ -572,11 +643,12 @@ function validateLayout(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { FlashModelFile } from "./flash_format.ts";
  * try {
  *   await FlashModelFile.open("missing.flm");
  * } catch (e) {
- *   console.assert((e as Error).message.startsWith("missing.flm:"));
+ *   assert((e as Error).message.startsWith("missing.flm:"));
  * }
  * ```
  */
@@ -744,10 +816,11 @@ export class FlashModelFile implements TensorSource {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { verifyFfn, type FlashModelFile } from "./flash_format.ts";
  * const check = async (model: FlashModelFile): Promise<boolean> =>
  *   (await verifyFfn(model)).length === 0;
- * console.assert(typeof check === "function");
+ * assert(typeof check === "function");
  * ```
  */
 export async function verifyFfn(
@@ -928,7 +1001,11 @@ export function splitToBundlesBytes(
  * assert.deepEqual([...out], [1, 2, 3, 4]);
  * ```
  */
-export function layerAsBundles(model: FlashModelFile, raw: Uint8Array, scratch: Uint8Array): Uint8Array {
+export function layerAsBundles(
+  model: FlashModelFile,
+  raw: Uint8Array,
+  scratch: Uint8Array,
+): Uint8Array {
   if (model.layout !== "split") return raw;
   splitToBundlesBytes(raw, scratch, model.config.dFfn, model.bundleBytes / 2);
   return scratch;

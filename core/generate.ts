@@ -71,6 +71,7 @@ export interface GenerationStats {
  *
  * @example Greedy generation
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Generation } from "./generate.ts";
  * import type { LoadedModel } from "./engine.ts";
  * const run = async (model: LoadedModel): Promise<string> => {
@@ -78,7 +79,7 @@ export interface GenerationStats {
  *   for await (const token of new Generation(model, "Hello", { maxTokens: 8 })) text += token.text;
  *   return text;
  * };
- * console.assert(typeof run === "function");
+ * assert(typeof run === "function");
  * ```
  */
 export class Generation implements AsyncIterable<GeneratedToken> {
@@ -139,7 +140,11 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       if (this.options.telemetry) {
         const delta = newFfnStats();
         subtractStats(ffn.stats, last, delta);
-        this.stats.perToken.push({ position: pos, ffn: delta, attentionMs: transformer.attentionMs - lastAttention });
+        this.stats.perToken.push({
+          position: pos,
+          ffn: delta,
+          attentionMs: transformer.attentionMs - lastAttention,
+        });
         last = { ...ffn.stats };
         lastAttention = transformer.attentionMs;
       }

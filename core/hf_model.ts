@@ -22,11 +22,12 @@ import type { TensorSource } from "./weights.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { HfTensorSource } from "./hf_model.ts";
  * const dir = "../shared/models/tiny-opt-wikitext2";
  * try {
  *   const source = await HfTensorSource.open(dir);
- *   console.assert(source.has("layers.0.fc1.weight"));
+ *   assert(source.has("layers.0.fc1.weight"));
  * } catch {
  *   // the shared model is not on this machine
  * }
@@ -69,7 +70,10 @@ export class HfTensorSource implements TensorSource {
     return this.checkpoint.has(this.fullName(name));
   }
 
-  /** Read a tensor as f32 after checking its shape against `shape` (what config.json implies). */
+  /**
+   * Read a tensor as f32 after checking its shape against `shape` (what config.json implies);
+   * a NaN or infinite value is a FlashlmError naming the tensor, the element and the file.
+   */
   async readF32(name: string, shape: number[]): Promise<Float32Array> {
     const full = this.fullName(name);
     const info = this.checkpoint.info(full);
@@ -79,7 +83,19 @@ export class HfTensorSource implements TensorSource {
         { file: this.checkpoint.fileOf(full), kind: "config" },
       );
     }
-    return await this.checkpoint.readF32(full);
+    const values = await this.checkpoint.readF32(full);
+    // A NaN or Inf weight would poison every logit downstream: refuse the file here.
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      if (v - v !== 0) {
+        throw new FlashlmError(
+          `tensor ${full} holds ${v} at element ${i} (shape [${info.shape}], row-major); ` +
+            "weights must be finite",
+          { file: this.checkpoint.fileOf(full), kind: "format" },
+        );
+      }
+    }
+    return values;
   }
 }
 
@@ -105,10 +121,11 @@ export interface HfModelFiles {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { openHfModel } from "./hf_model.ts";
  * try {
  *   const hf = await openHfModel("../shared/models/tiny-opt-wikitext2");
- *   console.assert(hf.config.architecture === "opt");
+ *   assert(hf.config.architecture === "opt");
  * } catch {
  *   // the shared model is not on this machine
  * }

@@ -430,7 +430,10 @@ function analyticPredictor(
  * await Deno.remove(path);
  * ```
  */
-export async function makeSyntheticModel(path: string, options: MakeModelOptions): Promise<MadeModel> {
+export async function makeSyntheticModel(
+  path: string,
+  options: MakeModelOptions,
+): Promise<MadeModel> {
   const t0 = performance.now();
   const shape = SHAPES[options.shape];
   if (!shape) {
@@ -488,7 +491,8 @@ export async function makeSyntheticModel(path: string, options: MakeModelOptions
       latentDim: String(m),
       seed: String(seed),
       predictor: "analytic (derived from the construction, not trained)",
-      note: "random weights: the text is gibberish; sparsity and its temporal correlation are by construction",
+      note:
+        "random weights: the text is gibberish; sparsity and its temporal correlation are by construction",
     },
     vocabJson: vocab.vocabJson,
     mergesText: vocab.mergesText,
@@ -498,7 +502,8 @@ export async function makeSyntheticModel(path: string, options: MakeModelOptions
     onProgress: options.onProgress,
   });
   const stat = await Deno.stat(path);
-  const ffnBytes = config.nLayers * config.dFfn * 2 * config.dModel * (options.dtype === "f32" ? 4 : 2);
+  const ffnBytes = config.nLayers * config.dFfn * 2 * config.dModel *
+    (options.dtype === "f32" ? 4 : 2);
   return {
     path,
     config,

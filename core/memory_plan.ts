@@ -57,7 +57,11 @@ export interface ModelFootprint {
  * assert.equal(f.kvCache, 2 * 1 * 8 * 4 * 4);
  * ```
  */
-export function modelFootprint(config: ModelConfig, predictorBytes: number, contextLength: number): ModelFootprint {
+export function modelFootprint(
+  config: ModelConfig,
+  predictorBytes: number,
+  contextLength: number,
+): ModelFootprint {
   let embeddings = 0, attention = 0, normsAndBiases = 0;
   for (const spec of residentTensorSpecs(config)) {
     if (!spec.required) continue;
@@ -113,7 +117,8 @@ export type Budget =
 export function parseBudget(text: string): Budget {
   const t = text.trim();
   const bad = (why: string): never => {
-    throw new FlashlmError(`--memory "${text}": ${why}`, { kind: "usage" });
+    const shown = JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text); // one line
+    throw new FlashlmError(`--memory ${shown}: ${why}`, { kind: "usage" });
   };
   const pct = /^(ffn:)?(\d+(?:\.\d+)?)%$/i.exec(t);
   if (pct) {
@@ -122,12 +127,24 @@ export function parseBudget(text: string): Budget {
     return pct[1] ? { kind: "ffn-percent", percent } : { kind: "model-percent", percent };
   }
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?$/i.exec(t);
-  if (!m) return bad("expected bytes (e.g. 2GB, 512MiB), a percentage of the model (50%) or ffn:<p>%");
+  if (!m) {
+    return bad("expected bytes (e.g. 2GB, 512MiB), a percentage of the model (50%) or ffn:<p>%");
+  }
   const units: Record<string, number> = {
-    B: 1, KB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12, KIB: 2 ** 10, MIB: 2 ** 20, GIB: 2 ** 30, TIB: 2 ** 40,
+    B: 1,
+    KB: 1e3,
+    MB: 1e6,
+    GB: 1e9,
+    TB: 1e12,
+    KIB: 2 ** 10,
+    MIB: 2 ** 20,
+    GIB: 2 ** 30,
+    TIB: 2 ** 40,
   };
   const bytes = Number(m[1]) * units[(m[2] ?? "B").toUpperCase()];
-  if (!(bytes > 0) || !Number.isFinite(bytes)) bad("must be a positive size");
+  if (!(bytes >= 1) || !Number.isSafeInteger(Math.floor(bytes))) {
+    bad("must be a positive size of at least 1 byte");
+  }
   return { kind: "bytes", bytes: Math.floor(bytes) };
 }
 
@@ -217,14 +234,17 @@ export function planMemory(input: PlanInput): MemoryPlan {
   if (!b) budgetBytes = fixed + config.nLayers * perLayerFixed + allRows * rowBytes;
   else if (b.kind === "bytes") budgetBytes = b.bytes;
   else if (b.kind === "model-percent") budgetBytes = ((fixed + footprint.ffnAll) * b.percent) / 100;
-  else budgetBytes = fixed + config.nLayers * perLayerFixed + (allRows * rowBytes * b.percent) / 100;
+  else {budgetBytes = fixed + config.nLayers * perLayerFixed +
+      (allRows * rowBytes * b.percent) / 100;}
 
   const free = budgetBytes - fixed - config.nLayers * perLayerFixed;
   if (free < config.nLayers * rowBytes) {
     const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
     throw new FlashlmError(
       `the memory budget ${mb(budgetBytes)} is below what must stay in DRAM: ${mb(fixed)} ` +
-        `(embeddings ${mb(footprint.embeddings)}, attention ${mb(footprint.attention)}, KV cache ${mb(footprint.kvCache)}); ` +
+        `(embeddings ${mb(footprint.embeddings)}, attention ${mb(footprint.attention)}, KV cache ${
+          mb(footprint.kvCache)
+        }); ` +
         `try --memory ffn:<percent>`,
       { kind: "usage" },
     );
@@ -253,7 +273,8 @@ export function planMemory(input: PlanInput): MemoryPlan {
     if (total > rowsTotal) {
       windowReason = "k = 1 does not fit: rows capped per layer, least recently active evicted";
     } else {
-      windowReason = "per layer, grown where it saves the most reads per DRAM row (measured s_agg(k))";
+      windowReason =
+        "per layer, grown where it saves the most reads per DRAM row (measured s_agg(k))";
       for (;;) {
         let best = -1;
         let bestGain = 0;
@@ -289,14 +310,21 @@ export function planMemory(input: PlanInput): MemoryPlan {
     // Rows the windows do not need stay available to absorb their spread.
     let spare = rowsTotal - rowsPerLayer.reduce((a, c) => a + c, 0);
     for (let l = 0; spare > 0 && l < config.nLayers; l++) {
-      const add = Math.min(spare, config.dFfn - rowsPerLayer[l], Math.ceil(spare / (config.nLayers - l)));
+      const add = Math.min(
+        spare,
+        config.dFfn - rowsPerLayer[l],
+        Math.ceil(spare / (config.nLayers - l)),
+      );
       rowsPerLayer[l] += add;
       spare -= add;
     }
   } else {
     rowsPerLayer = new Array(config.nLayers).fill(Math.min(config.dFfn, even));
   }
-  const ffnCacheBytes = rowsPerLayer.reduce((a, r) => a + neuronStoreBytes(r, config.dFfn, rowValues), 0);
+  const ffnCacheBytes = rowsPerLayer.reduce(
+    (a, r) => a + neuronStoreBytes(r, config.dFfn, rowValues),
+    0,
+  );
   return {
     budgetBytes,
     footprint,
@@ -329,11 +357,19 @@ export function describePlan(plan: MemoryPlan): string {
   const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
   return [
     `memory plan: budget ${mb(plan.budgetBytes)}, planned ${mb(used)}`,
-    `  embeddings ${mb(f.embeddings)} (${pct(f.embeddings)}) · attention ${mb(f.attention)} (${pct(f.attention)}) · ` +
-    `norms+biases ${mb(f.normsAndBiases)} (${pct(f.normsAndBiases)}) · predictor ${mb(f.predictor)} (${pct(f.predictor)}) · ` +
-    `KV cache ${mb(f.kvCache)} (${pct(f.kvCache)}) · workspace ${mb(f.workspace)} (${pct(f.workspace)}) · ` +
+    `  embeddings ${mb(f.embeddings)} (${pct(f.embeddings)}) · attention ${mb(f.attention)} (${
+      pct(f.attention)
+    }) · ` +
+    `norms+biases ${mb(f.normsAndBiases)} (${pct(f.normsAndBiases)}) · predictor ${
+      mb(f.predictor)
+    } (${pct(f.predictor)}) · ` +
+    `KV cache ${mb(f.kvCache)} (${pct(f.kvCache)}) · workspace ${mb(f.workspace)} (${
+      pct(f.workspace)
+    }) · ` +
     `FFN cache ${mb(plan.ffnCacheBytes)} (${pct(plan.ffnCacheBytes)})`,
-    `  FFN neurons in DRAM: ${(100 * plan.ffnShare).toFixed(1)}% (rows per layer ${plan.rowsPerLayer.join(", ")}) · ` +
+    `  FFN neurons in DRAM: ${(100 * plan.ffnShare).toFixed(1)}% (rows per layer ${
+      plan.rowsPerLayer.join(", ")
+    }) · ` +
     `window k per layer ${plan.windowK.join(", ")} (${plan.windowReason})`,
   ].join("\n");
 }

@@ -772,6 +772,16 @@ export function deserializePredictor(
   file: string,
 ): LowRankPredictor {
   const fail = (what: string): FlashlmError => new FlashlmError(`predictor: ${what}`, { file });
+  const shown = (value: unknown): string => {
+    // Short one-line JSON of a bad value (never throws; long values are cut).
+    let text: string;
+    try {
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      text = "[...]"; // nested too deep to print
+    }
+    return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+  };
   for (const [name, v] of [["dModel", dModel], ["dFfn", dFfn], ["nLayers", nLayers]] as const) {
     if (!Number.isInteger(v) || v < 1) throw fail(`${name} must be a whole number >= 1, got ${v}`);
   }
@@ -794,12 +804,12 @@ export function deserializePredictor(
     };
     if (typeof rank !== "number" || !Number.isInteger(rank) || rank < 1 || rank > dModel) {
       throw fail(
-        `layer ${l}: rank must be a whole number in [1, ${dModel}], got ${JSON.stringify(rank)}`,
+        `layer ${l}: rank must be a whole number in [1, ${dModel}], got ${shown(rank)}`,
       );
     }
     if (typeof threshold !== "number" || !(threshold > 0 && threshold < 1)) {
       throw fail(
-        `layer ${l}: threshold must be a number in (0, 1), got ${JSON.stringify(threshold)}`,
+        `layer ${l}: threshold must be a number in (0, 1), got ${shown(threshold)}`,
       );
     }
     ranks.push(rank);

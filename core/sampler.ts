@@ -14,9 +14,10 @@ import { FlashlmError } from "./errors.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Rng } from "./sampler.ts";
  * const a = new Rng(42), b = new Rng(42);
- * console.assert(a.next() === b.next());
+ * assert(a.next() === b.next());
  * ```
  */
 export class Rng {
@@ -59,13 +60,14 @@ export interface SamplerOptions {
  *
  * @example Greedy and seeded sampling
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Sampler } from "./sampler.ts";
  * const logits = new Float32Array([0.1, 3, 0.2, 2.9]);
- * console.assert(new Sampler(4).sample(logits) === 1);
+ * assert(new Sampler(4).sample(logits) === 1);
  * const a = new Sampler(4, { temperature: 1, topK: 2, seed: 7 });
  * const b = new Sampler(4, { temperature: 1, topK: 2, seed: 7 });
  * const id = a.sample(logits);
- * console.assert(id === b.sample(logits) && (id === 1 || id === 3));
+ * assert(id === b.sample(logits) && (id === 1 || id === 3));
  * ```
  */
 export class Sampler {

@@ -162,9 +162,12 @@ export class SparseFlashFfn implements FfnProvider {
       ? new Array<number>(nLayers).fill(options.windowK)
       : options.windowK;
     if (windowK.length !== nLayers || windowK.some((k) => !Number.isInteger(k) || k < 0)) {
-      throw new FlashlmError(`window size k must be a whole number >= 0 per layer, got ${options.windowK}`, {
-        kind: "usage",
-      });
+      throw new FlashlmError(
+        `window size k must be a whole number >= 0 per layer, got ${options.windowK}`,
+        {
+          kind: "usage",
+        },
+      );
     }
     this.model = model;
     this.resident = resident;
@@ -251,7 +254,13 @@ export class SparseFlashFfn implements FfnProvider {
     if (f16) {
       const rowValues = 2 * dModel;
       for (let j = 0; j < loads; j++) {
-        f16ToF32At(this.stagingHalf, j * rowValues, store.matrix, this.loadRows[j] * rowValues, rowValues);
+        f16ToF32At(
+          this.stagingHalf,
+          j * rowValues,
+          store.matrix,
+          this.loadRows[j] * rowValues,
+          rowValues,
+        );
       }
     }
     s.neuronsLoaded += loads;

@@ -13,12 +13,13 @@
  *
  * @example Encode and decode with a small synthetic vocabulary
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
  * const { vocabJson, mergesText } = buildByteLevelVocab(100);
  * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "vocab.json");
  * const ids = tok.encode("Hello, world!");
- * console.assert(ids[0] === tok.bosId);
- * console.assert(tok.decode(ids) === "Hello, world!");
+ * assert(ids[0] === tok.bosId);
+ * assert(tok.decode(ids) === "Hello, world!");
  * ```
  *
  * @module
@@ -41,12 +42,13 @@ import { FlashlmError } from "./errors.ts";
  *
  * @example The space and newline characters
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { bytesToUnicode } from "./tokenizer.ts";
  * const table = bytesToUnicode();
- * console.assert(table.length === 256);
- * console.assert(table[0x20] === "Ġ" && table[0x0a] === "Ċ" && table[0x41] === "A");
+ * assert(table.length === 256);
+ * assert(table[0x20] === "Ġ" && table[0x0a] === "Ċ" && table[0x41] === "A");
  * const inverse = new Map(table.map((ch, byte) => [ch, byte]));
- * console.assert(inverse.get("Ġ") === 0x20);
+ * assert(inverse.get("Ġ") === 0x20);
  * ```
  */
 export function bytesToUnicode(): string[] {
@@ -161,6 +163,23 @@ const SPECIAL_TOKENS: ReadonlySet<string> = new Set([
 /** Ids must stay below this: the decode table has one entry per id up to the largest. */
 const MAX_VOCAB_ID = 1 << 24;
 
+/**
+ * The largest id may exceed the number of tokens by at most this (gaps in the ids), so the
+ * decode tables stay proportional to the file's size.
+ */
+const MAX_ID_GAP = 1 << 16;
+
+/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
+
 /** A parsed, checked `vocab.json`. */
 interface Vocab {
   /** Token string -> id (the parsed JSON object; look up with `Object.hasOwn`). */
@@ -178,7 +197,9 @@ function parseVocab(text: string, file: string): Vocab {
   try {
     parsed = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (err) {
-    throw new FlashlmError(`vocab is not valid JSON (${(err as Error).message})`, {
+    // One line: V8 quotes the bad input, newlines included.
+    const detail = (err as Error).message.replace(/\s+/g, " ").slice(0, 200);
+    throw new FlashlmError(`vocab is not valid JSON (${detail})`, {
       file,
       cause: err,
     });
@@ -194,7 +215,7 @@ function parseVocab(text: string, file: string): Vocab {
     const id = ids[token];
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_ID) {
       throw new FlashlmError(
-        `token ${JSON.stringify(token)} has id ${JSON.stringify(id)}, expected an integer ` +
+        `token ${shown(token)} has id ${shown(id)}, expected an integer ` +
           `in [0, ${MAX_VOCAB_ID})`,
         { file },
       );
@@ -204,6 +225,13 @@ function parseVocab(text: string, file: string): Vocab {
     if (id > maxId) maxId = id;
   }
   if (count === 0) throw new FlashlmError("vocab is empty", { file });
+  if (maxId >= count + MAX_ID_GAP) {
+    throw new FlashlmError(
+      `the largest id is ${maxId} but there are only ${count} tokens (ids may skip at most ` +
+        `${MAX_ID_GAP} values in all)`,
+      { file },
+    );
+  }
   if (!Object.hasOwn(ids, "</s>")) {
     throw new FlashlmError("vocab has no </s> token (OPT's BOS and EOS)", { file, kind: "config" });
   }
@@ -251,15 +279,16 @@ const STREAM = { stream: true };
  *
  * @example Loading a model's tokenizer
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
  * const dir = await Deno.makeTempDir();
  * const { vocabJson, mergesText } = buildByteLevelVocab(50);
  * await Deno.writeTextFile(`${dir}/vocab.json`, vocabJson);
  * await Deno.writeTextFile(`${dir}/merges.txt`, mergesText);
  * const tok = await OptTokenizer.load(dir);
- * console.assert(tok.vocabCount === 4 + 256 + 50);
- * console.assert(tok.bosId === 2 && tok.eosId === 2 && tok.padId === 1 && tok.unkId === 3);
- * console.assert(tok.decode(tok.encode("the cat\n")) === "the cat\n");
+ * assert(tok.vocabCount === 4 + 256 + 50);
+ * assert(tok.bosId === 2 && tok.eosId === 2 && tok.padId === 1 && tok.unkId === 3);
+ * assert(tok.decode(tok.encode("the cat\n")) === "the cat\n");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -301,7 +330,7 @@ export class OptTokenizer {
     for (const token in vocab.ids) {
       const id = vocab.ids[token];
       if (start[id] >= 0) {
-        const message = `id ${id} is used by more than one token, one is ${JSON.stringify(token)}`;
+        const message = `id ${id} is used by more than one token, one is ${shown(token)}`;
         throw new FlashlmError(message, { file });
       }
       start[id] = end[id] = offset;
@@ -348,17 +377,18 @@ export class OptTokenizer {
    *
    * @example From in-memory files
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
    * const { vocabJson, mergesText, size } = buildByteLevelVocab(10);
    * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "demo/vocab.json");
-   * console.assert(tok.vocabCount === size);
+   * assert(tok.vocabCount === size);
    * let message = "";
    * try {
    *   OptTokenizer.fromFiles("[1, 2]", null, "demo/vocab.json");
    * } catch (err) {
    *   message = (err as Error).message;
    * }
-   * console.assert(message.startsWith("demo/vocab.json: "));
+   * assert(message.startsWith("demo/vocab.json: "));
    * ```
    */
   static fromFiles(vocabJsonText: string, mergesText: string | null, file: string): OptTokenizer {
@@ -372,6 +402,7 @@ export class OptTokenizer {
    *
    * @example A missing directory
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { OptTokenizer } from "./tokenizer.ts";
    * let message = "";
    * try {
@@ -379,7 +410,7 @@ export class OptTokenizer {
    * } catch (err) {
    *   message = (err as Error).message;
    * }
-   * console.assert(message.startsWith("/no/such/model/vocab.json: "));
+   * assert(message.startsWith("/no/such/model/vocab.json: "));
    * ```
    */
   static async load(dir: string): Promise<OptTokenizer> {
@@ -397,11 +428,12 @@ export class OptTokenizer {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
    * // With no multi-byte tokens every byte is its own token: id 4 + byte value.
-   * console.assert(tok.encode("Hi").join() === [2, 4 + 72, 4 + 105].join());
-   * console.assert(tok.encode("Hi", { addBos: false }).length === 2);
+   * assert(tok.encode("Hi").join() === [2, 4 + 72, 4 + 105].join());
+   * assert(tok.encode("Hi", { addBos: false }).length === 2);
    * ```
    */
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
@@ -435,11 +467,12 @@ export class OptTokenizer {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(20).vocabJson, null, "vocab.json");
    * const ids = tok.encode("naïve 🙂");
-   * console.assert(tok.decode(ids) === "naïve 🙂");
-   * console.assert(tok.decode([tok.eosId, 1 << 20]) === "");
+   * assert(tok.decode(ids) === "naïve 🙂");
+   * assert(tok.decode([tok.eosId, 1 << 20]) === "");
    * ```
    */
   decode(ids: ArrayLike<number>): string {
@@ -461,11 +494,12 @@ export class OptTokenizer {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
-   * console.assert(tok.tokenBytes(4 + 0x41)[0] === 0x41);
-   * console.assert(tok.tokenBytes(tok.eosId).length === 0);
-   * console.assert(new TextDecoder().decode(tok.tokenBytes(tok.unkId)) === "<unk>");
+   * assert(tok.tokenBytes(4 + 0x41)[0] === 0x41);
+   * assert(tok.tokenBytes(tok.eosId).length === 0);
+   * assert(new TextDecoder().decode(tok.tokenBytes(tok.unkId)) === "<unk>");
    * ```
    */
   tokenBytes(id: number): Uint8Array {
@@ -477,12 +511,13 @@ export class OptTokenizer {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
    * const stream = tok.streamDecoder();
    * let text = "";
    * for (const id of tok.encode("ok 🙂", { addBos: false })) text += stream.push(id);
-   * console.assert(text + stream.flush() === "ok 🙂");
+   * assert(text + stream.flush() === "ok 🙂");
    * ```
    */
   streamDecoder(): TokenStreamDecoder {
@@ -500,14 +535,15 @@ export class OptTokenizer {
  *
  * @example An emoji split across byte tokens
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
  * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
  * const stream = tok.streamDecoder();
  * const ids = tok.encode("🙂", { addBos: false }); // 4 byte tokens
- * console.assert(ids.length === 4);
- * console.assert(stream.push(ids[0]) === "" && stream.push(ids[1]) === "");
- * console.assert(stream.push(ids[2]) === "" && stream.push(ids[3]) === "🙂");
- * console.assert(stream.flush() === "");
+ * assert(ids.length === 4);
+ * assert(stream.push(ids[0]) === "" && stream.push(ids[1]) === "");
+ * assert(stream.push(ids[2]) === "" && stream.push(ids[3]) === "🙂");
+ * assert(stream.flush() === "");
  * ```
  */
 export class TokenStreamDecoder {
@@ -579,12 +615,13 @@ function gpt2MergeOf(id: number, ranks: Map<string, number>): [string, string] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { buildByteLevelVocab } from "./tokenizer.ts";
  * const { vocabJson, mergesText, size } = buildByteLevelVocab(3);
  * const vocab = JSON.parse(vocabJson);
- * console.assert(size === 263 && Object.keys(vocab).length === 263);
- * console.assert(vocab["</s>"] === 2 && vocab["Ġ"] === 4 + 32 && vocab["Ġt"] === 260);
- * console.assert(mergesText.split("\n")[1] === "Ġ t");
+ * assert(size === 263 && Object.keys(vocab).length === 263);
+ * assert(vocab["</s>"] === 2 && vocab["Ġ"] === 4 + 32 && vocab["Ġt"] === 260);
+ * assert(mergesText.split("\n")[1] === "Ġ t");
  * ```
  */
 export function buildByteLevelVocab(

@@ -130,7 +130,9 @@ export async function trainPredictor(
   }
   const ranks = options.ranks ?? defaultRanks(config.nLayers, config.dModel, config.dFfn);
   if (ranks.length !== config.nLayers) {
-    throw new FlashlmError(`${ranks.length} ranks given for ${config.nLayers} layers`, { kind: "usage" });
+    throw new FlashlmError(`${ranks.length} ranks given for ${config.nLayers} layers`, {
+      kind: "usage",
+    });
   }
   const heldOutFraction = options.heldOutFraction ?? 0.1;
   const maxWindow = options.maxWindow ?? 16;
@@ -215,7 +217,12 @@ function windowStatistics(
   }
   const p = predicted.result();
   const o = truth.result();
-  return { sAgg: p.sAgg, newPerToken: p.newPerToken, oracleSAgg: o.sAgg, oracleNewPerToken: o.newPerToken };
+  return {
+    sAgg: p.sAgg,
+    newPerToken: p.newPerToken,
+    oracleSAgg: o.sAgg,
+    oracleNewPerToken: o.newPerToken,
+  };
 }
 
 /**
@@ -241,9 +248,15 @@ export function formatReport(report: PredictorReport): string {
     const m = l.metrics;
     const f = (n: number): string => pct(n / report.dFfn);
     lines.push(
-      `${String(l.layer).padStart(5)} ${String(l.rank).padStart(5)}  ${l.threshold.toFixed(3)} ${pct(m.recall)}  ` +
-        `${m.predictedOverActual.toFixed(2).padStart(8)} ${pct(m.falseNegativeRate)}  ${pct(m.falsePositiveRate)}  ` +
-        `${pct(m.activeFraction)}  ${f(l.sAgg[3] ?? NaN)}  ${f(l.newPerToken[0])} ${f(l.newPerToken[3] ?? NaN)} ` +
+      `${String(l.layer).padStart(5)} ${String(l.rank).padStart(5)}  ${l.threshold.toFixed(3)} ${
+        pct(m.recall)
+      }  ` +
+        `${m.predictedOverActual.toFixed(2).padStart(8)} ${pct(m.falseNegativeRate)}  ${
+          pct(m.falsePositiveRate)
+        }  ` +
+        `${pct(m.activeFraction)}  ${f(l.sAgg[3] ?? NaN)}  ${f(l.newPerToken[0])} ${
+          f(l.newPerToken[3] ?? NaN)
+        } ` +
         `${f(l.newPerToken[7] ?? NaN)} (${f(l.oracleNewPerToken[3] ?? NaN).trim()})`,
     );
   }

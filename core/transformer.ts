@@ -50,9 +50,10 @@ interface RunState {
  *
  * @example Running a token through a model
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import type { Transformer } from "./transformer.ts";
  * const nextLogits = async (t: Transformer): Promise<Float32Array> => await t.forward(2, 0);
- * console.assert(typeof nextLogits === "function");
+ * assert(typeof nextLogits === "function");
  * ```
  */
 export class Transformer {

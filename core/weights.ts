@@ -81,13 +81,14 @@ export interface TensorSpec {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { residentTensorSpecs } from "./weights.ts";
  * import type { ModelConfig } from "./config.ts";
  * const config = { dModel: 8, dFfn: 32, nLayers: 1, vocabSize: 16, maxPositions: 4,
  *   positionOffset: 2, wordEmbedProjDim: 8, layerNormBefore: true } as ModelConfig;
  * const specs = residentTensorSpecs(config);
- * console.assert(specs[0].name === "embed_tokens.weight");
- * console.assert(specs.some((s) => s.name === "layers.0.fc1.bias"));
+ * assert(specs[0].name === "embed_tokens.weight");
+ * assert(specs.some((s) => s.name === "layers.0.fc1.bias"));
  * ```
  */
 export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
@@ -142,10 +143,11 @@ export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { ffnTensorSpecs } from "./weights.ts";
  * import type { ModelConfig } from "./config.ts";
  * const [fc1, fc2] = ffnTensorSpecs({ dModel: 8, dFfn: 32 } as ModelConfig, 3);
- * console.assert(fc1.name === "layers.3.fc1.weight" && fc2.shape.join() === "8,32");
+ * assert(fc1.name === "layers.3.fc1.weight" && fc2.shape.join() === "8,32");
  * ```
  */
 export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec, TensorSpec] {
@@ -164,6 +166,7 @@ export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec,
  *
  * @example Loading from an in-memory source
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadResidentWeights, residentTensorSpecs, type TensorSource } from "./weights.ts";
  * import type { ModelConfig } from "./config.ts";
  * const config = { dModel: 4, dFfn: 8, nLayers: 1, nHeads: 1, vocabSize: 6, maxPositions: 4,
@@ -174,7 +177,7 @@ export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec,
  *   readF32: (_name, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
  * };
  * const w = await loadResidentWeights(config, source);
- * console.assert(w.lmHead === w.tokenEmbedding && w.layers.length === 1);
+ * assert(w.lmHead === w.tokenEmbedding && w.layers.length === 1);
  * ```
  */
 export async function loadResidentWeights(
@@ -233,6 +236,7 @@ export async function loadResidentWeights(
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { loadDenseFfnWeights, type TensorSource } from "./weights.ts";
  * import type { ModelConfig } from "./config.ts";
  * const source: TensorSource = {
@@ -241,7 +245,7 @@ export async function loadResidentWeights(
  *   readF32: (_name, shape) => Promise.resolve(new Float32Array(shape[0] * shape[1])),
  * };
  * const ffn = await loadDenseFfnWeights({ dModel: 4, dFfn: 8, nLayers: 2 } as ModelConfig, source);
- * console.assert(ffn.length === 2 && ffn[0].fc1.length === 32);
+ * assert(ffn.length === 2 && ffn[0].fc1.length === 32);
  * ```
  */
 export async function loadDenseFfnWeights(

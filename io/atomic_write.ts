@@ -24,12 +24,13 @@ import { FlashlmError } from "../core/errors.ts";
  *
  * @example Writing to a temporary file
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { writeAll } from "./atomic_write.ts";
  * const path = await Deno.makeTempFile();
  * const file = await Deno.open(path, { write: true });
  * await writeAll(file, new Uint8Array([1, 2, 3]));
  * file.close();
- * console.assert((await Deno.readFile(path)).length === 3);
+ * assert((await Deno.readFile(path)).length === 3);
  * await Deno.remove(path);
  * ```
  */
@@ -59,6 +60,7 @@ export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<vo
  *
  * @example Reading the middle of a file
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { readExactly } from "./atomic_write.ts";
  * const path = await Deno.makeTempFile();
  * await Deno.writeFile(path, new Uint8Array([10, 11, 12, 13, 14]));
@@ -66,7 +68,7 @@ export async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<vo
  * const dest = new Uint8Array(2);
  * await readExactly(file, dest, 2, path);
  * file.close();
- * console.assert(dest[0] === 12 && dest[1] === 13);
+ * assert(dest[0] === 12 && dest[1] === 13);
  * await Deno.remove(path);
  * ```
  */
@@ -112,11 +114,12 @@ function ioError(what: string, path: string, cause: unknown): FlashlmError {
  *
  * @example Replacing a file's content
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { atomicWriteFile, writeAll } from "./atomic_write.ts";
  * const dir = await Deno.makeTempDir();
  * const path = `${dir}/out.bin`;
  * await atomicWriteFile(path, (file) => writeAll(file, new Uint8Array([7, 8, 9])));
- * console.assert((await Deno.readFile(path))[2] === 9);
+ * assert((await Deno.readFile(path))[2] === 9);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -723,8 +723,9 @@ export function formatBenchIoTable(report: BenchIoReport): string {
 }
 
 /**
- * Write `bench-io.json` (the report), `bench-io.txt` (the table) and
- * `bench-io-<source>.svg` (throughput vs chunk size, one line per depth) into `dir`.
+ * Write `bench-io.json` (the report), `bench-io.txt` (the table),
+ * `bench-io-<source>.svg` (throughput vs chunk size, one line per depth) and
+ * `bench-io-depth<d>.svg` (the same at the largest depth d, one line per source) into `dir`.
  */
 async function writeReport(report: BenchIoReport, dir: string): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
@@ -755,4 +756,21 @@ async function writeReport(report: BenchIoReport, dir: string): Promise<void> {
     });
     await Deno.writeTextFile(`${dir}/bench-io-${source}.svg`, svg);
   }
+  const depth = depths[depths.length - 1];
+  const svg = lineChart({
+    title: `random reads, cold cache, ${depth} in flight (${formatByteSize(report.fileSize)} file)`,
+    xLabel: "chunk size",
+    yLabel: "MB/s",
+    xLog: true,
+    xTicks: chunks.map((c) => ({ value: c, label: formatByteSize(c) })),
+    series: report.sources.map((source) => ({
+      name: source,
+      points: chunks.map((c): [number, number] => [
+        c,
+        report.points.find((p) => p.source === source && p.chunkBytes === c && p.depth === depth)
+          ?.mbps ?? NaN,
+      ]),
+    })),
+  });
+  await Deno.writeTextFile(`${dir}/bench-io-depth${depth}.svg`, svg);
 }

@@ -46,8 +46,9 @@ function buildTables(): Uint32Array {
  *
  * @example Known value
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { crc32Naive } from "./crc32.ts";
- * console.assert(crc32Naive(new TextEncoder().encode("123456789")) === 0xcbf43926);
+ * assert(crc32Naive(new TextEncoder().encode("123456789")) === 0xcbf43926);
  * ```
  */
 export function crc32Naive(data: Uint8Array, previous = 0): number {
@@ -72,10 +73,11 @@ export function crc32Naive(data: Uint8Array, previous = 0): number {
  *
  * @example Known value, and incremental use
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { crc32 } from "./crc32.ts";
  * const bytes = new TextEncoder().encode("123456789");
- * console.assert(crc32(bytes) === 0xcbf43926);
- * console.assert(crc32(bytes.subarray(4), crc32(bytes.subarray(0, 4))) === 0xcbf43926);
+ * assert(crc32(bytes) === 0xcbf43926);
+ * assert(crc32(bytes.subarray(4), crc32(bytes.subarray(0, 4))) === 0xcbf43926);
  * ```
  */
 export function crc32(data: Uint8Array, previous = 0): number {

@@ -24,9 +24,10 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../kernels/f16.ts";
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import type { SafetensorsDtype } from "./safetensors.ts";
  * const dtype: SafetensorsDtype = "F16";
- * console.assert(dtype === "F16");
+ * assert(dtype === "F16");
  * ```
  */
 export type SafetensorsDtype =
@@ -73,9 +74,10 @@ const MAX_HEADER_BYTES = 100_000_000;
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import type { TensorInfo } from "./safetensors.ts";
  * const info: TensorInfo = { name: "w", dtype: "F32", shape: [2, 3], begin: 64, end: 88 };
- * console.assert(info.end - info.begin === 2 * 3 * 4);
+ * assert(info.end - info.begin === 2 * 3 * 4);
  * ```
  */
 export interface TensorInfo {
@@ -96,6 +98,7 @@ export interface TensorInfo {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import type { SafetensorsHeader } from "./safetensors.ts";
  * const header: SafetensorsHeader = {
  *   path: "empty.safetensors",
@@ -104,7 +107,7 @@ export interface TensorInfo {
  *   tensors: new Map(),
  *   metadata: {},
  * };
- * console.assert(header.tensors.size === 0);
+ * assert(header.tensors.size === 0);
  * ```
  */
 export interface SafetensorsHeader {
@@ -125,9 +128,10 @@ export interface SafetensorsHeader {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import type { TensorToWrite } from "./safetensors.ts";
  * const t: TensorToWrite = { name: "bias", dtype: "F16", shape: [3], data: new Float32Array(3) };
- * console.assert(t.data.length === 3);
+ * assert(t.data.length === 3);
  * ```
  */
 export interface TensorToWrite {
@@ -163,6 +167,23 @@ function isDtype(v: unknown): v is SafetensorsDtype {
 
 function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
+function shown(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}
+
+/** An error's message on one line (JSON.parse quotes the bad input, newlines included). */
+function oneLine(err: unknown): string {
+  const text = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ");
+  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
 }
 
 /**
@@ -214,6 +235,7 @@ function headerLength(prefix: Uint8Array, fileSize: number, path: string): numbe
  *
  * @example Parsing an in-memory file
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { parseSafetensorsHeader } from "./safetensors.ts";
  * const json = new TextEncoder().encode(
  *   '{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
@@ -223,7 +245,7 @@ function headerLength(prefix: Uint8Array, fileSize: number, path: string): numbe
  * bytes.set(json, 8);
  * const header = parseSafetensorsHeader(bytes, bytes.length, "mem.safetensors");
  * const w = header.tensors.get("w")!;
- * console.assert(w.begin === 8 + json.length && w.end === bytes.length);
+ * assert(w.begin === 8 + json.length && w.end === bytes.length);
  * ```
  */
 export function parseSafetensorsHeader(
@@ -248,8 +270,7 @@ export function parseSafetensorsHeader(
     );
     parsed = JSON.parse(text);
   } catch (err) {
-    const detail = err instanceof Error ? err.message : String(err);
-    throw formatError(`header is not valid UTF-8 JSON: ${detail}`, path);
+    throw formatError(`header is not valid UTF-8 JSON: ${oneLine(err)}`, path);
   }
   if (!isPlainObject(parsed)) {
     throw formatError("header is not a JSON object", path);
@@ -292,7 +313,7 @@ function parseMetadata(entry: unknown, path: string): Record<string, string> {
   const pairs: [string, string][] = [];
   for (const [key, value] of Object.entries(entry)) {
     if (typeof value !== "string") {
-      throw formatError(`"__metadata__" value of "${key}" is not a string`, path);
+      throw formatError(`"__metadata__" value of ${shown(key)} is not a string`, path);
     }
     pairs.push([key, value]);
   }
@@ -307,13 +328,13 @@ function parseEntry(
   dataSize: number,
   path: string,
 ): TensorInfo {
-  const where = `tensor "${name}"`;
+  const where = `tensor ${shown(name)}`;
   if (!isPlainObject(entry)) throw formatError(`${where} is not an object`, path);
 
   const { dtype, shape, data_offsets: offsets } = entry;
   if (dtype === undefined) throw formatError(`${where} has no "dtype"`, path);
   if (!isDtype(dtype)) {
-    throw formatError(`${where} has unknown dtype ${JSON.stringify(dtype)}`, path);
+    throw formatError(`${where} has unknown dtype ${shown(dtype)}`, path);
   }
   if (shape === undefined) throw formatError(`${where} has no "shape"`, path);
   if (!Array.isArray(shape) || !shape.every(isCount)) {
@@ -330,7 +351,7 @@ function parseEntry(
   let bytes = DTYPE_SIZE[dtype];
   for (const dim of shape as number[]) {
     if (dim !== 0 && bytes > Number.MAX_SAFE_INTEGER / dim) {
-      throw formatError(`${where} shape [${shape.join(", ")}] overflows its byte size`, path);
+      throw formatError(`${where} shape ${shown(shape)} overflows its byte size`, path);
     }
     bytes *= dim;
   }
@@ -345,7 +366,7 @@ function parseEntry(
   }
   if (end - begin !== bytes) {
     throw formatError(
-      `${where} is ${end - begin} bytes but ${dtype} shape [${shape.join(", ")}] needs ${bytes}`,
+      `${where} is ${end - begin} bytes but ${dtype} shape ${shown(shape)} needs ${bytes}`,
       path,
     );
   }
@@ -380,13 +401,14 @@ async function openForRead(path: string): Promise<Deno.FsFile> {
  *
  * @example Listing a file's tensors
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { readSafetensorsHeader, writeSafetensors } from "./safetensors.ts";
  * const dir = await Deno.makeTempDir();
  * await writeSafetensors(`${dir}/a.safetensors`, [
  *   { name: "w", dtype: "F16", shape: [2, 2], data: new Float32Array([1, 2, 3, 4]) },
  * ]);
  * const header = await readSafetensorsHeader(`${dir}/a.safetensors`);
- * console.assert(header.tensors.get("w")!.shape.join() === "2,2");
+ * assert(header.tensors.get("w")!.shape.join() === "2,2");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -428,6 +450,7 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
  *
  * @example Reading back a BF16 tensor
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { readSafetensorsHeader, readTensorF32, writeSafetensors } from "./safetensors.ts";
  * const dir = await Deno.makeTempDir();
  * const path = `${dir}/b.safetensors`;
@@ -435,7 +458,7 @@ export async function readSafetensorsHeader(path: string): Promise<SafetensorsHe
  *   { name: "b", dtype: "BF16", shape: [3], data: new Float32Array([1, -2, 0.5]) },
  * ]);
  * const values = await readTensorF32(await readSafetensorsHeader(path), "b");
- * console.assert(values[1] === -2 && values[2] === 0.5);
+ * assert(values[1] === -2 && values[2] === 0.5);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -477,14 +500,15 @@ export async function readTensorF32(
  *
  * @example Opening a directory holding model.safetensors
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
  * const dir = await Deno.makeTempDir();
  * await writeSafetensors(`${dir}/model.safetensors`, [
  *   { name: "w", dtype: "F32", shape: [2], data: new Float32Array([3, 4]) },
  * ]);
  * const ckpt = await Checkpoint.open(dir);
- * console.assert(ckpt.has("w") && !ckpt.has("x"));
- * console.assert((await ckpt.readF32("w"))[1] === 4);
+ * assert(ckpt.has("w") && !ckpt.has("x"));
+ * assert((await ckpt.readF32("w"))[1] === 4);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -511,6 +535,7 @@ export class Checkpoint {
    *
    * @example Opening a file directly
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * const path = `${dir}/weights.safetensors`;
@@ -518,7 +543,7 @@ export class Checkpoint {
    *   { name: "a", dtype: "F16", shape: [1], data: new Float32Array([1]) },
    * ]);
    * const ckpt = await Checkpoint.open(path);
-   * console.assert(ckpt.names().join() === "a" && ckpt.path === path);
+   * assert(ckpt.names().join() === "a" && ckpt.path === path);
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -554,13 +579,14 @@ export class Checkpoint {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * await writeSafetensors(`${dir}/model.safetensors`, [
    *   { name: "x", dtype: "F32", shape: [0], data: new Float32Array(0) },
    *   { name: "y", dtype: "F32", shape: [1], data: new Float32Array(1) },
    * ]);
-   * console.assert((await Checkpoint.open(dir)).names().join() === "x,y");
+   * assert((await Checkpoint.open(dir)).names().join() === "x,y");
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -576,13 +602,14 @@ export class Checkpoint {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * await writeSafetensors(`${dir}/model.safetensors`, [
    *   { name: "x", dtype: "F32", shape: [1], data: new Float32Array(1) },
    * ]);
    * const ckpt = await Checkpoint.open(dir);
-   * console.assert(ckpt.has("x") && !ckpt.has("lm_head.weight"));
+   * assert(ckpt.has("x") && !ckpt.has("lm_head.weight"));
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -599,13 +626,14 @@ export class Checkpoint {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * await writeSafetensors(`${dir}/model.safetensors`, [
    *   { name: "x", dtype: "BF16", shape: [2, 5], data: new Float32Array(10) },
    * ]);
    * const info = (await Checkpoint.open(dir)).info("x");
-   * console.assert(info.dtype === "BF16" && info.end - info.begin === 20);
+   * assert(info.dtype === "BF16" && info.end - info.begin === 20);
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -629,12 +657,13 @@ export class Checkpoint {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * await writeSafetensors(`${dir}/model.safetensors`, [
    *   { name: "x", dtype: "F32", shape: [1], data: new Float32Array(1) },
    * ]);
-   * console.assert((await Checkpoint.open(dir)).fileOf("x").endsWith("model.safetensors"));
+   * assert((await Checkpoint.open(dir)).fileOf("x").endsWith("model.safetensors"));
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -652,13 +681,14 @@ export class Checkpoint {
    *
    * @example
    * ```ts
+   * import { strict as assert } from "node:assert";
    * import { Checkpoint, writeSafetensors } from "./safetensors.ts";
    * const dir = await Deno.makeTempDir();
    * await writeSafetensors(`${dir}/model.safetensors`, [
    *   { name: "x", dtype: "F16", shape: [2], data: new Float32Array([0.25, -8]) },
    * ]);
    * const x = await (await Checkpoint.open(dir)).readF32("x");
-   * console.assert(x[0] === 0.25 && x[1] === -8);
+   * assert(x[0] === 0.25 && x[1] === -8);
    * await Deno.remove(dir, { recursive: true });
    * ```
    */
@@ -696,8 +726,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    const detail = err instanceof Error ? err.message : String(err);
-    throw formatError(`checkpoint index is not valid JSON: ${detail}`, indexPath);
+    throw formatError(`checkpoint index is not valid JSON: ${oneLine(err)}`, indexPath);
   }
   if (!isPlainObject(parsed) || !isPlainObject(parsed.weight_map)) {
     throw formatError(`checkpoint index has no "weight_map" object`, indexPath);
@@ -710,7 +739,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
       shard.split(/[\\/]/).includes("..")
     ) {
       throw formatError(
-        `weight_map entry "${name}" is not a relative shard file name: ${JSON.stringify(shard)}`,
+        `weight_map entry ${shown(name)} is not a relative shard file name: ${shown(shard)}`,
         indexPath,
       );
     }
@@ -722,7 +751,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
   for (const shard of new Set(shardOf.values())) {
     const shardPath = join(dir, shard);
     if (!(await exists(shardPath))) {
-      throw formatError(`shard "${shard}" listed in weight_map does not exist`, indexPath);
+      throw formatError(`shard ${shown(shard)} listed in weight_map does not exist`, indexPath);
     }
     headers.set(shard, await readSafetensorsHeader(shardPath));
   }
@@ -732,7 +761,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
     const header = headers.get(shard)!;
     if (!header.tensors.has(name)) {
       throw formatError(
-        `weight_map puts tensor "${name}" in shard "${shard}", which does not contain it`,
+        `weight_map puts tensor ${shown(name)} in shard ${shown(shard)}, which does not contain it`,
         indexPath,
       );
     }
@@ -763,6 +792,7 @@ const WRITE_CHUNK = 1 << 16;
  *
  * @example Writing F32 and F16 tensors with metadata
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { readSafetensorsHeader, writeSafetensors } from "./safetensors.ts";
  * const dir = await Deno.makeTempDir();
  * const path = `${dir}/m.safetensors`;
@@ -771,7 +801,7 @@ const WRITE_CHUNK = 1 << 16;
  *   { name: "b", dtype: "F16", shape: [2], data: new Float32Array([5, 6]) },
  * ], { format: "pt" });
  * const header = await readSafetensorsHeader(path);
- * console.assert(header.dataOffset % 8 === 0 && header.metadata.format === "pt");
+ * assert(header.dataOffset % 8 === 0 && header.metadata.format === "pt");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

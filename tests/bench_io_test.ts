@@ -133,6 +133,8 @@ Deno.test("a small sweep measures every backend at every point and writes JSON, 
       assert(svg.startsWith("<svg") && svg.includes("1 in flight") && svg.includes("4 in flight"));
       assert.equal(svg.match(/<polyline/g)?.length, 2); // one line per depth
     }
+    const perSource = await Deno.readTextFile(`${dir}/out/bench-io-depth4.svg`);
+    assert.equal(perSource.match(/<polyline/g)?.length, backends.length); // one line per source
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -165,7 +167,7 @@ Deno.test("fio runs at the same point when installed, buffered psync and O_DIREC
   }
 });
 
-Deno.test("cli bench io runs a tiny sweep, and bench <model> is a usage error for now", async () => {
+Deno.test("cli bench io runs a tiny sweep and refuses an unknown backend", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flashlm-bench-test-" });
   try {
     const ok = await runCli([
@@ -192,9 +194,6 @@ Deno.test("cli bench io runs a tiny sweep, and bench <model> is a usage error fo
     assert.match(ok.stdout, /fs-pool MB\/s/);
     assert((await Deno.stat(`${dir}/out/bench-io-fs-pool.svg`)).isFile);
 
-    const model = await runCli(["bench", `${dir}/model.flm`]);
-    assert.equal(model.code, 2);
-    assert.match(model.stderr, /bench <model> is not implemented yet; use bench io <file>/);
     const backend = await runCli(["bench", "io", `${dir}/data.bin`, "--backend", "mmap"]);
     assert.equal(backend.code, 2);
     assert.match(backend.stderr, /unknown backend "mmap"/);

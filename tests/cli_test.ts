@@ -103,7 +103,9 @@ Deno.test("--help lists every command, and each command's help lists its options
 Deno.test("generate --memory --stats writes per-token telemetry whose sums match the summary", async () => {
   const cache = await Deno.makeTempDir();
   const out = `${cache}/stats.json`;
-  const r = await runCli(["--memory", "60%", "--max-tokens", "6", "--stats", out], { FLASHLM_CACHE: cache });
+  const r = await runCli(["--memory", "60%", "--max-tokens", "6", "--stats", out], {
+    FLASHLM_CACHE: cache,
+  });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /memory plan: budget/);
   const json = JSON.parse(await Deno.readTextFile(out));

@@ -88,20 +88,31 @@ Deno.test({
 });
 
 Deno.test({
-  name: "on the real OPT checkpoint, flashlm's own predictor reaches 95% held-out recall and keeps perplexity within 2%",
+  name:
+    "on the real OPT checkpoint, flashlm's own predictor reaches 95% held-out recall and keeps perplexity within 2%",
   ignore: !present,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "flashlm-real-pred-" });
     const flm = `${dir}/tiny.flm`;
     await convertHfToFlash(REAL_MODEL_DIR, flm, { dtype: "f16" });
-    const report = await trainPredictor(flm, flm, { textPath: HELDOUT_TEXT, windows: 32, epochs: 4 });
+    const report = await trainPredictor(flm, flm, {
+      textPath: HELDOUT_TEXT,
+      windows: 32,
+      epochs: 4,
+    });
     console.log(formatReport(report));
     for (const layer of report.layers) {
-      assert.ok(layer.metrics.recall >= 0.95, `layer ${layer.layer} recall ${layer.metrics.recall}`);
+      assert.ok(
+        layer.metrics.recall >= 0.95,
+        `layer ${layer.layer} recall ${layer.metrics.recall}`,
+      );
       assert.ok(layer.metrics.heldOutSamples > 500);
     }
     const dense = await loadModel(flm, { mode: "dense" });
-    const sparse = await loadModel(flm, { mode: "sparse", memory: { kind: "ffn-percent", percent: 50 } });
+    const sparse = await loadModel(flm, {
+      mode: "sparse",
+      memory: { kind: "ffn-percent", percent: 50 },
+    });
     const ids = await readCorpus(HELDOUT_TEXT, dense.tokenizer);
     const windows = corpusWindows(ids, 256, 3, 2, "end"); // text the predictor never saw
     const d = await perplexity(dense, windows);
@@ -110,9 +121,14 @@ Deno.test({
     const share = s.ffn.bytesRead / s.forwardPasses / ffnBytes;
     console.log(
       `dense ppl ${d.perplexity.toFixed(2)}, sparse ppl ${s.perplexity.toFixed(2)}, ` +
-        `top-1 agreement ${(100 * agreement(d.argmax, s.argmax)).toFixed(1)}%, FFN read per token ${(100 * share).toFixed(2)}%`,
+        `top-1 agreement ${(100 * agreement(d.argmax, s.argmax)).toFixed(1)}%, FFN read per token ${
+          (100 * share).toFixed(2)
+        }%`,
     );
-    assert.ok(Math.abs(s.perplexity / d.perplexity - 1) <= 0.02, "sparse perplexity within 2% of dense");
+    assert.ok(
+      Math.abs(s.perplexity / d.perplexity - 1) <= 0.02,
+      "sparse perplexity within 2% of dense",
+    );
     assert.ok(share < 0.5, "the window saves most of the FFN reads");
     dense.close();
     sparse.close();

@@ -5,7 +5,7 @@ import { loadModel, type LoadOptions } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { NeuronStore } from "../core/neuron_store.ts";
 import { Rng } from "../core/sampler.ts";
-import { SparseFlashFfn } from "../core/sparse_ffn.ts";
+import type { SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 
 Deno.test("swap-delete keeps the neuron store identical to a reference set over 10,000 random steps", () => {
@@ -31,7 +31,9 @@ Deno.test("swap-delete keeps the neuron store identical to a reference set over 
         const n = store.pointer[r];
         assert.equal(store.rowOf[n], r);
         assert.equal(store.bias[r], n + 0.5);
-        for (let j = 0; j < rowValues; j++) assert.equal(store.matrix[r * rowValues + j], n, "row moved with its neuron");
+        for (let j = 0; j < rowValues; j++) {
+          assert.equal(store.matrix[r * rowValues + j], n, "row moved with its neuron");
+        }
       }
       for (let n = 0; n < numNeurons; n++) assert.equal(store.rowOf[n] >= 0, reference.has(n));
     }
@@ -56,7 +58,9 @@ async function fixture(): Promise<{ dir: string; flm: string }> {
 const CASES: [string, LoadOptions][] = [
   ["window k = 1, every neuron may stay", { windowK: 1 }],
   ["window k = 4, every neuron may stay", { windowK: 4 }],
-  ["a 50% FFN budget (rows capped, least recently active evicted)", { memory: { kind: "ffn-percent", percent: 50 } }],
+  ["a 50% FFN budget (rows capped, least recently active evicted)", {
+    memory: { kind: "ffn-percent", percent: 50 },
+  }],
 ];
 
 for (const [what, options] of CASES) {
@@ -69,13 +73,19 @@ for (const [what, options] of CASES) {
     const b = await logitsPerPosition(sparse, ids);
     const ffn = sparse.transformer.ffn as SparseFlashFfn;
     assert.ok(ffn.stats.neuronsPredicted > 0);
-    assert.ok(ffn.stats.neuronsPredicted < ids.length * TINY.nLayers! * TINY.dFfn!, "the model is sparse");
+    assert.ok(
+      ffn.stats.neuronsPredicted < ids.length * TINY.nLayers! * TINY.dFfn!,
+      "the model is sparse",
+    );
     if (options.memory) {
       assert.ok(ffn.stores.every((s) => s.capacity < TINY.dFfn!), "rows are capped");
       assert.ok(ffn.stats.neuronsEvicted > 0);
     }
     for (let pos = 0; pos < ids.length; pos++) {
-      assert.ok(maxAbsDiff(a[pos], b[pos]) <= 1e-5, `position ${pos}: ${maxAbsDiff(a[pos], b[pos])}`);
+      assert.ok(
+        maxAbsDiff(a[pos], b[pos]) <= 1e-5,
+        `position ${pos}: ${maxAbsDiff(a[pos], b[pos])}`,
+      );
     }
     dense.close();
     sparse.close();
@@ -91,7 +101,7 @@ Deno.test("with window k the bytes read per token equal the newly needed neurons
   const dense = await loadModel(flm, { mode: "dense" });
   const capture = await captureActivations(dense, [prompt], `${dir}/capture`);
   dense.close();
-  const masks = [];
+  const masks: Uint8Array[] = [];
   for (let l = 0; l < TINY.nLayers!; l++) masks.push((await readCapturedLayer(capture, l)).mask);
   const dFfn = TINY.dFfn!;
   const activeAt = (l: number, t: number): Set<number> => {
@@ -100,7 +110,12 @@ Deno.test("with window k the bytes read per token equal the newly needed neurons
     return s;
   };
 
-  const sparse = await loadModel(flm, { mode: "sparse", predictor: "oracle", windowK: k, keepStale: false });
+  const sparse = await loadModel(flm, {
+    mode: "sparse",
+    predictor: "oracle",
+    windowK: k,
+    keepStale: false,
+  });
   const gen = new Generation(sparse, prompt, { maxTokens: 1, telemetry: true });
   for await (const _ of gen) { /* run the prompt */ }
   const bundleBytes = 2 * TINY.dModel! * 4;

@@ -1,0 +1,334 @@
+/**
+ * The baselines flashlm is measured against (*LLM in a Flash*, Tables 2 and 3), as FFN
+ * providers beside `DenseFfn` and `FlashNaiveFfn` (core/ffn.ts):
+ *
+ * - {@linkcode HybridFfn}: the paper's "hybrid": the first `pinned[l]` neurons of each
+ *   layer stay in DRAM (their whole bundles, f32), the rest of the layer is read from
+ *   flash every token in one contiguous read; the FFN is computed densely.
+ * - {@linkcode PageCacheFfn}: an mmap-style engine: every FFN layer is read every token
+ *   with plain buffered reads and the kernel's page cache keeps what it can. The budget
+ *   is held by {@linkcode PageCacheFfn.holdBudget} (`posix_fadvise(DONTNEED)` on each
+ *   layer's bytes beyond its share), i.e. the best a page cache of that size can do on
+ *   this access pattern: a fixed part of every layer stays cached, the rest is re-read.
+ * - {@linkcode DenseF16Ffn}: all FFN weights in DRAM as stored (f16), decoded per layer
+ *   per token: the dense-DRAM point for models whose f32 FFN does not fit in DRAM.
+ *
+ * @module
+ */
+
+import { readExactly } from "../io/atomic_write.ts";
+import { type FlashReader, ReadBatch } from "../io/reader.ts";
+import { cString, libc } from "../io/runtime.ts";
+import { ffnBundled } from "../kernels/ffn_bundled.ts";
+import { FlashlmError } from "./errors.ts";
+import { type FfnProvider, type FfnStats, FlashNaiveFfn, newFfnStats } from "./ffn.ts";
+import { decodeValues, type FlashModelFile, layerAsBundles } from "./flash_format.ts";
+import type { ResidentWeights } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// Hybrid: part of every layer pinned in DRAM, the rest streamed every token
+
+/**
+ * The paper's hybrid baseline: neurons `0 .. pinned[l] - 1` of layer l are held in DRAM
+ * as f32 bundles; neurons `pinned[l] .. dFfn - 1` (contiguous on flash in the bundled
+ * layout) are read with one batch every token. The output is the dense FFN's.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { HybridFfn } from "./baselines.ts";
+ * assert.equal(typeof HybridFfn.open, "function"); // see tests/bench_test.ts for a full run
+ * ```
+ */
+export class HybridFfn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "hybrid";
+  /** Cumulative counters. */
+  readonly stats: FfnStats = newFfnStats();
+  /** Neurons of each layer held in DRAM (the first ones). */
+  readonly pinned: number[];
+  /** Per layer: the pinned bundles, (pinned[l], 2 * dModel) f32. */
+  readonly pinnedBundles: Float32Array[];
+  private model: FlashModelFile;
+  private resident: ResidentWeights;
+  private reader: FlashReader;
+  private batch = new ReadBatch(1);
+  private raw: Uint8Array; // (dFfn * bundleBytes) the streamed part as stored
+  private streamed: Float32Array; // (dFfn, 2 * dModel) the streamed part as f32
+  private partial: Float32Array; // (dModel) the streamed part's output
+
+  private constructor(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    reader: FlashReader,
+    pinned: number[],
+    pinnedBundles: Float32Array[],
+  ) {
+    const { dModel, dFfn } = model.config;
+    this.model = model;
+    this.resident = resident;
+    this.reader = reader;
+    this.pinned = pinned;
+    this.pinnedBundles = pinnedBundles;
+    const maxStreamed = Math.max(0, ...pinned.map((p) => dFfn - p));
+    this.raw = new Uint8Array(maxStreamed * model.bundleBytes);
+    this.streamed = model.dtype === "f32"
+      ? new Float32Array(this.raw.buffer)
+      : new Float32Array(maxStreamed * 2 * dModel);
+    this.partial = new Float32Array(dModel);
+  }
+
+  /**
+   * Pin the first `pinned[l]` neurons of every layer of `model` (read once, now, with
+   * plain reads outside `reader`) and stream the rest through `reader`.
+   */
+  static async open(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    reader: FlashReader,
+    pinned: number[],
+  ): Promise<HybridFfn> {
+    const { dModel, dFfn, nLayers } = model.config;
+    if (model.layout !== "row-column-bundles") {
+      throw new FlashlmError("the hybrid baseline needs the bundled FFN layout", {
+        file: model.path,
+        kind: "usage",
+      });
+    }
+    if (pinned.length !== nLayers || pinned.some((p) => !Number.isInteger(p) || p < 0 || p > dFfn)) {
+      throw new FlashlmError(`pinned neurons per layer must be ${nLayers} whole numbers in [0, ${dFfn}]`, {
+        kind: "usage",
+      });
+    }
+    const bundles: Float32Array[] = [];
+    const file = await Deno.open(model.path, { read: true });
+    try {
+      for (let l = 0; l < nLayers; l++) {
+        const raw = new Uint8Array(pinned[l] * model.bundleBytes);
+        await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
+        bundles.push(decodeValues(raw, model.dtype, new Float32Array(pinned[l] * 2 * dModel)));
+      }
+    } finally {
+      file.close();
+    }
+    return new HybridFfn(model, resident, reader, pinned, bundles);
+  }
+
+  /** out = pinned part (DRAM) + streamed part (read now) + b2. */
+  async forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    const { dModel, dFfn } = this.model.config;
+    const L = this.resident.layers[layer];
+    const p = this.pinned[layer];
+    const rest = dFfn - p;
+    const t0 = performance.now();
+    const before = this.reader.stats.reads;
+    if (rest > 0) {
+      this.batch.clear();
+      const offset = this.model.header.ffn.layers[layer].offset + p * this.model.bundleBytes;
+      this.batch.add(offset, rest * this.model.bundleBytes, this.raw, 0);
+      await this.reader.read(this.batch);
+    }
+    const t1 = performance.now();
+    const bytes = this.raw.subarray(0, rest * this.model.bundleBytes);
+    if (this.model.dtype === "f16") decodeValues(bytes, "f16", this.streamed);
+    const t2 = performance.now();
+    ffnBundled(out, this.pinnedBundles[layer], L.fc1Bias, x, p, dModel);
+    if (rest > 0) {
+      ffnBundled(this.partial, this.streamed, L.fc1Bias.subarray(p), x, rest, dModel);
+      for (let j = 0; j < dModel; j++) out[j] += this.partial[j];
+    }
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    const t3 = performance.now();
+    this.stats.bytesRead += rest * this.model.bundleBytes;
+    this.stats.reads += this.reader.stats.reads - before;
+    this.stats.neuronsLoaded += rest;
+    this.stats.ioMs += t1 - t0;
+    this.stats.memoryMs += t2 - t1;
+    this.stats.computeMs += t3 - t2;
+  }
+
+  /** Close the reader. */
+  close(): void {
+    this.reader.close();
+  }
+}
+
+/**
+ * How many neurons per layer a hybrid engine can pin in `bytes` of DRAM: f32 bundles
+ * (2 * dModel * 4 bytes each) plus their bias, the same number in every layer.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { hybridPinned } from "./baselines.ts";
+ * // dModel 4: one pinned neuron costs 2 * 4 * 4 = 32 bytes; 3 layers of 10 neurons
+ * assert.deepEqual(hybridPinned(32 * 3 * 4, 4, 10, 3), [4, 4, 4]);
+ * assert.deepEqual(hybridPinned(1e9, 4, 10, 3), [10, 10, 10]);
+ * assert.deepEqual(hybridPinned(-5, 4, 10, 3), [0, 0, 0]);
+ * ```
+ */
+export function hybridPinned(bytes: number, dModel: number, dFfn: number, nLayers: number): number[] {
+  const perNeuron = 2 * dModel * 4;
+  const total = Math.max(0, Math.floor(bytes / perNeuron));
+  return new Array<number>(nLayers).fill(Math.min(dFfn, Math.floor(total / nLayers)));
+}
+
+// ---------------------------------------------------------------------------
+// Page cache: buffered reads of every layer, the kernel caches what the budget allows
+
+/**
+ * An mmap-style engine: reads every FFN layer every token (like the naive baseline,
+ * through the same reader, whose reads are buffered), relying on the OS page cache.
+ * Call {@linkcode PageCacheFfn.holdBudget} between tokens: it drops from the page cache
+ * every layer's bytes beyond the first `keepBytes[l]`, which emulates a memory limit
+ * with the best static policy for this access pattern (an LRU cache smaller than the
+ * layers it cycles through does no better).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { PageCacheFfn } from "./baselines.ts";
+ * assert.equal(typeof PageCacheFfn, "function"); // see tests/bench_test.ts for a full run
+ * ```
+ */
+export class PageCacheFfn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "page-cache";
+  /** Bytes of each FFN layer the page cache may keep. */
+  readonly keepBytes: number[];
+  private inner: FlashNaiveFfn;
+  private model: FlashModelFile;
+
+  /** Read `model`'s FFN through `reader`; the page cache may keep `keepBytes[l]` of layer l. */
+  constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader, keepBytes: number[]) {
+    this.model = model;
+    this.keepBytes = keepBytes.map((k, l) =>
+      Math.max(0, Math.min(model.header.ffn.layers[l].length, Math.floor(k)))
+    );
+    this.inner = new FlashNaiveFfn(model, resident, reader);
+  }
+
+  /** Cumulative counters (those of the naive reads underneath). */
+  get stats(): FfnStats {
+    return this.inner.stats;
+  }
+
+  /** Read the layer (cached pages come from DRAM), compute densely. */
+  forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    return this.inner.forward(layer, x, out);
+  }
+
+  /**
+   * Drop each layer's bytes beyond its share from the page cache
+   * (`posix_fadvise(POSIX_FADV_DONTNEED)`); false when that is unavailable here.
+   */
+  holdBudget(): boolean {
+    const ranges: [number, number][] = [];
+    this.model.header.ffn.layers.forEach((entry, l) => {
+      const keep = this.keepBytes[l] - (this.keepBytes[l] % 4096); // whole pages
+      if (keep < entry.length) ranges.push([entry.offset + keep, entry.length - keep]);
+    });
+    return adviseDontNeed(this.model.path, ranges);
+  }
+
+  /** Close the reader. */
+  close(): void {
+    this.inner.close();
+  }
+}
+
+/**
+ * `posix_fadvise(fd, offset, length, POSIX_FADV_DONTNEED)` on each of `ranges` of
+ * `path`: the kernel drops those clean pages from its cache. False when FFI or the
+ * call is unavailable (not Linux, no `--allow-ffi`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { adviseDontNeed } from "./baselines.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array(8192));
+ * assert.equal(typeof adviseDontNeed(path, [[0, 4096]]), "boolean");
+ * await Deno.remove(path);
+ * ```
+ */
+export function adviseDontNeed(path: string, ranges: [number, number][]): boolean {
+  const c = libc();
+  if (c === null || c.posix_fadvise === null || Deno.build.os !== "linux") return false;
+  const fd = c.open(cString(path), 0 /* O_RDONLY */);
+  if (fd < 0) return false;
+  try {
+    for (const [offset, length] of ranges) {
+      if (c.posix_fadvise(fd, BigInt(offset), BigInt(length), 4 /* DONTNEED */) !== 0) return false;
+    }
+    return true;
+  } finally {
+    c.close(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dense with the FFN held in DRAM as stored (f16)
+
+/**
+ * Every FFN weight in DRAM in the file's dtype (half the bytes of f32 for f16 files),
+ * decoded layer by layer every token (memory-management time), then the bundled kernel
+ * over all neurons. The dense-DRAM point when the f32 FFN does not fit in DRAM.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { DenseF16Ffn } from "./baselines.ts";
+ * assert.equal(typeof DenseF16Ffn.open, "function"); // see tests/bench_test.ts
+ * ```
+ */
+export class DenseF16Ffn implements FfnProvider {
+  /** Mode name. */
+  readonly mode = "dense-f16";
+  /** Cumulative counters (no I/O in this mode). */
+  readonly stats: FfnStats = newFfnStats();
+  private model: FlashModelFile;
+  private resident: ResidentWeights;
+  private layers: Uint8Array[]; // nLayers x (dFfn * bundleBytes), bundle order
+  private bundles: Float32Array; // (dFfn, 2 * dModel) the current layer as f32
+
+  private constructor(model: FlashModelFile, resident: ResidentWeights, layers: Uint8Array[]) {
+    this.model = model;
+    this.resident = resident;
+    this.layers = layers;
+    this.bundles = new Float32Array(model.config.dFfn * 2 * model.config.dModel);
+  }
+
+  /** Read every FFN layer of `model` into DRAM as stored. */
+  static async open(model: FlashModelFile, resident: ResidentWeights): Promise<DenseF16Ffn> {
+    const layers: Uint8Array[] = [];
+    const file = await Deno.open(model.path, { read: true });
+    try {
+      const raw = new Uint8Array(model.config.dFfn * model.bundleBytes);
+      for (const entry of model.header.ffn.layers) {
+        await readExactly(file, raw, entry.offset, model.path);
+        layers.push(layerAsBundles(model, raw, new Uint8Array(raw.length)).slice());
+      }
+    } finally {
+      file.close();
+    }
+    return new DenseF16Ffn(model, resident, layers);
+  }
+
+  /** Decode the layer, out = Σ relu(up_i · x + b1_i) down_i + b2. */
+  forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
+    const { dModel, dFfn } = this.model.config;
+    const L = this.resident.layers[layer];
+    const t0 = performance.now();
+    decodeValues(this.layers[layer], this.model.dtype, this.bundles);
+    const t1 = performance.now();
+    ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    this.stats.memoryMs += t1 - t0;
+    this.stats.computeMs += performance.now() - t1;
+    return Promise.resolve();
+  }
+
+  /** Nothing to release. */
+  close(): void {}
+}

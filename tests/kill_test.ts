@@ -1,0 +1,272 @@
+/**
+ * Atomic writes under SIGKILL: `cli.ts convert` and `cli.ts train-predictor` run in a child
+ * process that is killed at several points (after a delay from its start, and when its
+ * temp file reaches a share of the final size). After every kill the destination is absent
+ * (first conversion) or byte-identical to the previous version, which still opens and
+ * verifies; or, if the child finished first, the complete new version.
+ *
+ * A killed writer cannot clean up: its temp file `.<name>.tmp-<pid>-<random>` stays next to
+ * the destination (and train-predictor's activation capture dir `flashlm-capture-*` stays
+ * in $TMPDIR). The tests check that no such temp file passes for a model: the header is
+ * written last, so a partial one has no magic bytes; one killed between its header write
+ * and the rename is complete and verifies.
+ */
+
+import { strict as assert } from "node:assert";
+import { convertHfToFlash } from "../core/convert.ts";
+import { buildSyntheticHfModel } from "../core/demo_model.ts";
+import { FlashlmError } from "../core/errors.ts";
+import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
+import { exists } from "./helpers.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const TEXT = new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
+
+// ---------------------------------------------------------------------------
+// Fixture: an OPT model big enough that writing it takes a while (54 MB in f32)
+
+interface Fixture {
+  dir: string;
+  hf: string;
+  /** A text file for train-predictor. */
+  text: string;
+}
+
+let fixture: Promise<Fixture> | null = null;
+let fixtureDir: string | null = null;
+globalThis.addEventListener("unload", () => {
+  if (fixtureDir) Deno.removeSync(fixtureDir, { recursive: true });
+});
+
+function getFixture(): Promise<Fixture> {
+  fixture ??= (async () => {
+    const dir = await Deno.makeTempDir({ prefix: "flashlm-kill-" });
+    fixtureDir = dir;
+    const hf = `${dir}/hf`;
+    await buildSyntheticHfModel(hf, {
+      dModel: 512,
+      dFfn: 2048,
+      nLayers: 4,
+      nHeads: 8,
+      maxPositions: 128,
+      extraTokens: 200,
+      seed: 21,
+    });
+    let text = `${dir}/text.txt`;
+    if (exists(TEXT)) text = TEXT;
+    else await Deno.writeTextFile(text, "The history of the city is long and old. ".repeat(400));
+    await Deno.mkdir(`${dir}/tmp`);
+    return { dir, hf, text };
+  })();
+  return fixture;
+}
+
+// ---------------------------------------------------------------------------
+// Killing a child at a chosen point
+
+/** When to kill: this long after the start, or once a temp file has this many bytes. */
+interface Trigger {
+  afterMs?: number;
+  tempBytes?: number;
+}
+
+interface KillResult {
+  /** The child finished (exit 0) before the kill. */
+  completed: boolean;
+  /** Milliseconds from spawn to kill (or to exit). */
+  ms: number;
+  /** Size of the temp file when killed (-1: none yet). */
+  tempBytes: number;
+}
+
+/** Sizes of the temp files `atomicWriteFile` makes for `name` in `dir`. */
+function tempFiles(dir: string, name: string): { path: string; size: number }[] {
+  const out = [];
+  for (const e of Deno.readDirSync(dir)) {
+    if (!e.name.startsWith(`.${name}.tmp-`)) continue;
+    try {
+      out.push({ path: `${dir}/${e.name}`, size: Deno.statSync(`${dir}/${e.name}`).size });
+    } catch { /* renamed away meanwhile */ }
+  }
+  return out;
+}
+
+/** Run `cli.ts args` and SIGKILL it when `trigger` fires (or let it finish). */
+async function runAndKill(
+  args: string[],
+  watch: { dir: string; name: string },
+  trigger: Trigger,
+  env: Record<string, string>,
+): Promise<KillResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, ...args],
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const t0 = performance.now();
+  let exited = false;
+  const status = child.status.then((s) => {
+    exited = true;
+    return s;
+  });
+  let tempBytes = -1;
+  while (!exited) {
+    const temp = Math.max(-1, ...tempFiles(watch.dir, watch.name).map((t) => t.size));
+    const ms = performance.now() - t0;
+    if (
+      (trigger.afterMs !== undefined && ms >= trigger.afterMs) ||
+      (trigger.tempBytes !== undefined && temp >= trigger.tempBytes)
+    ) {
+      tempBytes = temp;
+      try {
+        child.kill("SIGKILL");
+      } catch { /* it exited just now */ }
+      break;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  const s = await status;
+  return { completed: s.success, ms: performance.now() - t0, tempBytes };
+}
+
+async function sha256(path: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", await Deno.readFile(path));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Open `path` and check every section's checksum; returns the opened file. */
+async function openAndVerify(path: string): Promise<FlashModelFile> {
+  const file = await FlashModelFile.open(path);
+  assert.deepEqual(await verifyFfn(file), [], `${path}: every FFN layer verifies`);
+  return file;
+}
+
+/**
+ * Check the stray temp files of `name` in `dir`: none may pass for a model unless it is
+ * complete. Removes them; returns how many there were.
+ */
+async function checkStrays(dir: string, name: string): Promise<number> {
+  const strays = tempFiles(dir, name);
+  for (const { path } of strays) {
+    let file: FlashModelFile | null = null;
+    try {
+      file = await FlashModelFile.open(path);
+    } catch (e) {
+      assert.ok(e instanceof FlashlmError, `a stray temp file is refused with a FlashlmError: ${e}`);
+    }
+    if (file) assert.deepEqual(await verifyFfn(file), [], "a stray temp file that opens is complete");
+    await Deno.remove(path);
+  }
+  return strays.length;
+}
+
+function describeKill(trigger: Trigger, r: KillResult): string {
+  const what = trigger.afterMs !== undefined ? `after ${trigger.afterMs} ms` : `at temp >= ${trigger.tempBytes} B`;
+  if (r.completed) return `${what}: finished first (${r.ms.toFixed(0)} ms)`;
+  return `${what}: killed at ${r.ms.toFixed(0)} ms, temp file ${r.tempBytes < 0 ? "not created yet" : `${(r.tempBytes / 1e6).toFixed(1)} MB`}`;
+}
+
+// ---------------------------------------------------------------------------
+// convert
+
+Deno.test("a conversion killed at any point leaves no destination, or the previous version intact", async () => {
+  const fx = await getFixture();
+  const out = `${fx.dir}/model.flm`;
+  const watch = { dir: fx.dir, name: "model.flm" };
+  const env = { TMPDIR: `${fx.dir}/tmp` };
+  const log: string[] = [];
+  let strays = 0;
+
+  // 1. No previous version: a kill midway leaves no destination.
+  const first = await runAndKill(["convert", fx.hf, out, "--dtype", "f16"], watch, { tempBytes: 1 << 20 }, env);
+  log.push(`no previous version, ${describeKill({ tempBytes: 1 << 20 }, first)}`);
+  if (!first.completed) assert.ok(!exists(out), "a killed first conversion leaves no destination");
+  strays += await checkStrays(fx.dir, "model.flm");
+
+  // 2. A complete f32 version, then f16 re-conversions killed at several points.
+  await convertHfToFlash(fx.hf, out, { dtype: "f32" });
+  const previous = await sha256(out);
+  const f16Bytes = Math.round((await Deno.stat(out)).size / 2);
+  const triggers: Trigger[] = [
+    { afterMs: 100 },
+    { afterMs: 400 },
+    { tempBytes: Math.round(0.1 * f16Bytes) },
+    { tempBytes: Math.round(0.5 * f16Bytes) },
+    { tempBytes: Math.round(0.95 * f16Bytes) },
+  ];
+  let midway = 0, completed = false;
+  for (let i = 0; !completed; i++) {
+    const trigger = triggers[i] ?? { afterMs: 1500 * 2 ** (i - triggers.length) };
+    const r = await runAndKill(["convert", fx.hf, out, "--dtype", "f16"], watch, trigger, env);
+    log.push(describeKill(trigger, r));
+    if (r.completed) {
+      completed = true;
+      assert.equal((await openAndVerify(out)).dtype, "f16", "a finished conversion is the new version");
+    } else {
+      if (r.tempBytes >= 0) midway++;
+      assert.equal(await sha256(out), previous, `killed ${describeKill(trigger, r)}: the previous file is untouched`);
+      assert.equal((await openAndVerify(out)).dtype, "f32");
+    }
+    strays += await checkStrays(fx.dir, "model.flm");
+  }
+  console.log(`convert kills:\n  ${log.join("\n  ")}\n  stray temp files left by kills: ${strays} (none opened as a model)`);
+  assert.ok(midway >= 3, `${midway} kills landed while the temp file was being written`);
+});
+
+// ---------------------------------------------------------------------------
+// train-predictor
+
+Deno.test("train-predictor killed at any point leaves the model it rewrites intact", async () => {
+  const fx = await getFixture();
+  const path = `${fx.dir}/tp.flm`;
+  await convertHfToFlash(fx.hf, path, { dtype: "f32" });
+  const previous = await sha256(path);
+  const size = (await Deno.stat(path)).size;
+  const watch = { dir: fx.dir, name: "tp.flm" };
+  const tmp = `${fx.dir}/tmp`;
+  const args = [
+    "train-predictor",
+    path,
+    "--text",
+    fx.text,
+    "--windows",
+    "2",
+    "--window-tokens",
+    "16",
+    "--epochs",
+    "1",
+    "--rank",
+    "8,8,8,8",
+  ];
+  const triggers: Trigger[] = [
+    { afterMs: 300 }, // loading the model
+    { afterMs: 900 }, // capturing activations or training
+    { tempBytes: 0 }, // the rewrite has begun
+    { tempBytes: Math.round(size / 2) },
+  ];
+  const log: string[] = [];
+  let strays = 0, completed = false, midway = 0;
+  for (let i = 0; !completed; i++) {
+    const trigger = triggers[i] ?? { afterMs: 3000 * 2 ** (i - triggers.length) };
+    const r = await runAndKill(args, watch, trigger, { TMPDIR: tmp });
+    log.push(describeKill(trigger, r));
+    const file = await openAndVerify(path);
+    if (r.completed) {
+      completed = true;
+      assert.ok(file.header.predictor, "a finished run stored its predictor");
+    } else {
+      if (r.tempBytes >= 0) midway++;
+      assert.equal(await sha256(path), previous, `killed ${describeKill(trigger, r)}: the model is untouched`);
+      assert.equal(file.header.predictor, undefined);
+    }
+    strays += await checkStrays(fx.dir, "tp.flm");
+  }
+  const captures = [...Deno.readDirSync(tmp)].filter((e) => e.name.startsWith("flashlm-capture-")).length;
+  console.log(
+    `train-predictor kills:\n  ${log.join("\n  ")}\n  stray temp files: ${strays} (none opened as a model); ` +
+      `capture dirs left in $TMPDIR: ${captures}`,
+  );
+  assert.ok(midway >= 1, "at least one kill landed during the rewrite");
+});
