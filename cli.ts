@@ -27,13 +27,20 @@ import { Generation, summarize } from "./core/generate.ts";
 import { benchIo, parseByteSize } from "./io/bench_io.ts";
 import type { EvictMethod } from "./io/page_cache.ts";
 import { type BackendName, BACKENDS } from "./io/read_backends.ts";
+import { childCliCommand } from "./io/runtime.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
 import { agreement, perplexity } from "./core/eval.ts";
 import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
 import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
 import { DownloadProgressBar, pullModel } from "./io/hub.ts";
-import { BENCH_CHILD_COMMAND, BENCH_CONFIGS, type BenchConfigName, runBench as runModelBenchRun, runBenchChild } from "./core/bench.ts";
+import {
+  BENCH_CHILD_COMMAND,
+  BENCH_CONFIGS,
+  type BenchConfigName,
+  runBench as runModelBenchRun,
+  runBenchChild,
+} from "./core/bench.ts";
 import { makeSyntheticModel, type ModelShape, SHAPES } from "./core/make_model.ts";
 
 // ---------------------------------------------------------------------------
@@ -227,7 +234,8 @@ const COMMANDS: Record<string, Command> = {
   },
   "make-model": {
     usage: "flashlm make-model --shape <shape> --out <file.flm> [options]",
-    summary: "write a SYNTHETIC OPT-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
+    summary:
+      "write a SYNTHETIC OPT-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
     examples: [
       "deno run -A cli.ts make-model --shape tiny --out /tmp/tiny-synth.flm",
       "deno run -A cli.ts make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
@@ -239,7 +247,13 @@ const COMMANDS: Record<string, Command> = {
         default: "opt-1.3b",
         choices: Object.keys(SHAPES),
       },
-      sparsity: { type: "number", help: "fraction of FFN neurons inactive per token", default: "0.97", min: 0.001, max: 0.999 },
+      sparsity: {
+        type: "number",
+        help: "fraction of FFN neurons inactive per token",
+        default: "0.97",
+        min: 0.001,
+        max: 0.999,
+      },
       out: { type: "string", help: "the .flm file to write" },
       seed: { type: "integer", help: "random seed", default: "1" },
       dtype: { type: "string", help: "storage dtype", default: "f16", choices: ["f16", "f32"] },
@@ -286,7 +300,8 @@ const COMMANDS: Record<string, Command> = {
   },
   bench: {
     usage: "flashlm bench <model.flm> [options]  |  flashlm bench io <file> [options]",
-    summary: "bench <model>: naive, hybrid, page cache, DRAM and flashlm side by side (the paper's Tables 2-3); " +
+    summary:
+      "bench <model>: naive, hybrid, page cache, DRAM and flashlm side by side (the paper's Tables 2-3); " +
       "bench io: the flash reader against fio",
     examples: [
       "deno run -A cli.ts bench tiny.flm --memory ffn:50% --tokens 16",
@@ -303,19 +318,32 @@ const COMMANDS: Record<string, Command> = {
       },
       out: {
         type: "string",
-        help: "output directory (bench io: bench-io.json/.txt and SVG charts; bench <model>: bench.json/.txt/.svg)",
+        help:
+          "output directory (bench io: bench-io.json/.txt and SVG charts; bench <model>: bench.json/.txt/.svg)",
         default: "<file's dir>/bench-io, or <model's dir>/bench-<model name>",
       },
       memory: {
         type: "string",
-        help: "bench <model>: DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
+        help:
+          "bench <model>: DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
         default: "50%",
       },
-      tokens: { type: "integer", help: "bench <model>: tokens measured after the prompt", default: "16", min: 1 },
-      "prompt-file": { type: "string", help: "bench <model>: file whose text is the prompt", default: "a fixed sentence" },
+      tokens: {
+        type: "integer",
+        help: "bench <model>: tokens measured after the prompt",
+        default: "16",
+        min: 1,
+      },
+      "prompt-file": {
+        type: "string",
+        help: "bench <model>: file whose text is the prompt",
+        default: "a fixed sentence",
+      },
       configs: {
         type: "string",
-        help: `bench <model>: configurations, comma-separated (${BENCH_CONFIGS.map((c) => c.name).join(", ")})`,
+        help: `bench <model>: configurations, comma-separated (${
+          BENCH_CONFIGS.map((c) => c.name).join(", ")
+        })`,
         default: "all",
       },
       split: {
@@ -323,10 +351,17 @@ const COMMANDS: Record<string, Command> = {
         help: "bench <model>: the unbundled copy of the model to use",
         default: "made in the output directory",
       },
-      depth: { type: "integer", help: "bench <model>: flash reads in flight", default: "32", min: 1, max: 1024 },
+      depth: {
+        type: "integer",
+        help: "bench <model>: flash reads in flight",
+        default: "32",
+        min: 1,
+        max: 1024,
+      },
       predictor: {
         type: "string",
-        help: "bench <model>: predictor of the sparse configurations (auto: the file's, else the oracle)",
+        help:
+          "bench <model>: predictor of the sparse configurations (auto: the file's, else the oracle)",
         default: "auto",
         choices: ["auto", "file", "oracle"],
       },
@@ -727,7 +762,8 @@ async function runBench(
 }
 
 /** The prompt of `bench <model>` when no --prompt-file is given. */
-const BENCH_PROMPT = "The history of the city begins in the early middle ages, when a small settlement grew";
+const BENCH_PROMPT =
+  "The history of the city begins in the early middle ages, when a small settlement grew";
 
 async function runModelBench(
   positional: string[],
@@ -735,16 +771,31 @@ async function runModelBench(
 ): Promise<void> {
   if (positional.length !== 1) throw usage("bench needs one <model.flm> (or io <file>)");
   const model = positional[0];
-  const ioOnly = ["size", "quick", "backend", "chunks", "depths", "seconds", "repeat", "fio", "bun", "cold"];
+  const ioOnly = [
+    "size",
+    "quick",
+    "backend",
+    "chunks",
+    "depths",
+    "seconds",
+    "repeat",
+    "fio",
+    "bun",
+    "cold",
+  ];
   for (const name of ioOnly) {
     if (flags[name] !== undefined) throw usage(`--${name} applies to bench io, not bench <model>`);
   }
-  const configs = flags.configs === undefined ? undefined : String(flags.configs).split(",").map((c) => {
-    if (!BENCH_CONFIGS.some((b) => b.name === c)) {
-      throw usage(`unknown configuration "${c}" (choose ${BENCH_CONFIGS.map((b) => b.name).join(", ")})`);
-    }
-    return c as BenchConfigName;
-  });
+  const configs = flags.configs === undefined
+    ? undefined
+    : String(flags.configs).split(",").map((c) => {
+      if (!BENCH_CONFIGS.some((b) => b.name === c)) {
+        throw usage(
+          `unknown configuration "${c}" (choose ${BENCH_CONFIGS.map((b) => b.name).join(", ")})`,
+        );
+      }
+      return c as BenchConfigName;
+    });
   const prompt = flags["prompt-file"] === undefined
     ? BENCH_PROMPT
     : (await Deno.readTextFile(flags["prompt-file"] as string).catch((e) => {
@@ -767,6 +818,7 @@ async function runModelBench(
     readerDepth: flags.depth as number | undefined,
     predictor: flags.predictor as "auto" | "file" | "oracle" | undefined,
     onLine: info,
+    childCommand: childCliCommand(), // under Bun, the children run Bun too
   });
   console.log(await Deno.readTextFile(`${out}/bench.txt`));
   console.log(`wrote ${out}/bench.json, ${out}/bench.txt and ${out}/bench.svg`);
@@ -799,7 +851,9 @@ async function runMakeModel(
   console.log(
     `${made.path}: SYNTHETIC ${shape} (${made.config.nLayers} layers, d ${made.config.dModel}, FFN ${made.config.dFfn}), ` +
       `${(made.fileBytes / 1e9).toFixed(2)} GB (FFN ${(made.ffnBytes / 1e9).toFixed(2)} GB), ` +
-      `analytic predictor marks ${(100 * made.predictedActive).toFixed(1)}% of neurons active per token, ` +
+      `analytic predictor marks ${
+        (100 * made.predictedActive).toFixed(1)
+      }% of neurons active per token, ` +
       `written in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
   );
 }
@@ -880,7 +934,7 @@ export async function main(argv: string[]): Promise<number> {
       rest = argv.slice(1);
     } else if (argv.length && !argv[0].startsWith("-") && !(await exists(argv[0]))) {
       throw usage(
-        `unknown command or missing model "${argv[0]}" (commands: ${
+        `unknown command or missing model ${JSON.stringify(argv[0])} (commands: ${
           Object.keys(COMMANDS).join(", ")
         })`,
       );

@@ -95,10 +95,15 @@ export class HybridFfn implements FfnProvider {
         kind: "usage",
       });
     }
-    if (pinned.length !== nLayers || pinned.some((p) => !Number.isInteger(p) || p < 0 || p > dFfn)) {
-      throw new FlashlmError(`pinned neurons per layer must be ${nLayers} whole numbers in [0, ${dFfn}]`, {
-        kind: "usage",
-      });
+    if (
+      pinned.length !== nLayers || pinned.some((p) => !Number.isInteger(p) || p < 0 || p > dFfn)
+    ) {
+      throw new FlashlmError(
+        `pinned neurons per layer must be ${nLayers} whole numbers in [0, ${dFfn}]`,
+        {
+          kind: "usage",
+        },
+      );
     }
     const bundles: Float32Array[] = [];
     const file = await Deno.open(model.path, { read: true });
@@ -167,7 +172,12 @@ export class HybridFfn implements FfnProvider {
  * assert.deepEqual(hybridPinned(-5, 4, 10, 3), [0, 0, 0]);
  * ```
  */
-export function hybridPinned(bytes: number, dModel: number, dFfn: number, nLayers: number): number[] {
+export function hybridPinned(
+  bytes: number,
+  dModel: number,
+  dFfn: number,
+  nLayers: number,
+): number[] {
   const perNeuron = 2 * dModel * 4;
   const total = Math.max(0, Math.floor(bytes / perNeuron));
   return new Array<number>(nLayers).fill(Math.min(dFfn, Math.floor(total / nLayers)));
@@ -200,7 +210,12 @@ export class PageCacheFfn implements FfnProvider {
   private model: FlashModelFile;
 
   /** Read `model`'s FFN through `reader`; the page cache may keep `keepBytes[l]` of layer l. */
-  constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader, keepBytes: number[]) {
+  constructor(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    reader: FlashReader,
+    keepBytes: number[],
+  ) {
     this.model = model;
     this.keepBytes = keepBytes.map((k, l) =>
       Math.max(0, Math.min(model.header.ffn.layers[l].length, Math.floor(k)))

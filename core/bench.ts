@@ -24,12 +24,19 @@
 import { evictFromPageCache, type EvictMethod } from "../io/page_cache.ts";
 import { FlashReader } from "../io/reader.ts";
 import { stackedBarChart } from "../io/svg_chart.ts";
-import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
+import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "./baselines.ts";
 import { readAllFfn, sparseSetup } from "./engine.ts";
 import { FlashlmError } from "./errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
-import { FlashModelFile, withLayout } from "./flash_format.ts";
+import {
+  type FlashHeader,
+  FlashModelFile,
+  parseFlashHeader,
+  PREAMBLE_BYTES,
+  withLayout,
+} from "./flash_format.ts";
+import type { ModelConfig } from "./config.ts";
 import { type Budget, fixedBytes, modelFootprint, planMemory } from "./memory_plan.ts";
 import { SparseFlashFfn } from "./sparse_ffn.ts";
 import { OptTokenizer } from "./tokenizer.ts";
@@ -90,7 +97,8 @@ export const BENCH_CONFIGS: readonly BenchConfigSpec[] = [
     label: "page-cache (mmap-style)",
     layout: "row-column-bundles",
     flash: false,
-    description: "buffered reads of every layer every token; the page cache keeps the budget's share",
+    description:
+      "buffered reads of every layer every token; the page cache keeps the budget's share",
   },
   {
     name: "predictor-only",
@@ -120,7 +128,9 @@ function configOf(name: string): BenchConfigSpec {
   const spec = BENCH_CONFIGS.find((c) => c.name === name);
   if (!spec) {
     throw new FlashlmError(
-      `unknown bench configuration "${name}" (choose ${BENCH_CONFIGS.map((c) => c.name).join(", ")})`,
+      `unknown bench configuration "${name}" (choose ${
+        BENCH_CONFIGS.map((c) => c.name).join(", ")
+      })`,
       { kind: "usage" },
     );
   }
@@ -243,7 +253,9 @@ function emptyPerToken(): PerToken {
 /** A field of /proc/self/status in bytes (e.g. VmHWM), 0 where unavailable. */
 function procStatusBytes(field: string): number {
   try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(Deno.readTextFileSync("/proc/self/status"));
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(
+      Deno.readTextFileSync("/proc/self/status"),
+    );
     return m ? Number(m[1]) * 1024 : 0;
   } catch {
     return 0;
@@ -312,9 +324,12 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   const config = configOf(spec.name);
   const path = config.layout === "split" ? spec.split : spec.model;
   if (!path) {
-    throw new FlashlmError(`configuration ${spec.name} needs the unbundled (split) copy of the model`, {
-      kind: "usage",
-    });
+    throw new FlashlmError(
+      `configuration ${spec.name} needs the unbundled (split) copy of the model`,
+      {
+        kind: "usage",
+      },
+    );
   }
   const loadBefore = loadAverage();
   const file = await FlashModelFile.open(path);
@@ -339,7 +354,8 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     budget: spec.memory,
   }).budgetBytes;
   const fixed = fixedBytes(modelFootprint(c, 0, contextLength));
-  const layerBuffers = c.dFfn * file.bundleBytes + (file.dtype === "f16" ? c.dFfn * 2 * c.dModel * 4 : 0);
+  const layerBuffers = c.dFfn * file.bundleBytes +
+    (file.dtype === "f16" ? c.dFfn * 2 * c.dModel * 4 : 0);
 
   let ffn: FfnProvider;
   let reader: FlashReader | null = null;
@@ -352,18 +368,25 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   };
 
   if (spec.name === "dense-DRAM") {
-    const f32Bytes = fixed + modelFootprint(c, 0, contextLength).ffnAll;
-    const f16Bytes = fixed + c.nLayers * c.dFfn * file.bundleBytes + c.dFfn * 2 * c.dModel * 4;
-    const available = memAvailable() - 2e9; // leave 2 GB to the rest of the machine
-    if (f32Bytes <= available) {
+    // What the FFN adds to the resident part already loaded, against what the machine
+    // has left (keeping 2 GB for everything else on it).
+    const f32Extra = modelFootprint(c, 0, contextLength).ffnAll;
+    const f16Extra = c.nLayers * c.dFfn * file.bundleBytes + c.dFfn * 2 * c.dModel * 4;
+    const available = memAvailable() - 2e9;
+    const gb = (b: number): string => `${(b / 1e9).toFixed(1)} GB`;
+    if (f32Extra <= available) {
       ffn = new DenseFfn(resident, await readAllFfn(file));
-      note = `f32 fc1/fc2 in DRAM (${(f32Bytes / 1e9).toFixed(2)} GB)`;
-    } else if (file.dtype === "f16" && f16Bytes <= available) {
+      note = `f32 fc1/fc2 in DRAM (${gb(fixed + f32Extra)} in all)`;
+    } else if (file.dtype === "f16" && f16Extra <= available) {
       ffn = await DenseF16Ffn.open(file, resident);
-      note = `FFN held in DRAM as f16 and decoded per layer per token: the f32 FFN ` +
-        `(${(f32Bytes / 1e9).toFixed(1)} GB with the rest) does not fit the ${((available + 2e9) / 1e9).toFixed(1)} GB available`;
+      note =
+        `FFN held in DRAM as f16 (${gb(fixed + f16Extra)} in all), decoded per layer per token: ` +
+        `the f32 FFN (${gb(f32Extra)}) does not fit the ${gb(available + 2e9)} left`;
     } else {
-      return skipped(spec, config, path, `does not fit in DRAM (needs ${(f16Bytes / 1e9).toFixed(1)} GB)`);
+      const why = `does not fit in DRAM (the FFN needs ${gb(f16Extra)} more, ${
+        gb(available + 2e9)
+      } left)`;
+      return skipped(spec, config, path, why);
     }
     memory = { weightsInDram: "all" };
   } else if (spec.name === "naive") {
@@ -377,7 +400,9 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     ffn = await HybridFfn.open(file, resident, reader, pinned);
     afterToken = evictAll;
     const share = pinned.reduce((a, p) => a + p, 0) / (c.nLayers * c.dFfn);
-    note = `${(100 * share).toFixed(1)}% of FFN neurons pinned (first ${pinned[0]} of each layer, f32)`;
+    note = `${(100 * share).toFixed(1)}% of FFN neurons pinned (first ${
+      pinned[0]
+    } of each layer, f32)`;
     memory = { pinnedPerLayer: pinned, pinnedShare: share };
   } else if (spec.name === "page-cache") {
     const cacheable = Math.max(0, budgetBytes - fixed - layerBuffers);
@@ -387,16 +412,25 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     ffn = pc;
     afterToken = () => {
       if (!pc.holdBudget()) {
-        throw new FlashlmError("posix_fadvise is unavailable here: cannot hold the page-cache budget", {
-          kind: "io",
-        });
+        throw new FlashlmError(
+          "posix_fadvise is unavailable here: cannot hold the page-cache budget",
+          {
+            kind: "io",
+          },
+        );
       }
       return Promise.resolve();
     };
     const share = pc.keepBytes.reduce((a, k) => a + k, 0) / (c.nLayers * c.dFfn * file.bundleBytes);
     note = `page cache may keep ${(100 * share).toFixed(1)}% of the FFN file bytes ` +
-      `(${(cacheable / 1e9).toFixed(3)} GB, first part of each layer), the rest dropped with posix_fadvise(DONTNEED) after each token`;
-    memory = { pageCacheBytes: cacheable, pageCacheShare: share, heldBy: "posix_fadvise(DONTNEED)" };
+      `(${
+        (cacheable / 1e9).toFixed(3)
+      } GB, first part of each layer), the rest dropped with posix_fadvise(DONTNEED) after each token`;
+    memory = {
+      pageCacheBytes: cacheable,
+      pageCacheShare: share,
+      heldBy: "posix_fadvise(DONTNEED)",
+    };
   } else {
     const want = spec.predictor ?? "auto";
     const kind = want === "auto" ? (file.header.predictor ? "file" : "oracle") : want;
@@ -422,7 +456,10 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
       keepStale: !predictorOnly,
     });
     afterToken = evictAll;
-    note = `window k ${spec.name === "predictor-only" ? "0 (nothing kept between tokens)" : plan.windowK.join(",")}` +
+    note =
+      `window k ${
+        spec.name === "predictor-only" ? "0 (nothing kept between tokens)" : plan.windowK.join(",")
+      }` +
       ` · ${(100 * plan.ffnShare).toFixed(1)}% of neurons fit the budget`;
     memory = {
       windowK,
@@ -481,7 +518,9 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
       }
       if (spec.verbose) {
         console.error(
-          `  [${spec.name}] pass ${pos + 1}/${passes}${prompt ? " (prompt)" : ""}: ${totalMs.toFixed(1)} ms` +
+          `  [${spec.name}] pass ${pos + 1}/${passes}${prompt ? " (prompt)" : ""}: ${
+            totalMs.toFixed(1)
+          } ms` +
             ` (${waitMs.toFixed(1)} ms waiting for a CPU)`,
         );
       }
@@ -491,7 +530,9 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     transformer.close();
   }
   const perToken = emptyPerToken();
-  for (const key of Object.keys(perToken) as (keyof PerToken)[]) perToken[key] = sum[key] / Math.max(measured, 1);
+  for (const key of Object.keys(perToken) as (keyof PerToken)[]) {
+    perToken[key] = sum[key] / Math.max(measured, 1);
+  }
   return {
     name: spec.name,
     label: config.label,
@@ -515,7 +556,12 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   };
 }
 
-function skipped(spec: ConfigRunSpec, config: BenchConfigSpec, path: string, why: string): ConfigResult {
+function skipped(
+  spec: ConfigRunSpec,
+  config: BenchConfigSpec,
+  path: string,
+  why: string,
+): ConfigResult {
   return {
     name: spec.name,
     label: config.label,
@@ -559,7 +605,9 @@ export const BENCH_CHILD_COMMAND = "__bench-config";
  */
 export async function runBenchChild(args: string[]): Promise<void> {
   if (args.length !== 2) {
-    throw new FlashlmError(`usage: ${BENCH_CHILD_COMMAND} <spec JSON> <result path>`, { kind: "usage" });
+    throw new FlashlmError(`usage: ${BENCH_CHILD_COMMAND} <spec JSON> <result path>`, {
+      kind: "usage",
+    });
   }
   const spec = JSON.parse(args[0]) as ConfigRunSpec;
   const result = await runConfiguration(spec);
@@ -627,8 +675,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const say = options.onLine ?? (() => {});
   const names = options.configs ?? BENCH_CONFIGS.map((c) => c.name);
   names.forEach(configOf);
-  const model = await FlashModelFile.open(options.model);
-  if (model.layout !== "row-column-bundles") {
+  const model = await readHeader(options.model); // header only: the children load the weights
+  if (model.header.ffn.layout !== "row-column-bundles") {
     throw new FlashlmError("bench needs the bundled model (the split copy is made from it)", {
       file: options.model,
       kind: "usage",
@@ -640,7 +688,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     split = `${options.outDir}/${baseName(options.model).replace(/\.flm$/, "")}.split.flm`;
     if (!(await isSplitCopyOf(split, options.model))) {
       say(`writing the unbundled (split) copy ${split} ...`);
-      await withLayout(model, split, "split");
+      await withLayout(await FlashModelFile.open(options.model), split, "split");
     }
   }
   const tokens = options.tokens ?? 16;
@@ -663,8 +711,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const result = await runChild(spec, options.childCommand);
     results.push(result);
     say(
-      result.skipped ? `  ${name}: skipped: ${result.skipped}` : `  ${name}: ${result.perToken.totalMs.toFixed(1)} ms/token, ` +
-        `${(result.perToken.bytes / 1e6).toFixed(3)} MB/token from flash`,
+      result.skipped
+        ? `  ${name}: skipped: ${result.skipped}`
+        : `  ${name}: ${result.perToken.totalMs.toFixed(1)} ms/token, ` +
+          `${(result.perToken.bytes / 1e6).toFixed(3)} MB/token from flash`,
     );
   }
   const byName = new Map(results.map((r) => [r.name, r]));
@@ -678,7 +728,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const summary: Record<string, number> = {};
   if (flashlm && !flashlm.skipped) {
     for (const r of results) {
-      if (!r.skipped && r !== flashlm) summary[`flashlm/${r.name}`] = flashlm.perToken.totalMs / r.perToken.totalMs;
+      if (!r.skipped && r !== flashlm) {
+        summary[`flashlm/${r.name}`] = flashlm.perToken.totalMs / r.perToken.totalMs;
+      }
     }
   }
   const budgetBytes = results.find((r) => !r.skipped && r.budgetBytes > 0)?.budgetBytes ?? 0;
@@ -691,7 +743,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       dFfn: model.config.dFfn,
       nLayers: model.config.nLayers,
       vocabSize: model.config.vocabSize,
-      dtype: model.dtype,
+      dtype: model.header.dtype,
     },
     memory: options.memory,
     budgetBytes,
@@ -719,10 +771,33 @@ async function isSplitCopyOf(split: string, source: string): Promise<boolean> {
   try {
     const [s, t] = [await Deno.stat(split), await Deno.stat(source)];
     if ((s.mtime?.getTime() ?? 0) < (t.mtime?.getTime() ?? 0)) return false;
-    const file = await FlashModelFile.open(split);
-    return file.layout === "split" && file.header.metadata.layoutOf === source;
+    const { header } = await readHeader(split);
+    return header.ffn.layout === "split" && header.metadata.layoutOf === source;
   } catch {
     return false;
+  }
+}
+
+/** The validated header and config of a flashlm file, without reading its sections. */
+async function readHeader(path: string): Promise<{ header: FlashHeader; config: ModelConfig }> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
+  }
+  try {
+    const size = (await file.stat()).size;
+    const preamble = new Uint8Array(Math.min(PREAMBLE_BYTES, size));
+    await readExactly(file, preamble, 0, path);
+    const jsonLength = size >= PREAMBLE_BYTES
+      ? new DataView(preamble.buffer).getUint32(12, true)
+      : 0;
+    const prefix = new Uint8Array(Math.min(size, PREAMBLE_BYTES + jsonLength));
+    await readExactly(file, prefix, 0, path);
+    return parseFlashHeader(prefix, size, path);
+  } finally {
+    file.close();
   }
 }
 
@@ -732,7 +807,8 @@ async function runChild(spec: ConfigRunSpec, command?: string[]): Promise<Config
   try {
     const cli = new URL("../cli.ts", import.meta.url).pathname;
     const config = new URL("../deno.json", import.meta.url).pathname;
-    const argv = command ?? [Deno.execPath(), "run", "-A", "--v8-flags=--expose-gc", "--config", config, cli];
+    const argv = command ??
+      [Deno.execPath(), "run", "-A", "--v8-flags=--expose-gc", "--config", config, cli];
     const out = await new Deno.Command(argv[0], {
       args: [...argv.slice(1), BENCH_CHILD_COMMAND, JSON.stringify(spec), resultPath],
       stdin: "null",
@@ -740,7 +816,12 @@ async function runChild(spec: ConfigRunSpec, command?: string[]): Promise<Config
       stderr: "inherit",
     }).output();
     if (out.code !== 0) {
-      return skipped(spec, configOf(spec.name), spec.model, `the child process failed (exit ${out.code}); see its error above`);
+      return skipped(
+        spec,
+        configOf(spec.name),
+        spec.model,
+        `the child process failed (exit ${out.code}); see its error above`,
+      );
     }
     return JSON.parse(await Deno.readTextFile(resultPath)) as ConfigResult;
   } finally {
@@ -774,7 +855,9 @@ export function formatBenchReport(report: BenchReport): string {
   const ok = report.results.filter((r) => !r.skipped);
   const f = (v: number | undefined, digits: number): string =>
     v === undefined || !Number.isFinite(v) ? "-" : v.toFixed(digits);
-  const mb = (b: number): string => (b / 1e6 >= 100 ? (b / 1e6).toFixed(0) : (b / 1e6).toPrecision(3));
+  const mb = (
+    b: number,
+  ): string => (b / 1e6 >= 100 ? (b / 1e6).toFixed(0) : (b / 1e6).toPrecision(3));
   const table = (head: string[], rows: string[][]): string[] => {
     const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
     const line = (cells: string[]): string =>
@@ -788,11 +871,17 @@ export function formatBenchReport(report: BenchReport): string {
     ? `${report.memory.percent}% of the model`
     : `resident part + ${report.memory.percent}% of the FFN`;
   const out: string[] = [
-    `flashlm bench: ${report.model}${report.synthetic ? " (SYNTHETIC weights: random, made by make-model)" : ""}`,
+    `flashlm bench: ${report.model}${
+      report.synthetic ? " (SYNTHETIC weights: random, made by make-model)" : ""
+    }`,
     `  OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · ${c.dtype} on flash · ` +
     `budget ${budget} = ${(report.budgetBytes / 1e9).toFixed(3)} GB (f32 in DRAM)`,
-    `  ${report.tokens} greedy tokens measured after a ${ok[0]?.promptTokens ?? "?"}-token prompt · ` +
-    `${report.machine.cpus} CPUs · load average ${report.machine.loadAverage.toFixed(1)} at the end · ${report.date}`,
+    `  ${report.tokens} greedy tokens measured after a ${
+      ok[0]?.promptTokens ?? "?"
+    }-token prompt · ` +
+    `${report.machine.cpus} CPUs · load average ${
+      report.machine.loadAverage.toFixed(1)
+    } at the end · ${report.date}`,
     "",
     "Table 2 (what each configuration moves from flash, per token)",
     ...table(
@@ -843,7 +932,11 @@ export function formatBenchReport(report: BenchReport): string {
       `  ${r.label}: ${r.skipped ? `SKIPPED: ${r.skipped}` : r.note || r.description}` +
       (r.predictor ? ` · ${r.predictor}` : "") +
       (r.backend ? ` · reader ${r.backend}` : "") +
-      (r.skipped ? "" : ` · cache emptied by ${r.evictMethod} · load avg ${f(r.loadAverage[0], 1)}→${f(r.loadAverage[1], 1)}`)
+      (r.skipped
+        ? ""
+        : ` · cache emptied by ${r.evictMethod} · load avg ${f(r.loadAverage[0], 1)}→${
+          f(r.loadAverage[1], 1)
+        }`)
     ),
   ];
   const ratios = Object.entries(report.summary);
@@ -854,7 +947,9 @@ export function formatBenchReport(report: BenchReport): string {
       "flashlm (+ bundling) total latency relative to each configuration (< 1: flashlm faster):",
       "  " + ratios.map(([k, v]) => `${k.replace("flashlm/", "")} ${v.toFixed(3)}`).join(" · "),
       "  the same without CPU wait: " +
-        ok.filter((r) => r !== flashlm).map((r) => `${r.name} ${(net(flashlm) / net(r)).toFixed(3)}`).join(" · "),
+        ok.filter((r) => r !== flashlm).map((r) =>
+          `${r.name} ${(net(flashlm) / net(r)).toFixed(3)}`
+        ).join(" · "),
     );
   }
   return out.join("\n") + "\n";
@@ -883,7 +978,9 @@ export function benchChart(report: BenchReport): string {
       { name: "FFN compute + predictor", values: ok.map((r) => r.perToken.ffnComputeMs) },
       {
         name: "attention + rest",
-        values: ok.map((r) => r.perToken.totalMs - r.perToken.ioMs - r.perToken.memoryMs - r.perToken.ffnComputeMs),
+        values: ok.map((r) =>
+          r.perToken.totalMs - r.perToken.ioMs - r.perToken.memoryMs - r.perToken.ffnComputeMs
+        ),
       },
     ],
   });

@@ -107,13 +107,17 @@ function convert(name: string, raw: string, spec: FlagSpec): string | number | b
       throw usage(`option --${name} takes true or false, got ${quoted(raw)}`);
     case "string":
       if (spec.choices && !spec.choices.includes(raw)) {
-        throw usage(`option --${name} must be one of ${spec.choices.join(", ")}, got ${quoted(raw)}`);
+        throw usage(
+          `option --${name} must be one of ${spec.choices.join(", ")}, got ${quoted(raw)}`,
+        );
       }
       return raw;
     case "number":
     case "integer": {
       const value = raw.trim() === "" ? NaN : Number(raw);
-      if (!Number.isFinite(value)) throw usage(`option --${name} needs a number, got ${quoted(raw)}`);
+      if (!Number.isFinite(value)) {
+        throw usage(`option --${name} needs a number, got ${quoted(raw)}`);
+      }
       if (spec.type === "integer" && !Number.isSafeInteger(value)) {
         throw usage(`option --${name} needs a whole number, got ${quoted(raw)}`);
       }

@@ -67,8 +67,11 @@ export interface LoadedModel {
   format: "hf" | "flash";
   /** The FFN mode in use. */
   mode: Mode;
+  /** The model's dimensions. */
   config: ModelConfig;
+  /** Text to token ids and back. */
   tokenizer: OptTokenizer;
+  /** The forward pass, one token at a time, with its KV cache. */
   transformer: Transformer;
   /** Free-form provenance from the file (e.g. `synthetic: "true"`). */
   metadata: Record<string, string>;

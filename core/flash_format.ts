@@ -54,9 +54,13 @@ export function dtypeBytes(dtype: StorageDtype): number {
 
 /** A stored resident tensor. Offsets are relative to the resident section. */
 export interface StoredTensor {
+  /** Canonical tensor name. */
   name: string;
+  /** Shape, outermost first. */
   shape: number[];
+  /** Byte offset in the resident section. */
   offset: number;
+  /** Bytes stored. */
   length: number;
 }
 
@@ -69,15 +73,21 @@ export type FfnLayout = "row-column-bundles" | "split";
 
 /** One FFN layer's place in the file (absolute offset). */
 export interface FfnLayerEntry {
+  /** Absolute byte offset of the layer. */
   offset: number;
+  /** Bytes of the layer. */
   length: number;
+  /** CRC-32 of those bytes. */
   crc32: number;
 }
 
 /** Where the predictor's weights are, its per-layer shape and what training measured. */
 export interface PredictorSection {
+  /** Absolute byte offset of the serialized predictor. */
   offset: number;
+  /** Bytes of the serialized predictor. */
   length: number;
+  /** CRC-32 of those bytes. */
   crc32: number;
   /** Per layer: rank and probability threshold (validated by `deserializePredictor`). */
   meta: unknown;
@@ -87,24 +97,33 @@ export interface PredictorSection {
 
 /** A predictor to store: its serialized form and training report. */
 export interface PredictorPayload {
+  /** Per layer: rank and probability threshold. */
   meta: unknown;
+  /** The serialized weights (see `serializePredictor`). */
   bytes: Uint8Array;
+  /** Training report (free-form JSON). */
   report: unknown;
 }
 
 /** The JSON header of a flashlm file, as written. */
 export interface FlashHeader {
+  /** Always `"flashlm"`. */
   format: "flashlm";
+  /** File format version. */
   version: number;
   /** config.json as Hugging Face writes it (validated again on open). */
   config: Record<string, unknown>;
+  /** Storage dtype of every weight. */
   dtype: StorageDtype;
   /** Free-form provenance, e.g. `{ source: "hf:…", synthetic: "false" }`. */
   metadata: Record<string, string>;
+  /** The tokenizer section: vocab.json then merges.txt, UTF-8. */
   tokenizer: { offset: number; vocabLength: number; mergesLength: number; crc32: number };
+  /** The resident section: every tensor that stays in DRAM. */
   resident: { offset: number; length: number; crc32: number; tensors: StoredTensor[] };
   /** The trained low-rank activation predictor (DRAM-resident), when there is one. */
   predictor?: PredictorSection;
+  /** The FFN section: each layer's neurons, streamed from flash. */
   ffn: {
     layout: FfnLayout;
     offset: number;
@@ -113,6 +132,19 @@ export interface FlashHeader {
     bundleBytes: number;
     layers: FfnLayerEntry[];
   };
+}
+
+/**
+ * CRC-32 of a large array in 256 MiB pieces: indices of one loop over more than 2^31
+ * elements leave V8's fast integer path (a 4.7 GB resident section took minutes).
+ */
+function crc32Chunked(bytes: Uint8Array): number {
+  const piece = 1 << 28;
+  let c = 0;
+  for (let at = 0; at < bytes.length; at += piece) {
+    c = crc32(bytes.subarray(at, Math.min(bytes.length, at + piece)), c);
+  }
+  return c;
 }
 
 function alignUp(n: number, a: number): number {
@@ -227,12 +259,15 @@ function encodeHeader(header: FlashHeader, total: number): Uint8Array {
 
 /** Everything {@linkcode writeFlashModel} writes. */
 export interface FlashModelContents {
+  /** The model's dimensions. */
   config: ModelConfig;
   /** Storage dtype of every weight (f16 default in the converter). */
   dtype: StorageDtype;
   /** Provenance strings stored in the header. */
   metadata: Record<string, string>;
+  /** The tokenizer's vocab.json text. */
   vocabJson: string;
+  /** The tokenizer's merges.txt text. */
   mergesText: string;
   /** The resident tensors (canonical names, see `residentTensorSpecs`). */
   resident: TensorSource;
@@ -497,7 +532,11 @@ function shown(value: unknown): string {
  * The predictor's description and training report: what `deserializePredictor` (ranks,
  * thresholds), the memory planner (window statistics) and `inspect` read from them.
  */
-function checkPredictorJson(p: PredictorSection, config: ModelConfig, fail: (m: string) => never): void {
+function checkPredictorJson(
+  p: PredictorSection,
+  config: ModelConfig,
+  fail: (m: string) => never,
+): void {
   const meta = p.meta as { layers?: unknown };
   if (!isObject(meta) || !Array.isArray(meta.layers) || meta.layers.length !== config.nLayers) {
     fail(`predictor description is not {layers: [...]} with ${config.nLayers} layers`);
@@ -505,7 +544,8 @@ function checkPredictorJson(p: PredictorSection, config: ModelConfig, fail: (m: 
   for (const [l, entry] of (meta.layers as unknown[]).entries()) {
     const { rank, threshold } = isObject(entry) ? entry : { rank: undefined, threshold: undefined };
     if (!Number.isInteger(rank) || (rank as number) < 1 || (rank as number) > config.dModel) {
-      fail(`predictor layer ${l} has rank ${shown(rank)}, expected a whole number in [1, ${config.dModel}]`);
+      const want = `a whole number in [1, ${config.dModel}]`;
+      fail(`predictor layer ${l} has rank ${shown(rank)}, expected ${want}`);
     }
     if (typeof threshold !== "number" || !(threshold > 0 && threshold < 1)) {
       fail(`predictor layer ${l} has threshold ${shown(threshold)}, expected a number in (0, 1)`);
@@ -569,7 +609,8 @@ function validateLayout(
     if (!spec) fail(`resident section holds unknown tensor ${shown(tensor?.name)}`);
     if (seen.has(spec!.name)) fail(`resident tensor ${spec!.name} appears twice`);
     seen.add(spec!.name);
-    const shape: unknown = tensor.shape; // compared element by element: join() recurses into nested arrays
+    // Compared element by element: join() would recurse into nested arrays.
+    const shape: unknown = tensor.shape;
     if (
       !Array.isArray(shape) || shape.length !== spec!.shape.length ||
       shape.some((d, i) => d !== spec!.shape[i])
@@ -582,7 +623,9 @@ function validateLayout(
     }
     const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
     if (!isCount(tensor.offset) || tensor.length !== expected) {
-      fail(`resident tensor ${spec!.name} has length ${shown(tensor.length)}, expected ${expected}`);
+      fail(
+        `resident tensor ${spec!.name} has length ${shown(tensor.length)}, expected ${expected}`,
+      );
     }
     if (tensor.offset + tensor.length > r.length) {
       fail(`resident tensor ${spec!.name} lies outside the resident section`);
@@ -614,14 +657,16 @@ function validateLayout(
     fail(`unknown FFN layout ${shown(f.layout)}`);
   }
   if (f.bundleBytes !== 2 * config.dModel * bytes) {
-    fail(`FFN bundle size ${shown(f.bundleBytes)} does not match 2 x ${config.dModel} ${h.dtype} values`);
+    const want = `2 x ${config.dModel} ${h.dtype} values`;
+    fail(`FFN bundle size ${shown(f.bundleBytes)} does not match ${want}`);
   }
   if (f.layers.length !== config.nLayers) {
     fail(`FFN section has ${f.layers.length} layers, config has ${config.nLayers}`);
   }
   f.layers.forEach((layer, l) => {
-    if (layer?.length !== config.dFfn * f.bundleBytes) {
-      fail(`FFN layer ${l} has length ${shown(layer?.length)}, expected ${config.dFfn * f.bundleBytes}`);
+    const want = config.dFfn * f.bundleBytes;
+    if (layer?.length !== want) {
+      fail(`FFN layer ${l} has length ${shown(layer?.length)}, expected ${want}`);
     }
     range(`FFN layer ${l}`, layer.offset, layer.length);
   });
@@ -732,7 +777,7 @@ export class FlashModelFile implements TensorSource {
 
       const resident = new Uint8Array(h.resident.length);
       await readExactly(file, resident, h.resident.offset, path);
-      if (crc32(resident) !== h.resident.crc32) {
+      if (crc32Chunked(resident) !== h.resident.crc32) {
         throw new FlashlmError("resident section checksum mismatch (the file is corrupt)", {
           file: path,
         });

@@ -45,7 +45,9 @@ export interface TokenTelemetry {
 
 /** What a generation did, filled in as it runs. */
 export interface GenerationStats {
+  /** Tokens in the prompt. */
   promptTokens: number;
+  /** Tokens generated so far. */
   generatedTokens: number;
   /** Forward passes run (prompt + generated - 1). */
   forwardPasses: number;

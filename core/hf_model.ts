@@ -61,6 +61,7 @@ export class HfTensorSource implements TensorSource {
     );
   }
 
+  /** The checkpoint's name of a canonical tensor name (adds the decoder prefix). */
   private fullName(name: string): string {
     return name === "lm_head.weight" ? name : this.prefix + name;
   }

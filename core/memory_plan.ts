@@ -169,7 +169,9 @@ function windowNeed(stats: WindowStats, l: number, k: number): number {
 
 /** How the budget is spent. */
 export interface MemoryPlan {
+  /** The DRAM budget in bytes (with no budget: enough for every neuron). */
   budgetBytes: number;
+  /** What the model needs in DRAM, part by part. */
   footprint: ModelFootprint;
   /** Bytes of the neuron stores. */
   ffnCacheBytes: number;
@@ -185,10 +187,15 @@ export interface MemoryPlan {
 
 /** Inputs of {@linkcode planMemory}. */
 export interface PlanInput {
+  /** The model's dimensions. */
   config: ModelConfig;
+  /** Bytes of the activation predictor (DRAM-resident). */
   predictorBytes: number;
+  /** KV cache length in tokens. */
   contextLength: number;
+  /** The DRAM budget; `null`: every neuron may stay in DRAM. */
   budget: Budget | null;
+  /** Measured window statistics, to choose k per layer (without: rows split evenly). */
   windowStats?: WindowStats | null;
   /** Force this window size instead of choosing it. */
   windowK?: number;

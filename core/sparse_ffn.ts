@@ -136,7 +136,7 @@ export class SparseFlashFfn implements FfnProvider {
   /** Whether neurons past the window stay while their rows are free. */
   readonly keepStale: boolean;
   /** Index of the current token (incremented at layer 0). */
-  token = -1;
+  token: number = -1;
 
   /** The flash reader every load goes through. */
   readonly reader: FlashReader;
@@ -147,7 +147,8 @@ export class SparseFlashFfn implements FfnProvider {
   private batch: ReadBatch;
   private staging: Uint8Array; // (maxRows, bundleBytes) f16 bundles as read, before conversion
   private stagingHalf: Uint16Array; // the same bytes as f16 values
-  private loadRows: Int32Array; // (maxRows) store row of each staged bundle
+  private loadRows: Int32Array; // (maxRows) store row of each bundle being loaded
+  private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
   private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
 
   /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
@@ -184,6 +185,7 @@ export class SparseFlashFfn implements FfnProvider {
     this.staging = new Uint8Array(stagingBytes);
     this.stagingHalf = new Uint16Array(this.staging.buffer);
     this.loadRows = new Int32Array(maxRows);
+    this.loadNeurons = new Int32Array(maxRows);
     this.matrixBytes = this.stores.map((s) => new Uint8Array(s.matrix.buffer));
   }
 
@@ -234,8 +236,9 @@ export class SparseFlashFfn implements FfnProvider {
       if (store.has(neuron)) continue;
       const row = store.insert(neuron, L.fc1Bias[neuron]);
       let dest = this.matrixBytes[layer], at = row * bundleBytes;
+      this.loadRows[loads] = row;
+      this.loadNeurons[loads] = neuron;
       if (f16) {
-        this.loadRows[loads] = row;
         dest = this.staging;
         at = loads * bundleBytes;
       }
@@ -249,7 +252,15 @@ export class SparseFlashFfn implements FfnProvider {
     }
     const t2 = performance.now();
     const readsBefore = this.reader.stats.reads;
-    if (loads > 0) await this.reader.read(this.batch);
+    if (loads > 0) {
+      try {
+        await this.reader.read(this.batch);
+      } catch (e) {
+        // The rows inserted for this batch hold no valid bundle: take them out again.
+        this.forgetLoads(store, loads);
+        throw e;
+      }
+    }
     const t3 = performance.now();
     if (f16) {
       const rowValues = 2 * dModel;
@@ -277,6 +288,11 @@ export class SparseFlashFfn implements FfnProvider {
     s.computeMs += t1 - t0 + (t5 - t4);
     s.memoryMs += t2 - t1 + (t4 - t3);
     s.ioMs += t3 - t2;
+  }
+
+  /** Undo the inserts of a failed load (its rows hold no valid bundle). */
+  private forgetLoads(store: NeuronStore, loads: number): void {
+    for (let j = loads - 1; j >= 0; j--) store.delete(this.loadNeurons[j]);
   }
 
   /** Free `count` rows by deleting the least recently active neurons not active now. */

@@ -57,8 +57,11 @@ export interface TrainPredictorOptions {
 
 /** What training measured for one layer. */
 export interface LayerReport {
+  /** Layer index. */
   layer: number;
+  /** Rank of the low-rank predictor. */
   rank: number;
+  /** Probability above which a neuron is predicted active. */
   threshold: number;
   /** On the held-out tokens. */
   metrics: PredictorMetrics;
@@ -68,6 +71,7 @@ export interface LayerReport {
   newPerToken: number[];
   /** The same two with a perfect predictor (the true masks): the floor. */
   oracleSAgg: number[];
+  /** New neurons per token with the true masks, k = 1..maxWindow. */
   oracleNewPerToken: number[];
 }
 
@@ -75,12 +79,19 @@ export interface LayerReport {
 export interface PredictorReport {
   /** The text file trained on. */
   text: string;
+  /** Windows of text captured. */
   windows: number;
+  /** Tokens per window. */
   windowTokens: number;
+  /** Tokens captured per layer (training and held-out). */
   samples: number;
+  /** Of those, the held-out tokens the metrics are measured on. */
   heldOutSamples: number;
+  /** FFN neurons per layer. */
   dFfn: number;
+  /** Wall time of capture and training. */
   seconds: number;
+  /** Per layer, in order. */
   layers: LayerReport[];
 }
 
@@ -238,20 +249,23 @@ function windowStatistics(
  * ```
  */
 export function formatReport(report: PredictorReport): string {
-  const pct = (x: number): string => `${(100 * x).toFixed(1)}%`.padStart(7);
+  // Metrics may be null in a file whose training met NaNs: print "-" for them.
+  const fixed = (x: number | null, digits: number): string =>
+    typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits) : "-";
+  const pct = (x: number | null): string => (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
   const lines = [
     `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
-    `metrics on the last ${report.heldOutSamples} (held out), ${report.seconds.toFixed(1)} s`,
+    `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s`,
     `layer  rank  thresh   recall  pred/act     FNR      FPR   active  s_agg(4)  new/token k=1   k=4   k=8 (oracle k=4)`,
   ];
   for (const l of report.layers) {
     const m = l.metrics;
     const f = (n: number): string => pct(n / report.dFfn);
     lines.push(
-      `${String(l.layer).padStart(5)} ${String(l.rank).padStart(5)}  ${l.threshold.toFixed(3)} ${
+      `${String(l.layer).padStart(5)} ${String(l.rank).padStart(5)}  ${fixed(l.threshold, 3)} ${
         pct(m.recall)
       }  ` +
-        `${m.predictedOverActual.toFixed(2).padStart(8)} ${pct(m.falseNegativeRate)}  ${
+        `${fixed(m.predictedOverActual, 2).padStart(8)} ${pct(m.falseNegativeRate)}  ${
           pct(m.falsePositiveRate)
         }  ` +
         `${pct(m.activeFraction)}  ${f(l.sAgg[3] ?? NaN)}  ${f(l.newPerToken[0])} ${

@@ -20,39 +20,64 @@ import { FlashlmError } from "./errors.ts";
 
 /** One decoder layer's DRAM-resident weights (d = dModel). */
 export interface LayerWeights {
-  attnNormWeight: Float32Array; // (d) self_attn_layer_norm
-  attnNormBias: Float32Array; // (d)
-  wq: Float32Array; // (d, d) q_proj, PyTorch (out, in)
-  bq: Float32Array; // (d)
-  wk: Float32Array; // (d, d) k_proj
-  bk: Float32Array; // (d)
-  wv: Float32Array; // (d, d) v_proj
-  bv: Float32Array; // (d)
-  wo: Float32Array; // (d, d) out_proj
-  bo: Float32Array; // (d)
-  ffnNormWeight: Float32Array; // (d) the layer's final_layer_norm (before the FFN)
-  ffnNormBias: Float32Array; // (d)
-  fc1Bias: Float32Array; // (dFfn) up-projection bias: one per neuron
-  fc2Bias: Float32Array; // (d) down-projection bias
+  /** (d) self_attn_layer_norm */
+  attnNormWeight: Float32Array;
+  /** (d) self_attn_layer_norm bias */
+  attnNormBias: Float32Array;
+  /** (d, d) q_proj, PyTorch (out, in) */
+  wq: Float32Array;
+  /** (d) q_proj bias */
+  bq: Float32Array;
+  /** (d, d) k_proj */
+  wk: Float32Array;
+  /** (d) k_proj bias */
+  bk: Float32Array;
+  /** (d, d) v_proj */
+  wv: Float32Array;
+  /** (d) v_proj bias */
+  bv: Float32Array;
+  /** (d, d) out_proj */
+  wo: Float32Array;
+  /** (d) out_proj bias */
+  bo: Float32Array;
+  /** (d) the layer's final_layer_norm (before the FFN) */
+  ffnNormWeight: Float32Array;
+  /** (d) final_layer_norm bias */
+  ffnNormBias: Float32Array;
+  /** (dFfn) up-projection bias: one per neuron */
+  fc1Bias: Float32Array;
+  /** (d) down-projection bias */
+  fc2Bias: Float32Array;
 }
 
 /** Everything that stays in DRAM in every mode ("dense attention" in the paper). */
 export interface ResidentWeights {
+  /** The model's dimensions. */
   config: ModelConfig;
-  tokenEmbedding: Float32Array; // (vocabSize, wordEmbedProjDim) embed_tokens
-  positionEmbedding: Float32Array; // (maxPositions + positionOffset, dModel) embed_positions
-  projectIn: Float32Array | null; // (dModel, wordEmbedProjDim) only when wordEmbedProjDim != dModel
-  projectOut: Float32Array | null; // (wordEmbedProjDim, dModel)
-  finalNormWeight: Float32Array | null; // (dModel) decoder final_layer_norm (pre-LN models only)
-  finalNormBias: Float32Array | null; // (dModel)
-  lmHead: Float32Array; // (vocabSize, wordEmbedProjDim) tied: the same array as tokenEmbedding
-  layers: LayerWeights[]; // (nLayers)
+  /** (vocabSize, wordEmbedProjDim) embed_tokens */
+  tokenEmbedding: Float32Array;
+  /** (maxPositions + positionOffset, dModel) embed_positions */
+  positionEmbedding: Float32Array;
+  /** (dModel, wordEmbedProjDim) only when wordEmbedProjDim != dModel */
+  projectIn: Float32Array | null;
+  /** (wordEmbedProjDim, dModel) project_out, only when wordEmbedProjDim != dModel */
+  projectOut: Float32Array | null;
+  /** (dModel) decoder final_layer_norm (pre-LN models only) */
+  finalNormWeight: Float32Array | null;
+  /** (dModel) decoder final_layer_norm bias */
+  finalNormBias: Float32Array | null;
+  /** (vocabSize, wordEmbedProjDim) tied: the same array as tokenEmbedding */
+  lmHead: Float32Array;
+  /** (nLayers) the decoder layers, in order */
+  layers: LayerWeights[];
 }
 
 /** One layer's FFN matrices, as the dense reference mode keeps them. */
 export interface DenseFfnWeights {
-  fc1: Float32Array; // (dFfn, dModel) up-projection: row i = neuron i
-  fc2: Float32Array; // (dModel, dFfn) down-projection: column i = neuron i
+  /** (dFfn, dModel) up-projection: row i = neuron i */
+  fc1: Float32Array;
+  /** (dModel, dFfn) down-projection: column i = neuron i */
+  fc2: Float32Array;
 }
 
 // ---------------------------------------------------------------------------
@@ -70,7 +95,9 @@ export interface TensorSource {
 
 /** A tensor the model needs: canonical name and expected shape. */
 export interface TensorSpec {
+  /** Canonical tensor name (see the table below). */
   name: string;
+  /** Expected shape, outermost first. */
   shape: number[];
   /** False for tensors that may be absent (lm_head when tied, project_in/out, final norm). */
   required: boolean;

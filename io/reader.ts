@@ -93,6 +93,7 @@ export class ReadBatch {
     this.totalBytes += length;
   }
 
+  /** Double the capacity, keeping the requests. */
   private grow(): void {
     const cap = this.offsets.length * 2;
     this.offsets = grown(this.offsets, cap);
@@ -298,6 +299,15 @@ export class FlashReader {
       this.batch = batch;
       if (this.file.readList) await this.readListed(chunks);
       else await this.readInLanes(chunks);
+    } catch (e) {
+      // A backend's own error (EIO, a closed handle...) becomes one clear I/O error.
+      if (e instanceof FlashlmError) throw e;
+      const why = String((e as Error)?.message ?? e).replace(/\s+/g, " ");
+      throw new FlashlmError(`read of a ${batch.totalBytes}-byte batch failed: ${why}`, {
+        file: this.path,
+        kind: "io",
+        cause: e,
+      });
     } finally {
       this.batch = null;
       this.busy = false;
@@ -411,6 +421,7 @@ export class FlashReader {
   private sortKeys: Float64Array = new Float64Array(0);
   private byOffset = (a: number, b: number): number => this.sortKeys[a] - this.sortKeys[b];
 
+  /** Start a new run at sorted request k (growing the run arrays when full); returns its index. */
   private openRun(k: number): number {
     if (this.runCount === this.runStart.length) {
       const cap = this.runCount * 2;

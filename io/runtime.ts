@@ -53,6 +53,24 @@ export function ffiAllowed(): boolean {
   }
 }
 
+/**
+ * The command that runs flashlm's CLI in a child process of this runtime when it is not
+ * Deno (under Bun: this Bun on `bun.ts`); `undefined` in Deno, where callers run
+ * `Deno.execPath()` on `cli.ts`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { childCliCommand } from "./runtime.ts";
+ * assert.equal(childCliCommand(), undefined); // in Deno
+ * ```
+ */
+export function childCliCommand(): string[] | undefined {
+  if (runtimeName() === "deno") return undefined;
+  const node = (globalThis as { process?: { execPath: string } }).process;
+  return [node?.execPath ?? "bun", new URL("../bun.ts", import.meta.url).pathname];
+}
+
 // ---------------------------------------------------------------------------
 // libc through Deno FFI
 

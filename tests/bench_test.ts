@@ -1,6 +1,12 @@
 import { strict as assert } from "node:assert";
 import { HybridFfn } from "../core/baselines.ts";
-import { BENCH_CONFIGS, benchChart, type BenchReport, formatBenchReport, runConfiguration } from "../core/bench.ts";
+import {
+  BENCH_CONFIGS,
+  benchChart,
+  type BenchReport,
+  formatBenchReport,
+  runConfiguration,
+} from "../core/bench.ts";
 import { loadModel, readAllFfn } from "../core/engine.ts";
 import type { DenseFfn } from "../core/ffn.ts";
 import { FlashNaiveFfn } from "../core/ffn.ts";
@@ -25,7 +31,10 @@ async function fixture(sparsity = 0.8): Promise<{ dir: string; model: string; sp
 /** Logits after each of `ids`, run through a transformer on `ffn`. */
 async function logitsWith(
   path: string,
-  makeFfn: (file: FlashModelFile, resident: Awaited<ReturnType<typeof loadResidentWeights>>) => Promise<
+  makeFfn: (
+    file: FlashModelFile,
+    resident: Awaited<ReturnType<typeof loadResidentWeights>>,
+  ) => Promise<
     ConstructorParameters<typeof Transformer>[1]
   >,
   ids: number[],
@@ -35,7 +44,9 @@ async function logitsWith(
   const transformer = new Transformer(resident, await makeFfn(file, resident), ids.length);
   const out: Float32Array[] = [];
   try {
-    for (let pos = 0; pos < ids.length; pos++) out.push((await transformer.forward(ids[pos], pos)).slice());
+    for (let pos = 0; pos < ids.length; pos++) {
+      out.push((await transformer.forward(ids[pos], pos)).slice());
+    }
   } finally {
     transformer.close();
   }
@@ -46,7 +57,9 @@ async function denseLogits(path: string, ids: number[]): Promise<Float32Array[]>
   const model = await loadModel(path, { mode: "dense", contextLength: ids.length });
   try {
     const out: Float32Array[] = [];
-    for (let pos = 0; pos < ids.length; pos++) out.push((await model.transformer.forward(ids[pos], pos)).slice());
+    for (let pos = 0; pos < ids.length; pos++) {
+      out.push((await model.transformer.forward(ids[pos], pos)).slice());
+    }
     return out;
   } finally {
     model.close();
@@ -75,7 +88,11 @@ Deno.test("every bench configuration reports as flash bytes per token exactly th
       });
       assert.equal(r.skipped, undefined, `${config.name} was skipped: ${r.skipped}`);
       assert.equal(r.measuredTokens, 3);
-      assert.equal(r.perToken.bytes, r.perToken.readerBytes, `${config.name}: provider vs reader bytes`);
+      assert.equal(
+        r.perToken.bytes,
+        r.perToken.readerBytes,
+        `${config.name}: provider vs reader bytes`,
+      );
       if (config.name === "dense-DRAM") {
         assert.equal(r.perToken.bytes, 0);
       } else {
@@ -102,7 +119,12 @@ Deno.test("the hybrid baseline pins the first neurons of every layer and compute
     let hybrid: HybridFfn | null = null;
     const got = await logitsWith(model, async (file, resident) => {
       const reader = await FlashReader.open(model, { depth: 4 });
-      hybrid = await HybridFfn.open(file, resident, reader, new Array(file.config.nLayers).fill(pinnedCount));
+      hybrid = await HybridFfn.open(
+        file,
+        resident,
+        reader,
+        new Array(file.config.nLayers).fill(pinnedCount),
+      );
       return hybrid;
     }, ids);
     assertClose(got, await denseLogits(model, ids), "hybrid");
@@ -122,7 +144,10 @@ Deno.test("the hybrid baseline pins the first neurons of every layer and compute
       }
     }
     // Only the unpinned rest is read every token.
-    assert.equal(h.stats.bytesRead, ids.length * file.config.nLayers * (dFfn - pinnedCount) * file.bundleBytes);
+    assert.equal(
+      h.stats.bytesRead,
+      ids.length * file.config.nLayers * (dFfn - pinnedCount) * file.bundleBytes,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -134,9 +159,17 @@ Deno.test("predictor only (window k = 0) with the oracle predictor computes exac
     const ids = promptIds(6, 400);
     let sparse: SparseFlashFfn | null = null;
     const got = await logitsWith(model, async (file, resident) => {
-      const oracle = new OraclePredictor(await readAllFfn(file), resident.layers.map((l) => l.fc1Bias), file.config.dModel);
+      const oracle = new OraclePredictor(
+        await readAllFfn(file),
+        resident.layers.map((l) => l.fc1Bias),
+        file.config.dModel,
+      );
       const reader = await FlashReader.open(model, { depth: 4 });
-      sparse = new SparseFlashFfn(file, resident, reader, { predictor: oracle, windowK: 0, keepStale: false });
+      sparse = new SparseFlashFfn(file, resident, reader, {
+        predictor: oracle,
+        windowK: 0,
+        keepStale: false,
+      });
       return sparse;
     }, ids);
     assertClose(got, await denseLogits(model, ids), "predictor only");
@@ -156,10 +189,18 @@ Deno.test("the unbundled (split) layout gives the same logits as the bundled one
     const run = (path: string) => {
       let ffn: SparseFlashFfn | null = null;
       const logits = logitsWith(path, async (file, resident) => {
-        const oracle = new OraclePredictor(await readAllFfn(file), resident.layers.map((l) => l.fc1Bias), file.config.dModel);
+        const oracle = new OraclePredictor(
+          await readAllFfn(file),
+          resident.layers.map((l) => l.fc1Bias),
+          file.config.dModel,
+        );
         // No coalescing, so every request is its own read.
         const reader = await FlashReader.open(path, { depth: 4, coalesce: false });
-        ffn = new SparseFlashFfn(file, resident, reader, { predictor: oracle, windowK: 0, keepStale: false });
+        ffn = new SparseFlashFfn(file, resident, reader, {
+          predictor: oracle,
+          windowK: 0,
+          keepStale: false,
+        });
         return ffn;
       }, ids);
       return logits.then((l) => ({ logits: l, stats: (ffn! as SparseFlashFfn).stats }));
@@ -197,14 +238,24 @@ Deno.test("make-model at the tiny shape writes a loadable synthetic model whose 
         for (const h of ffn.hidden) if (h > 0) active++;
         total += ffn.hidden.length;
       };
-      for (let pos = 0; pos < 64; pos++) await model.transformer.forward(4 + ((pos * 31) % 400), pos);
+      for (let pos = 0; pos < 64; pos++) {
+        await model.transformer.forward(4 + ((pos * 31) % 400), pos);
+      }
       model.close();
       const inactive = 1 - active / total;
-      assert(Math.abs(inactive - requested) < 0.03, `requested sparsity ${requested}, measured ${inactive}`);
+      assert(
+        Math.abs(inactive - requested) < 0.03,
+        `requested sparsity ${requested}, measured ${inactive}`,
+      );
       // The stored predictor marks a superset-sized share active (it has a recall margin).
-      assert(made.predictedActive > 1 - requested - 0.01 && made.predictedActive < 3 * (1 - requested));
+      assert(
+        made.predictedActive > 1 - requested - 0.01 && made.predictedActive < 3 * (1 - requested),
+      );
       // It loads in sparse mode with its own predictor and generates.
-      const sparse = await loadModel(path, { mode: "sparse", memory: { kind: "ffn-percent", percent: 50 } });
+      const sparse = await loadModel(path, {
+        mode: "sparse",
+        memory: { kind: "ffn-percent", percent: 50 },
+      });
       const logits = await sparse.transformer.forward(2, 0);
       assert(logits.every(Number.isFinite));
       sparse.close();

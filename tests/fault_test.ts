@@ -14,7 +14,7 @@
 import { strict as assert } from "node:assert";
 import { loadModelConfig } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import { loadModel, type LoadedModel, type Mode } from "../core/engine.ts";
+import { type LoadedModel, loadModel, type Mode } from "../core/engine.ts";
 import { FlashlmError } from "../core/errors.ts";
 import { type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import { FlashModelFile } from "../core/flash_format.ts";
@@ -92,7 +92,9 @@ class FaultyBackend implements ReadBackend {
     this.inFlight++;
     try {
       await this.fault();
-      for (let k = 0; k < count; k++) done[k] = await this.inner.readAt(k % this.lanes, dests[k], offsets[k]);
+      for (let k = 0; k < count; k++) {
+        done[k] = await this.inner.readAt(k % this.lanes, dests[k], offsets[k]);
+      }
     } finally {
       this.inFlight--;
     }
@@ -149,7 +151,12 @@ function getFixture(): Promise<Fixture> {
  * controls): naive mode, or sparse mode with the oracle predictor, window k = 2 and 40% of
  * the neurons per layer in DRAM.
  */
-async function assemble(fx: Fixture, path: string, mode: Mode, reader: FlashReader): Promise<LoadedModel> {
+async function assemble(
+  fx: Fixture,
+  path: string,
+  mode: Mode,
+  reader: FlashReader,
+): Promise<LoadedModel> {
   const file = await FlashModelFile.open(path);
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, path);
   const resident = await loadResidentWeights(file.config, file);
@@ -186,7 +193,10 @@ function readerOptions(mode: Mode): FlashReaderOptions {
 }
 
 function assertIoError(e: unknown, path: string): void {
-  assert.ok(e instanceof FlashlmError, `expected a FlashlmError, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`);
+  assert.ok(
+    e instanceof FlashlmError,
+    `expected a FlashlmError, got ${e instanceof Error ? `${e.name}: ${e.message}` : e}`,
+  );
   assert.equal(e.kind, "io", e.message);
   assert.ok(e.message.startsWith(`${path}: `), `the message names the file: ${e.message}`);
   assert.ok(!/[\r\n]/.test(e.message), "one line");
@@ -202,8 +212,18 @@ for (const list of [false, true]) {
       const fx = await getFixture();
       const fds = openFds();
       const backend = new FaultyBackend(await openBackend("fs-pool", fx.flm, 4), list);
-      const model = await assemble(fx, fx.flm, mode, FlashReader.fromBackend(backend, readerOptions(mode)));
-      const gen = new Generation(model, promptIds(6, 400), { maxTokens: 40, stopAtEos: false, temperature: 1, seed: 3 });
+      const model = await assemble(
+        fx,
+        fx.flm,
+        mode,
+        FlashReader.fromBackend(backend, readerOptions(mode)),
+      );
+      const gen = new Generation(model, promptIds(6, 400), {
+        maxTokens: 40,
+        stopAtEos: false,
+        temperature: 1,
+        seed: 3,
+      });
       let tokens = 0;
       const errors: unknown[] = [];
       try {
@@ -212,12 +232,19 @@ for (const list of [false, true]) {
         }
       } catch (e) {
         errors.push(e);
-        assert.equal(backend.inFlight, 0, "every read in flight finished before the error surfaced");
+        assert.equal(
+          backend.inFlight,
+          0,
+          "every read in flight finished before the error surfaced",
+        );
       }
       assert.equal(errors.length, 1, "exactly one error");
       assertIoError(errors[0], fx.flm);
       assert.equal(backend.failures, 1);
-      assert.ok(tokens >= 3 && tokens < 40, `the error ended the generation after ${tokens} tokens`);
+      assert.ok(
+        tokens >= 3 && tokens < 40,
+        `the error ended the generation after ${tokens} tokens`,
+      );
       model.close();
       model.close(); // closing twice is harmless
       assert.equal(backend.closes, 1, "the backend is closed once");
@@ -234,7 +261,12 @@ for (const mode of ["naive", "sparse"] as const) {
     const expected = await logitsPerPosition(dense, ids);
     dense.close();
     const backend = new FaultyBackend(await openBackend("fs-pool", fx.flm, 4), false);
-    const model = await assemble(fx, fx.flm, mode, FlashReader.fromBackend(backend, readerOptions(mode)));
+    const model = await assemble(
+      fx,
+      fx.flm,
+      mode,
+      FlashReader.fromBackend(backend, readerOptions(mode)),
+    );
     let failedAt = -1;
     for (let pos = 0; pos < ids.length && failedAt < 0; pos++) {
       if (pos === 12) backend.armed = true;
@@ -250,7 +282,10 @@ for (const mode of ["naive", "sparse"] as const) {
     // position (the same neurons are needed again), go on to the end, then start over.
     const check = (pos: number, logits: Float32Array, when: string): void => {
       const diff = maxAbsDiff(logits, expected[pos]);
-      assert.ok(diff <= 1e-4, `${when}, position ${pos} (failure at ${failedAt}): max |diff| ${diff}`);
+      assert.ok(
+        diff <= 1e-4,
+        `${when}, position ${pos} (failure at ${failedAt}): max |diff| ${diff}`,
+      );
     };
     for (let pos = failedAt; pos < ids.length; pos++) {
       check(pos, await model.transformer.forward(ids[pos], pos), "retrying");
@@ -311,7 +346,11 @@ Deno.test("a model file removed under the reader keeps serving from the open han
   const path = `${fx.dir}/removed.flm`;
   await Deno.copyFile(fx.flm, path);
   const fds = openFds();
-  assert.deepEqual(await run(path, 3), expected, "the open descriptors still reach the removed file");
+  assert.deepEqual(
+    await run(path, 3),
+    expected,
+    "the open descriptors still reach the removed file",
+  );
   if (fds >= 0) assert.equal(openFds(), fds, "no file descriptor left open");
 });
 
@@ -340,13 +379,24 @@ Deno.test("sparse mode with a 30% FFN budget matches dense at every position of 
     return logits;
   };
   const prompt = promptIds(8, 400);
-  const gen = new Generation(sparse, prompt, { maxTokens: 1000, stopAtEos: false, temperature: 1, seed: 11 });
+  const gen = new Generation(sparse, prompt, {
+    maxTokens: 1000,
+    stopAtEos: false,
+    temperature: 1,
+    seed: 11,
+  });
   let generated = 0;
   for await (const t of gen) if (t.id >= 0) generated++;
   assert.equal(generated, 1000);
   assert.equal(seen.length, prompt.length + 1000 - 1);
-  assert.ok(ffn.stats.neuronsEvicted > 1000, `the window churns: ${ffn.stats.neuronsEvicted} evictions`);
-  assert.ok(ffn.stats.neuronsLoaded > 1000, `neurons keep being loaded: ${ffn.stats.neuronsLoaded}`);
+  assert.ok(
+    ffn.stats.neuronsEvicted > 1000,
+    `the window churns: ${ffn.stats.neuronsEvicted} evictions`,
+  );
+  assert.ok(
+    ffn.stats.neuronsLoaded > 1000,
+    `neurons keep being loaded: ${ffn.stats.neuronsLoaded}`,
+  );
 
   const dense = await loadModel(flm, { mode: "dense" });
   let worst = 0;

@@ -88,7 +88,24 @@ export interface Mutated<T> {
 }
 
 /** Bytes that mean something to JSON and binary parsers. */
-const INTERESTING_BYTES = [0x00, 0xff, 0x7f, 0x80, 0x22, 0x7b, 0x7d, 0x2c, 0x3a, 0x5b, 0x5d, 0x0a, 0x5c, 0x30, 0x39, 0x2d];
+const INTERESTING_BYTES = [
+  0x00,
+  0xff,
+  0x7f,
+  0x80,
+  0x22,
+  0x7b,
+  0x7d,
+  0x2c,
+  0x3a,
+  0x5b,
+  0x5d,
+  0x0a,
+  0x5c,
+  0x30,
+  0x39,
+  0x2d,
+];
 
 function lengthValues(size: number): bigint[] {
   const n = BigInt(size);
@@ -133,7 +150,9 @@ export function mutateBytes(
 ): Mutated<Uint8Array> {
   const position = (): number => {
     const f = options.focus;
-    if (f && f[1] > f[0] && rng.chance(0.8)) return Math.min(bytes.length, f[0] + rng.int(f[1] - f[0]));
+    if (f && f[1] > f[0] && rng.chance(0.8)) {
+      return Math.min(bytes.length, f[0] + rng.int(f[1] - f[0]));
+    }
     return rng.int(bytes.length + 1);
   };
   const fields = options.lengthFields ?? [];
@@ -163,7 +182,9 @@ export function mutateBytes(
       const n = 1 + rng.int(8);
       const out = new Uint8Array(bytes.length + n);
       out.set(bytes.subarray(0, p));
-      for (let k = 0; k < n; k++) out[p + k] = rng.chance(0.5) ? rng.pick(INTERESTING_BYTES) : rng.int(256);
+      for (let k = 0; k < n; k++) {
+        out[p + k] = rng.chance(0.5) ? rng.pick(INTERESTING_BYTES) : rng.int(256);
+      }
       out.set(bytes.subarray(p), p + n);
       return { value: out, how: `inserted ${n} bytes at ${p}` };
     }
@@ -190,7 +211,9 @@ export function mutateBytes(
     default: {
       const field = rng.pick(fields);
       const out = bytes.slice();
-      if (out.length < field.offset + field.size) return { value: out, how: "length field cut off" };
+      if (out.length < field.offset + field.size) {
+        return { value: out, how: "length field cut off" };
+      }
       const view = new DataView(out.buffer);
       let v = rng.pick(lengthValues(bytes.length));
       if (field.size === 4) {
@@ -291,7 +314,16 @@ export const NASTY_JSON: readonly string[] = [
 ];
 
 /** Keys worth adding to objects. */
-const NASTY_KEYS = ["__proto__", "constructor", "toString", "", "a\nb", "layers", "offset", "length"];
+const NASTY_KEYS = [
+  "__proto__",
+  "constructor",
+  "toString",
+  "",
+  "a\nb",
+  "layers",
+  "offset",
+  "length",
+];
 
 interface Slot {
   node: JsonNode;
@@ -328,7 +360,17 @@ function editOnce(root: JsonNode, rng: FuzzRng): string {
   const all = slots(root);
   const target = rng.pick(all);
   const containers = all.filter((s) => s.node.t !== "raw");
-  const kind = rng.pick(["nasty", "nasty", "tweak", "tweak", "drop", "duplicate", "add", "copy", "wrap"]);
+  const kind = rng.pick([
+    "nasty",
+    "nasty",
+    "tweak",
+    "tweak",
+    "drop",
+    "duplicate",
+    "add",
+    "copy",
+    "wrap",
+  ]);
   if (kind === "tweak" || kind === "nasty") {
     // Prefer numbers for tweaks: they hold the sizes and offsets.
     const numbers = all.filter((s) => s.node.t === "raw" && /^-?\d/.test(s.node.text) && s.set);
@@ -360,7 +402,9 @@ function editOnce(root: JsonNode, rng: FuzzRng): string {
       c.items.splice(rng.int(c.items.length), 1);
       return "dropped an array item";
     }
-    const item = c.items.length && rng.chance(0.5) ? clone(rng.pick(c.items)) : { t: "raw" as const, text: rng.pick(NASTY_JSON) };
+    const item = c.items.length && rng.chance(0.5)
+      ? clone(rng.pick(c.items))
+      : { t: "raw" as const, text: rng.pick(NASTY_JSON) };
     c.items.splice(rng.int(c.items.length + 1), 0, item);
     return "added an array item";
   }
@@ -376,7 +420,10 @@ function editOnce(root: JsonNode, rng: FuzzRng): string {
     return `duplicated key ${JSON.stringify(key)}`;
   }
   const key = rng.chance(0.5) ? rng.pick(NASTY_KEYS) : `k${rng.int(1000)}`;
-  c.entries.splice(rng.int(c.entries.length + 1), 0, [key, { t: "raw", text: rng.pick(NASTY_JSON) }]);
+  c.entries.splice(rng.int(c.entries.length + 1), 0, [key, {
+    t: "raw",
+    text: rng.pick(NASTY_JSON),
+  }]);
   return `added key ${JSON.stringify(key)}`;
 }
 
@@ -446,17 +493,26 @@ export function mutateText(text: string, rng: FuzzRng): Mutated<string> {
   const piece = rng.pick(TEXT_PIECES);
   switch (rng.int(4)) {
     case 0:
-      return { value: text.slice(0, p) + piece + text.slice(p), how: `inserted ${JSON.stringify(piece.slice(0, 8))} at ${p}` };
+      return {
+        value: text.slice(0, p) + piece + text.slice(p),
+        how: `inserted ${JSON.stringify(piece.slice(0, 8))} at ${p}`,
+      };
     case 1: {
       const n = 1 + rng.int(3);
       return { value: text.slice(0, p) + text.slice(p + n), how: `deleted ${n} chars at ${p}` };
     }
     case 2:
-      return { value: text.slice(0, p) + piece + text.slice(p + 1), how: `replaced char ${p} by ${JSON.stringify(piece.slice(0, 8))}` };
+      return {
+        value: text.slice(0, p) + piece + text.slice(p + 1),
+        how: `replaced char ${p} by ${JSON.stringify(piece.slice(0, 8))}`,
+      };
     default: {
       const q = rng.int(text.length + 1);
       const [a, b] = p < q ? [p, q] : [q, p];
-      return { value: text.slice(0, b) + text.slice(a, b) + text.slice(b), how: `duplicated chars ${a}..${b}` };
+      return {
+        value: text.slice(0, b) + text.slice(a, b) + text.slice(b),
+        how: `duplicated chars ${a}..${b}`,
+      };
     }
   }
 }
@@ -491,7 +547,10 @@ function requestedBytes(name: string, target: AnyConstructor, args: unknown[]): 
   }
   const bpe = (target as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
   if (typeof a0 === "number") return Number.isFinite(a0) && a0 > 0 ? a0 * bpe : 0;
-  if (a0 instanceof ORIGINALS.ArrayBuffer || (typeof SharedArrayBuffer !== "undefined" && a0 instanceof SharedArrayBuffer)) return 0;
+  if (
+    a0 instanceof ORIGINALS.ArrayBuffer ||
+    (typeof SharedArrayBuffer !== "undefined" && a0 instanceof SharedArrayBuffer)
+  ) return 0;
   const length = (a0 as { length?: unknown } | null | undefined)?.length;
   return typeof length === "number" && length > 0 ? length * bpe : 0;
 }
@@ -689,7 +748,9 @@ export async function runFuzz(
     if (tracker.largest > report.largestAllocation.bytes) {
       report.largestAllocation = { bytes: tracker.largest, inputBytes: c.inputBytes };
     }
-    if (ms > CASE_TIME_LIMIT_MS) fail(`took ${ms.toFixed(0)} ms (hang bound ${CASE_TIME_LIMIT_MS} ms)`);
+    if (ms > CASE_TIME_LIMIT_MS) {
+      fail(`took ${ms.toFixed(0)} ms (hang bound ${CASE_TIME_LIMIT_MS} ms)`);
+    }
     if (tracker.largest > c.inputBytes + ALLOCATION_SLACK) {
       fail(`asked for ${tracker.largest} bytes from a ${c.inputBytes}-byte input`);
     }
@@ -727,6 +788,8 @@ export async function runFuzz(
  */
 export function formatFuzzReport(r: FuzzReport): string {
   return `fuzz ${r.format}: ${r.cases} cases, ${r.accepted} accepted, ${r.rejected} rejected with a FlashlmError, ` +
-    `${r.failures.length} failed · slowest case ${r.slowestMs.toFixed(1)} ms · largest allocation ` +
+    `${r.failures.length} failed · slowest case ${
+      r.slowestMs.toFixed(1)
+    } ms · largest allocation ` +
     `${r.largestAllocation.bytes} B (input ${r.largestAllocation.inputBytes} B)`;
 }

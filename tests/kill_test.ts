@@ -64,7 +64,7 @@ function getFixture(): Promise<Fixture> {
 // ---------------------------------------------------------------------------
 // Killing a child at a chosen point
 
-/** When to kill: this long after the start, or once a temp file has this many bytes. */
+/** When to kill: this long after the start, or once a temp file has this many bytes (neither: never). */
 interface Trigger {
   afterMs?: number;
   tempBytes?: number;
@@ -154,18 +154,29 @@ async function checkStrays(dir: string, name: string): Promise<number> {
     try {
       file = await FlashModelFile.open(path);
     } catch (e) {
-      assert.ok(e instanceof FlashlmError, `a stray temp file is refused with a FlashlmError: ${e}`);
+      assert.ok(
+        e instanceof FlashlmError,
+        `a stray temp file is refused with a FlashlmError: ${e}`,
+      );
     }
-    if (file) assert.deepEqual(await verifyFfn(file), [], "a stray temp file that opens is complete");
+    if (file) {
+      assert.deepEqual(await verifyFfn(file), [], "a stray temp file that opens is complete");
+    }
     await Deno.remove(path);
   }
   return strays.length;
 }
 
 function describeKill(trigger: Trigger, r: KillResult): string {
-  const what = trigger.afterMs !== undefined ? `after ${trigger.afterMs} ms` : `at temp >= ${trigger.tempBytes} B`;
-  if (r.completed) return `${what}: finished first (${r.ms.toFixed(0)} ms)`;
-  return `${what}: killed at ${r.ms.toFixed(0)} ms, temp file ${r.tempBytes < 0 ? "not created yet" : `${(r.tempBytes / 1e6).toFixed(1)} MB`}`;
+  const what = trigger.afterMs !== undefined
+    ? `after ${trigger.afterMs} ms`
+    : trigger.tempBytes !== undefined
+    ? `at temp >= ${trigger.tempBytes} B`
+    : "no kill";
+  if (r.completed) return `${what}: finished (${r.ms.toFixed(0)} ms)`;
+  return `${what}: killed at ${r.ms.toFixed(0)} ms, temp file ${
+    r.tempBytes < 0 ? "not created yet" : `${(r.tempBytes / 1e6).toFixed(1)} MB`
+  }`;
 }
 
 // ---------------------------------------------------------------------------
@@ -180,39 +191,48 @@ Deno.test("a conversion killed at any point leaves no destination, or the previo
   let strays = 0;
 
   // 1. No previous version: a kill midway leaves no destination.
-  const first = await runAndKill(["convert", fx.hf, out, "--dtype", "f16"], watch, { tempBytes: 1 << 20 }, env);
+  const first = await runAndKill(["convert", fx.hf, out, "--dtype", "f16"], watch, {
+    tempBytes: 1 << 20,
+  }, env);
   log.push(`no previous version, ${describeKill({ tempBytes: 1 << 20 }, first)}`);
   if (!first.completed) assert.ok(!exists(out), "a killed first conversion leaves no destination");
   strays += await checkStrays(fx.dir, "model.flm");
 
-  // 2. A complete f32 version, then f16 re-conversions killed at several points.
+  // 2. A complete f32 version, then f16 re-conversions killed at several points, then one
+  //    run to the end. A run that finishes before its kill point is the new previous version.
   await convertHfToFlash(fx.hf, out, { dtype: "f32" });
-  const previous = await sha256(out);
+  let previous = { sha: await sha256(out), dtype: "f32" };
   const f16Bytes = Math.round((await Deno.stat(out)).size / 2);
   const triggers: Trigger[] = [
     { afterMs: 100 },
-    { afterMs: 400 },
     { tempBytes: Math.round(0.1 * f16Bytes) },
     { tempBytes: Math.round(0.5 * f16Bytes) },
     { tempBytes: Math.round(0.95 * f16Bytes) },
+    {}, // no kill
   ];
-  let midway = 0, completed = false;
-  for (let i = 0; !completed; i++) {
-    const trigger = triggers[i] ?? { afterMs: 1500 * 2 ** (i - triggers.length) };
+  let midway = 0;
+  for (const trigger of triggers) {
     const r = await runAndKill(["convert", fx.hf, out, "--dtype", "f16"], watch, trigger, env);
     log.push(describeKill(trigger, r));
+    const file = await openAndVerify(out);
     if (r.completed) {
-      completed = true;
-      assert.equal((await openAndVerify(out)).dtype, "f16", "a finished conversion is the new version");
+      assert.equal(file.dtype, "f16", "a finished conversion is the new version");
+      previous = { sha: await sha256(out), dtype: "f16" };
     } else {
       if (r.tempBytes >= 0) midway++;
-      assert.equal(await sha256(out), previous, `killed ${describeKill(trigger, r)}: the previous file is untouched`);
-      assert.equal((await openAndVerify(out)).dtype, "f32");
+      const what = `killed ${describeKill(trigger, r)}`;
+      assert.equal(await sha256(out), previous.sha, `${what}: the previous file is untouched`);
+      assert.equal(file.dtype, previous.dtype);
     }
     strays += await checkStrays(fx.dir, "model.flm");
   }
-  console.log(`convert kills:\n  ${log.join("\n  ")}\n  stray temp files left by kills: ${strays} (none opened as a model)`);
-  assert.ok(midway >= 3, `${midway} kills landed while the temp file was being written`);
+  assert.equal(previous.dtype, "f16", "the run without a kill finished");
+  console.log(
+    `convert kills:\n  ${
+      log.join("\n  ")
+    }\n  stray temp files left by kills: ${strays} (none opened as a model)`,
+  );
+  assert.ok(midway >= 2, `${midway} kills landed while the temp file was being written`);
 });
 
 // ---------------------------------------------------------------------------
@@ -222,7 +242,6 @@ Deno.test("train-predictor killed at any point leaves the model it rewrites inta
   const fx = await getFixture();
   const path = `${fx.dir}/tp.flm`;
   await convertHfToFlash(fx.hf, path, { dtype: "f32" });
-  const previous = await sha256(path);
   const size = (await Deno.stat(path)).size;
   const watch = { dir: fx.dir, name: "tp.flm" };
   const tmp = `${fx.dir}/tmp`;
@@ -241,31 +260,36 @@ Deno.test("train-predictor killed at any point leaves the model it rewrites inta
     "8,8,8,8",
   ];
   const triggers: Trigger[] = [
-    { afterMs: 300 }, // loading the model
-    { afterMs: 900 }, // capturing activations or training
+    { afterMs: 600 }, // loading the model or capturing activations
     { tempBytes: 0 }, // the rewrite has begun
     { tempBytes: Math.round(size / 2) },
+    {}, // no kill
   ];
   const log: string[] = [];
-  let strays = 0, completed = false, midway = 0;
-  for (let i = 0; !completed; i++) {
-    const trigger = triggers[i] ?? { afterMs: 3000 * 2 ** (i - triggers.length) };
+  let strays = 0, midway = 0;
+  let previous = { sha: await sha256(path), predictor: false };
+  for (const trigger of triggers) {
     const r = await runAndKill(args, watch, trigger, { TMPDIR: tmp });
     log.push(describeKill(trigger, r));
     const file = await openAndVerify(path);
     if (r.completed) {
-      completed = true;
       assert.ok(file.header.predictor, "a finished run stored its predictor");
+      previous = { sha: await sha256(path), predictor: true };
     } else {
       if (r.tempBytes >= 0) midway++;
-      assert.equal(await sha256(path), previous, `killed ${describeKill(trigger, r)}: the model is untouched`);
-      assert.equal(file.header.predictor, undefined);
+      const what = `killed ${describeKill(trigger, r)}`;
+      assert.equal(await sha256(path), previous.sha, `${what}: the model is untouched`);
+      assert.equal(file.header.predictor !== undefined, previous.predictor);
     }
     strays += await checkStrays(fx.dir, "tp.flm");
   }
-  const captures = [...Deno.readDirSync(tmp)].filter((e) => e.name.startsWith("flashlm-capture-")).length;
+  assert.ok(previous.predictor, "the run without a kill finished");
+  const captures =
+    [...Deno.readDirSync(tmp)].filter((e) => e.name.startsWith("flashlm-capture-")).length;
   console.log(
-    `train-predictor kills:\n  ${log.join("\n  ")}\n  stray temp files: ${strays} (none opened as a model); ` +
+    `train-predictor kills:\n  ${
+      log.join("\n  ")
+    }\n  stray temp files: ${strays} (none opened as a model); ` +
       `capture dirs left in $TMPDIR: ${captures}`,
   );
   assert.ok(midway >= 1, "at least one kill landed during the rewrite");
