@@ -927,6 +927,8 @@ export function formatBenchReport(report: BenchReport): string {
     "compute = total - I/O - memory management: FFN kernels, predictor, attention, embeddings, lm_head.",
     "CPU wait = time the main thread was ready to run but other processes held the CPUs (/proc/thread-self/schedstat);",
     "  it is inside the other columns (mostly compute). Peak RSS = VmHWM while generating (reset after loading).",
+    "flash→DRAM MB = bytes the reader delivered; for page-cache most are served by the page cache (its MB/s",
+    "  is then a memory copy): disk MB (kernel) is what really came from storage (/proc/self/io read_bytes).",
     "Notes per configuration:",
     ...report.results.map((r) =>
       `  ${r.label}: ${r.skipped ? `SKIPPED: ${r.skipped}` : r.note || r.description}` +
@@ -975,7 +977,7 @@ export function benchChart(report: BenchReport): string {
     parts: [
       { name: "I/O (flash)", values: ok.map((r) => r.perToken.ioMs) },
       { name: "memory mgmt", values: ok.map((r) => r.perToken.memoryMs) },
-      { name: "FFN compute + predictor", values: ok.map((r) => r.perToken.ffnComputeMs) },
+      { name: "FFN + predictor", values: ok.map((r) => r.perToken.ffnComputeMs) },
       {
         name: "attention + rest",
         values: ok.map((r) =>

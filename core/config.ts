@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError, showValue } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Types
@@ -77,16 +77,6 @@ const MAX_DIM = 2 ** 31 - 1;
 // ---------------------------------------------------------------------------
 // Field readers (each throws a config error naming the file and the field)
 
-/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
-function shown(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
-}
 
 class Fields {
   constructor(readonly json: Record<string, unknown>, readonly file: string) {}
@@ -100,7 +90,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) this.fail(`missing "${key}"`);
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v <= 0 || v > MAX_DIM) {
-      this.fail(`"${key}" must be a positive integer up to ${MAX_DIM}, got ${shown(v)}`);
+      this.fail(`"${key}" must be a positive integer up to ${MAX_DIM}, got ${showValue(v)}`);
     }
     return v;
   }
@@ -116,7 +106,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0 || v >= vocabSize) {
-      this.fail(`"${key}" must be a token id in [0, ${vocabSize}), got ${shown(v)}`);
+      this.fail(`"${key}" must be a token id in [0, ${vocabSize}), got ${showValue(v)}`);
     }
     return v;
   }
@@ -126,7 +116,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "boolean") {
-      this.fail(`"${key}" must be true or false, got ${shown(v)}`);
+      this.fail(`"${key}" must be true or false, got ${showValue(v)}`);
     }
     return v;
   }
@@ -136,7 +126,7 @@ class Fields {
     const v = this.json[key];
     if (v === undefined || v === null) return fallback;
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) {
-      this.fail(`"${key}" must be a positive number, got ${shown(v)}`);
+      this.fail(`"${key}" must be a positive number, got ${showValue(v)}`);
     }
     return v;
   }
@@ -148,7 +138,7 @@ class Fields {
     if (v === "gelu_pytorch_tanh") return "gelu_new";
     if (!(ACTIVATIONS as readonly unknown[]).includes(v)) {
       this.fail(
-        `unsupported activation_function ${shown(v)} (supported: ${
+        `unsupported activation_function ${showValue(v)} (supported: ${
           ACTIVATIONS.join(", ")
         }, gelu_pytorch_tanh)`,
       );
@@ -166,14 +156,14 @@ function architectureOf(f: Fields): ModelConfig["architecture"] {
   const type = f.json.model_type;
   if (type !== undefined) {
     if (type === "opt" || type === "gpt2") return type;
-    f.fail(`unsupported model_type ${shown(type)}; supported: ${supported}`);
+    f.fail(`unsupported model_type ${showValue(type)}; supported: ${supported}`);
   }
   const archs = f.json.architectures;
   if (Array.isArray(archs) && archs.length > 0) {
     for (const [t, cls] of Object.entries(SUPPORTED)) {
       if (archs[0] === cls) return t as ModelConfig["architecture"];
     }
-    f.fail(`unsupported architecture ${shown(archs[0])}; supported: ${supported}`);
+    f.fail(`unsupported architecture ${showValue(archs[0])}; supported: ${supported}`);
   }
   return f.fail(`no "model_type" or "architectures"; supported: ${supported}`);
 }

@@ -55,3 +55,25 @@ export class FlashlmError extends Error {
     this.kind = options.kind ?? "format";
   }
 }
+
+/**
+ * `value` as short one-line JSON for an error message: never throws, cuts long
+ * values, and so keeps every error one line whatever a file holds.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { showValue } from "./errors.ts";
+ * assert.equal(showValue("a\nb"), '"a\\nb"');
+ * assert.ok(showValue("x".repeat(500)).length < 70);
+ * ```
+ */
+export function showValue(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
+  }
+  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
+}

@@ -27,7 +27,7 @@ import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
 import { f16ToF32, f32ToF16 } from "../kernels/f16.ts";
 import { type ModelConfig, parseModelConfig, toHfConfigJson } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError, showValue } from "./errors.ts";
 import { residentTensorSpecs, type TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -493,7 +493,7 @@ export function parseFlashHeader(
   if (typeof h !== "object" || h === null || h.format !== "flashlm") {
     fail("header is not a flashlm header");
   }
-  if (h.dtype !== "f16" && h.dtype !== "f32") fail(`unknown storage dtype ${shown(h.dtype)}`);
+  if (h.dtype !== "f16" && h.dtype !== "f32") fail(`unknown storage dtype ${showValue(h.dtype)}`);
   if (!isObject(h.config)) fail("header has no config");
   let configText = "";
   try {
@@ -517,16 +517,6 @@ function isObject(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
-function shown(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
-}
 
 /**
  * The predictor's description and training report: what `deserializePredictor` (ranks,
@@ -545,10 +535,10 @@ function checkPredictorJson(
     const { rank, threshold } = isObject(entry) ? entry : { rank: undefined, threshold: undefined };
     if (!Number.isInteger(rank) || (rank as number) < 1 || (rank as number) > config.dModel) {
       const want = `a whole number in [1, ${config.dModel}]`;
-      fail(`predictor layer ${l} has rank ${shown(rank)}, expected ${want}`);
+      fail(`predictor layer ${l} has rank ${showValue(rank)}, expected ${want}`);
     }
     if (typeof threshold !== "number" || !(threshold > 0 && threshold < 1)) {
-      fail(`predictor layer ${l} has threshold ${shown(threshold)}, expected a number in (0, 1)`);
+      fail(`predictor layer ${l} has threshold ${showValue(threshold)}, expected a number in (0, 1)`);
     }
   }
   const report = p.report as { layers?: unknown; seconds?: unknown } | null | undefined;
@@ -606,7 +596,7 @@ function validateLayout(
   const seen = new Set<string>();
   for (const tensor of r.tensors) {
     const spec = specs.get(tensor?.name);
-    if (!spec) fail(`resident section holds unknown tensor ${shown(tensor?.name)}`);
+    if (!spec) fail(`resident section holds unknown tensor ${showValue(tensor?.name)}`);
     if (seen.has(spec!.name)) fail(`resident tensor ${spec!.name} appears twice`);
     seen.add(spec!.name);
     // Compared element by element: join() would recurse into nested arrays.
@@ -616,15 +606,15 @@ function validateLayout(
       shape.some((d, i) => d !== spec!.shape[i])
     ) {
       fail(
-        `resident tensor ${spec!.name} has shape ${shown(tensor.shape)}, config implies ${
-          shown(spec!.shape)
+        `resident tensor ${spec!.name} has shape ${showValue(tensor.shape)}, config implies ${
+          showValue(spec!.shape)
         }`,
       );
     }
     const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
     if (!isCount(tensor.offset) || tensor.length !== expected) {
       fail(
-        `resident tensor ${spec!.name} has length ${shown(tensor.length)}, expected ${expected}`,
+        `resident tensor ${spec!.name} has length ${showValue(tensor.length)}, expected ${expected}`,
       );
     }
     if (tensor.offset + tensor.length > r.length) {
@@ -654,11 +644,11 @@ function validateLayout(
     fail("FFN section is malformed");
   }
   if (f.layout !== "row-column-bundles" && f.layout !== "split") {
-    fail(`unknown FFN layout ${shown(f.layout)}`);
+    fail(`unknown FFN layout ${showValue(f.layout)}`);
   }
   if (f.bundleBytes !== 2 * config.dModel * bytes) {
     const want = `2 x ${config.dModel} ${h.dtype} values`;
-    fail(`FFN bundle size ${shown(f.bundleBytes)} does not match ${want}`);
+    fail(`FFN bundle size ${showValue(f.bundleBytes)} does not match ${want}`);
   }
   if (f.layers.length !== config.nLayers) {
     fail(`FFN section has ${f.layers.length} layers, config has ${config.nLayers}`);
@@ -666,7 +656,7 @@ function validateLayout(
   f.layers.forEach((layer, l) => {
     const want = config.dFfn * f.bundleBytes;
     if (layer?.length !== want) {
-      fail(`FFN layer ${l} has length ${shown(layer?.length)}, expected ${want}`);
+      fail(`FFN layer ${l} has length ${showValue(layer?.length)}, expected ${want}`);
     }
     range(`FFN layer ${l}`, layer.offset, layer.length);
   });

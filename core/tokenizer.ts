@@ -29,7 +29,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { encode as encodeGpt2 } from "gpt-tokenizer/encoding/r50k_base";
 import gpt2BpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError, showValue } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // GPT-2's byte-to-unicode table
@@ -169,16 +169,6 @@ const MAX_VOCAB_ID = 1 << 24;
  */
 const MAX_ID_GAP = 1 << 16;
 
-/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
-function shown(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
-}
 
 /** A parsed, checked `vocab.json`. */
 interface Vocab {
@@ -215,7 +205,7 @@ function parseVocab(text: string, file: string): Vocab {
     const id = ids[token];
     if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= MAX_VOCAB_ID) {
       throw new FlashlmError(
-        `token ${shown(token)} has id ${shown(id)}, expected an integer ` +
+        `token ${showValue(token)} has id ${showValue(id)}, expected an integer ` +
           `in [0, ${MAX_VOCAB_ID})`,
         { file },
       );
@@ -330,7 +320,7 @@ export class OptTokenizer {
     for (const token in vocab.ids) {
       const id = vocab.ids[token];
       if (start[id] >= 0) {
-        const message = `id ${id} is used by more than one token, one is ${shown(token)}`;
+        const message = `id ${id} is used by more than one token, one is ${showValue(token)}`;
         throw new FlashlmError(message, { file });
       }
       start[id] = end[id] = offset;

@@ -12,7 +12,7 @@
  */
 
 import { dirname, isAbsolute, join } from "node:path";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError, showValue } from "../core/errors.ts";
 import { atomicWriteFile, readExactly, writeAll } from "./atomic_write.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../kernels/f16.ts";
 
@@ -169,16 +169,6 @@ function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
-/** `value` as short one-line JSON for an error message (never throws; long values are cut). */
-function shown(value: unknown): string {
-  let text: string;
-  try {
-    text = JSON.stringify(value) ?? String(value);
-  } catch {
-    text = Array.isArray(value) ? "[...]" : "{...}"; // nested too deep to print
-  }
-  return text.length > 60 ? `${text.slice(0, 60)}...` : text;
-}
 
 /** An error's message on one line (JSON.parse quotes the bad input, newlines included). */
 function oneLine(err: unknown): string {
@@ -313,7 +303,7 @@ function parseMetadata(entry: unknown, path: string): Record<string, string> {
   const pairs: [string, string][] = [];
   for (const [key, value] of Object.entries(entry)) {
     if (typeof value !== "string") {
-      throw formatError(`"__metadata__" value of ${shown(key)} is not a string`, path);
+      throw formatError(`"__metadata__" value of ${showValue(key)} is not a string`, path);
     }
     pairs.push([key, value]);
   }
@@ -328,13 +318,13 @@ function parseEntry(
   dataSize: number,
   path: string,
 ): TensorInfo {
-  const where = `tensor ${shown(name)}`;
+  const where = `tensor ${showValue(name)}`;
   if (!isPlainObject(entry)) throw formatError(`${where} is not an object`, path);
 
   const { dtype, shape, data_offsets: offsets } = entry;
   if (dtype === undefined) throw formatError(`${where} has no "dtype"`, path);
   if (!isDtype(dtype)) {
-    throw formatError(`${where} has unknown dtype ${shown(dtype)}`, path);
+    throw formatError(`${where} has unknown dtype ${showValue(dtype)}`, path);
   }
   if (shape === undefined) throw formatError(`${where} has no "shape"`, path);
   if (!Array.isArray(shape) || !shape.every(isCount)) {
@@ -351,7 +341,7 @@ function parseEntry(
   let bytes = DTYPE_SIZE[dtype];
   for (const dim of shape as number[]) {
     if (dim !== 0 && bytes > Number.MAX_SAFE_INTEGER / dim) {
-      throw formatError(`${where} shape ${shown(shape)} overflows its byte size`, path);
+      throw formatError(`${where} shape ${showValue(shape)} overflows its byte size`, path);
     }
     bytes *= dim;
   }
@@ -366,7 +356,7 @@ function parseEntry(
   }
   if (end - begin !== bytes) {
     throw formatError(
-      `${where} is ${end - begin} bytes but ${dtype} shape ${shown(shape)} needs ${bytes}`,
+      `${where} is ${end - begin} bytes but ${dtype} shape ${showValue(shape)} needs ${bytes}`,
       path,
     );
   }
@@ -739,7 +729,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
       shard.split(/[\\/]/).includes("..")
     ) {
       throw formatError(
-        `weight_map entry ${shown(name)} is not a relative shard file name: ${shown(shard)}`,
+        `weight_map entry ${showValue(name)} is not a relative shard file name: ${showValue(shard)}`,
         indexPath,
       );
     }
@@ -751,7 +741,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
   for (const shard of new Set(shardOf.values())) {
     const shardPath = join(dir, shard);
     if (!(await exists(shardPath))) {
-      throw formatError(`shard ${shown(shard)} listed in weight_map does not exist`, indexPath);
+      throw formatError(`shard ${showValue(shard)} listed in weight_map does not exist`, indexPath);
     }
     headers.set(shard, await readSafetensorsHeader(shardPath));
   }
@@ -761,7 +751,7 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
     const header = headers.get(shard)!;
     if (!header.tensors.has(name)) {
       throw formatError(
-        `weight_map puts tensor ${shown(name)} in shard ${shown(shard)}, which does not contain it`,
+        `weight_map puts tensor ${showValue(name)} in shard ${showValue(shard)}, which does not contain it`,
         indexPath,
       );
     }
