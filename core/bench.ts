@@ -58,6 +58,7 @@ export type BenchConfigName =
 
 /** What a configuration is, for the tables. */
 export interface BenchConfigSpec {
+  /** Configuration name (`--configs`). */
   name: BenchConfigName;
   /** Row label (Table 2 style). */
   label: string;
@@ -142,6 +143,7 @@ function configOf(name: string): BenchConfigSpec {
 
 /** What one child runs. */
 export interface ConfigRunSpec {
+  /** The configuration to run. */
   name: BenchConfigName;
   /** The bundled model file. */
   model: string;
@@ -173,10 +175,13 @@ export interface PerToken {
   kernelReadBytes: number;
   /** Positioned reads issued to the OS. */
   reads: number;
+  /** Milliseconds waiting for flash reads. */
   ioMs: number;
+  /** Milliseconds of memory management (neuron store updates, copies). */
   memoryMs: number;
   /** FFN compute, the predictor included. */
   ffnComputeMs: number;
+  /** Of the FFN compute, the predictor's milliseconds. */
   predictorMs: number;
   /** Attention, embeddings, norms, lm_head and everything else. */
   otherMs: number;
@@ -187,14 +192,19 @@ export interface PerToken {
    * machine), from /proc/thread-self/schedstat; part of `totalMs`.
    */
   waitMs: number;
+  /** FFN neurons read from flash. */
   neuronsLoaded: number;
+  /** FFN neurons the predictor marked active. */
   neuronsPredicted: number;
 }
 
 /** The result of one configuration. */
 export interface ConfigResult {
+  /** Configuration name. */
   name: BenchConfigName;
+  /** Row label (Table 2 style). */
   label: string;
+  /** What the configuration does, in one line. */
   description: string;
   /** Set when the configuration could not run (and why). */
   skipped?: string;
@@ -210,12 +220,17 @@ export interface ConfigResult {
   evictMethod: EvictMethod;
   /** Budget and how it is spent. */
   budgetBytes: number;
+  /** What this configuration keeps in DRAM (free-form, per configuration). */
   memory: Record<string, unknown>;
+  /** Tokens in the prompt. */
   promptTokens: number;
+  /** Tokens measured after the prompt. */
   measuredTokens: number;
+  /** Means per measured token. */
   perToken: PerToken;
   /** Achieved flash throughput: bytes / I/O time (MB/s, 1e6 bytes). */
   mbPerSec: number;
+  /** Measured tokens per second. */
   tokensPerSec: number;
   /** Peak resident set while generating (VmHWM reset after loading), bytes. */
   peakRssBytes: number;
@@ -227,6 +242,7 @@ export interface ConfigResult {
   loadAverage: [number, number];
   /** Filled by the parent: total latency / naive's and / dense-DRAM's. */
   ratioToNaive?: number;
+  /** Total latency / dense-DRAM's (filled by the parent). */
   ratioToDense?: number;
 }
 
@@ -645,16 +661,27 @@ export interface BenchOptions {
 
 /** Everything a bench run measured. */
 export interface BenchReport {
+  /** The bundled model file. */
   model: string;
+  /** Its unbundled copy, when a configuration needed it. */
   split: string | null;
+  /** Whether the model's weights are synthetic (`make-model`). */
   synthetic: boolean;
+  /** The model's dimensions and storage dtype. */
   config: { dModel: number; dFfn: number; nLayers: number; vocabSize: number; dtype: string };
+  /** The DRAM budget as given. */
   memory: Budget;
+  /** The DRAM budget in bytes. */
   budgetBytes: number;
+  /** Tokens measured per configuration (after the prompt). */
   tokens: number;
+  /** The prompt text. */
   prompt: string;
+  /** When the run ended (ISO 8601). */
   date: string;
+  /** The machine: CPUs, available memory, 1-minute load average, kernel release. */
   machine: { cpus: number; memAvailableBytes: number; loadAverage: number; kernel: string };
+  /** One result per configuration, in run order. */
   results: ConfigResult[];
   /** flashlm (+ bundling) total latency relative to the baselines (< 1: flashlm faster). */
   summary: Record<string, number>;

@@ -77,7 +77,6 @@ const MAX_DIM = 2 ** 31 - 1;
 // ---------------------------------------------------------------------------
 // Field readers (each throws a config error naming the file and the field)
 
-
 class Fields {
   constructor(readonly json: Record<string, unknown>, readonly file: string) {}
 

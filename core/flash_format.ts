@@ -517,7 +517,6 @@ function isObject(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-
 /**
  * The predictor's description and training report: what `deserializePredictor` (ranks,
  * thresholds), the memory planner (window statistics) and `inspect` read from them.
@@ -538,7 +537,9 @@ function checkPredictorJson(
       fail(`predictor layer ${l} has rank ${showValue(rank)}, expected ${want}`);
     }
     if (typeof threshold !== "number" || !(threshold > 0 && threshold < 1)) {
-      fail(`predictor layer ${l} has threshold ${showValue(threshold)}, expected a number in (0, 1)`);
+      fail(
+        `predictor layer ${l} has threshold ${showValue(threshold)}, expected a number in (0, 1)`,
+      );
     }
   }
   const report = p.report as { layers?: unknown; seconds?: unknown } | null | undefined;
@@ -614,7 +615,9 @@ function validateLayout(
     const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
     if (!isCount(tensor.offset) || tensor.length !== expected) {
       fail(
-        `resident tensor ${spec!.name} has length ${showValue(tensor.length)}, expected ${expected}`,
+        `resident tensor ${spec!.name} has length ${
+          showValue(tensor.length)
+        }, expected ${expected}`,
       );
     }
     if (tensor.offset + tensor.length > r.length) {

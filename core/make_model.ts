@@ -56,10 +56,15 @@ export type ModelShape = "tiny" | "opt-125m" | "opt-1.3b" | "opt-6.7b";
 
 /** Dimensions of one shape. */
 export interface ShapeSpec {
+  /** Hidden size. */
   dModel: number;
+  /** FFN neurons per layer. */
   dFfn: number;
+  /** Decoder layers. */
   nLayers: number;
+  /** Attention heads. */
   nHeads: number;
+  /** Context length (position embeddings). */
   maxPositions: number;
   /** Multi-byte tokens beyond the 256 bytes (50,000 gives OPT's 50,272-entry embedding). */
   extraTokens: number;
@@ -114,7 +119,9 @@ export interface MakeModelOptions {
 
 /** What {@linkcode makeSyntheticModel} wrote. */
 export interface MadeModel {
+  /** The file written. */
   path: string;
+  /** The model's dimensions. */
   config: ModelConfig;
   /** Bytes of the file. */
   fileBytes: number;

@@ -169,7 +169,6 @@ const MAX_VOCAB_ID = 1 << 24;
  */
 const MAX_ID_GAP = 1 << 16;
 
-
 /** A parsed, checked `vocab.json`. */
 interface Vocab {
   /** Token string -> id (the parsed JSON object; look up with `Object.hasOwn`). */

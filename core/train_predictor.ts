@@ -252,7 +252,8 @@ export function formatReport(report: PredictorReport): string {
   // Metrics may be null in a file whose training met NaNs: print "-" for them.
   const fixed = (x: number | null, digits: number): string =>
     typeof x === "number" && Number.isFinite(x) ? x.toFixed(digits) : "-";
-  const pct = (x: number | null): string => (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
+  const pct = (x: number | null): string =>
+    (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
   const lines = [
     `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
     `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s`,

@@ -169,7 +169,6 @@ function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
-
 /** An error's message on one line (JSON.parse quotes the bad input, newlines included). */
 function oneLine(err: unknown): string {
   const text = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, " ");
@@ -729,7 +728,9 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
       shard.split(/[\\/]/).includes("..")
     ) {
       throw formatError(
-        `weight_map entry ${showValue(name)} is not a relative shard file name: ${showValue(shard)}`,
+        `weight_map entry ${showValue(name)} is not a relative shard file name: ${
+          showValue(shard)
+        }`,
         indexPath,
       );
     }
@@ -751,7 +752,9 @@ async function openIndex(indexPath: string): Promise<Map<string, SafetensorsHead
     const header = headers.get(shard)!;
     if (!header.tensors.has(name)) {
       throw formatError(
-        `weight_map puts tensor ${showValue(name)} in shard ${showValue(shard)}, which does not contain it`,
+        `weight_map puts tensor ${showValue(name)} in shard ${
+          showValue(shard)
+        }, which does not contain it`,
         indexPath,
       );
     }

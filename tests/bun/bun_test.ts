@@ -3,8 +3,8 @@
  * relies on it, the reader runs on `node-fs`, and the CLI run by Bun (bun.ts) converts,
  * verifies and generates the same text as the library.
  *
- * Run by `.ci/run` with the rest of the Bun subset:
- *   npx -y bun@1.4.5 test --preload ./tests/bun/setup.ts ./tests/bun/ ...
+ * Run with the rest of the Bun subset (package.json `test:bun`, also run by `.ci/run`):
+ *   npm ci && npx -y bun@1.4.5 run test:bun
  * Deno skips this folder (deno.json `test.exclude`): these tests only mean something in Bun.
  */
 
