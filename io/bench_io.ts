@@ -23,6 +23,7 @@ import { evictFromPageCache, type EvictMethod } from "./page_cache.ts";
 import { availableBackends, type BackendName } from "./read_backends.ts";
 import { FlashReader, ReadBatch } from "./reader.ts";
 import { lineChart } from "./svg_chart.ts";
+import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------
 // Sizes
@@ -462,14 +463,8 @@ export async function measureRandomReads(options: RandomReadsOptions): Promise<B
 
 /** Deterministic uniform numbers in [0, 1). */
 function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
+  return () => rng.next();
 }
 
 // ---------------------------------------------------------------------------

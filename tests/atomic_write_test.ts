@@ -2,20 +2,15 @@ import { strict as assert } from "node:assert";
 import { FlashlmError } from "../core/errors.ts";
 import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32, crc32Naive } from "../io/crc32.ts";
+import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
 
 /** A small seeded PRNG (mulberry32): same seed, same bytes. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
+  return () => rng.next();
 }
 
 function randomBytes(n: number, rand: () => number): Uint8Array {

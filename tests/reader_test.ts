@@ -12,6 +12,7 @@ import * as os from "node:os";
 import { FlashlmError } from "../core/errors.ts";
 import { availableBackends, type BackendName, resolveBackend } from "../io/read_backends.ts";
 import { FlashReader, type ReadBackend, ReadBatch } from "../io/reader.ts";
+import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------
 // Portable test registration and helpers
@@ -24,14 +25,8 @@ const test: TestFn = typeof Deno !== "undefined"
 
 /** Deterministic uniform numbers in [0, 1). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
+  return () => rng.next();
 }
 
 /** A temp file of `size` pseudo-random bytes; returns its path and its bytes. */

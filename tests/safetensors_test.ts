@@ -8,20 +8,15 @@ import {
   type SafetensorsHeader,
   writeSafetensors,
 } from "../io/safetensors.ts";
+import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
 
 /** A small seeded PRNG (mulberry32): same seed, same sequence. */
 function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
+  return () => rng.next();
 }
 
 /** The bytes of a safetensors file: length field, `header` text (UTF-8), `dataSize` zero bytes. */
