@@ -546,9 +546,8 @@ async function runEval(
     info("");
     const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));
     info("");
-    const c = dense.config;
     // What naive mode reads per token: every bundle of every layer, as stored.
-    const ffnBytesPerToken = c.nLayers * c.dFfn * (await FlashModelFile.open(path)).bundleBytes;
+    const ffnBytesPerToken = sparse.ffnFileBytes!;
     const passes = Math.max(s.forwardPasses, 1);
     const readPerToken = s.ffn.bytesRead / passes;
     const lines = [

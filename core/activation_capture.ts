@@ -150,7 +150,7 @@ export async function captureActivations(
     }
     const capturing = new CapturingFfn(dense, dModel, dFfn, files);
     // Swap the FFN for the capture run, and always put the dense one back.
-    (transformer as { ffn: FfnProvider }).ffn = capturing;
+    transformer.ffn = capturing;
     try {
       for (const [w, window] of windows.entries()) {
         for (let pos = 0; pos < window.length; pos++) {
@@ -160,7 +160,7 @@ export async function captureActivations(
       }
       for (let l = 0; l < nLayers; l++) await capturing.flush(l);
     } finally {
-      (transformer as { ffn: FfnProvider }).ffn = dense;
+      transformer.ffn = dense;
     }
     return { dir, samples: capturing.written[0], windowTokens, dModel, dFfn, nLayers };
   } finally {

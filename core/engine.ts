@@ -77,6 +77,8 @@ export interface LoadedModel {
   metadata: Record<string, string>;
   /** Sparse mode: how the DRAM budget is spent. */
   plan: MemoryPlan | null;
+  /** Bytes of every FFN bundle in the flashlm file (what naive mode reads per token); null for HF directories. */
+  ffnFileBytes: number | null;
   /** Release files and handles. */
   close(): void;
 }
@@ -132,6 +134,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       new Transformer(resident, ffn, options.contextLength),
       {},
       null,
+      null,
     );
   }
 
@@ -163,7 +166,17 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     });
   }
   const transformer = new Transformer(resident, ffn, contextLength);
-  return assemble(path, "flash", mode, tokenizer, transformer, file.header.metadata, plan);
+  const ffnFileBytes = file.header.ffn.layers.reduce((sum, l) => sum + l.length, 0);
+  return assemble(
+    path,
+    "flash",
+    mode,
+    tokenizer,
+    transformer,
+    file.header.metadata,
+    plan,
+    ffnFileBytes,
+  );
 }
 
 /**
@@ -242,6 +255,7 @@ function assemble(
   transformer: Transformer,
   metadata: Record<string, string>,
   plan: MemoryPlan | null,
+  ffnFileBytes: number | null,
 ): LoadedModel {
   return {
     path,
@@ -252,6 +266,7 @@ function assemble(
     transformer,
     metadata,
     plan,
+    ffnFileBytes,
     close: () => transformer.close(),
   };
 }

@@ -61,8 +61,8 @@ export class Transformer {
   readonly config: ModelConfig;
   /** DRAM-resident weights. */
   readonly weights: ResidentWeights;
-  /** The FFN (dense or streamed from flash). */
-  readonly ffn: FfnProvider;
+  /** The FFN (dense or streamed from flash); may be swapped between forward passes (activation capture does). */
+  ffn: FfnProvider;
   /** Longest sequence the KV cache holds. */
   readonly contextLength: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */

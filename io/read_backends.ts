@@ -231,6 +231,23 @@ class FsPoolBackend implements ReadBackend {
 // ---------------------------------------------------------------------------
 // ffi-pread: libc pread on one descriptor, each call on Deno's blocking thread pool
 
+/** One `pread(2)` through Deno FFI (on its blocking thread pool); bytes read, or an I/O error. */
+async function ffiPread(
+  fd: number,
+  dest: Uint8Array,
+  offset: number,
+  path: string,
+): Promise<number> {
+  const n = Number(await libc()!.pread(fd, dest, BigInt(dest.length), BigInt(offset)));
+  if (n < 0) {
+    throw new FlashlmError(`pread(2) of ${dest.length} bytes at offset ${offset} failed`, {
+      file: path,
+      kind: "io",
+    });
+  }
+  return n;
+}
+
 /** `pread(2)` through Deno FFI: positioned, so every lane shares one descriptor. */
 class FfiPreadBackend implements ReadBackend {
   readonly name = "ffi-pread";
@@ -255,14 +272,7 @@ class FfiPreadBackend implements ReadBackend {
   }
 
   async readAt(_lane: number, dest: Uint8Array, offset: number): Promise<number> {
-    const n = Number(await libc()!.pread(this.fd, dest, BigInt(dest.length), BigInt(offset)));
-    if (n < 0) {
-      throw new FlashlmError(`pread(2) of ${dest.length} bytes at offset ${offset} failed`, {
-        file: this.path,
-        kind: "io",
-      });
-    }
-    return n;
+    return await ffiPread(this.fd, dest, offset, this.path);
   }
 
   close(): void {
@@ -386,16 +396,7 @@ class FfiAioBackend implements ReadBackend {
   }
 
   async readAt(lane: number, dest: Uint8Array, offset: number): Promise<number> {
-    const n = Number(
-      await libc()!.pread(this.fds[lane], dest, BigInt(dest.length), BigInt(offset)),
-    );
-    if (n < 0) {
-      throw new FlashlmError(`pread(2) of ${dest.length} bytes at offset ${offset} failed`, {
-        file: this.path,
-        kind: "io",
-      });
-    }
-    return n;
+    return await ffiPread(this.fds[lane], dest, offset, this.path);
   }
 
   close(): void {

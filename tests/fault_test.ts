@@ -182,6 +182,7 @@ async function assemble(
     transformer,
     metadata: {},
     plan: null,
+    ffnFileBytes: file.header.ffn.layers.reduce((sum, l) => sum + l.length, 0),
     close: () => transformer.close(),
   };
 }
