@@ -66,9 +66,16 @@ const SPARSE_FLAGS: Record<string, FlagSpec> = {
     help: "DRAM budget for sparse mode: bytes (2GB, 512MiB), % of the model (50%), or ffn:<p>% " +
       "(resident part + p% of the FFN); implies --mode sparse",
   },
+  eviction: {
+    type: "string",
+    help: "which neurons leave a full neuron store: lowest decaying activation count, or the " +
+      "paper's window of the last k tokens",
+    default: "frequency",
+    choices: ["frequency", "window"],
+  },
   window: {
     type: "integer",
-    help: "window size k (default: planned from the budget)",
+    help: "window size k; implies --eviction window (default: planned from the budget)",
     min: 1,
     max: 1 << 20,
   },
@@ -334,6 +341,14 @@ const COMMANDS: Record<string, Command> = {
         default: "16",
         min: 1,
       },
+      rounds: {
+        type: "integer",
+        help: "bench <model>: run every configuration this many times, in turn, and report " +
+          "each one's median run (the shared compute varies from process to process)",
+        default: "1",
+        min: 1,
+        max: 20,
+      },
       "prompt-file": {
         type: "string",
         help: "bench <model>: file whose text is the prompt",
@@ -481,6 +496,7 @@ function sparseOptions(flags: Record<string, string | number | boolean>): LoadOp
     memory,
     windowK: flags.window as number | undefined,
     predictor: flags.predictor as "file" | "oracle" | undefined,
+    eviction: flags.eviction as "frequency" | "window" | undefined,
   };
 }
 
@@ -556,7 +572,9 @@ async function runEval(
       `  sparse perplexity ${s.perplexity.toFixed(3)} (${
         (100 * (s.perplexity / d.perplexity - 1)).toFixed(2)
       }% vs dense)` +
-      ` · predictor ${options.predictor ?? "file"} · window k = ${sparse.plan?.windowK}`,
+      ` · predictor ${options.predictor ?? "file"} · eviction ${
+        sparse.plan?.eviction === "window" ? `window k = ${sparse.plan.windowK}` : "frequency"
+      }`,
       `  top-1 agreement of greedy next tokens: ${
         (100 * agreement(d.argmax, s.argmax)).toFixed(2)
       }%`,
@@ -567,6 +585,7 @@ async function runEval(
         (s.ffn.neuronsLoaded / passes).toFixed(1)
       } neurons loaded/token · ` +
       `hit rate ${(100 * s.ffn.neuronsHit / Math.max(s.ffn.neuronsPredicted, 1)).toFixed(1)}% · ` +
+      `${(s.ffn.neuronsDropped / passes).toFixed(2)} dropped/token (store full) · ` +
       `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms · memory mgmt ${
         (s.ffn.memoryMs / passes).toFixed(2)
       } ms · ` +
@@ -810,6 +829,7 @@ async function runModelBench(
     model,
     memory: parseBudget((flags.memory as string | undefined) ?? "50%"),
     tokens: flags.tokens as number | undefined,
+    rounds: flags.rounds as number | undefined,
     prompt,
     outDir: out,
     split: flags.split as string | undefined,

@@ -35,6 +35,7 @@ export * from "./core/generate.ts";
 export * from "./core/demo_model.ts";
 export * from "./core/memory_plan.ts";
 export * from "./core/neuron_store.ts";
+export * from "./core/eviction.ts";
 export * from "./core/predictor.ts";
 export * from "./core/sparse_ffn.ts";
 export * from "./core/train_predictor.ts";

@@ -141,7 +141,7 @@ async function writeText(path: string, text: string): Promise<void> {
 // The embedded demo model
 
 /** Version of the demo model; bump it when its recipe changes so caches rebuild. */
-const DEMO_VERSION = 2;
+const DEMO_VERSION = 3; // 3: the predictor report carries load curves (frequency eviction)
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,

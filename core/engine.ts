@@ -21,10 +21,10 @@ import {
   loadResidentWeights,
   type ResidentWeights,
 } from "./weights.ts";
-import { type Budget, type MemoryPlan, planMemory } from "./memory_plan.ts";
+import { type Budget, type LoadCurve, type MemoryPlan, planMemory } from "./memory_plan.ts";
 import { deserializePredictor } from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
-import type { PredictorReport } from "./train_predictor.ts";
+import type { LayerReport, PredictorReport } from "./train_predictor.ts";
 
 // ---------------------------------------------------------------------------
 // Modes
@@ -57,6 +57,12 @@ export interface LoadOptions {
   windowK?: number;
   /** Sparse mode: keep neurons past the window while their rows are free (default true). */
   keepStale?: boolean;
+  /**
+   * Sparse mode: which neurons leave a full store — `"frequency"` (default; lowest
+   * decaying activation count) or `"window"` (the paper's last-k-tokens window).
+   * Forcing `windowK` implies `"window"`.
+   */
+  eviction?: "window" | "frequency";
 }
 
 /** A model ready to generate. */
@@ -163,6 +169,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       windowK: plan.windowK,
       rowsPerLayer: plan.rowsPerLayer,
       keepStale: options.keepStale,
+      eviction: plan.eviction,
     });
   }
   const transformer = new Transformer(resident, ffn, contextLength);
@@ -202,6 +209,23 @@ export async function sparseSetup(
   let predictorBytes = 0;
   let sAgg: number[][] | null = null;
   let newPerToken: number[][] | null = null;
+  let loadCurves: LoadCurve[] | null = null;
+  const curvesOf = (
+    loads: (l: LayerReport) => number[] | undefined,
+    minRows: (l: LayerReport) => number | undefined,
+  ): LoadCurve[] | null => {
+    const curves = report?.layers?.map((l) => ({
+      rows: l.cacheRows ?? [],
+      loads: loads(l) ?? [],
+      minRows: minRows(l) ?? NaN,
+    }));
+    const ok = curves?.length === nLayers &&
+      curves.every((c) =>
+        c.rows.length > 0 && c.rows.length === c.loads.length && Number.isFinite(c.minRows) &&
+        [...c.rows, ...c.loads].every((v) => typeof v === "number" && v >= 0)
+      );
+    return ok ? curves! : null;
+  };
   if (options.predictor === "oracle") {
     predictor = new OraclePredictor(
       await readAllFfn(file),
@@ -210,6 +234,7 @@ export async function sparseSetup(
     );
     sAgg = report?.layers?.map((l) => l.oracleSAgg) ?? null;
     newPerToken = report?.layers?.map((l) => l.oracleNewPerToken) ?? null;
+    loadCurves = curvesOf((l) => l.oracleCacheLoads, (l) => l.oracleP99 ?? l.oraclePeak);
   } else {
     if (!file.header.predictor || !file.predictorBytes) {
       throw new FlashlmError(
@@ -229,6 +254,7 @@ export async function sparseSetup(
     predictorBytes = low.byteSize();
     sAgg = report?.layers?.map((l) => l.sAgg) ?? null;
     newPerToken = report?.layers?.map((l) => l.newPerToken) ?? null;
+    loadCurves = curvesOf((l) => l.cacheLoads, (l) => l.p99Predicted ?? l.peakPredicted);
   }
   const valid = (t: number[][] | null): t is number[][] =>
     t !== null && t.length === nLayers &&
@@ -243,6 +269,8 @@ export async function sparseSetup(
     budget: options.memory ?? null,
     windowStats: validStats ? { sAgg: sAgg!, newPerToken: newPerToken! } : null,
     windowK: options.windowK,
+    eviction: options.windowK !== undefined ? "window" : options.eviction ?? "frequency",
+    loadCurves,
   });
   return { predictor, plan };
 }

@@ -9,7 +9,6 @@ import type { LoadedModel } from "./engine.ts";
 import { type FfnStats, newFfnStats } from "./ffn.ts";
 import { subtractStats } from "./generate.ts";
 import { Sampler } from "./sampler.ts";
-import { SparseFlashFfn } from "./sparse_ffn.ts";
 
 /** Perplexity and per-position greedy choices of one model over windows of text. */
 export interface PerplexityResult {
@@ -30,7 +29,7 @@ export interface PerplexityResult {
 }
 
 /**
- * Run `model` over `windows` (each from position 0, a fresh KV cache and window) and
+ * Run `model` over `windows` (each from position 0 with a fresh KV cache) and
  * score every next token.
  *
  * @example
@@ -62,7 +61,9 @@ export async function perplexity(
   let i = 0;
   let passes = 0;
   for (const [w, window] of windows.entries()) {
-    if (ffn instanceof SparseFlashFfn) ffn.reset(); // an unrelated sequence: empty window
+    // A new window is an unrelated sequence: fresh KV cache (position 0). The neuron
+    // stores keep their rows: they cache weights, not sequence state, as they would
+    // for a server answering one prompt after another.
     for (let pos = 0; pos < window.length - 1; pos++) {
       const logits = await transformer.forward(window[pos], pos);
       passes++;

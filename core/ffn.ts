@@ -39,6 +39,11 @@ export interface FfnStats {
   neuronsPredicted: number;
   /** Predicted neurons already in DRAM (sparse mode). */
   neuronsHit: number;
+  /**
+   * Predicted neurons left out because the layer's store could not hold the token's
+   * whole set (its rows are planned for 99% of tokens): lost recall, no reads.
+   */
+  neuronsDropped: number;
   /** Milliseconds running the predictor (sparse mode; included in computeMs). */
   predictorMs: number;
 }
@@ -76,6 +81,7 @@ export function newFfnStats(): FfnStats {
     neuronsEvicted: 0,
     neuronsPredicted: 0,
     neuronsHit: 0,
+    neuronsDropped: 0,
     predictorMs: 0,
   };
 }

@@ -237,6 +237,9 @@ export function summarize(stats: GenerationStats, mode: string): string {
       `${(f.neuronsEvicted / passes).toFixed(0)} evicted/token`,
       `hit rate ${((100 * f.neuronsHit) / f.neuronsPredicted).toFixed(1)}%`,
     );
+    if (f.neuronsDropped > 0) {
+      parts.push(`${(f.neuronsDropped / passes).toFixed(1)} dropped/token (store full)`);
+    }
   }
   parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
   parts.push(`attention+other ${(stats.attentionMs / passes).toFixed(2)} ms/token`);

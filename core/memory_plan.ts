@@ -183,6 +183,25 @@ export interface MemoryPlan {
   windowReason: string;
   /** Share of all FFN neurons that fit in DRAM. */
   ffnShare: number;
+  /** The eviction policy the rows were planned for. */
+  eviction: "window" | "frequency";
+  /** How the rows were split between layers. */
+  rowsReason: string;
+  /** Neurons per token the measured load curves expect to read (null: no curves). */
+  expectedLoadsPerToken: number | null;
+}
+
+/** One layer's measured loads per token against store size (see `core/eviction.ts`). */
+export interface LoadCurve {
+  /** Store sizes, increasing. */
+  rows: number[];
+  /** Mean neurons read per token at each size. */
+  loads: number[];
+  /**
+   * The fewest rows the layer gets: the 99th percentile of a token's set size. A rarer,
+   * larger set drops its lowest-scoring neurons (counted as `neuronsDropped`).
+   */
+  minRows: number;
 }
 
 /** Inputs of {@linkcode planMemory}. */
@@ -199,6 +218,10 @@ export interface PlanInput {
   windowStats?: WindowStats | null;
   /** Force this window size instead of choosing it. */
   windowK?: number;
+  /** The eviction policy (default `"frequency"`). */
+  eviction?: "window" | "frequency";
+  /** Measured load curves per layer, to split rows under frequency eviction. */
+  loadCurves?: LoadCurve[] | null;
 }
 
 /**
@@ -308,9 +331,25 @@ export function planMemory(input: PlanInput): MemoryPlan {
     windowReason = "no window statistics: rows fixed by the budget, least recently active evicted";
   }
 
-  // Rows per layer: by need when known, evenly otherwise, capped at dFfn and the total.
-  let rowsPerLayer: number[];
-  if (need) {
+  // Rows per layer. Frequency eviction with measured load curves: the split that
+  // minimises the expected loads (splitByLoadCurves). Otherwise by the windows' need
+  // when known, evenly when not; capped at dFfn and the total.
+  const eviction = input.eviction ?? "frequency";
+  let rowsPerLayer: number[] | null = null;
+  let rowsReason = need ? "by each window's expected union" : "evenly";
+  let expectedLoadsPerToken: number | null = null;
+  const curves = input.loadCurves;
+  if (eviction === "frequency" && curves && curves.length === config.nLayers) {
+    const split = splitByLoadCurves(curves, rowsTotal, config.dFfn);
+    if (split) {
+      rowsPerLayer = split.rows;
+      expectedLoadsPerToken = split.loads;
+      rowsReason = "split to minimise the measured loads per token (frequency eviction)";
+    }
+  }
+  if (rowsPerLayer) {
+    // decided above
+  } else if (need) {
     const total = need.reduce((a, c) => a + c, 0);
     const scale = total > rowsTotal ? rowsTotal / total : 1;
     rowsPerLayer = need.map((n) => Math.min(config.dFfn, Math.max(1, Math.floor(n * scale))));
@@ -328,6 +367,13 @@ export function planMemory(input: PlanInput): MemoryPlan {
   } else {
     rowsPerLayer = new Array(config.nLayers).fill(Math.min(config.dFfn, even));
   }
+  // Rows the split leaves over still save reads: spread them.
+  let spare = rowsTotal - rowsPerLayer.reduce((a, c) => a + c, 0);
+  for (let l = 0; spare > 0 && l < config.nLayers; l++) {
+    const add = Math.min(spare, config.dFfn - rowsPerLayer[l]);
+    rowsPerLayer[l] += add;
+    spare -= add;
+  }
   const ffnCacheBytes = rowsPerLayer.reduce(
     (a, r) => a + neuronStoreBytes(r, config.dFfn, rowValues),
     0,
@@ -340,7 +386,65 @@ export function planMemory(input: PlanInput): MemoryPlan {
     windowK,
     windowReason,
     ffnShare: rowsPerLayer.reduce((a, c) => a + c, 0) / allRows,
+    eviction,
+    rowsReason,
+    expectedLoadsPerToken,
   };
+}
+
+/**
+ * Split `rowsTotal` rows between layers to minimise the sum of their measured loads
+ * per token: a knapsack over each layer's curve points, solved exactly by dynamic
+ * programming (in units of `rowsTotal / 4096` rows at most). A layer gets at least its
+ * `minRows`. Null when even those do not fit.
+ */
+function splitByLoadCurves(
+  curves: LoadCurve[],
+  rowsTotal: number,
+  dFfn: number,
+): { rows: number[]; loads: number } | null {
+  const unit = Math.max(1, Math.ceil(rowsTotal / 4096));
+  const budget = Math.floor(rowsTotal / unit);
+  // Per layer, its options: (units, rows, loads) for each curve point, raised to minRows.
+  const options = curves.map((c) =>
+    c.rows.map((r, j) => {
+      const rows = Math.min(dFfn, Math.max(r, Math.ceil(c.minRows)));
+      return { units: Math.ceil(rows / unit), rows, loads: c.loads[j] };
+    })
+  );
+  // best[l][u]: least loads of layers 0..l-1 in exactly u units; pick[l][u]: layer
+  // l-1's option on that path.
+  const best = [new Float64Array(budget + 1).fill(Infinity)];
+  best[0][0] = 0;
+  const pick: Int32Array[] = [new Int32Array(0)];
+  for (let l = 0; l < curves.length; l++) {
+    const prev = best[l];
+    const next = new Float64Array(budget + 1).fill(Infinity);
+    const chosen = new Int32Array(budget + 1).fill(-1);
+    for (let u = 0; u <= budget; u++) {
+      if (prev[u] === Infinity) continue;
+      for (const [j, o] of options[l].entries()) {
+        const v = u + o.units;
+        if (v <= budget && prev[u] + o.loads < next[v]) {
+          next[v] = prev[u] + o.loads;
+          chosen[v] = j;
+        }
+      }
+    }
+    best.push(next);
+    pick.push(chosen);
+  }
+  const last = best[curves.length];
+  let end = -1;
+  for (let u = 0; u <= budget; u++) if (last[u] < (end < 0 ? Infinity : last[end])) end = u;
+  if (end < 0) return null;
+  const rows = new Array<number>(curves.length);
+  for (let l = curves.length - 1, u = end; l >= 0; l--) {
+    const o = options[l][pick[l + 1][u]];
+    rows[l] = o.rows;
+    u -= o.units;
+  }
+  return { rows, loads: last[end] };
 }
 
 /**
@@ -376,7 +480,12 @@ export function describePlan(plan: MemoryPlan): string {
     `FFN cache ${mb(plan.ffnCacheBytes)} (${pct(plan.ffnCacheBytes)})`,
     `  FFN neurons in DRAM: ${(100 * plan.ffnShare).toFixed(1)}% (rows per layer ${
       plan.rowsPerLayer.join(", ")
-    }) · ` +
-    `window k per layer ${plan.windowK.join(", ")} (${plan.windowReason})`,
+    }, ${plan.rowsReason}) · ` +
+    (plan.eviction === "window"
+      ? `eviction: window k per layer ${plan.windowK.join(", ")} (${plan.windowReason})`
+      : `eviction: lowest decaying activation count` +
+        (plan.expectedLoadsPerToken === null
+          ? ""
+          : ` · expected ${plan.expectedLoadsPerToken.toFixed(0)} neurons read per token`)),
   ].join("\n");
 }

@@ -28,6 +28,7 @@ import { matvec } from "../kernels/matvec.ts";
 import { FlashlmError } from "./errors.ts";
 import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_format.ts";
+import { DEFAULT_DECAY, FrequencyScores } from "./eviction.ts";
 import { NeuronStore } from "./neuron_store.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 
@@ -109,6 +110,16 @@ export interface SparseFfnOptions {
    * exactly the previous k tokens' neurons (the paper's accounting).
    */
   keepStale?: boolean;
+  /**
+   * Which neurons leave a full store (see `core/eviction.ts`):
+   * - `"window"`: the paper's window — those not predicted in the last k tokens,
+   *   then (with `keepStale`) the least recently active;
+   * - `"frequency"` (default): the lowest decaying activation count among neurons the
+   *   current token does not need; `windowK` is not used. A soft window.
+   */
+  eviction?: "window" | "frequency";
+  /** Per-token decay of the frequency score (default {@linkcode DEFAULT_DECAY}). */
+  decay?: number;
 }
 
 // ---------------------------------------------------------------------------
@@ -135,6 +146,10 @@ export class SparseFlashFfn implements FfnProvider {
   readonly windowK: number[];
   /** Whether neurons past the window stay while their rows are free. */
   readonly keepStale: boolean;
+  /** The eviction policy. */
+  readonly eviction: "window" | "frequency";
+  /** Per layer, the decaying activation counts (frequency eviction). */
+  readonly scores: FrequencyScores[];
   /** Index of the current token (incremented at layer 0). */
   token: number = -1;
 
@@ -150,6 +165,7 @@ export class SparseFlashFfn implements FfnProvider {
   private loadRows: Int32Array; // (maxRows) store row of each bundle being loaded
   private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
   private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
+  private victims: Int32Array; // (dFfn) eviction candidates
 
   /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
   constructor(
@@ -176,6 +192,11 @@ export class SparseFlashFfn implements FfnProvider {
     this.predictor = options.predictor;
     this.windowK = windowK;
     this.keepStale = options.keepStale ?? true;
+    this.eviction = options.eviction ?? "frequency";
+    this.scores = this.eviction === "frequency"
+      ? windowK.map(() => new FrequencyScores(dFfn, options.decay ?? DEFAULT_DECAY))
+      : [];
+    this.victims = new Int32Array(dFfn);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
     const maxRows = Math.max(1, ...rows);
@@ -201,25 +222,42 @@ export class SparseFlashFfn implements FfnProvider {
     // 1. Predict this token's active neurons.
     const t0 = performance.now();
     let n = this.predictor.predict(layer, x, this.active);
-    if (n > store.capacity) n = store.capacity; // the budget cannot hold them all
-    s.neuronsPredicted += n;
     const t1 = performance.now();
+    if (this.eviction === "frequency") this.scores[layer].observe(this.active, n);
+    if (n > store.capacity) {
+      // The store cannot hold this token's whole set (rows are planned for 99% of
+      // tokens): keep the neurons with the highest activation counts.
+      const drop = n - store.capacity;
+      if (this.eviction === "frequency") {
+        this.scores[layer].selectLowest(this.active, n, drop);
+        this.active.copyWithin(0, drop, n);
+      }
+      n = store.capacity;
+      s.neuronsDropped += drop;
+    }
+    s.neuronsPredicted += n;
 
-    // 2. Window: keep neurons active in the previous k tokens (t-k .. t-1), evict
-    //    the rest, then mark this token's neurons.
-    const oldest = this.keepStale ? -Infinity : t - this.windowK[layer];
-    for (let r = store.numUsed - 1; r >= 0; r--) {
-      const neuron = store.pointer[r];
-      if (store.lastActive[neuron] < oldest) {
-        store.delete(neuron);
-        s.neuronsEvicted++;
+    // 2. Make room for this token's neurons.
+    //    window:    keep neurons active in the previous k tokens (t-k .. t-1), evict
+    //               the rest (or, keeping stale ones, the least recently active);
+    //    frequency: evict the lowest decaying activation counts, if rows are short.
+    if (this.eviction === "window") {
+      const oldest = this.keepStale ? -Infinity : t - this.windowK[layer];
+      for (let r = store.numUsed - 1; r >= 0; r--) {
+        const neuron = store.pointer[r];
+        if (store.lastActive[neuron] < oldest) {
+          store.delete(neuron);
+          s.neuronsEvicted++;
+        }
       }
     }
     for (let i = 0; i < n; i++) store.lastActive[this.active[i]] = t;
     let missing = 0;
     for (let i = 0; i < n; i++) if (!store.has(this.active[i])) missing++;
     s.neuronsHit += n - missing;
-    this.evictLeastRecent(store, store.numUsed + missing - store.capacity, t);
+    const over = store.numUsed + missing - store.capacity;
+    if (this.eviction === "window") this.evictLeastRecent(store, over, t);
+    else this.evictLeastFrequent(store, over, layer, t);
 
     // 3. Load the difference: one bundle read per missing neuron, all in one batch
     //    (two reads per neuron, fc1 row and fc2 column, in the unbundled "split" layout).
@@ -316,9 +354,27 @@ export class SparseFlashFfn implements FfnProvider {
     }
   }
 
-  /** Forget the window (a new, unrelated sequence starts). */
+  /** Free `count` rows by deleting the lowest-scoring neurons not active now. */
+  private evictLeastFrequent(store: NeuronStore, count: number, layer: number, t: number): void {
+    if (count <= 0) return;
+    let m = 0;
+    for (let r = 0; r < store.numUsed; r++) {
+      const neuron = store.pointer[r];
+      if (store.lastActive[neuron] !== t) this.victims[m++] = neuron;
+    }
+    count = Math.min(count, m);
+    this.scores[layer].selectLowest(this.victims, m, count);
+    for (let v = 0; v < count; v++) store.delete(this.victims[v]);
+    this.stats.neuronsEvicted += count;
+  }
+
+  /**
+   * Empty every store and forget all activity: as after loading. (Between unrelated
+   * sequences there is no need to: the stores hold weights, not sequence state.)
+   */
   reset(): void {
     for (const s of this.stores) s.clear();
+    for (const f of this.scores) f.clear();
     this.token = -1;
   }
 

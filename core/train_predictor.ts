@@ -27,6 +27,7 @@ import {
   trainPredictorLayer,
 } from "./predictor.ts";
 import { WindowStatsAccumulator } from "./window_stats.ts";
+import { CacheCurveAccumulator } from "./eviction.ts";
 
 // ---------------------------------------------------------------------------
 // Options and report
@@ -73,6 +74,23 @@ export interface LayerReport {
   oracleSAgg: number[];
   /** New neurons per token with the true masks, k = 1..maxWindow. */
   oracleNewPerToken: number[];
+  /**
+   * Store sizes (rows) of the load curves below: dFfn/16, 2 dFfn/16, ..., dFfn.
+   * Optional: files trained before the curves existed lack them.
+   */
+  cacheRows?: number[];
+  /** Loads per token with the trained predictor and frequency eviction, per store size. */
+  cacheLoads?: number[];
+  /** Largest predicted set of one token. */
+  peakPredicted?: number;
+  /** 99th percentile of the predicted set sizes: the fewest rows the planner gives the layer. */
+  p99Predicted?: number;
+  /** The same curve with the true masks (the oracle predictor). */
+  oracleCacheLoads?: number[];
+  /** Largest true active set of one token. */
+  oraclePeak?: number;
+  /** 99th percentile of the true active set sizes. */
+  oracleP99?: number;
 }
 
 /** The whole training report, stored in the model file. */
@@ -180,6 +198,7 @@ export async function trainPredictor(
         threshold: layer.threshold,
         metrics,
         ...windowStatistics(layer, samples, from, capture.windowTokens, maxWindow),
+        ...loadCurves(layer, samples),
       });
     }
     const report: PredictorReport = {
@@ -237,6 +256,61 @@ function windowStatistics(
 }
 
 /**
+ * Loads per token against the store's size under frequency eviction, over every
+ * captured token in order (the store is not emptied between windows, as in use), for
+ * the trained predictor and for the true masks: what the planner splits rows by.
+ */
+function loadCurves(
+  layer: PredictorLayer,
+  samples: { n: number; x: Float32Array; mask: Uint8Array },
+): Pick<
+  LayerReport,
+  | "cacheRows"
+  | "cacheLoads"
+  | "peakPredicted"
+  | "p99Predicted"
+  | "oracleCacheLoads"
+  | "oraclePeak"
+  | "oracleP99"
+> {
+  const { dModel, dFfn } = layer;
+  const rows = [...Array(CURVE_POINTS).keys()].map((j) =>
+    Math.round(((j + 1) * dFfn) / CURVE_POINTS)
+  );
+  const predictor = new LowRankPredictor([layer]);
+  const predicted = new CacheCurveAccumulator(dFfn, rows);
+  const truth = new CacheCurveAccumulator(dFfn, rows);
+  const ids = new Int32Array(dFfn);
+  const trueIds = new Int32Array(dFfn);
+  for (let i = 0; i < samples.n; i++) {
+    predicted.add(ids, predictor.predict(0, samples.x.subarray(i * dModel, (i + 1) * dModel), ids));
+    let n = 0;
+    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[n++] = j;
+    truth.add(trueIds, n);
+  }
+  const p = predicted.result();
+  const o = truth.result();
+  return {
+    cacheRows: rows,
+    cacheLoads: p.loadsPerToken,
+    peakPredicted: p.peak,
+    p99Predicted: p.p99,
+    oracleCacheLoads: o.loadsPerToken,
+    oraclePeak: o.peak,
+    oracleP99: o.p99,
+  };
+}
+
+/** A load curve's value for a store of dFfn / 2 rows (NaN when the report has none). */
+function halfRows(l: LayerReport, curve: number[] | undefined): number {
+  const at = l.cacheRows?.indexOf(Math.round(Math.max(...l.cacheRows) / 2)) ?? -1;
+  return curve && at >= 0 ? curve[at] : NaN;
+}
+
+/** Points of each load curve. */
+const CURVE_POINTS = 16;
+
+/**
  * The report as a table, one row per layer (what `train-predictor` prints).
  *
  * @example
@@ -257,7 +331,8 @@ export function formatReport(report: PredictorReport): string {
   const lines = [
     `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
     `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s`,
-    `layer  rank  thresh   recall  pred/act     FNR      FPR   active  s_agg(4)  new/token k=1   k=4   k=8 (oracle k=4)`,
+    `layer  rank  thresh   recall  pred/act     FNR      FPR   active  s_agg(4)  new/token k=1   k=4   k=8 (oracle k=4)` +
+    `  loads, ½ rows, freq. (oracle)`,
   ];
   for (const l of report.layers) {
     const m = l.metrics;
@@ -272,7 +347,8 @@ export function formatReport(report: PredictorReport): string {
         `${pct(m.activeFraction)}  ${f(l.sAgg[3] ?? NaN)}  ${f(l.newPerToken[0])} ${
           f(l.newPerToken[3] ?? NaN)
         } ` +
-        `${f(l.newPerToken[7] ?? NaN)} (${f(l.oracleNewPerToken[3] ?? NaN).trim()})`,
+        `${f(l.newPerToken[7] ?? NaN)} (${f(l.oracleNewPerToken[3] ?? NaN).trim()})` +
+        `  ${f(halfRows(l, l.cacheLoads))} (${f(halfRows(l, l.oracleCacheLoads)).trim()})`,
     );
   }
   return lines.join("\n");

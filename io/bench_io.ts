@@ -12,7 +12,11 @@
  *
  * Each point reads every chunk of the file at most once (a random permutation, like
  * fio's random map), for `seconds` or until the file is exhausted. Our reader runs
- * with coalescing off, so it issues exactly the reads fio does.
+ * with coalescing off, so it issues exactly the reads fio does. `io-uring` points run
+ * in a fresh Deno process each: io_uring's kernel worker threads belong to the
+ * submitting thread and outlive a reader, so in one process a point would inherit the
+ * workers of a deeper point before it (the backend then falls back to its slower strict
+ * mode, `io/read_backends.ts`).
  *
  * @module
  */
@@ -323,7 +327,11 @@ export async function benchIo(options: BenchIoOptions): Promise<BenchIoReport> {
       return await fioPoint(source, options.file, fileSize, chunk, depth, seconds);
     }
     if (source === BUN_SOURCE) {
-      return await bunPoint(bunExe!, options.file, chunk, depth, seconds, seed);
+      return await childPoint(bunExe!, "node-fs", options.file, chunk, depth, seconds, seed);
+    }
+    if (source === "io-uring") {
+      const deno = [Deno.execPath(), "run", "--allow-read", "--allow-ffi"];
+      return await childPoint(deno, "io-uring", options.file, chunk, depth, seconds, seed);
     }
     return await measureRandomReads({
       file: options.file,
@@ -488,17 +496,23 @@ async function bunExecPath(bun: string[]): Promise<string[]> {
   }
 }
 
-async function bunPoint(
-  bun: string[],
+/**
+ * One point measured by `command` (Bun, or a fresh Deno) running this file as a script
+ * with `backend`; the point is named `source` in the report (`bun-node-fs` for Bun).
+ */
+async function childPoint(
+  command: string[],
+  backend: BackendName,
   file: string,
   chunk: number,
   depth: number,
   seconds: number,
   seed: number,
 ): Promise<BenchPoint> {
+  const source = backend === "node-fs" ? BUN_SOURCE : backend;
   const script = new URL(import.meta.url).pathname;
   const args = [
-    ...bun.slice(1),
+    ...command.slice(1),
     script,
     "point",
     file,
@@ -506,25 +520,31 @@ async function bunPoint(
     `${depth}`,
     `${seconds}`,
     `${seed}`,
+    backend,
   ];
   try {
-    const out = await new Deno.Command(bun[0], { args, stdout: "piped", stderr: "piped" }).output();
+    const out = await new Deno.Command(command[0], { args, stdout: "piped", stderr: "piped" })
+      .output();
     const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
     const point = JSON.parse(lines[lines.length - 1]) as BenchPoint;
-    point.source = BUN_SOURCE;
+    point.source = source;
     point.mbps = point.mbps ?? NaN;
     return point;
   } catch (e) {
-    return failed(BUN_SOURCE, chunk, depth, `bun failed: ${(e as Error).message}`);
+    const who = backend === "node-fs" ? "bun" : "deno";
+    return failed(source, chunk, depth, `${who} failed: ${(e as Error).message}`);
   }
 }
 
-// `bun io/bench_io.ts point <file> <chunk> <depth> <seconds> <seed>`: one node-fs point as JSON.
+// `bun io/bench_io.ts point <file> <chunk> <depth> <seconds> <seed> [backend]`: one point as
+// JSON (backend default node-fs; Deno runs io-uring points this way).
 if (import.meta.main && process.argv.includes("point")) {
-  const [file, chunk, depth, seconds, seed] = process.argv.slice(process.argv.indexOf("point") + 1);
+  const [file, chunk, depth, seconds, seed, backend] = process.argv.slice(
+    process.argv.indexOf("point") + 1,
+  );
   const point = await measureRandomReads({
     file,
-    backend: "node-fs",
+    backend: (backend ?? "node-fs") as BackendName,
     chunkBytes: Number(chunk),
     depth: Number(depth),
     seconds: Number(seconds),

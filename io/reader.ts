@@ -10,9 +10,9 @@
  *    `coalesceGapBytes` into one larger read (a "run"),
  * 2. splits very long runs into chunks of `maxChunkBytes`,
  * 3. keeps up to `depth` reads in flight on a backend (`io/read_backends.ts`): either
- *    the whole list in one call (glibc AIO through FFI) or `depth` lanes that each take
- *    the next read when theirs completes (libc `pread` through FFI, a pool of Deno file
- *    handles, or `node:fs` for Bun/Node), looping on short reads,
+ *    the whole list in one call (io_uring, or glibc AIO, through FFI) or `depth` lanes
+ *    that each take the next read when theirs completes (libc `pread` through FFI, a
+ *    pool of Deno file handles, or `node:fs` for Bun/Node), looping on short reads,
  * 4. lands each run's bytes: straight into the destination when the run is one
  *    contiguous piece of one destination, else into a scratch arena from which they
  *    are scattered to the destinations.
@@ -190,7 +190,10 @@ export class FlashReader {
   readonly coalesce: boolean;
   /** Largest gap (bytes) bridged when merging. */
   readonly coalesceGapBytes: number;
-  /** The backend in use: `"ffi-aio"`, `"ffi-pread"`, `"fs-pool"`, `"node-fs"` or a custom one's name. */
+  /**
+   * The backend in use: `"io-uring"`, `"ffi-aio"`, `"ffi-pread"`, `"fs-pool"`,
+   * `"node-fs"`, or a custom one's name.
+   */
   readonly backend: string;
   /** Cumulative statistics. */
   readonly stats: ReadStats = { bytes: 0, requests: 0, reads: 0, diskBytes: 0, ms: 0 };

@@ -344,7 +344,7 @@ export interface StackedBarChartOptions {
   showTotals?: boolean;
   /** Width in pixels. Default 760. */
   width?: number;
-  /** Height in pixels. Default 460. */
+  /** Height of the plot and title in pixels, without the bar labels below it. Default 370. */
   height?: number;
 }
 
@@ -370,8 +370,10 @@ export interface StackedBarChartOptions {
  * ```
  */
 export function stackedBarChart(options: StackedBarChartOptions): string {
-  const width = options.width ?? 760, height = options.height ?? 460;
-  const box = { left: 70, top: 40, width: width - 70 - 170, height: height - 40 - 90 };
+  // Bar labels are slanted 30°: room below the axis for the longest (~6 px per character).
+  const bottom = Math.max(90, 24 + 3.2 * Math.max(0, ...options.bars.map((b) => b.length)));
+  const width = options.width ?? 760, height = (options.height ?? 370) + bottom;
+  const box = { left: 70, top: 40, width: width - 70 - 170, height: height - 40 - bottom };
   const part = (v: number): number => (Number.isFinite(v) && v > 0 ? v : 0);
   const totals = options.bars.map((_, b) =>
     options.parts.reduce((sum, p) => sum + part(p.values[b]), 0)

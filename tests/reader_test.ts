@@ -365,6 +365,28 @@ for (const backend of BACKENDS) {
   });
 }
 
+for (const backend of BACKENDS) {
+  test(`${backend}: a read the operating system refuses is an io FlashlmError naming the file`, async () => {
+    // A directory opens for reading, but reading it fails (EISDIR).
+    const dir = fs.mkdtempSync(`${os.tmpdir()}/flashlm-reader-`);
+    fs.writeFileSync(`${dir}/${"x".repeat(100)}`, "so that the directory has a size");
+    try {
+      const reader = await FlashReader.open(dir, { backend, depth: 4 });
+      try {
+        const n = Math.min(16, reader.fileSize);
+        const batch = new ReadBatch();
+        batch.add(0, n, new Uint8Array(n), 0);
+        await rejectsWith(() => reader.read(batch), "io", /failed/);
+        await rejectsWith(() => reader.read(batch), "io", new RegExp(`^${dir}: `));
+      } finally {
+        reader.close();
+      }
+    } finally {
+      removeDir(dir);
+    }
+  });
+}
+
 test("bad requests, bad options and misuse are clear usage errors", async () => {
   const { dir, path } = randomFile(4096, 11);
   try {

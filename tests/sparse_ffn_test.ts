@@ -58,8 +58,12 @@ async function fixture(): Promise<{ dir: string; flm: string }> {
 const CASES: [string, LoadOptions][] = [
   ["window k = 1, every neuron may stay", { windowK: 1 }],
   ["window k = 4, every neuron may stay", { windowK: 4 }],
-  ["a 50% FFN budget (rows capped, least recently active evicted)", {
+  ["a 50% FFN budget (rows capped, lowest activation counts evicted)", {
     memory: { kind: "ffn-percent", percent: 50 },
+  }],
+  ["a 50% FFN budget with the paper's window (least recently active evicted)", {
+    memory: { kind: "ffn-percent", percent: 50 },
+    eviction: "window",
   }],
 ];
 
@@ -141,5 +145,59 @@ Deno.test("with window k the bytes read per token equal the newly needed neurons
 Deno.test("sparse mode without a trained predictor says to run train-predictor", async () => {
   const { dir, flm } = await fixture();
   await assert.rejects(loadModel(flm, { mode: "sparse" }), /train-predictor/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("with frequency eviction a token reads exactly the neurons its store lacks and evicts the lowest decayed counts", async () => {
+  const { dir, flm } = await fixture();
+  const prompt = promptIds(32, 400);
+  const dense = await loadModel(flm, { mode: "dense" });
+  const capture = await captureActivations(dense, [prompt], `${dir}/capture`);
+  dense.close();
+  const dFfn = TINY.dFfn!;
+  const masks: Uint8Array[] = [];
+  for (let l = 0; l < TINY.nLayers!; l++) masks.push((await readCapturedLayer(capture, l)).mask);
+
+  const sparse = await loadModel(flm, {
+    mode: "sparse",
+    predictor: "oracle",
+    memory: { kind: "ffn-percent", percent: 50 },
+  });
+  const ffn = sparse.transformer.ffn as SparseFlashFfn;
+  assert.equal(ffn.eviction, "frequency");
+  const decay = ffn.scores[0].decay;
+  const scores = masks.map(() => new Float64Array(dFfn)); // the reference, in float64
+  const bundleBytes = 2 * TINY.dModel! * 4;
+  let evictions = 0;
+  for (let t = 0; t < prompt.length; t++) {
+    const before = ffn.stores.map((s) => new Set(s.pointer.subarray(0, s.numUsed)));
+    const loadedBefore = ffn.stats.neuronsLoaded;
+    const bytesBefore = ffn.stats.bytesRead;
+    await sparse.transformer.forward(prompt[t], t, false);
+    let expected = 0;
+    for (let l = 0; l < TINY.nLayers!; l++) {
+      const active = new Set<number>();
+      for (let j = 0; j < dFfn; j++) if (masks[l][t * dFfn + j]) active.add(j);
+      const store = ffn.stores[l];
+      assert.ok(active.size <= store.capacity, "the test needs stores that hold a token's set");
+      for (let j = 0; j < dFfn; j++) scores[l][j] = scores[l][j] * decay + (active.has(j) ? 1 : 0);
+      for (const n of active) if (!before[l].has(n)) expected++;
+      const after = new Set(store.pointer.subarray(0, store.numUsed));
+      assert.ok(after.size <= store.capacity);
+      for (const n of active) assert.ok(after.has(n), `token ${t} layer ${l}: neuron ${n} held`);
+      const evicted = [...before[l]].filter((n) => !after.has(n));
+      const keptIdle = [...after].filter((n) => !active.has(n));
+      evictions += evicted.length;
+      if (evicted.length > 0 && keptIdle.length > 0) {
+        const worstEvicted = Math.max(...evicted.map((n) => scores[l][n]));
+        const bestKept = Math.min(...keptIdle.map((n) => scores[l][n]));
+        assert.ok(worstEvicted <= bestKept + 1e-5, `token ${t} layer ${l}: evicted a higher score`);
+      }
+    }
+    assert.equal(ffn.stats.neuronsLoaded - loadedBefore, expected, `token ${t}`);
+    assert.equal(ffn.stats.bytesRead - bytesBefore, expected * bundleBytes, `token ${t}`);
+  }
+  assert.ok(evictions > 0, "the budget made the stores evict");
+  sparse.close();
   await Deno.remove(dir, { recursive: true });
 });
