@@ -431,9 +431,9 @@ async function runGenerate(
     );
     path = await ensureDemoModel();
     prompt ??= "Once upon a time";
-    // Show the paper's method by default: FFN from flash, half the model's DRAM.
+    // Show the paper's method by default: FFN from flash, half its neurons in DRAM.
     if (flags.mode === undefined && flags.memory === undefined && flags.window === undefined) {
-      flags = { ...flags, memory: "50%" };
+      flags = { ...flags, memory: "ffn:50%" };
     }
   }
   prompt ??= "Once upon a time";

@@ -42,6 +42,12 @@ export interface SyntheticModelOptions {
   prefix?: string;
   /** Mean of the fc1 bias: more negative = sparser FFN. Default -1 (about 16% active). */
   fc1BiasMean?: number;
+  /**
+   * Make each fc1 a rank-`fc1Rank` matrix plus 10% noise, so that, as in trained
+   * models, a low-rank map of the FFN input predicts which neurons fire. Default: full
+   * rank (plain random weights, which no small-rank predictor can follow).
+   */
+  fc1Rank?: number;
   /** Write an explicit `lm_head.weight` (a copy of the embedding). Default false (tied). */
   writeLmHead?: boolean;
   /** `do_layer_norm_before`. Default true (false is OPT-350m's post-LayerNorm). */
@@ -117,7 +123,22 @@ export async function buildSyntheticHfModel(
   }
   for (let l = 0; l < config.nLayers; l++) {
     for (const spec of ffnTensorSpecs(config, l)) {
-      add(spec.name, spec.shape, () => rng.normal() / Math.sqrt(spec.shape[1]));
+      const [rows, cols] = spec.shape;
+      const r = options.fc1Rank;
+      if (r !== undefined && spec.name.endsWith("fc1.weight")) {
+        // (rows, r) @ (r, cols), scaled like a full-rank random matrix, plus noise.
+        const u = Float32Array.from({ length: rows * r }, () => rng.normal());
+        const v = Float32Array.from({ length: r * cols }, () => rng.normal());
+        const scale = 1 / Math.sqrt(r * cols);
+        add(spec.name, spec.shape, (i) => {
+          const row = Math.floor(i / cols), col = i % cols;
+          let sum = 0;
+          for (let k = 0; k < r; k++) sum += u[row * r + k] * v[k * cols + col];
+          return 0.95 * sum * scale + 0.1 * rng.normal() / Math.sqrt(cols);
+        });
+      } else {
+        add(spec.name, spec.shape, () => rng.normal() / Math.sqrt(cols));
+      }
     }
   }
   if (options.writeLmHead) {
@@ -141,7 +162,7 @@ async function writeText(path: string, text: string): Promise<void> {
 // The embedded demo model
 
 /** Version of the demo model; bump it when its recipe changes so caches rebuild. */
-const DEMO_VERSION = 3; // 3: the predictor report carries load curves (frequency eviction)
+const DEMO_VERSION = 3; // 3: fc1 of rank 8 (a predictable FFN); load curves in the report
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
@@ -204,17 +225,18 @@ export async function ensureDemoModel(
       seed: 2024,
       dModel: 64,
       dFfn: 1024,
+      fc1Rank: 8,
     });
     await convertHfToFlash(`${work}/hf`, `${work}/demo.flm`, { dtype });
     // Random token sequences: the activations are still the model's own.
     const rng = new Rng(7);
     const windows: number[][] = [];
-    for (let w = 0; w < 24; w++) {
+    for (let w = 0; w < 48; w++) {
       const ids = [config.bosTokenId];
       for (let i = 1; i < 64; i++) ids.push(4 + Math.floor(rng.next() * 1000));
       windows.push(ids);
     }
-    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 3 });
+    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 12 });
   } finally {
     await Deno.remove(work, { recursive: true });
   }
