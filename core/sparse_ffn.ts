@@ -3,12 +3,15 @@
  *
  * 1. **Predict** (`ActivationPredictor`): from the FFN's input, guess which neurons
  *    will be active (ReLU output > 0) for this token.
- * 2. **Window**: keep in DRAM every neuron predicted active in the last k tokens;
- *    evict those that left the window — eagerly (strict window), or only when their
- *    row is needed (`keepStale`, the default: the budget already paid for the rows) —
- *    and, if the DRAM budget caps the rows, the least recently active ones first. While token t runs, DRAM holds the union of the
- *    active sets of tokens t-k .. t; token t loads only its neurons that none of
- *    t-k .. t-1 used (the paper's "incremental loading", Figure 4).
+ * 2. **Window**: keep in DRAM the neurons that will likely fire again. The paper's
+ *    window (`eviction: "window"`) keeps every neuron predicted active in the last k
+ *    tokens and evicts those that left it — eagerly (strict window), or only when
+ *    their row is needed (`keepStale`: the budget already paid for the rows) — and, if
+ *    the DRAM budget caps the rows, the least recently active first. While token t
+ *    runs, DRAM holds the union of the active sets of tokens t-k .. t; token t loads
+ *    only its neurons that none of t-k .. t-1 used (the paper's "incremental loading",
+ *    Figure 4). flashlm's default (`eviction: "frequency"`, `core/eviction.ts`) is a
+ *    soft window: a full store evicts the lowest decaying activation counts.
  * 3. **Load the difference**: read from flash only the predicted neurons not already in
  *    the store, one row-column bundle each, all in one batch through the flash reader
  *    (which coalesces neighbours and keeps many reads in flight).
