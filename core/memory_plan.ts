@@ -347,9 +347,7 @@ export function planMemory(input: PlanInput): MemoryPlan {
       rowsReason = "split to minimise the measured loads per token (frequency eviction)";
     }
   }
-  if (rowsPerLayer) {
-    // decided above
-  } else if (need) {
+  if (rowsPerLayer === null && need) {
     const total = need.reduce((a, c) => a + c, 0);
     const scale = total > rowsTotal ? rowsTotal / total : 1;
     rowsPerLayer = need.map((n) => Math.min(config.dFfn, Math.max(1, Math.floor(n * scale))));
@@ -364,7 +362,7 @@ export function planMemory(input: PlanInput): MemoryPlan {
       rowsPerLayer[l] += add;
       spare -= add;
     }
-  } else {
+  } else if (rowsPerLayer === null) {
     rowsPerLayer = new Array(config.nLayers).fill(Math.min(config.dFfn, even));
   }
   // Rows the split leaves over still save reads: spread them.

@@ -197,8 +197,7 @@ export async function trainPredictor(
         rank: layer.rank,
         threshold: layer.threshold,
         metrics,
-        ...windowStatistics(layer, samples, from, capture.windowTokens, maxWindow),
-        ...loadCurves(layer, samples),
+        ...layerStatistics(layer, samples, from, capture.windowTokens, maxWindow),
       });
     }
     const report: PredictorReport = {
@@ -220,51 +219,27 @@ export async function trainPredictor(
   }
 }
 
-/** s_agg(k) and new neurons per token on samples [from, n), predicted and true. */
-function windowStatistics(
+/**
+ * One pass over a layer's samples, predicting each token once, for two statistics of
+ * the predicted sets and of the true masks (the oracle):
+ * - s_agg(k) and new neurons per token on the held-out samples [from, n), each text
+ *   window a new sequence (Figure 4);
+ * - loads per token against the store's size under frequency eviction, over every
+ *   sample in order (the store is not emptied between windows, as in use): what the
+ *   planner splits rows by.
+ */
+function layerStatistics(
   layer: PredictorLayer,
   samples: { n: number; x: Float32Array; mask: Uint8Array },
   from: number,
   windowTokens: number,
   maxWindow: number,
-): Pick<LayerReport, "sAgg" | "newPerToken" | "oracleSAgg" | "oracleNewPerToken"> {
-  const { dModel, dFfn } = layer;
-  const predictor = new LowRankPredictor([layer]);
-  const predicted = new WindowStatsAccumulator(dFfn, maxWindow);
-  const truth = new WindowStatsAccumulator(dFfn, maxWindow);
-  const ids = new Int32Array(dFfn);
-  const trueIds = new Int32Array(dFfn);
-  for (let i = from; i < samples.n; i++) {
-    if (i === from || i % windowTokens === 0) {
-      predicted.startSequence();
-      truth.startSequence();
-    }
-    const x = samples.x.subarray(i * dModel, (i + 1) * dModel);
-    predicted.add(ids, predictor.predict(0, x, ids));
-    let n = 0;
-    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[n++] = j;
-    truth.add(trueIds, n);
-  }
-  const p = predicted.result();
-  const o = truth.result();
-  return {
-    sAgg: p.sAgg,
-    newPerToken: p.newPerToken,
-    oracleSAgg: o.sAgg,
-    oracleNewPerToken: o.newPerToken,
-  };
-}
-
-/**
- * Loads per token against the store's size under frequency eviction, over every
- * captured token in order (the store is not emptied between windows, as in use), for
- * the trained predictor and for the true masks: what the planner splits rows by.
- */
-function loadCurves(
-  layer: PredictorLayer,
-  samples: { n: number; x: Float32Array; mask: Uint8Array },
 ): Pick<
   LayerReport,
+  | "sAgg"
+  | "newPerToken"
+  | "oracleSAgg"
+  | "oracleNewPerToken"
   | "cacheRows"
   | "cacheLoads"
   | "peakPredicted"
@@ -274,30 +249,45 @@ function loadCurves(
   | "oracleP99"
 > {
   const { dModel, dFfn } = layer;
+  const predictor = new LowRankPredictor([layer]);
+  const predictedWindows = new WindowStatsAccumulator(dFfn, maxWindow);
+  const trueWindows = new WindowStatsAccumulator(dFfn, maxWindow);
   const rows = [...Array(CURVE_POINTS).keys()].map((j) =>
     Math.round(((j + 1) * dFfn) / CURVE_POINTS)
   );
-  const predictor = new LowRankPredictor([layer]);
-  const predicted = new CacheCurveAccumulator(dFfn, rows);
-  const truth = new CacheCurveAccumulator(dFfn, rows);
+  const predictedCurve = new CacheCurveAccumulator(dFfn, rows);
+  const trueCurve = new CacheCurveAccumulator(dFfn, rows);
   const ids = new Int32Array(dFfn);
   const trueIds = new Int32Array(dFfn);
   for (let i = 0; i < samples.n; i++) {
-    predicted.add(ids, predictor.predict(0, samples.x.subarray(i * dModel, (i + 1) * dModel), ids));
-    let n = 0;
-    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[n++] = j;
-    truth.add(trueIds, n);
+    const x = samples.x.subarray(i * dModel, (i + 1) * dModel);
+    const n = predictor.predict(0, x, ids);
+    let nTrue = 0;
+    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[nTrue++] = j;
+    predictedCurve.add(ids, n);
+    trueCurve.add(trueIds, nTrue);
+    if (i < from) continue;
+    if (i === from || i % windowTokens === 0) {
+      predictedWindows.startSequence();
+      trueWindows.startSequence();
+    }
+    predictedWindows.add(ids, n);
+    trueWindows.add(trueIds, nTrue);
   }
-  const p = predicted.result();
-  const o = truth.result();
+  const pw = predictedWindows.result(), ow = trueWindows.result();
+  const pc = predictedCurve.result(), oc = trueCurve.result();
   return {
+    sAgg: pw.sAgg,
+    newPerToken: pw.newPerToken,
+    oracleSAgg: ow.sAgg,
+    oracleNewPerToken: ow.newPerToken,
     cacheRows: rows,
-    cacheLoads: p.loadsPerToken,
-    peakPredicted: p.peak,
-    p99Predicted: p.p99,
-    oracleCacheLoads: o.loadsPerToken,
-    oraclePeak: o.peak,
-    oracleP99: o.p99,
+    cacheLoads: pc.loadsPerToken,
+    peakPredicted: pc.peak,
+    p99Predicted: pc.p99,
+    oracleCacheLoads: oc.loadsPerToken,
+    oraclePeak: oc.peak,
+    oracleP99: oc.p99,
   };
 }
 
