@@ -30,6 +30,9 @@ import { type BackendName, BACKENDS } from "./io/read_backends.ts";
 import { childCliCommand } from "./io/runtime.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
 import { agreement, perplexity } from "./core/eval.ts";
+import { DenseFfn } from "./core/ffn.ts";
+import { OraclePredictor, SparseFlashFfn } from "./core/sparse_ffn.ts";
+import { DEFAULT_LOAD_RECALL, LowRankPredictor } from "./core/predictor.ts";
 import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
 import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
@@ -78,6 +81,14 @@ const SPARSE_FLAGS: Record<string, FlagSpec> = {
     help: "window size k; implies --eviction window (default: planned from the budget)",
     min: 1,
     max: 1 << 20,
+  },
+  "load-recall": {
+    type: "number",
+    help: "read a predicted neuron missing from DRAM only if it clears the threshold that " +
+      "keeps this share of the truly active neurons (1 reads every predicted one, as the paper)",
+    default: String(DEFAULT_LOAD_RECALL),
+    min: 0.01,
+    max: 1,
   },
   predictor: {
     type: "string",
@@ -488,8 +499,11 @@ function sparseOptions(flags: Record<string, string | number | boolean>): LoadOp
   ) {
     mode = "sparse";
   }
-  if (mode !== "sparse" && (memory || flags.window !== undefined)) {
-    throw usage(`--memory and --window apply to --mode sparse, not ${mode}`);
+  if (
+    mode !== "sparse" &&
+    (memory || flags.window !== undefined || flags["load-recall"] !== undefined)
+  ) {
+    throw usage(`--memory, --window and --load-recall apply to --mode sparse, not ${mode}`);
   }
   return {
     mode,
@@ -497,6 +511,7 @@ function sparseOptions(flags: Record<string, string | number | boolean>): LoadOp
     windowK: flags.window as number | undefined,
     predictor: flags.predictor as "file" | "oracle" | undefined,
     eviction: flags.eviction as "frequency" | "window" | undefined,
+    loadRecall: flags["load-recall"] as number | undefined,
   };
 }
 
@@ -558,10 +573,31 @@ async function runEval(
       "end",
     );
     if (sparse.plan) info(describePlan(sparse.plan));
+    // Effective recall: the dense model's fc1 (in DRAM for the dense run) tells the
+    // sparse run which neurons were truly active.
+    const sparseFfn = sparse.transformer.ffn, denseFfn = dense.transformer.ffn;
+    if (sparseFfn instanceof SparseFlashFfn && denseFfn instanceof DenseFfn) {
+      sparseFfn.measureRecallAgainst(
+        new OraclePredictor(
+          denseFfn.weights,
+          dense.transformer.weights.layers.map((l) => l.fc1Bias),
+          dense.config.dModel,
+        ),
+      );
+    }
     const d = await perplexity(dense, windows, (done, total) => progress("dense ", done, total));
     info("");
     const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));
     info("");
+    const predictor = sparseFfn instanceof SparseFlashFfn ? sparseFfn.predictor : null;
+    const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
+    const loadRule = !(predictor instanceof LowRankPredictor)
+      ? "every predicted neuron read (oracle)"
+      : !predictor.hasRecallCurve()
+      ? "every predicted neuron read (no recall curve in the file: retrain the predictor)"
+      : `load threshold at recall ${loadRecall}: ${
+        (s.ffn.neuronsSkipped / Math.max(s.forwardPasses, 1)).toFixed(1)
+      } unsure neurons not read/token`;
     // What naive mode reads per token: every bundle of every layer, as stored.
     const ffnBytesPerToken = sparse.ffnFileBytes!;
     const passes = Math.max(s.forwardPasses, 1);
@@ -578,6 +614,9 @@ async function runEval(
       `  top-1 agreement of greedy next tokens: ${
         (100 * agreement(d.argmax, s.argmax)).toFixed(2)
       }%`,
+      `  effective recall: ${
+        (100 * s.ffn.neuronsTrulyComputed / Math.max(s.ffn.neuronsTrulyActive, 1)).toFixed(2)
+      }% of the truly active neurons were computed (in DRAM) · ${loadRule}`,
       `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${
         (100 * readPerToken / ffnBytesPerToken).toFixed(2)
       }% of the FFN's ` +
@@ -667,6 +706,12 @@ async function runInspect(
         mb(h.predictor.length)
       } (low-rank, per layer rank ${
         (h.predictor.meta as { layers: { rank: number }[] }).layers.map((l) => l.rank).join(", ")
+      }; ${
+        (h.predictor.meta as { layers: { recallCurve?: unknown }[] }).layers.some((l) =>
+            l.recallCurve !== undefined
+          )
+          ? "recall curves for the load threshold"
+          : "no recall curves: every predicted neuron is read"
       })`
       : `predictor     none (run train-predictor)`,
   ];

@@ -39,6 +39,7 @@ import {
 import type { ModelConfig } from "./config.ts";
 import { type Budget, fixedBytes, modelFootprint, planMemory } from "./memory_plan.ts";
 import { SparseFlashFfn } from "./sparse_ffn.ts";
+import { DEFAULT_LOAD_RECALL, LowRankPredictor } from "./predictor.ts";
 import { OptTokenizer } from "./tokenizer.ts";
 import { Transformer } from "./transformer.ts";
 import { loadResidentWeights } from "./weights.ts";
@@ -125,11 +126,11 @@ export const BENCH_CONFIGS: readonly BenchConfigSpec[] = [
   },
   {
     name: "flashlm",
-    label: "+ frequency eviction (flashlm)",
+    label: "+ frequency eviction, load threshold (flashlm)",
     layout: "row-column-bundles",
     flash: true,
-    description:
-      "bundles, rows split by measured load curves, lowest decaying activation count evicted: flashlm's default",
+    description: "bundles, rows split by measured load curves, lowest decaying activation count " +
+      "evicted, missing neurons read only above the load threshold: flashlm's default",
   },
 ];
 
@@ -461,13 +462,17 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   } else {
     const want = spec.predictor ?? "auto";
     const kind = want === "auto" ? (file.header.predictor ? "file" : "oracle") : want;
-    // The paper's rows (predictor only, windowing, bundling) evict by the window;
-    // flashlm's default by decaying activation count, with rows split by load curves.
-    const eviction = spec.name === "flashlm" ? "frequency" : "window";
+    // The paper's rows (predictor only, windowing, bundling) evict by the window and
+    // read every predicted neuron; flashlm's default evicts by decaying activation
+    // count, with rows split by load curves, and reads only the surer missing neurons.
+    const flashlm = spec.name === "flashlm";
+    const eviction = flashlm ? "frequency" : "window";
+    const loadRecall = flashlm ? DEFAULT_LOAD_RECALL : 1;
     const { predictor, plan } = await sparseSetup(file, resident, {
       predictor: kind,
       memory: spec.memory,
       eviction,
+      loadRecall,
     }, contextLength);
     predictorName = kind === "file"
       ? (file.header.metadata.predictor ?? "trained predictor (in file)")
@@ -491,6 +496,13 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     note = (eviction === "frequency"
       ? `frequency eviction, rows per layer ${plan.rowsPerLayer.join(",")} (${plan.rowsReason})`
       : `window k ${predictorOnly ? "0 (nothing kept between tokens)" : plan.windowK.join(",")}`) +
+      ` · ${
+        loadRecall === 1
+          ? "every predicted neuron read"
+          : predictor instanceof LowRankPredictor && predictor.hasRecallCurve()
+          ? `missing neurons read above the load threshold (recall ${loadRecall})`
+          : "every predicted neuron read (no recall curve in the file for a load threshold)"
+      }` +
       ` · ${(100 * plan.ffnShare).toFixed(1)}% of neurons fit the budget`;
     memory = {
       eviction,
@@ -500,6 +512,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
       windowReason: predictorOnly ? "k = 0: predictor only" : plan.windowReason,
       rowsReason: plan.rowsReason,
       keepStale: !predictorOnly,
+      loadRecall,
     };
   }
 

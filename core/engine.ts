@@ -22,7 +22,7 @@ import {
   type ResidentWeights,
 } from "./weights.ts";
 import { type Budget, type LoadCurve, type MemoryPlan, planMemory } from "./memory_plan.ts";
-import { deserializePredictor } from "./predictor.ts";
+import { DEFAULT_LOAD_RECALL, deserializePredictor } from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
 import type { LayerReport, PredictorReport } from "./train_predictor.ts";
 
@@ -63,6 +63,13 @@ export interface LoadOptions {
    * Forcing `windowK` implies `"window"`.
    */
   eviction?: "window" | "frequency";
+  /**
+   * Sparse mode: read a predicted neuron missing from DRAM only if its probability
+   * clears the threshold that reaches this recall on the training split (default
+   * `DEFAULT_LOAD_RECALL`, 0.9; 1 reads every predicted neuron, as the paper). Needs a
+   * predictor trained with its recall curve; the oracle reads every predicted neuron.
+   */
+  loadRecall?: number;
 }
 
 /** A model ready to generate. */
@@ -250,6 +257,13 @@ export async function sparseSetup(
       nLayers,
       file.path,
     );
+    const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
+    if (!(loadRecall > 0 && loadRecall <= 1)) {
+      throw new FlashlmError(`load recall must be in (0, 1], got ${options.loadRecall}`, {
+        kind: "usage",
+      });
+    }
+    low.loadRecall = loadRecall;
     predictor = low;
     predictorBytes = low.byteSize();
     sAgg = report?.layers?.map((l) => l.sAgg) ?? null;

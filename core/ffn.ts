@@ -44,6 +44,18 @@ export interface FfnStats {
    * whole set (its rows are planned for 99% of tokens): lost recall, no reads.
    */
   neuronsDropped: number;
+  /**
+   * Predicted neurons not read because they were not in DRAM and the predictor was not
+   * sure enough of them to pay for a read (sparse mode, the load threshold).
+   */
+  neuronsSkipped: number;
+  /**
+   * Neurons truly active (ReLU input > 0), counted only when the sparse FFN is given the
+   * truth to measure against (`eval` does), else 0.
+   */
+  neuronsTrulyActive: number;
+  /** Of those, the ones the sparse FFN computed (they were in DRAM): the effective recall's numerator. */
+  neuronsTrulyComputed: number;
   /** Milliseconds running the predictor (sparse mode; included in computeMs). */
   predictorMs: number;
 }
@@ -82,6 +94,9 @@ export function newFfnStats(): FfnStats {
     neuronsPredicted: 0,
     neuronsHit: 0,
     neuronsDropped: 0,
+    neuronsSkipped: 0,
+    neuronsTrulyActive: 0,
+    neuronsTrulyComputed: 0,
     predictorMs: 0,
   };
 }
@@ -112,7 +127,8 @@ export class DenseFfn implements FfnProvider {
   /** Cumulative counters (no I/O in this mode). */
   readonly stats: FfnStats = newFfnStats();
   private resident: ResidentWeights;
-  private weights: DenseFfnWeights[];
+  /** fc1 and fc2 of every layer. */
+  readonly weights: DenseFfnWeights[];
   /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
   readonly hidden: Float32Array; // (dFfn)
 

@@ -240,6 +240,11 @@ export function summarize(stats: GenerationStats, mode: string): string {
     if (f.neuronsDropped > 0) {
       parts.push(`${(f.neuronsDropped / passes).toFixed(1)} dropped/token (store full)`);
     }
+    if (f.neuronsSkipped > 0) {
+      parts.push(
+        `${(f.neuronsSkipped / passes).toFixed(1)} unsure not read/token (load threshold)`,
+      );
+    }
   }
   parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
   parts.push(`attention+other ${(stats.attentionMs / passes).toFixed(2)} ms/token`);

@@ -484,6 +484,8 @@ export function describePlan(plan: MemoryPlan): string {
       : `eviction: lowest decaying activation count` +
         (plan.expectedLoadsPerToken === null
           ? ""
-          : ` · expected ${plan.expectedLoadsPerToken.toFixed(0)} neurons read per token`)),
+          : ` · expected ${
+            plan.expectedLoadsPerToken.toFixed(0)
+          } neurons read per token if every predicted one is read`)),
   ].join("\n");
 }

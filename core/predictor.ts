@@ -57,6 +57,63 @@ export interface PredictorLayer {
   c: Float32Array;
   /** Probability threshold in (0, 1): neuron `i` is predicted active iff `sigmoid(logit_i) > threshold`. */
   threshold: number;
+  /**
+   * The recall curve, measured on the training split when the threshold was calibrated:
+   * `[recall, threshold]` pairs by increasing recall, each threshold the largest that
+   * predicts that share of the truly active neurons (at {@linkcode RECALL_CURVE_POINTS}).
+   * The load threshold comes from it (`LowRankPredictor.loadRecall`). Optional: files
+   * without it read every predicted neuron.
+   */
+  recallCurve?: [number, number][];
+}
+
+/** The recalls at which training records the threshold that reaches them. */
+export const RECALL_CURVE_POINTS: readonly number[] = [
+  0.5,
+  0.6,
+  0.7,
+  0.75,
+  0.8,
+  0.825,
+  0.85,
+  0.875,
+  0.9,
+  0.925,
+  0.95,
+  0.975,
+  0.99,
+];
+
+/**
+ * Default recall a missing neuron's read aims at (see `LowRankPredictor.loadRecall`):
+ * a predicted neuron missing from DRAM is read only if its probability clears the
+ * threshold that predicts 90% of the truly active neurons (on the training split).
+ */
+export const DEFAULT_LOAD_RECALL = 0.9;
+
+/**
+ * The probability threshold a missing neuron of `layer` must clear to be read: the
+ * recall curve's threshold at the smallest recall >= `recall`, or the layer's threshold
+ * if the curve has none (or there is no curve).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { loadThreshold, type PredictorLayer } from "./predictor.ts";
+ * const layer = { threshold: 0.3, recallCurve: [[0.8, 0.6], [0.9, 0.45], [0.95, 0.3]] } as PredictorLayer;
+ * assert.equal(loadThreshold(layer, 0.85), 0.45);
+ * assert.equal(loadThreshold(layer, 0.9), 0.45);
+ * assert.equal(loadThreshold(layer, 1), 0.3);
+ * ```
+ */
+export function loadThreshold(layer: PredictorLayer, recall: number): number {
+  const curve = layer.recallCurve;
+  if (curve) {
+    for (let i = 0; i < curve.length; i++) {
+      if (curve[i][0] >= recall) return curve[i][1];
+    }
+  }
+  return layer.threshold;
 }
 
 /** `log(p / (1 - p))`: the logit a probability threshold corresponds to. */
@@ -119,6 +176,7 @@ function checkLayerShapes(layer: PredictorLayer, index: number): void {
  * const out = new Int32Array(3);
  * const n = p.predict(0, new Float32Array([1, 1]), out); // logits 2, -2, -1
  * assert.deepEqual([...out.subarray(0, n)], [0]);
+ * assert.ok(p.worthReading(0)); // no recall curve: every predicted neuron is worth a read
  * assert.equal(p.byteSize(), 4 * (2 + 3 + 3));
  * ```
  */
@@ -127,6 +185,17 @@ export class LowRankPredictor {
   readonly layers: PredictorLayer[];
   private scratch: Float32Array; // (max rank) A x of the current token
   private logitBuffer: Float32Array; // (max dFfn) logits of the current token
+  private lastLoadLogit = 0; // the load threshold's logit in the last predict call
+  /**
+   * The recall the reads of missing neurons aim at, in (0, 1] (default 1: read every
+   * predicted neuron, as the paper). A neuron already in DRAM costs nothing to compute,
+   * so the threshold alone decides for it; a missing one costs a flash read, so the
+   * sparse FFN reads it only if {@linkcode worthReading}: its probability clears the
+   * load threshold, the recall curve's threshold at the smallest recall >= `loadRecall`
+   * (never below the layer's threshold). The neurons left out are the least sure, mostly
+   * barely active ones: `eval` measures what they cost.
+   */
+  loadRecall = 1;
 
   /** Wrap trained layers; checks every shape and threshold. */
   constructor(layers: PredictorLayer[]) {
@@ -162,9 +231,23 @@ export class LowRankPredictor {
     const z = this.logitBuffer; // (dFfn)
     this.logits(layer, x, z);
     const t = logit(L.threshold);
+    this.lastLoadLogit = Math.max(t, logit(loadThreshold(L, this.loadRecall)));
     let n = 0;
     for (let i = 0; i < L.dFfn; i++) if (z[i] > t) out[n++] = i;
     return n;
+  }
+
+  /** Whether some layer has a recall curve (so a load recall below 1 reads fewer neurons). */
+  hasRecallCurve(): boolean {
+    return this.layers.some((l) => l.recallCurve !== undefined);
+  }
+
+  /**
+   * Whether the last `predict` call was sure enough of `neuron` to read it from flash:
+   * its probability clears the layer's load threshold (see {@linkcode loadRecall}).
+   */
+  worthReading(neuron: number): boolean {
+    return this.logitBuffer[neuron] > this.lastLoadLogit;
   }
 
   /** Bytes of all weights (A, B, c of every layer) as f32. */
@@ -422,10 +505,39 @@ export function calibrateThreshold(
   from = 0,
   to: number = samples.n,
 ): number {
-  if (!(targetRecall > 0 && targetRecall <= 1)) {
-    throw new FlashlmError(`target recall must be in (0, 1], got ${targetRecall}`, {
-      kind: "usage",
-    });
+  return calibrateThresholds(layer, samples, [targetRecall], from, to)[0];
+}
+
+/**
+ * {@linkcode calibrateThreshold} for several target recalls at once (one pass over the
+ * samples): the thresholds, in the order of `targetRecalls`. Training records the
+ * recall curve with it.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { calibrateThresholds } from "./predictor.ts";
+ * const layer = { rank: 1, dModel: 1, dFfn: 1, a: new Float32Array([1]),
+ *   b: new Float32Array([1]), c: new Float32Array([0]), threshold: 0.5 };
+ * const samples = { n: 6, x: new Float32Array([1, 2, 3, 4, -1, -2]),
+ *   mask: new Uint8Array([1, 1, 1, 1, 0, 0]) };
+ * const [t50, t100] = calibrateThresholds(layer, samples, [0.5, 1]);
+ * assert.ok(t50 > t100); // a higher recall needs a lower threshold
+ * ```
+ */
+export function calibrateThresholds(
+  layer: PredictorLayer,
+  samples: LayerSamples,
+  targetRecalls: readonly number[],
+  from = 0,
+  to: number = samples.n,
+): number[] {
+  for (const targetRecall of targetRecalls) {
+    if (!(targetRecall > 0 && targetRecall <= 1)) {
+      throw new FlashlmError(`target recall must be in (0, 1], got ${targetRecall}`, {
+        kind: "usage",
+      });
+    }
   }
   const { dModel, dFfn } = sampleShape(samples);
   checkSamplesFit(layer, dModel, dFfn);
@@ -448,20 +560,22 @@ export function calibrateThreshold(
       hist[Math.min(nBins - 1, Math.max(0, bin))]++;
     }
   }
-  const need = Math.ceil(targetRecall * positives);
-  if (need === 0) return sigmoid(CALIBRATION_RANGE); // nothing active: predict (almost) nothing
-  // Walk down from the top bin until the bins at and above hold `need` active neurons.
-  let count = 0;
-  let bin = nBins - 1;
-  for (; bin > 0; bin--) {
-    count += hist[bin];
-    if (count >= need) break;
-  }
-  // Every value in bins >= `bin` is >= the bin's lower edge; go half a bin below it.
-  const edge = bin === 0
-    ? minPositive - 1
-    : (bin - 1) / CALIBRATION_BINS_PER_UNIT - CALIBRATION_RANGE - 0.5 / CALIBRATION_BINS_PER_UNIT;
-  return sigmoid(Math.max(edge, -80));
+  return targetRecalls.map((targetRecall) => {
+    const need = Math.ceil(targetRecall * positives);
+    if (need === 0) return sigmoid(CALIBRATION_RANGE); // nothing active: predict (almost) nothing
+    // Walk down from the top bin until the bins at and above hold `need` active neurons.
+    let count = 0;
+    let bin = nBins - 1;
+    for (; bin > 0; bin--) {
+      count += hist[bin];
+      if (count >= need) break;
+    }
+    // Every value in bins >= `bin` is >= the bin's lower edge; go half a bin below it.
+    const edge = bin === 0
+      ? minPositive - 1
+      : (bin - 1) / CALIBRATION_BINS_PER_UNIT - CALIBRATION_RANGE - 0.5 / CALIBRATION_BINS_PER_UNIT;
+    return sigmoid(Math.max(edge, -80));
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -698,6 +812,8 @@ export function trainPredictorLayer(
 
   const layer: PredictorLayer = { rank, dModel, dFfn, a, b, c, threshold: 0.5 };
   layer.threshold = calibrateThreshold(layer, samples, targetRecall, 0, nTrain);
+  const curve = calibrateThresholds(layer, samples, RECALL_CURVE_POINTS, 0, nTrain);
+  layer.recallCurve = RECALL_CURVE_POINTS.map((r, i) => [r, curve[i]]);
   const metrics = nHeld > 0
     ? evaluatePredictorLayer(layer, samples, nTrain, samples.n)
     : { ...evaluatePredictorLayer(layer, samples, 0, nTrain), heldOutSamples: 0 };
@@ -706,6 +822,16 @@ export function trainPredictorLayer(
 
 // ---------------------------------------------------------------------------
 // Serialisation
+
+/** What the flash file's header says of one predictor layer (its weights are in the blob). */
+export interface PredictorLayerMeta {
+  /** Inner dimension of the low-rank map. */
+  rank: number;
+  /** Probability threshold. */
+  threshold: number;
+  /** The recall curve, if training measured it. */
+  recallCurve?: [number, number][];
+}
 
 /** f32 values of one layer in the blob: A, then B, then c. */
 function layerValues(rank: number, dModel: number, dFfn: number): number {
@@ -733,7 +859,7 @@ function layerValues(rank: number, dModel: number, dFfn: number): number {
  */
 export function serializePredictor(
   p: LowRankPredictor,
-): { meta: { layers: { rank: number; threshold: number }[] }; bytes: Uint8Array } {
+): { meta: { layers: PredictorLayerMeta[] }; bytes: Uint8Array } {
   const bytes = new Uint8Array(p.byteSize());
   const view = new DataView(bytes.buffer);
   let offset = 0;
@@ -743,7 +869,13 @@ export function serializePredictor(
     }
   }
   return {
-    meta: { layers: p.layers.map((l) => ({ rank: l.rank, threshold: l.threshold })) },
+    meta: {
+      layers: p.layers.map((l) => ({
+        rank: l.rank,
+        threshold: l.threshold,
+        ...(l.recallCurve ? { recallCurve: l.recallCurve } : {}),
+      })),
+    },
     bytes,
   };
 }
@@ -751,7 +883,8 @@ export function serializePredictor(
 /**
  * Rebuild a predictor from {@linkcode serializePredictor}'s `meta` (parsed JSON) and
  * `bytes` for a model of `nLayers` layers of (dModel, dFfn). Everything is checked: the
- * shape of `meta`, each rank (whole, 1..dModel), each threshold (in (0, 1)), the blob's
+ * shape of `meta`, each rank (whole, 1..dModel), each threshold (in (0, 1)), each recall
+ * curve (optional; `[recall, threshold]` pairs by increasing recall in (0, 1]), the blob's
  * exact length and that every weight is finite; a problem throws a {@linkcode FlashlmError}
  * naming `file`.
  *
@@ -796,11 +929,13 @@ export function deserializePredictor(
     throw fail(`description has ${entries.length} layers, the model has ${nLayers}`);
   }
   const ranks: number[] = [], thresholds: number[] = [];
+  const curves: ([number, number][] | undefined)[] = [];
   let expected = 0;
   entries.forEach((e, l) => {
-    const { rank, threshold } = (typeof e === "object" && e !== null ? e : {}) as {
+    const { rank, threshold, recallCurve } = (typeof e === "object" && e !== null ? e : {}) as {
       rank?: unknown;
       threshold?: unknown;
+      recallCurve?: unknown;
     };
     if (typeof rank !== "number" || !Number.isInteger(rank) || rank < 1 || rank > dModel) {
       throw fail(
@@ -812,8 +947,24 @@ export function deserializePredictor(
         `layer ${l}: threshold must be a number in (0, 1), got ${shown(threshold)}`,
       );
     }
+    if (recallCurve !== undefined) {
+      const ok = Array.isArray(recallCurve) &&
+        recallCurve.every((point, i) =>
+          Array.isArray(point) && point.length === 2 &&
+          typeof point[0] === "number" && point[0] > 0 && point[0] <= 1 &&
+          typeof point[1] === "number" && point[1] > 0 && point[1] < 1 &&
+          (i === 0 || point[0] > recallCurve[i - 1][0])
+        );
+      if (!ok) {
+        throw fail(
+          `layer ${l}: recallCurve must be [recall, threshold] pairs by increasing recall in (0, 1], ` +
+            `thresholds in (0, 1), got ${shown(recallCurve)}`,
+        );
+      }
+    }
     ranks.push(rank);
     thresholds.push(threshold);
+    curves.push(recallCurve as [number, number][] | undefined);
     expected += 4 * layerValues(rank, dModel, dFfn);
   });
   if (bytes.length !== expected) {
@@ -842,6 +993,7 @@ export function deserializePredictor(
     b: read(l, "B", dFfn * rank),
     c: read(l, "c", dFfn),
     threshold: thresholds[l],
+    ...(curves[l] ? { recallCurve: curves[l] } : {}),
   }));
   return new LowRankPredictor(layers);
 }

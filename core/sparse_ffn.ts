@@ -14,7 +14,11 @@
  *    soft window: a full store evicts the lowest decaying activation counts.
  * 3. **Load the difference**: read from flash only the predicted neurons not already in
  *    the store, one row-column bundle each, all in one batch through the flash reader
- *    (which coalesces neighbours and keeps many reads in flight).
+ *    (which coalesces neighbours and keeps many reads in flight). flashlm reads a missing
+ *    neuron only if the predictor is sure of it (its probability clears the load
+ *    threshold, calibrated to a recall of 90% where the paper's threshold aims at 95%:
+ *    `LowRankPredictor.loadRecall`); a neuron already in DRAM is computed whatever its
+ *    prediction, since that costs no read.
  * 4. **Compute** on the store's `matrix[0 : numUsed]` with the bundled kernel.
  *
  * Per token and layer this counts the paper's three latency columns: I/O (waiting
@@ -45,6 +49,12 @@ export interface ActivationPredictor {
    * `layer` into `out` (capacity >= dFfn), in increasing order; return how many.
    */
   predict(layer: number, x: Float32Array, out: Int32Array): number;
+  /**
+   * Whether the last `predict` call was sure enough of `neuron` (one it predicted) to
+   * read it from flash if it is missing from DRAM (optional; without it every predicted
+   * neuron is read). See `LowRankPredictor.loadRecall`.
+   */
+  worthReading?(neuron: number): boolean;
 }
 
 /**
@@ -160,7 +170,8 @@ export class SparseFlashFfn implements FfnProvider {
   readonly reader: FlashReader;
   private model: FlashModelFile;
   private resident: ResidentWeights;
-  private predictor: ActivationPredictor;
+  /** The activation predictor. */
+  readonly predictor: ActivationPredictor;
   private active: Int32Array; // (dFfn) predicted ids of the current token
   private batch: ReadBatch;
   private staging: Uint8Array; // (maxRows, bundleBytes) f16 bundles as read, before conversion
@@ -169,6 +180,8 @@ export class SparseFlashFfn implements FfnProvider {
   private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
   private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
   private victims: Int32Array; // (dFfn) eviction candidates
+  private truth: ActivationPredictor | null;
+  private trulyActive: Int32Array; // (dFfn) ids of the truly active neurons (measuring only)
 
   /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
   constructor(
@@ -200,6 +213,8 @@ export class SparseFlashFfn implements FfnProvider {
       ? windowK.map(() => new FrequencyScores(dFfn, options.decay ?? DEFAULT_DECAY))
       : [];
     this.victims = new Int32Array(dFfn);
+    this.truth = null;
+    this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
     const maxRows = Math.max(1, ...rows);
@@ -239,6 +254,19 @@ export class SparseFlashFfn implements FfnProvider {
       s.neuronsDropped += drop;
     }
     s.neuronsPredicted += n;
+
+    // 1b. A neuron in DRAM costs nothing to compute; a missing one costs a read. Read
+    //     a missing neuron only if the predictor is sure enough of it (load threshold).
+    const predictor = this.predictor;
+    if (predictor.worthReading !== undefined) {
+      let kept = 0;
+      for (let i = 0; i < n; i++) {
+        const neuron = this.active[i];
+        if (store.has(neuron) || predictor.worthReading(neuron)) this.active[kept++] = neuron;
+      }
+      s.neuronsSkipped += n - kept;
+      n = kept;
+    }
 
     // 2. Make room for this token's neurons.
     //    window:    keep neurons active in the previous k tokens (t-k .. t-1), evict
@@ -329,6 +357,24 @@ export class SparseFlashFfn implements FfnProvider {
     s.computeMs += t1 - t0 + (t5 - t4);
     s.memoryMs += t2 - t1 + (t4 - t3);
     s.ioMs += t3 - t2;
+
+    // Measuring only (eval): which truly active neurons did this layer compute?
+    if (this.truth) {
+      const m = this.truth.predict(layer, x, this.trulyActive);
+      s.neuronsTrulyActive += m;
+      for (let i = 0; i < m; i++) if (store.has(this.trulyActive[i])) s.neuronsTrulyComputed++;
+    }
+  }
+
+  /**
+   * From the next token on, measure the effective recall against `truth` (an
+   * {@linkcode OraclePredictor}): every layer counts the truly active neurons and how
+   * many of them it computed (`stats.neuronsTrulyActive`, `stats.neuronsTrulyComputed`).
+   * Costs a dense fc1 product per layer, outside the timed columns: for `eval`.
+   */
+  measureRecallAgainst(truth: ActivationPredictor): void {
+    this.truth = truth;
+    this.trulyActive = new Int32Array(this.model.config.dFfn);
   }
 
   /** Undo the inserts of a failed load (its rows hold no valid bundle). */

@@ -289,7 +289,7 @@ Deno.test("bench <model> runs configurations in child processes and writes the t
     assert.match(r.stdout, /Table 3/);
     assert.match(r.stdout, /SYNTHETIC/);
     assert.match(r.stdout, /\+ bundling/);
-    assert.match(r.stdout, /\+ frequency eviction \(flashlm\)/);
+    assert.match(r.stdout, /\+ frequency eviction, load threshold \(flashlm\)/);
     const report = JSON.parse(await Deno.readTextFile(`${out}/bench.json`)) as BenchReport;
     assert.deepEqual(report.results.map((x) => x.name), ["naive", "bundling", "flashlm"]);
     assert.equal(report.rounds, 2);

@@ -11,6 +11,7 @@ import {
   type LayerSamples,
   LowRankPredictor,
   type PredictorLayer,
+  RECALL_CURVE_POINTS,
   serializePredictor,
   trainPredictorLayer,
 } from "../core/predictor.ts";
@@ -135,6 +136,54 @@ Deno.test("logits equal a straightforward float64 B (A x) + c", () => {
   p.logits(0, x, out);
   const z = logitsF64(layer, x);
   for (let i = 0; i < 29; i++) assert.ok(Math.abs(out[i] - z[i]) < 1e-4, `logit ${i}`);
+});
+
+Deno.test("a predicted neuron is worth reading when its probability clears the load recall's threshold", () => {
+  const rng = new Rng(6);
+  const layers = [randomLayer(rng, 3, 11, 40, 0.2), randomLayer(rng, 5, 11, 40, 0.3)];
+  layers[0].recallCurve = [[0.8, 0.6], [0.9, 0.4], [0.95, 0.2]];
+  layers[1].recallCurve = [[0.8, 0.25], [0.9, 0.1]]; // below the threshold: the threshold wins
+  const p = new LowRankPredictor(layers);
+  const out = new Int32Array(40);
+  let sure = 0, unsure = 0;
+  for (
+    const [loadRecall, expected] of [[1, [0.2, 0.3]], [0.9, [0.4, 0.3]], [0.85, [0.4, 0.3]], [0.5, [
+      0.6,
+      0.3,
+    ]]] as const
+  ) {
+    p.loadRecall = loadRecall;
+    for (let t = 0; t < 20; t++) {
+      const l = t % 2;
+      const x = new Float32Array(11).map(() => rng.normal());
+      const n = p.predict(l, x, out);
+      const z = logitsF64(layers[l], x);
+      const bar = Math.log(expected[l] / (1 - expected[l]));
+      for (let k = 0; k < n; k++) {
+        const i = out[k];
+        if (Math.abs(z[i] - bar) < 1e-4) continue; // f32 vs f64 rounding
+        assert.equal(p.worthReading(i), z[i] > bar, `recall ${loadRecall} layer ${l} neuron ${i}`);
+        if (z[i] > bar) sure++;
+        else unsure++;
+      }
+    }
+  }
+  assert.ok(sure > 50 && unsure > 50, `${sure} sure, ${unsure} unsure`);
+});
+
+Deno.test("training records a recall curve whose thresholds reach their recalls on the training split", () => {
+  const { layer } = trained();
+  const curve = layer.recallCurve!;
+  assert.deepEqual(curve.map(([r]) => r), [...RECALL_CURVE_POINTS]);
+  const nTrain = N - N / 10;
+  for (let i = 0; i < curve.length; i++) {
+    const [recall, threshold] = curve[i];
+    const m = evaluatePredictorLayer({ ...layer, threshold }, SYNTHETIC, 0, nTrain);
+    assert.ok(m.recall >= recall, `recall ${m.recall} at the threshold for ${recall}`);
+    if (i > 0) assert.ok(threshold <= curve[i - 1][1], "a higher recall needs a lower threshold");
+  }
+  const at95 = curve.find(([r]) => r === 0.95)![1];
+  assert.equal(at95, layer.threshold, "the curve's 95% point is the calibrated threshold");
 });
 
 Deno.test("byteSize counts A, B and c of every layer as f32", () => {
@@ -318,11 +367,11 @@ function threeLayerPredictor(): LowRankPredictor {
   return new LowRankPredictor([
     randomLayer(rng, 2, 12, 40, 0.1),
     randomLayer(rng, 5, 12, 40, 1 / 3),
-    randomLayer(rng, 12, 12, 40, 0.987654321),
+    { ...randomLayer(rng, 12, 12, 40, 0.987654321), recallCurve: [[0.5, 0.999], [0.9, 0.99]] },
   ]);
 }
 
-Deno.test("serialize then deserialize is exact: weights, ranks, thresholds and predictions", () => {
+Deno.test("serialize then deserialize is exact: weights, ranks, thresholds, recall curves and predictions", () => {
   const p = threeLayerPredictor();
   const { meta, bytes } = serializePredictor(p);
   assert.equal(bytes.length, p.byteSize());
@@ -347,7 +396,7 @@ Deno.test("serialize then deserialize is exact: weights, ranks, thresholds and p
   }
 });
 
-Deno.test("deserialize refuses truncated bytes, wrong shapes and bad thresholds, naming the file", () => {
+Deno.test("deserialize refuses truncated bytes, wrong shapes, bad thresholds and bad recall curves, naming the file", () => {
   const p = threeLayerPredictor();
   const { meta, bytes } = serializePredictor(p);
   const layers = meta.layers;
@@ -375,6 +424,38 @@ Deno.test("deserialize refuses truncated bytes, wrong shapes and bad thresholds,
     ["threshold above 1", withLayer(1, { rank: 5, threshold: 1.5 }), bytes, 12, 40, 3],
     ["threshold missing", withLayer(1, { rank: 5 }), bytes, 12, 40, 3],
     ["threshold as text", withLayer(1, { rank: 5, threshold: "0.5" }), bytes, 12, 40, 3],
+    [
+      "recall curve not pairs",
+      withLayer(1, { rank: 5, threshold: 0.5, recallCurve: [0.9] }),
+      bytes,
+      12,
+      40,
+      3,
+    ],
+    [
+      "recall curve not increasing",
+      withLayer(1, { rank: 5, threshold: 0.5, recallCurve: [[0.9, 0.5], [0.8, 0.6]] }),
+      bytes,
+      12,
+      40,
+      3,
+    ],
+    [
+      "recall above 1",
+      withLayer(1, { rank: 5, threshold: 0.5, recallCurve: [[1.5, 0.5]] }),
+      bytes,
+      12,
+      40,
+      3,
+    ],
+    [
+      "curve threshold 1",
+      withLayer(1, { rank: 5, threshold: 0.5, recallCurve: [[0.9, 1]] }),
+      bytes,
+      12,
+      40,
+      3,
+    ],
     ["NaN weight", meta, nanWeight, 12, 40, 3],
   ];
   for (const [name, m, b, dModel, dFfn, nLayers] of cases) {

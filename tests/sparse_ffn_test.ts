@@ -5,7 +5,12 @@ import { loadModel, type LoadOptions } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { NeuronStore } from "../core/neuron_store.ts";
 import { Rng } from "../core/sampler.ts";
-import type { SparseFlashFfn } from "../core/sparse_ffn.ts";
+import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
+import type { DenseFfn } from "../core/ffn.ts";
+import { FlashModelFile } from "../core/flash_format.ts";
+import { Transformer } from "../core/transformer.ts";
+import { loadResidentWeights } from "../core/weights.ts";
+import { FlashReader } from "../io/reader.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 
 Deno.test("swap-delete keeps the neuron store identical to a reference set over 10,000 random steps", () => {
@@ -199,5 +204,110 @@ Deno.test("with frequency eviction a token reads exactly the neurons its store l
   }
   assert.ok(evictions > 0, "the budget made the stores evict");
   sparse.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+/**
+ * A predictor whose "logit" is the neuron's true pre-activation (fc1 · x + b, in
+ * float64) with threshold 0: it predicts exactly the active neurons, and finds a
+ * neuron worth reading above a load threshold of `loadLogit`, so the test knows which.
+ */
+class PreActivationPredictor implements ActivationPredictor {
+  pre: Float64Array;
+  constructor(
+    private fc1: Float32Array[],
+    private bias: Float32Array[],
+    private dModel: number,
+    private loadLogit: number,
+  ) {
+    this.pre = new Float64Array(bias[0].length);
+  }
+  predict(layer: number, x: Float32Array, out: Int32Array): number {
+    let n = 0;
+    for (let i = 0; i < this.pre.length; i++) {
+      let z = this.bias[layer][i];
+      for (let j = 0; j < this.dModel; j++) z += this.fc1[layer][i * this.dModel + j] * x[j];
+      this.pre[i] = z;
+      if (z > 0) out[n++] = i;
+    }
+    return n;
+  }
+  worthReading(neuron: number): boolean {
+    return this.pre[neuron] > this.loadLogit;
+  }
+}
+
+Deno.test("a neuron missing from DRAM is read only if the predictor finds it worth reading, and eval's recall counts what was computed", async () => {
+  const { dir, flm } = await fixture();
+  const dense = await loadModel(flm, { mode: "dense" });
+  const denseFfn = dense.transformer.ffn as DenseFfn;
+  const fc1 = denseFfn.weights.map((w) => w.fc1);
+  const fc1Bias = dense.transformer.weights.layers.map((l) => l.fc1Bias);
+  const dModel = TINY.dModel!;
+  const loadLogit = 0.5;
+
+  const file = await FlashModelFile.open(flm);
+  const resident = await loadResidentWeights(file.config, file);
+  const predictor = new PreActivationPredictor(fc1, fc1Bias, dModel, loadLogit);
+  const ffn = new SparseFlashFfn(file, resident, await FlashReader.open(flm), {
+    predictor,
+    windowK: 1,
+  });
+  ffn.measureRecallAgainst(new OraclePredictor(denseFfn.weights, fc1Bias, dModel));
+  const transformer = new Transformer(resident, ffn, 64);
+  // Spy on what each layer's predictor saw, to know the sure and the unsure neurons.
+  const predicted: { layer: number; ids: number[]; pre: Float64Array }[] = [];
+  const predict = predictor.predict.bind(predictor);
+  predictor.predict = (layer, x, out) => {
+    const n = predict(layer, x, out);
+    predicted.push({ layer, ids: [...out.subarray(0, n)], pre: predictor.pre.slice() });
+    return n;
+  };
+
+  const prompt = promptIds(24, 400);
+  const bundleBytes = 2 * dModel * 4;
+  let skippedAll = 0, activeAll = 0, computedAll = 0;
+  for (let t = 0; t < prompt.length; t++) {
+    const before = ffn.stores.map((s) => new Set(s.pointer.subarray(0, s.numUsed)));
+    const start = { ...ffn.stats };
+    predicted.length = 0;
+    await transformer.forward(prompt[t], t, false);
+    let loads = 0, skipped = 0, computed = 0, active = 0;
+    for (const { layer, ids, pre } of predicted) {
+      const after = new Set(ffn.stores[layer].pointer.subarray(0, ffn.stores[layer].numUsed));
+      for (const n of ids) {
+        active++;
+        if (before[layer].has(n)) assert.ok(after.has(n), "a neuron in DRAM stays and is computed");
+        else if (pre[n] > loadLogit) {
+          loads++;
+          assert.ok(after.has(n), `token ${t} layer ${layer}: sure neuron ${n} read`);
+        } else {
+          skipped++;
+          assert.ok(!after.has(n), `token ${t} layer ${layer}: unsure neuron ${n} not read`);
+        }
+        if (after.has(n)) computed++;
+      }
+      assert.equal(
+        after.size,
+        before[layer].size + ids.filter((n) => after.has(n) && !before[layer].has(n)).length,
+      );
+    }
+    assert.equal(ffn.stats.neuronsLoaded - start.neuronsLoaded, loads, `token ${t}`);
+    assert.equal(ffn.stats.bytesRead - start.bytesRead, loads * bundleBytes, `token ${t}`);
+    assert.equal(ffn.stats.neuronsSkipped - start.neuronsSkipped, skipped, `token ${t}`);
+    assert.equal(ffn.stats.neuronsTrulyActive - start.neuronsTrulyActive, active, `token ${t}`);
+    assert.equal(
+      ffn.stats.neuronsTrulyComputed - start.neuronsTrulyComputed,
+      computed,
+      `token ${t}`,
+    );
+    skippedAll += skipped;
+    activeAll += active;
+    computedAll += computed;
+  }
+  assert.ok(skippedAll > 0, "the load threshold left some unsure neurons unread");
+  assert.ok(computedAll < activeAll && computedAll > 0.5 * activeAll);
+  ffn.close();
+  dense.close();
   await Deno.remove(dir, { recursive: true });
 });
