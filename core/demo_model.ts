@@ -162,7 +162,7 @@ async function writeText(path: string, text: string): Promise<void> {
 // The embedded demo model
 
 /** Version of the demo model; bump it when its recipe changes so caches rebuild. */
-const DEMO_VERSION = 3; // 3: fc1 of rank 8 (a predictable FFN); load curves in the report
+const DEMO_VERSION = 4; // 3: fc1 of rank 8 (a predictable FFN); load curves in the report; 4: recall curves
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
