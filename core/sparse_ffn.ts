@@ -257,6 +257,7 @@ export class SparseFlashFfn implements FfnProvider {
 
     // 1b. A neuron in DRAM costs nothing to compute; a missing one costs a read. Read
     //     a missing neuron only if the predictor is sure enough of it (load threshold).
+    //     The unsure ones still counted as active in the scores above.
     const predictor = this.predictor;
     if (predictor.worthReading !== undefined) {
       let kept = 0;
