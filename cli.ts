@@ -29,9 +29,8 @@ import type { EvictMethod } from "./io/page_cache.ts";
 import { type BackendName, BACKENDS } from "./io/read_backends.ts";
 import { childCliCommand } from "./io/runtime.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
-import { agreement, perplexity } from "./core/eval.ts";
-import { DenseFfn } from "./core/ffn.ts";
-import { OraclePredictor, SparseFlashFfn } from "./core/sparse_ffn.ts";
+import { agreement, measureEffectiveRecall, perplexity } from "./core/eval.ts";
+import { SparseFlashFfn } from "./core/sparse_ffn.ts";
 import { DEFAULT_LOAD_RECALL, LowRankPredictor } from "./core/predictor.ts";
 import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
 import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
@@ -573,22 +572,12 @@ async function runEval(
       "end",
     );
     if (sparse.plan) info(describePlan(sparse.plan));
-    // Effective recall: the dense model's fc1 (in DRAM for the dense run) tells the
-    // sparse run which neurons were truly active.
-    const sparseFfn = sparse.transformer.ffn, denseFfn = dense.transformer.ffn;
-    if (sparseFfn instanceof SparseFlashFfn && denseFfn instanceof DenseFfn) {
-      sparseFfn.measureRecallAgainst(
-        new OraclePredictor(
-          denseFfn.weights,
-          dense.transformer.weights.layers.map((l) => l.fc1Bias),
-          dense.config.dModel,
-        ),
-      );
-    }
+    measureEffectiveRecall(sparse, dense);
     const d = await perplexity(dense, windows, (done, total) => progress("dense ", done, total));
     info("");
     const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));
     info("");
+    const sparseFfn = sparse.transformer.ffn;
     const predictor = sparseFfn instanceof SparseFlashFfn ? sparseFfn.predictor : null;
     const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
     const loadRule = !(predictor instanceof LowRankPredictor)

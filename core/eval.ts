@@ -6,9 +6,10 @@
  */
 
 import type { LoadedModel } from "./engine.ts";
-import { type FfnStats, newFfnStats } from "./ffn.ts";
+import { DenseFfn, type FfnStats, newFfnStats } from "./ffn.ts";
 import { subtractStats } from "./generate.ts";
 import { Sampler } from "./sampler.ts";
+import { OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
 
 /** Perplexity and per-position greedy choices of one model over windows of text. */
 export interface PerplexityResult {
@@ -87,6 +88,35 @@ export async function perplexity(
     forwardPasses: passes,
     ms: performance.now() - t0,
   };
+}
+
+/**
+ * Let the dense model's fc1 (in DRAM) tell the sparse model which neurons are truly
+ * active, so its FFN counts how many of them it computed: the effective recall,
+ * `ffn.neuronsTrulyComputed / ffn.neuronsTrulyActive` (the predictor's recall plus
+ * whatever the neuron store happened to hold). Returns false, measuring nothing, unless
+ * `sparse` is in sparse mode and `dense` in dense mode.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { measureEffectiveRecall } from "./eval.ts";
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { loadModel } from "./engine.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const dense = await loadModel(dir, { mode: "dense" });
+ * assert.equal(measureEffectiveRecall(dense, dense), false); // not a sparse model
+ * ```
+ */
+export function measureEffectiveRecall(sparse: LoadedModel, dense: LoadedModel): boolean {
+  const sparseFfn = sparse.transformer.ffn, denseFfn = dense.transformer.ffn;
+  if (!(sparseFfn instanceof SparseFlashFfn && denseFfn instanceof DenseFfn)) return false;
+  const fc1Bias = dense.transformer.weights.layers.map((l) => l.fc1Bias);
+  sparseFfn.measureRecallAgainst(
+    new OraclePredictor(denseFfn.weights, fc1Bias, dense.config.dModel),
+  );
+  return true;
 }
 
 /**

@@ -4,9 +4,7 @@ import { type LoadedModel, loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { referenceLogits } from "./reference_forward.ts";
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
-import { agreement, perplexity } from "../core/eval.ts";
-import type { DenseFfn } from "../core/ffn.ts";
-import { OraclePredictor, type SparseFlashFfn } from "../core/sparse_ffn.ts";
+import { agreement, measureEffectiveRecall, perplexity } from "../core/eval.ts";
 import { formatReport, trainPredictor } from "../core/train_predictor.ts";
 import { haveRealModel, maxAbsDiff, REAL_MODEL_DIR } from "./helpers.ts";
 
@@ -115,14 +113,7 @@ Deno.test({
       mode: "sparse",
       memory: { kind: "ffn-percent", percent: 50 },
     });
-    const denseFfn = dense.transformer.ffn as DenseFfn;
-    (sparse.transformer.ffn as SparseFlashFfn).measureRecallAgainst(
-      new OraclePredictor(
-        denseFfn.weights,
-        dense.transformer.weights.layers.map((l) => l.fc1Bias),
-        dense.config.dModel,
-      ),
-    );
+    assert.ok(measureEffectiveRecall(sparse, dense));
     const ids = await readCorpus(HELDOUT_TEXT, dense.tokenizer);
     const windows = corpusWindows(ids, 256, 3, 2, "end"); // text the predictor never saw
     const d = await perplexity(dense, windows);
