@@ -30,8 +30,8 @@ import { type BackendName, BACKENDS } from "./io/read_backends.ts";
 import { childCliCommand } from "./io/runtime.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
 import { agreement, measureEffectiveRecall, perplexity } from "./core/eval.ts";
-import { SparseFlashFfn } from "./core/sparse_ffn.ts";
-import { DEFAULT_LOAD_RECALL, LowRankPredictor } from "./core/predictor.ts";
+import { describeLoadRule, SparseFlashFfn } from "./core/sparse_ffn.ts";
+import { DEFAULT_LOAD_RECALL } from "./core/predictor.ts";
 import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
 import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
@@ -578,15 +578,9 @@ async function runEval(
     const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));
     info("");
     const sparseFfn = sparse.transformer.ffn;
-    const predictor = sparseFfn instanceof SparseFlashFfn ? sparseFfn.predictor : null;
-    const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
-    const loadRule = !(predictor instanceof LowRankPredictor)
-      ? "every predicted neuron read (oracle)"
-      : !predictor.hasRecallCurve()
-      ? "every predicted neuron read (no recall curve in the file: retrain the predictor)"
-      : `load threshold at recall ${loadRecall}: ${
-        (s.ffn.neuronsSkipped / Math.max(s.forwardPasses, 1)).toFixed(1)
-      } unsure neurons not read/token`;
+    const loadRule = sparseFfn instanceof SparseFlashFfn
+      ? describeLoadRule(sparseFfn.predictor)
+      : "every predicted neuron read";
     // What naive mode reads per token: every bundle of every layer, as stored.
     const ffnBytesPerToken = sparse.ffnFileBytes!;
     const passes = Math.max(s.forwardPasses, 1);
@@ -605,7 +599,9 @@ async function runEval(
       }%`,
       `  effective recall: ${
         (100 * s.ffn.neuronsTrulyComputed / Math.max(s.ffn.neuronsTrulyActive, 1)).toFixed(2)
-      }% of the truly active neurons were computed (in DRAM) · ${loadRule}`,
+      }% of the truly active neurons were computed (in DRAM) · ${loadRule}: ${
+        (s.ffn.neuronsSkipped / passes).toFixed(1)
+      } unsure neurons not read/token`,
       `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${
         (100 * readPerToken / ffnBytesPerToken).toFixed(2)
       }% of the FFN's ` +

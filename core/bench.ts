@@ -38,8 +38,8 @@ import {
 } from "./flash_format.ts";
 import type { ModelConfig } from "./config.ts";
 import { type Budget, fixedBytes, modelFootprint, planMemory } from "./memory_plan.ts";
-import { SparseFlashFfn } from "./sparse_ffn.ts";
-import { DEFAULT_LOAD_RECALL, LowRankPredictor } from "./predictor.ts";
+import { describeLoadRule, SparseFlashFfn } from "./sparse_ffn.ts";
+import { DEFAULT_LOAD_RECALL } from "./predictor.ts";
 import { OptTokenizer } from "./tokenizer.ts";
 import { Transformer } from "./transformer.ts";
 import { loadResidentWeights } from "./weights.ts";
@@ -496,13 +496,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     note = (eviction === "frequency"
       ? `frequency eviction, rows per layer ${plan.rowsPerLayer.join(",")} (${plan.rowsReason})`
       : `window k ${predictorOnly ? "0 (nothing kept between tokens)" : plan.windowK.join(",")}`) +
-      ` · ${
-        loadRecall === 1
-          ? "every predicted neuron read"
-          : predictor instanceof LowRankPredictor && predictor.hasRecallCurve()
-          ? `missing neurons read above the load threshold (recall ${loadRecall})`
-          : "every predicted neuron read (no recall curve in the file for a load threshold)"
-      }` +
+      ` · ${describeLoadRule(predictor)}` +
       ` · ${(100 * plan.ffnShare).toFixed(1)}% of neurons fit the budget`;
     memory = {
       eviction,

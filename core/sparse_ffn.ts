@@ -37,6 +37,7 @@ import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_format.ts";
 import { DEFAULT_DECAY, FrequencyScores } from "./eviction.ts";
 import { NeuronStore } from "./neuron_store.ts";
+import { LowRankPredictor } from "./predictor.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -99,6 +100,36 @@ export class OraclePredictor implements ActivationPredictor {
     for (let i = 0; i < dFfn; i++) if (this.pre[i] > 0) out[n++] = i;
     return n;
   }
+}
+
+/**
+ * In words, which predicted neurons missing from DRAM a sparse FFN with `predictor`
+ * reads (what `eval` and `bench` print).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { describeLoadRule } from "./sparse_ffn.ts";
+ * import { LowRankPredictor } from "./predictor.ts";
+ * const layer = { rank: 1, dModel: 1, dFfn: 1, a: new Float32Array(1), b: new Float32Array(1),
+ *   c: new Float32Array(1), threshold: 0.5, recallCurve: [[0.9, 0.7]] as [number, number][] };
+ * const p = new LowRankPredictor([layer]);
+ * assert.equal(describeLoadRule(p), "every predicted neuron read (load recall 1)");
+ * p.loadRecall = 0.9;
+ * assert.equal(describeLoadRule(p), "missing neurons read above the load threshold (recall 0.9)");
+ * ```
+ */
+export function describeLoadRule(predictor: ActivationPredictor): string {
+  if (predictor instanceof LowRankPredictor) {
+    if (predictor.loadRecall >= 1) return "every predicted neuron read (load recall 1)";
+    if (!predictor.hasRecallCurve()) {
+      return "every predicted neuron read (no recall curve in the file: retrain the predictor)";
+    }
+    return `missing neurons read above the load threshold (recall ${predictor.loadRecall})`;
+  }
+  return predictor.worthReading === undefined
+    ? "every predicted neuron read"
+    : "missing neurons read only when the predictor is sure of them";
 }
 
 // ---------------------------------------------------------------------------
@@ -255,20 +286,6 @@ export class SparseFlashFfn implements FfnProvider {
     }
     s.neuronsPredicted += n;
 
-    // 1b. A neuron in DRAM costs nothing to compute; a missing one costs a read. Read
-    //     a missing neuron only if the predictor is sure enough of it (load threshold).
-    //     The unsure ones still counted as active in the scores above.
-    const predictor = this.predictor;
-    if (predictor.worthReading !== undefined) {
-      let kept = 0;
-      for (let i = 0; i < n; i++) {
-        const neuron = this.active[i];
-        if (store.has(neuron) || predictor.worthReading(neuron)) this.active[kept++] = neuron;
-      }
-      s.neuronsSkipped += n - kept;
-      n = kept;
-    }
-
     // 2. Make room for this token's neurons.
     //    window:    keep neurons active in the previous k tokens (t-k .. t-1), evict
     //               the rest (or, keeping stale ones, the least recently active);
@@ -283,9 +300,23 @@ export class SparseFlashFfn implements FfnProvider {
         }
       }
     }
-    for (let i = 0; i < n; i++) store.lastActive[this.active[i]] = t;
+    //    A neuron in DRAM costs nothing to compute; a missing one costs a read, so it
+    //    stays in this token's set only if the predictor is sure enough of it (the load
+    //    threshold). The unsure ones still counted as active in the scores above.
+    const predictor = this.predictor;
+    let kept = 0;
     let missing = 0;
-    for (let i = 0; i < n; i++) if (!store.has(this.active[i])) missing++;
+    for (let i = 0; i < n; i++) {
+      const neuron = this.active[i];
+      if (!store.has(neuron)) {
+        if (predictor.worthReading !== undefined && !predictor.worthReading(neuron)) continue;
+        missing++;
+      }
+      this.active[kept++] = neuron;
+      store.lastActive[neuron] = t;
+    }
+    s.neuronsSkipped += n - kept;
+    n = kept;
     s.neuronsHit += n - missing;
     const over = store.numUsed + missing - store.capacity;
     if (this.eviction === "window") this.evictLeastRecent(store, over, t);
