@@ -17,33 +17,37 @@
  * @module
  */
 
-import { type FlagSpec, formatFlags, parseArgs } from "./core/cli_args.ts";
+import { type FlagSpec, formatFlags, parseArgs } from "./cli/args.ts";
 import { convertHfToFlash } from "./core/convert.ts";
-import { ensureDemoModel } from "./core/demo_model.ts";
+import { ensureDemoModel } from "./tools/demo_model.ts";
 import { loadModel, type LoadOptions, type Mode, MODES } from "./core/engine.ts";
-import { FlashlmError } from "./core/errors.ts";
+import { FlashlmError } from "./io/errors.ts";
 import { FlashModelFile, verifyFfn } from "./core/flash_format.ts";
 import { Generation, summarize } from "./core/generate.ts";
-import { benchIo, parseByteSize } from "./io/bench_io.ts";
+import { benchIo, parseByteSize } from "./tools/bench_io.ts";
 import type { EvictMethod } from "./io/page_cache.ts";
 import { type BackendName, BACKENDS } from "./io/read_backends.ts";
 import { childCliCommand } from "./io/runtime.ts";
 import { corpusWindows, readCorpus } from "./core/corpus.ts";
-import { agreement, measureEffectiveRecall, perplexity } from "./core/eval.ts";
+import { agreement, perplexity, trackRecallAgainstDense } from "./core/eval.ts";
 import { describeLoadRule, SparseFlashFfn } from "./core/sparse_ffn.ts";
 import { DEFAULT_LOAD_RECALL } from "./core/predictor.ts";
 import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
-import { formatReport, type PredictorReport, trainPredictor } from "./core/train_predictor.ts";
+import {
+  formatReport,
+  type PredictorReport,
+  trainPredictor,
+} from "./core/train/train_predictor.ts";
 import { atomicWriteFile, writeAll } from "./io/atomic_write.ts";
-import { DownloadProgressBar, pullModel } from "./io/hub.ts";
+import { DownloadProgressBar, pullModel } from "./tools/hub.ts";
 import {
   BENCH_CHILD_COMMAND,
   BENCH_CONFIGS,
   type BenchConfigName,
   runBench as runModelBenchRun,
   runBenchChild,
-} from "./core/bench.ts";
-import { makeSyntheticModel, type ModelShape, SHAPES } from "./core/make_model.ts";
+} from "./tools/bench.ts";
+import { makeSyntheticModel, type ModelShape, SHAPES } from "./tools/make_model.ts";
 
 // ---------------------------------------------------------------------------
 // Commands and their flags
@@ -572,7 +576,7 @@ async function runEval(
       "end",
     );
     if (sparse.plan) info(describePlan(sparse.plan));
-    measureEffectiveRecall(sparse, dense);
+    trackRecallAgainstDense(sparse, dense);
     const d = await perplexity(dense, windows, (done, total) => progress("dense ", done, total));
     info("");
     const s = await perplexity(sparse, windows, (done, total) => progress("sparse", done, total));

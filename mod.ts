@@ -19,7 +19,7 @@
  * @module
  */
 
-export * from "./core/errors.ts";
+export * from "./io/errors.ts";
 export * from "./core/config.ts";
 export * from "./core/tokenizer.ts";
 export * from "./core/weights.ts";
@@ -32,24 +32,24 @@ export * from "./core/transformer.ts";
 export * from "./core/engine.ts";
 export * from "./core/sampler.ts";
 export * from "./core/generate.ts";
-export * from "./core/demo_model.ts";
+export * from "./tools/demo_model.ts";
 export * from "./core/memory_plan.ts";
 export * from "./core/neuron_store.ts";
-export * from "./core/eviction.ts";
+export * from "./core/window.ts";
 export * from "./core/predictor.ts";
 export * from "./core/sparse_ffn.ts";
-export * from "./core/train_predictor.ts";
+export * from "./core/train/train_predictor.ts";
 export * from "./core/baselines.ts";
-export * from "./core/bench.ts";
-export * from "./core/make_model.ts";
+export * from "./tools/bench.ts";
+export * from "./tools/make_model.ts";
 export * from "./io/reader.ts";
 export * from "./io/read_backends.ts";
 export { ffiAllowed, type RuntimeName, runtimeName } from "./io/runtime.ts";
 export * from "./io/page_cache.ts";
-export * from "./io/bench_io.ts";
-export * from "./io/svg_chart.ts";
+export * from "./tools/bench_io.ts";
+export * from "./tools/svg_chart.ts";
 export * from "./io/safetensors.ts";
 export * from "./io/atomic_write.ts";
 export * from "./io/crc32.ts";
-export * from "./io/hub.ts";
+export * from "./tools/hub.ts";
 export * from "./kernels/mod.ts";

@@ -20,7 +20,7 @@ import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { cString, libc } from "../io/runtime.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, FlashNaiveFfn, newFfnStats } from "./ffn.ts";
 import { decodeValues, type FlashModelFile, layerAsBundles } from "./flash_format.ts";
 import type { ResidentWeights } from "./weights.ts";

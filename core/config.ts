@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, showValue } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // Types

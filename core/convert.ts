@@ -6,7 +6,7 @@
  */
 
 import { bundleRowColumn } from "./bundling.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { type StorageDtype, writeFlashModel } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { ffnTensorSpecs } from "./weights.ts";

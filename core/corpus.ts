@@ -6,7 +6,7 @@
  * @module
  */
 
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { OptTokenizer } from "./tokenizer.ts";
 
 /**

@@ -9,7 +9,7 @@ import { readExactly } from "../io/atomic_write.ts";
 import { FlashReader } from "../io/reader.ts";
 import { unbundleRowColumn } from "./bundling.ts";
 import type { ModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
 import { decodeValues, FlashModelFile, layerAsBundles } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
@@ -24,7 +24,7 @@ import {
 import { type Budget, type LoadCurve, type MemoryPlan, planMemory } from "./memory_plan.ts";
 import { DEFAULT_LOAD_RECALL, deserializePredictor } from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
-import type { LayerReport, PredictorReport } from "./train_predictor.ts";
+import type { LayerReport, PredictorReport } from "./train/train_predictor.ts";
 
 // ---------------------------------------------------------------------------
 // Modes

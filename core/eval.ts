@@ -37,7 +37,7 @@ export interface PerplexityResult {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { perplexity } from "./eval.ts";
- * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
  * import { loadModel } from "./engine.ts";
  * const dir = await Deno.makeTempDir();
  * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
@@ -100,16 +100,16 @@ export async function perplexity(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { measureEffectiveRecall } from "./eval.ts";
- * import { buildSyntheticHfModel } from "./demo_model.ts";
+ * import { trackRecallAgainstDense } from "./eval.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
  * import { loadModel } from "./engine.ts";
  * const dir = await Deno.makeTempDir();
  * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
  * const dense = await loadModel(dir, { mode: "dense" });
- * assert.equal(measureEffectiveRecall(dense, dense), false); // not a sparse model
+ * assert.equal(trackRecallAgainstDense(dense, dense), false); // not a sparse model
  * ```
  */
-export function measureEffectiveRecall(sparse: LoadedModel, dense: LoadedModel): boolean {
+export function trackRecallAgainstDense(sparse: LoadedModel, dense: LoadedModel): boolean {
   const sparseFfn = sparse.transformer.ffn, denseFfn = dense.transformer.ffn;
   if (!(sparseFfn instanceof SparseFlashFfn && denseFfn instanceof DenseFfn)) return false;
   const fc1Bias = dense.transformer.weights.layers.map((l) => l.fc1Bias);

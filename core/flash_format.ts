@@ -27,7 +27,7 @@ import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
 import { f16ToF32, f32ToF16 } from "../kernels/f16.ts";
 import { type ModelConfig, parseModelConfig, toHfConfigJson } from "./config.ts";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, showValue } from "../io/errors.ts";
 import { residentTensorSpecs, type TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -892,12 +892,12 @@ export async function verifyFfn(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FlashModelFile, withPredictor } from "./flash_format.ts";
- * assert.equal(typeof withPredictor, "function"); // see tests/predictor_file_test.ts
+ * import { FlashModelFile, rewriteWithPredictor } from "./flash_format.ts";
+ * assert.equal(typeof rewriteWithPredictor, "function"); // see tests/predictor_file_test.ts
  * void FlashModelFile;
  * ```
  */
-export function withPredictor(
+export function rewriteWithPredictor(
   model: FlashModelFile,
   outPath: string,
   predictor: PredictorPayload | null,
@@ -913,11 +913,11 @@ export function withPredictor(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { withLayout } from "./flash_format.ts";
- * assert.equal(typeof withLayout, "function"); // see tests/bench_test.ts
+ * import { rewriteWithLayout } from "./flash_format.ts";
+ * assert.equal(typeof rewriteWithLayout, "function"); // see tests/bench_test.ts
  * ```
  */
-export function withLayout(
+export function rewriteWithLayout(
   model: FlashModelFile,
   outPath: string,
   layout: FfnLayout,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { LoadedModel } from "./engine.ts";
 import { type FfnStats, newFfnStats } from "./ffn.ts";
 import { Sampler, type SamplerOptions } from "./sampler.ts";
@@ -40,7 +40,7 @@ export interface TokenTelemetry {
   /** The FFN's counters for this forward pass only. */
   ffn: FfnStats;
   /** Milliseconds outside the FFN (attention, embeddings, lm_head) in this pass. */
-  attentionMs: number;
+  residentMs: number;
 }
 
 /** What a generation did, filled in as it runs. */
@@ -58,7 +58,7 @@ export interface GenerationStats {
   /** The FFN's counters over all forward passes of this generation. */
   ffn: FfnStats;
   /** Milliseconds in attention, embeddings and lm_head. */
-  attentionMs: number;
+  residentMs: number;
   /** Per forward pass telemetry, when `GenerateOptions.telemetry` is set. */
   perToken: TokenTelemetry[];
   /** Why it stopped. */
@@ -120,7 +120,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       prefillMs: 0,
       decodeMs: 0,
       ffn: newFfnStats(),
-      attentionMs: 0,
+      residentMs: 0,
       perToken: [],
       stopReason: "running",
     };
@@ -131,24 +131,24 @@ export class Generation implements AsyncIterable<GeneratedToken> {
     const { transformer, tokenizer, config } = this.model;
     const ffn = transformer.ffn;
     const start = { ...ffn.stats };
-    const startAttention = transformer.attentionMs;
+    const startAttention = transformer.residentMs;
     let last = { ...ffn.stats };
-    let lastAttention = transformer.attentionMs;
+    let lastAttention = transformer.residentMs;
     const forward = async (id: number, pos: number): Promise<Float32Array> => {
       const logits = await transformer.forward(id, pos);
       this.stats.forwardPasses++;
       subtractStats(ffn.stats, start, this.stats.ffn);
-      this.stats.attentionMs = transformer.attentionMs - startAttention;
+      this.stats.residentMs = transformer.residentMs - startAttention;
       if (this.options.telemetry) {
         const delta = newFfnStats();
         subtractStats(ffn.stats, last, delta);
         this.stats.perToken.push({
           position: pos,
           ffn: delta,
-          attentionMs: transformer.attentionMs - lastAttention,
+          residentMs: transformer.residentMs - lastAttention,
         });
         last = { ...ffn.stats };
-        lastAttention = transformer.attentionMs;
+        lastAttention = transformer.residentMs;
       }
       return logits;
     };
@@ -207,7 +207,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
  * import { summarize } from "./generate.ts";
  * import { newFfnStats } from "./ffn.ts";
  * const line = summarize({ promptTokens: 3, generatedTokens: 10, forwardPasses: 12, prefillMs: 30,
- *   decodeMs: 100, ffn: { ...newFfnStats(), bytesRead: 12e6, reads: 120 }, attentionMs: 20,
+ *   decodeMs: 100, ffn: { ...newFfnStats(), bytesRead: 12e6, reads: 120 }, residentMs: 20,
  *   perToken: [], stopReason: "max-tokens" }, "naive");
  * assert.match(line, /10 tokens · 100\.0 tok\/s/);
  * assert.match(line, /1\.000 MB read\/token/);
@@ -247,7 +247,7 @@ export function summarize(stats: GenerationStats, mode: string): string {
     }
   }
   parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
-  parts.push(`attention+other ${(stats.attentionMs / passes).toFixed(2)} ms/token`);
+  parts.push(`attention, lm_head & rest ${(stats.residentMs / passes).toFixed(2)} ms/token`);
   parts.push(`stop: ${stats.stopReason}`);
   return parts.join(" · ");
 }

@@ -10,7 +10,7 @@
 
 import { Checkpoint } from "../io/safetensors.ts";
 import { loadModelConfig, type ModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------

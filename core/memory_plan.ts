@@ -17,7 +17,7 @@
  */
 
 import type { ModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { neuronStoreBytes } from "./neuron_store.ts";
 import { residentTensorSpecs } from "./weights.ts";
 
@@ -191,7 +191,7 @@ export interface MemoryPlan {
   expectedLoadsPerToken: number | null;
 }
 
-/** One layer's measured loads per token against store size (see `core/eviction.ts`). */
+/** One layer's measured loads per token against store size (see `core/window.ts`). */
 export interface LoadCurve {
   /** Store sizes, increasing. */
   rows: number[];

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // The store

@@ -21,7 +21,7 @@
  */
 
 import { matvec } from "../kernels/matvec.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { Rng } from "./sampler.ts";
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // A small seeded random number generator

@@ -10,7 +10,7 @@
  *    the DRAM budget caps the rows, the least recently active first. While token t
  *    runs, DRAM holds the union of the active sets of tokens t-k .. t; token t loads
  *    only its neurons that none of t-k .. t-1 used (the paper's "incremental loading",
- *    Figure 4). flashlm's default (`eviction: "frequency"`, `core/eviction.ts`) is a
+ *    Figure 4). flashlm's default (`eviction: "frequency"`, `core/window.ts`) is a
  *    soft window: a full store evicts the lowest decaying activation counts.
  * 3. **Load the difference**: read from flash only the predicted neurons not already in
  *    the store, one row-column bundle each, all in one batch through the flash reader
@@ -32,10 +32,10 @@ import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { f16ToF32At } from "../kernels/f16.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_format.ts";
-import { DEFAULT_DECAY, FrequencyScores } from "./eviction.ts";
+import { DEFAULT_DECAY, FrequencyScores } from "./window.ts";
 import { NeuronStore } from "./neuron_store.ts";
 import { LowRankPredictor } from "./predictor.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
@@ -155,7 +155,7 @@ export interface SparseFfnOptions {
    */
   keepStale?: boolean;
   /**
-   * Which neurons leave a full store (see `core/eviction.ts`):
+   * Which neurons leave a full store (see `core/window.ts`):
    * - `"window"`: the paper's window — those not predicted in the last k tokens,
    *   then (with `keepStale`) the least recently active;
    * - `"frequency"` (default): the lowest decaying activation count among neurons the

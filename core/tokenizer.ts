@@ -29,7 +29,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { encode as encodeGpt2 } from "gpt-tokenizer/encoding/r50k_base";
 import gpt2BpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, showValue } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // GPT-2's byte-to-unicode table

@@ -17,7 +17,7 @@ import { attention } from "../kernels/attention.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { matvec } from "../kernels/matvec.ts";
 import type { ModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { FfnProvider } from "./ffn.ts";
 import type { ResidentWeights } from "./weights.ts";
 
@@ -66,7 +66,7 @@ export class Transformer {
   /** Longest sequence the KV cache holds. */
   readonly contextLength: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */
-  attentionMs = 0;
+  residentMs = 0;
   private s: RunState;
 
   /** Allocate every buffer for sequences of up to `contextLength` tokens. */
@@ -169,7 +169,7 @@ export class Transformer {
       if (c.layerNormBefore) {
         layerNorm(s.xb, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
       } else s.xb.set(s.x);
-      this.attentionMs += performance.now() - t0;
+      this.residentMs += performance.now() - t0;
       await this.ffn.forward(l, s.xb, s.xb2);
       t0 = performance.now();
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
@@ -179,7 +179,7 @@ export class Transformer {
     }
 
     if (!computeLogits) {
-      this.attentionMs += performance.now() - t0;
+      this.residentMs += performance.now() - t0;
       return s.logits;
     }
 
@@ -190,7 +190,7 @@ export class Transformer {
     if (w.projectOut) matvec(s.emb, w.projectOut, s.x, wp, d, null);
     else s.emb.set(s.x);
     matvec(s.logits, w.lmHead, s.emb, c.vocabSize, wp, null);
-    this.attentionMs += performance.now() - t0;
+    this.residentMs += performance.now() - t0;
     return s.logits;
   }
 

@@ -13,7 +13,7 @@
  */
 
 import type { ModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // Weight containers

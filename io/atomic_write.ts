@@ -10,7 +10,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Loops over short reads and writes

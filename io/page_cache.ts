@@ -13,7 +13,7 @@
  * @module
  */
 
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "./errors.ts";
 import { cString, libc } from "./runtime.ts";
 
 // ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@
  */
 
 import * as nodeFs from "node:fs";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "./errors.ts";
 import { errnoName, IoUring, ioUringUnavailable } from "./io_uring.ts";
 import { cString, ffiAllowed, libc, runtimeName } from "./runtime.ts";
 

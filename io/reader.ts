@@ -24,7 +24,7 @@
  * @module
  */
 
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "./errors.ts";
 import {
   type BackendChoice,
   openBackend,

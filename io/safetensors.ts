@@ -12,7 +12,7 @@
  */
 
 import { dirname, isAbsolute, join } from "node:path";
-import { FlashlmError, showValue } from "../core/errors.ts";
+import { FlashlmError, showValue } from "./errors.ts";
 import { atomicWriteFile, readExactly, writeAll } from "./atomic_write.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from "../kernels/f16.ts";
 

@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32, crc32Naive } from "../io/crc32.ts";
 import { Rng } from "../core/sampler.ts";

@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
 import { exists, runCli, tinyHfModel } from "./helpers.ts";
 

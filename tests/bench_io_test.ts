@@ -1,7 +1,7 @@
 /** `bench io`, the page-cache control it relies on, and the SVG charts it draws. */
 
 import { strict as assert } from "node:assert";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import {
   benchIo,
   type BenchIoReport,
@@ -9,10 +9,10 @@ import {
   FIO_SOURCES,
   formatBenchIoTable,
   parseByteSize,
-} from "../io/bench_io.ts";
+} from "../tools/bench_io.ts";
 import { evictFromPageCache, residentFraction } from "../io/page_cache.ts";
 import { availableBackends } from "../io/read_backends.ts";
-import { barChart, lineChart } from "../io/svg_chart.ts";
+import { barChart, lineChart } from "../tools/svg_chart.ts";
 import { runCli } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------

@@ -6,12 +6,12 @@ import {
   type BenchReport,
   formatBenchReport,
   runConfiguration,
-} from "../core/bench.ts";
+} from "../tools/bench.ts";
 import { loadModel, readAllFfn } from "../core/engine.ts";
 import type { DenseFfn } from "../core/ffn.ts";
 import { FlashNaiveFfn } from "../core/ffn.ts";
-import { FlashModelFile, withLayout } from "../core/flash_format.ts";
-import { makeSyntheticModel } from "../core/make_model.ts";
+import { FlashModelFile, rewriteWithLayout } from "../core/flash_format.ts";
+import { makeSyntheticModel } from "../tools/make_model.ts";
 import { OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadResidentWeights } from "../core/weights.ts";
@@ -24,7 +24,7 @@ async function fixture(sparsity = 0.8): Promise<{ dir: string; model: string; sp
   const model = `${dir}/tiny.flm`;
   await makeSyntheticModel(model, { shape: "tiny", sparsity, dtype: "f32" });
   const split = `${dir}/tiny.split.flm`;
-  await withLayout(await FlashModelFile.open(model), split, "split");
+  await rewriteWithLayout(await FlashModelFile.open(model), split, "split");
   return { dir, model, split };
 }
 

@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { loadModelConfig, parseModelConfig, toHfConfigJson } from "../core/config.ts";
 
 // ---------------------------------------------------------------------------

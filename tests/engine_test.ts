@@ -5,7 +5,7 @@ import { Generation } from "../core/generate.ts";
 import { Checkpoint, type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { referenceLogits } from "./reference_forward.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
-import type { SyntheticModelOptions } from "../core/demo_model.ts";
+import type { SyntheticModelOptions } from "../tools/demo_model.ts";
 
 async function denseVsNaive(
   options: SyntheticModelOptions,

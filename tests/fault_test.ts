@@ -15,7 +15,7 @@ import { strict as assert } from "node:assert";
 import { loadModelConfig } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import { type LoadedModel, loadModel, type Mode } from "../core/engine.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import { FlashModelFile } from "../core/flash_format.ts";
 import { Generation } from "../core/generate.ts";

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // Seeded randomness
@@ -692,7 +692,7 @@ function describe(e: unknown): string {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FlashlmError } from "../core/errors.ts";
+ * import { FlashlmError } from "../io/errors.ts";
  * import { runFuzz } from "./fuzz_helpers.ts";
  * const report = await runFuzz("digits", 50, 1, (rng) => {
  *   const text = String(rng.int(100));

@@ -10,18 +10,18 @@
 
 import { strict as assert } from "node:assert";
 import { main } from "../cli.ts";
-import { parseArgs } from "../core/cli_args.ts";
+import { parseArgs } from "../cli/args.ts";
 import { parseModelConfig, toHfConfigJson } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import { buildSyntheticHfModel } from "../core/demo_model.ts";
+import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { loadModel } from "../core/engine.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import {
   FlashModelFile,
   parseFlashHeader,
   PREAMBLE_BYTES,
+  rewriteWithPredictor,
   verifyFfn,
-  withPredictor,
 } from "../core/flash_format.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
@@ -286,7 +286,7 @@ async function flashBase(dir: string): Promise<Uint8Array> {
   };
   const model = await FlashModelFile.open(plain);
   const path = `${dir}/base.flm`;
-  await withPredictor(model, path, { meta, bytes, report });
+  await rewriteWithPredictor(model, path, { meta, bytes, report });
   return await Deno.readFile(path);
 }
 

@@ -1,6 +1,6 @@
 /** Shared test helpers: tiny synthetic models in temp dirs, the real model's location, the CLI. */
 
-import { buildSyntheticHfModel, type SyntheticModelOptions } from "../core/demo_model.ts";
+import { buildSyntheticHfModel, type SyntheticModelOptions } from "../tools/demo_model.ts";
 import type { LoadedModel } from "../core/engine.ts";
 
 /** The shared real checkpoint, if this machine has it. */

@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import { createHash } from "node:crypto";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { Generation } from "../core/generate.ts";
 import { Checkpoint, writeSafetensors } from "../io/safetensors.ts";
 import {
@@ -12,7 +12,7 @@ import {
   hubCachePath,
   pullModel,
   sha256File,
-} from "../io/hub.ts";
+} from "../tools/hub.ts";
 import { runCli, tinyHfModel } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------

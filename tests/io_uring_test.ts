@@ -6,7 +6,7 @@
  */
 
 import { strict as assert } from "node:assert";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { IoUring, ioUringUnavailable } from "../io/io_uring.ts";
 import { evictFromPageCache } from "../io/page_cache.ts";
 import { availableBackends } from "../io/read_backends.ts";

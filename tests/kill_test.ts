@@ -14,8 +14,8 @@
 
 import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
-import { buildSyntheticHfModel } from "../core/demo_model.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
 import { exists } from "./helpers.ts";
 

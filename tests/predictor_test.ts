@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { loadModel } from "../core/engine.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { FfnProvider } from "../core/ffn.ts";
 import { openHfModel } from "../core/hf_model.ts";
 import {

@@ -9,7 +9,7 @@ import { strict as assert } from "node:assert";
 import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as os from "node:os";
-import { FlashlmError } from "../core/errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 import { availableBackends, type BackendName, resolveBackend } from "../io/read_backends.ts";
 import { FlashReader, type ReadBackend, ReadBatch } from "../io/reader.ts";
 import { Rng } from "../core/sampler.ts";

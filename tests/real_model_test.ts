@@ -4,8 +4,8 @@ import { type LoadedModel, loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { referenceLogits } from "./reference_forward.ts";
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
-import { agreement, measureEffectiveRecall, perplexity } from "../core/eval.ts";
-import { formatReport, trainPredictor } from "../core/train_predictor.ts";
+import { agreement, perplexity, trackRecallAgainstDense } from "../core/eval.ts";
+import { formatReport, trainPredictor } from "../core/train/train_predictor.ts";
 import { haveRealModel, maxAbsDiff, REAL_MODEL_DIR } from "./helpers.ts";
 
 interface ReferencePrompt {
@@ -113,7 +113,7 @@ Deno.test({
       mode: "sparse",
       memory: { kind: "ffn-percent", percent: 50 },
     });
-    assert.ok(measureEffectiveRecall(sparse, dense));
+    assert.ok(trackRecallAgainstDense(sparse, dense));
     const ids = await readCorpus(HELDOUT_TEXT, dense.tokenizer);
     const windows = corpusWindows(ids, 256, 3, 2, "end"); // text the predictor never saw
     const d = await perplexity(dense, windows);

@@ -15,13 +15,13 @@
 
 import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
-import { buildSyntheticHfModel } from "../core/demo_model.ts";
+import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { loadModel } from "../core/engine.ts";
 import {
   FlashModelFile,
   parseFlashHeader,
   PREAMBLE_BYTES,
-  withPredictor,
+  rewriteWithPredictor,
 } from "../core/flash_format.ts";
 import { Generation } from "../core/generate.ts";
 import { fixedBytes, parseBudget } from "../core/memory_plan.ts";
@@ -155,7 +155,7 @@ async function buildModel(size: "big" | "tiny"): Promise<string> {
   }));
   const { meta, bytes } = serializePredictor(new LowRankPredictor(layers));
   const path = `${dir}/model.flm`;
-  await withPredictor(await FlashModelFile.open(`${dir}/plain.flm`), path, {
+  await rewriteWithPredictor(await FlashModelFile.open(`${dir}/plain.flm`), path, {
     meta,
     bytes,
     report: null,

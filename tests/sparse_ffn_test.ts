@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { captureActivations, readCapturedLayer } from "../core/activation_capture.ts";
+import { captureActivations, readCapturedLayer } from "../core/train/capture.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel, type LoadOptions } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";

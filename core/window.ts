@@ -33,7 +33,7 @@ export const DEFAULT_DECAY = 0.98;
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FrequencyScores } from "./eviction.ts";
+ * import { FrequencyScores } from "./window.ts";
  * const f = new FrequencyScores(4, 0.5);
  * f.observe(new Int32Array([0, 1]), 2); // scores 1, 1, 0, 0
  * f.observe(new Int32Array([1]), 1); // scores 0.5, 1.5, 0, 0
@@ -115,7 +115,7 @@ export class FrequencyScores {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { CacheCurveAccumulator } from "./eviction.ts";
+ * import { CacheCurveAccumulator } from "./window.ts";
  * const acc = new CacheCurveAccumulator(4, [1, 4]);
  * acc.add(new Int32Array([0]), 1);
  * acc.add(new Int32Array([1]), 1);

@@ -9,13 +9,13 @@
 
 import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
-import { type ModelConfig, parseModelConfig } from "./config.ts";
-import { convertHfToFlash } from "./convert.ts";
-import type { StorageDtype } from "./flash_format.ts";
-import { Rng } from "./sampler.ts";
-import { trainPredictor } from "./train_predictor.ts";
-import { buildByteLevelVocab } from "./tokenizer.ts";
-import { ffnTensorSpecs, residentTensorSpecs } from "./weights.ts";
+import { type ModelConfig, parseModelConfig } from "../core/config.ts";
+import { convertHfToFlash } from "../core/convert.ts";
+import type { StorageDtype } from "../core/flash_format.ts";
+import { Rng } from "../core/sampler.ts";
+import { trainPredictor } from "../core/train/train_predictor.ts";
+import { buildByteLevelVocab } from "../core/tokenizer.ts";
+import { ffnTensorSpecs, residentTensorSpecs } from "../core/weights.ts";
 
 // ---------------------------------------------------------------------------
 // Options
@@ -202,7 +202,7 @@ export function cacheDir(): string {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { ensureDemoModel } from "./demo_model.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "../core/flash_format.ts";
  * const path = await ensureDemoModel(await Deno.makeTempDir());
  * assert.ok((await FlashModelFile.open(path)).header.predictor !== undefined);
  * ```

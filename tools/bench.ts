@@ -23,26 +23,26 @@
 
 import { evictFromPageCache, type EvictMethod } from "../io/page_cache.ts";
 import { FlashReader } from "../io/reader.ts";
-import { stackedBarChart } from "../io/svg_chart.ts";
+import { stackedBarChart } from "./svg_chart.ts";
 import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
-import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "./baselines.ts";
-import { readAllFfn, sparseSetup } from "./engine.ts";
-import { FlashlmError } from "./errors.ts";
-import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
+import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "../core/baselines.ts";
+import { readAllFfn, sparseSetup } from "../core/engine.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import {
   type FlashHeader,
   FlashModelFile,
   parseFlashHeader,
   PREAMBLE_BYTES,
-  withLayout,
-} from "./flash_format.ts";
-import type { ModelConfig } from "./config.ts";
-import { type Budget, fixedBytes, modelFootprint, planMemory } from "./memory_plan.ts";
-import { describeLoadRule, SparseFlashFfn } from "./sparse_ffn.ts";
-import { DEFAULT_LOAD_RECALL } from "./predictor.ts";
-import { OptTokenizer } from "./tokenizer.ts";
-import { Transformer } from "./transformer.ts";
-import { loadResidentWeights } from "./weights.ts";
+  rewriteWithLayout,
+} from "../core/flash_format.ts";
+import type { ModelConfig } from "../core/config.ts";
+import { type Budget, fixedBytes, modelFootprint, planMemory } from "../core/memory_plan.ts";
+import { describeLoadRule, SparseFlashFfn } from "../core/sparse_ffn.ts";
+import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
+import { OptTokenizer } from "../core/tokenizer.ts";
+import { Transformer } from "../core/transformer.ts";
+import { loadResidentWeights } from "../core/weights.ts";
 
 // ---------------------------------------------------------------------------
 // Configurations
@@ -526,7 +526,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     for (let pos = 0; pos < passes; pos++) {
       const stats0 = { ...ffn.stats };
       const reader0 = reader ? { ...reader.stats } : null;
-      const attention0 = transformer.attentionMs;
+      const attention0 = transformer.residentMs;
       const kernel0 = kernelReadBytes();
       const wait0 = runQueueWaitNs();
       const t0 = performance.now();
@@ -551,7 +551,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
         sum.memoryMs += s.memoryMs - stats0.memoryMs;
         sum.ffnComputeMs += s.computeMs - stats0.computeMs;
         sum.predictorMs += s.predictorMs - stats0.predictorMs;
-        sum.otherMs += transformer.attentionMs - attention0;
+        sum.otherMs += transformer.residentMs - attention0;
         sum.totalMs += totalMs;
         sum.neuronsLoaded += s.neuronsLoaded - stats0.neuronsLoaded;
         sum.neuronsPredicted += s.neuronsPredicted - stats0.neuronsPredicted;
@@ -746,7 +746,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     split = `${options.outDir}/${baseName(options.model).replace(/\.flm$/, "")}.split.flm`;
     if (!(await isSplitCopyOf(split, options.model))) {
       say(`writing the unbundled (split) copy ${split} ...`);
-      await withLayout(await FlashModelFile.open(options.model), split, "split");
+      await rewriteWithLayout(await FlashModelFile.open(options.model), split, "split");
     }
   }
   const tokens = options.tokens ?? 16;

@@ -1,5 +1,5 @@
 import { strict as assert } from "node:assert";
-import { CacheCurveAccumulator, FrequencyScores } from "../core/eviction.ts";
+import { CacheCurveAccumulator, FrequencyScores } from "../core/window.ts";
 import { planMemory } from "../core/memory_plan.ts";
 import type { ModelConfig } from "../core/config.ts";
 import { Rng } from "../core/sampler.ts";

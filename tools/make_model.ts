@@ -39,14 +39,14 @@
  * @module
  */
 
-import { type ModelConfig, parseModelConfig } from "./config.ts";
-import { FlashlmError } from "./errors.ts";
-import { type FfnLayout, type StorageDtype, writeFlashModel } from "./flash_format.ts";
-import { LowRankPredictor, serializePredictor } from "./predictor.ts";
-import { buildByteLevelVocab } from "./tokenizer.ts";
-import type { LayerReport, PredictorReport } from "./train_predictor.ts";
-import { residentTensorSpecs, type TensorSource } from "./weights.ts";
-import { WindowStatsAccumulator } from "./window_stats.ts";
+import { type ModelConfig, parseModelConfig } from "../core/config.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { type FfnLayout, type StorageDtype, writeFlashModel } from "../core/flash_format.ts";
+import { LowRankPredictor, serializePredictor } from "../core/predictor.ts";
+import { buildByteLevelVocab } from "../core/tokenizer.ts";
+import type { LayerReport, PredictorReport } from "../core/train/train_predictor.ts";
+import { residentTensorSpecs, type TensorSource } from "../core/weights.ts";
+import { WindowStatsAccumulator } from "../core/train/window_stats.ts";
 
 // ---------------------------------------------------------------------------
 // Shapes

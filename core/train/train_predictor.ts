@@ -13,11 +13,11 @@
  * @module
  */
 
-import { captureActivations, readCapturedLayer } from "./activation_capture.ts";
-import { corpusWindows, readCorpus } from "./corpus.ts";
-import { loadModel } from "./engine.ts";
-import { FlashlmError } from "./errors.ts";
-import { FlashModelFile, withPredictor } from "./flash_format.ts";
+import { captureActivations, readCapturedLayer } from "./capture.ts";
+import { corpusWindows, readCorpus } from "../corpus.ts";
+import { loadModel } from "../engine.ts";
+import { FlashlmError } from "../../io/errors.ts";
+import { FlashModelFile, rewriteWithPredictor } from "../flash_format.ts";
 import {
   defaultRanks,
   LowRankPredictor,
@@ -25,9 +25,9 @@ import {
   type PredictorMetrics,
   serializePredictor,
   trainPredictorLayer,
-} from "./predictor.ts";
+} from "../predictor.ts";
 import { WindowStatsAccumulator } from "./window_stats.ts";
-import { CacheCurveAccumulator } from "./eviction.ts";
+import { CacheCurveAccumulator } from "../window.ts";
 
 // ---------------------------------------------------------------------------
 // Options and report
@@ -212,7 +212,11 @@ export async function trainPredictor(
     };
     const serialized = serializePredictor(new LowRankPredictor(layers));
     const file = await FlashModelFile.open(flmPath);
-    await withPredictor(file, outPath, { meta: serialized.meta, bytes: serialized.bytes, report });
+    await rewriteWithPredictor(file, outPath, {
+      meta: serialized.meta,
+      bytes: serialized.bytes,
+      report,
+    });
     return report;
   } finally {
     await Deno.remove(tmp, { recursive: true });

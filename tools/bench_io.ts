@@ -22,10 +22,10 @@
  */
 
 import process from "node:process";
-import { FlashlmError } from "../core/errors.ts";
-import { evictFromPageCache, type EvictMethod } from "./page_cache.ts";
-import { availableBackends, type BackendName } from "./read_backends.ts";
-import { FlashReader, ReadBatch } from "./reader.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { evictFromPageCache, type EvictMethod } from "../io/page_cache.ts";
+import { availableBackends, type BackendName } from "../io/read_backends.ts";
+import { FlashReader, ReadBatch } from "../io/reader.ts";
 import { lineChart } from "./svg_chart.ts";
 import { Rng } from "../core/sampler.ts";
 

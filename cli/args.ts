@@ -5,7 +5,7 @@
  * @module
  */
 
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError } from "../io/errors.ts";
 
 /** How a flag's value is read. */
 export type FlagType = "string" | "number" | "integer" | "boolean";
@@ -41,7 +41,7 @@ export interface ParsedArgs {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { parseArgs } from "./cli_args.ts";
+ * import { parseArgs } from "./args.ts";
  * const args = parseArgs(["model.flm", "--max-tokens", "8", "--greedy"], {
  *   "max-tokens": { type: "integer", help: "tokens", min: 0 },
  *   greedy: { type: "boolean", help: "argmax" },
@@ -138,7 +138,7 @@ function convert(name: string, raw: string, spec: FlagSpec): string | number | b
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { formatFlags } from "./cli_args.ts";
+ * import { formatFlags } from "./args.ts";
  * const text = formatFlags({ seed: { type: "integer", help: "random seed", default: "0" } });
  * assert(text.includes("--seed"));
  * ```

@@ -18,10 +18,10 @@
 import { createHash } from "node:crypto";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { convertHfToFlash } from "../core/convert.ts";
-import { cacheDir } from "../core/demo_model.ts";
-import { FlashlmError } from "../core/errors.ts";
+import { cacheDir } from "./demo_model.ts";
+import { FlashlmError } from "../io/errors.ts";
 import type { StorageDtype } from "../core/flash_format.ts";
-import { writeAll } from "./atomic_write.ts";
+import { writeAll } from "../io/atomic_write.ts";
 
 // ---------------------------------------------------------------------------
 // Options and progress
@@ -774,7 +774,7 @@ async function shardsOf(indexPath: string): Promise<string[]> {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { pullModel } from "./hub.ts";
- * import { buildSyntheticHfModel } from "../core/demo_model.ts";
+ * import { buildSyntheticHfModel } from "./demo_model.ts";
  * const src = await Deno.makeTempDir();
  * await buildSyntheticHfModel(src, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 10 });
  * const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {

@@ -16,10 +16,10 @@
  * @module
  */
 
-import { writeAll } from "../io/atomic_write.ts";
-import { FlashlmError } from "./errors.ts";
-import type { LoadedModel } from "./engine.ts";
-import { DenseFfn, type FfnProvider, type FfnStats } from "./ffn.ts";
+import { writeAll } from "../../io/atomic_write.ts";
+import { FlashlmError } from "../../io/errors.ts";
+import type { LoadedModel } from "../engine.ts";
+import { DenseFfn, type FfnProvider, type FfnStats } from "../ffn.ts";
 
 // ---------------------------------------------------------------------------
 // The capturing FFN
@@ -105,9 +105,9 @@ export interface CaptureResult {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { captureActivations } from "./activation_capture.ts";
- * import { buildSyntheticHfModel } from "./demo_model.ts";
- * import { loadModel } from "./engine.ts";
+ * import { captureActivations } from "./capture.ts";
+ * import { buildSyntheticHfModel } from "../../tools/demo_model.ts";
+ * import { loadModel } from "../engine.ts";
  * const hf = await Deno.makeTempDir();
  * await buildSyntheticHfModel(hf, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
  * const model = await loadModel(hf, { mode: "dense" });
@@ -177,9 +177,9 @@ export async function captureActivations(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { captureActivations, readCapturedLayer } from "./activation_capture.ts";
- * import { buildSyntheticHfModel } from "./demo_model.ts";
- * import { loadModel } from "./engine.ts";
+ * import { captureActivations, readCapturedLayer } from "./capture.ts";
+ * import { buildSyntheticHfModel } from "../../tools/demo_model.ts";
+ * import { loadModel } from "../engine.ts";
  * const hf = await Deno.makeTempDir();
  * await buildSyntheticHfModel(hf, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
  * const capture = await captureActivations(await loadModel(hf, { mode: "dense" }), [[2, 70]], `${hf}/cap`);
