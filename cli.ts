@@ -20,7 +20,7 @@
 import { type FlagSpec, formatFlags, parseArgs } from "./cli/args.ts";
 import { convertHfToFlash } from "./core/convert.ts";
 import { ensureDemoModel } from "./tools/demo_model.ts";
-import { loadModel, type LoadOptions, type Mode, MODES } from "./core/engine.ts";
+import { loadModel, type LoadOptions, type Mode, MODES, planFromFile } from "./core/engine.ts";
 import { FlashlmError } from "./io/errors.ts";
 import { FlashModelFile, verifyFfn } from "./core/flash_format.ts";
 import { Generation, summarize } from "./core/generate.ts";
@@ -32,7 +32,7 @@ import { corpusWindows, readCorpus } from "./core/corpus.ts";
 import { agreement, perplexity, trackRecallAgainstDense } from "./core/eval.ts";
 import { describeLoadRule, SparseFlashFfn } from "./core/sparse_ffn.ts";
 import { DEFAULT_LOAD_RECALL } from "./core/predictor.ts";
-import { describePlan, parseBudget, planMemory } from "./core/memory_plan.ts";
+import { describePlan, parseBudget } from "./core/memory_plan.ts";
 import {
   formatReport,
   type PredictorReport,
@@ -232,10 +232,7 @@ const COMMANDS: Record<string, Command> = {
       "deno run -A cli.ts inspect tiny.flm --memory ffn:50%",
     ],
     flags: {
-      memory: {
-        type: "string",
-        help: "show the memory plan for this DRAM budget (see generate --help)",
-      },
+      ...SPARSE_FLAGS,
       context: {
         type: "integer",
         help: "KV cache length in tokens",
@@ -708,21 +705,12 @@ async function runInspect(
   const report = h.predictor?.report as PredictorReport | undefined;
   if (report?.layers) console.log(formatReport(report));
   if (flags.memory !== undefined) {
-    const plan = planMemory({
-      config: c,
-      predictorBytes: h.predictor?.length ?? 0,
-      contextLength: Math.min(
-        (flags.context as number | undefined) ?? c.maxPositions,
-        c.maxPositions,
-      ),
-      budget: parseBudget(flags.memory as string),
-      windowStats: report?.layers
-        ? {
-          sAgg: report.layers.map((l) => l.sAgg),
-          newPerToken: report.layers.map((l) => l.newPerToken),
-        }
-        : null,
-    });
+    const contextLength = Math.min(
+      (flags.context as number | undefined) ?? c.maxPositions,
+      c.maxPositions,
+    );
+    const options = sparseOptions(flags);
+    const plan = planFromFile(file, options, contextLength);
     console.log(describePlan(plan));
   }
 }

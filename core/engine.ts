@@ -168,11 +168,11 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new FlashNaiveFfn(file, resident, reader);
   } else {
-    const sparse = await sparseSetup(file, resident, options, contextLength);
-    plan = sparse.plan;
+    plan = planFromFile(file, options, contextLength);
+    const predictor = await sparsePredictor(file, resident, options);
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new SparseFlashFfn(file, resident, reader, {
-      predictor: sparse.predictor,
+      predictor,
       windowK: plan.windowK,
       rowsPerLayer: plan.rowsPerLayer,
       keepStale: options.keepStale,
@@ -194,29 +194,90 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
 }
 
 /**
- * The predictor and the memory plan of sparse mode for `file` (the file's trained
- * predictor, or the oracle), as `loadModel` builds them; the bench uses it too.
+ * The predictor of sparse mode for `file`: the trained one stored in the file (with
+ * `options.loadRecall`), or the oracle built from the dense fc1 (`options.predictor`).
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { sparseSetup } from "./engine.ts";
- * assert.equal(typeof sparseSetup, "function"); // see tests/sparse_ffn_test.ts
+ * import { sparsePredictor } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { loadResidentWeights } from "./weights.ts";
+ * import { ensureDemoModel } from "../tools/demo_model.ts";
+ * const file = await FlashModelFile.open(await ensureDemoModel());
+ * const resident = await loadResidentWeights(file.config, file);
+ * const predictor = await sparsePredictor(file, resident, { loadRecall: 1 });
+ * const active = new Int32Array(file.config.dFfn);
+ * const n = predictor.predict(0, new Float32Array(file.config.dModel).fill(0.1), active);
+ * assert(n > 0 && n <= file.config.dFfn);
+ * file.close();
  * ```
  */
-export async function sparseSetup(
+export async function sparsePredictor(
   file: FlashModelFile,
   resident: ResidentWeights,
   options: LoadOptions,
+): Promise<ActivationPredictor> {
+  const { dModel, dFfn, nLayers } = file.config;
+  if (options.predictor === "oracle") {
+    return new OraclePredictor(
+      await readAllFfn(file),
+      resident.layers.map((l) => l.fc1Bias),
+      dModel,
+    );
+  }
+  if (!file.header.predictor || !file.predictorBytes) {
+    throw new FlashlmError(
+      "has no activation predictor: run `flashlm train-predictor` on it first (or use --predictor oracle)",
+      { file: file.path, kind: "usage" },
+    );
+  }
+  const low = deserializePredictor(
+    file.header.predictor.meta,
+    file.predictorBytes,
+    dModel,
+    dFfn,
+    nLayers,
+    file.path,
+  );
+  const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
+  if (!(loadRecall > 0 && loadRecall <= 1)) {
+    throw new FlashlmError(`load recall must be in (0, 1], got ${options.loadRecall}`, {
+      kind: "usage",
+    });
+  }
+  low.loadRecall = loadRecall;
+  return low;
+}
+
+/**
+ * The memory plan of sparse mode for `file` with `options` (budget, window, eviction,
+ * predictor): what `loadModel` runs with and what `inspect --memory` prints. Reads only
+ * the header: no weights are loaded.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { planFromFile } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { ensureDemoModel } from "../tools/demo_model.ts";
+ * const file = await FlashModelFile.open(await ensureDemoModel());
+ * const all = planFromFile(file, {}, 64);
+ * const half = planFromFile(file, { memory: { kind: "ffn-fraction", fraction: 0.5 } }, 64);
+ * const rows = (p: typeof all) => p.rowsPerLayer.reduce((a, b) => a + b, 0);
+ * assert.equal(rows(all), file.config.nLayers * file.config.dFfn);
+ * assert(rows(half) < rows(all));
+ * file.close();
+ * ```
+ */
+export function planFromFile(
+  file: FlashModelFile,
+  options: LoadOptions,
   contextLength: number,
-): Promise<{ predictor: ActivationPredictor; plan: MemoryPlan }> {
+): MemoryPlan {
   const { dModel, dFfn, nLayers } = file.config;
   const report = file.header.predictor?.report as PredictorReport | undefined;
-  let predictor: ActivationPredictor;
-  let predictorBytes = 0;
-  let sAgg: number[][] | null = null;
-  let newPerToken: number[][] | null = null;
-  let loadCurves: LoadCurve[] | null = null;
+  const oracle = options.predictor === "oracle";
   const curvesOf = (
     loads: (l: LayerReport) => number[] | undefined,
     minRows: (l: LayerReport) => number | undefined,
@@ -233,60 +294,33 @@ export async function sparseSetup(
       );
     return ok ? curves! : null;
   };
-  if (options.predictor === "oracle") {
-    predictor = new OraclePredictor(
-      await readAllFfn(file),
-      resident.layers.map((l) => l.fc1Bias),
-      dModel,
-    );
-    sAgg = report?.layers?.map((l) => l.oracleSAgg) ?? null;
-    newPerToken = report?.layers?.map((l) => l.oracleNewPerToken) ?? null;
-    loadCurves = curvesOf((l) => l.oracleCacheLoads, (l) => l.oracleP99 ?? l.oraclePeak);
-  } else {
-    if (!file.header.predictor || !file.predictorBytes) {
-      throw new FlashlmError(
-        "has no activation predictor: run `flashlm train-predictor` on it first (or use --predictor oracle)",
-        { file: file.path, kind: "usage" },
-      );
-    }
-    const low = deserializePredictor(
-      file.header.predictor.meta,
-      file.predictorBytes,
-      dModel,
-      dFfn,
-      nLayers,
-      file.path,
-    );
-    const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
-    if (!(loadRecall > 0 && loadRecall <= 1)) {
-      throw new FlashlmError(`load recall must be in (0, 1], got ${options.loadRecall}`, {
-        kind: "usage",
-      });
-    }
-    low.loadRecall = loadRecall;
-    predictor = low;
-    predictorBytes = low.byteSize();
-    sAgg = report?.layers?.map((l) => l.sAgg) ?? null;
-    newPerToken = report?.layers?.map((l) => l.newPerToken) ?? null;
-    loadCurves = curvesOf((l) => l.cacheLoads, (l) => l.p99Predicted ?? l.peakPredicted);
-  }
+  const sAgg = report?.layers?.map((l) => oracle ? l.oracleSAgg : l.sAgg) ?? null;
+  const newPerToken = report?.layers?.map((l) => oracle ? l.oracleNewPerToken : l.newPerToken) ??
+    null;
+  const loadCurves = oracle
+    ? curvesOf((l) => l.oracleCacheLoads, (l) => l.oracleP99 ?? l.oraclePeak)
+    : curvesOf((l) => l.cacheLoads, (l) => l.p99Predicted ?? l.peakPredicted);
+  // The trained predictor's DRAM, f32: A (rank, dModel), B (dFfn, rank), c (dFfn) per layer.
+  const meta = file.header.predictor?.meta as { layers?: { rank?: unknown }[] } | undefined;
+  const predictorBytes = oracle ? 0 : (meta?.layers ?? []).reduce(
+    (sum, l) => sum + 4 * ((Number(l.rank) || 0) * (dModel + dFfn) + dFfn),
+    0,
+  );
   const valid = (t: number[][] | null): t is number[][] =>
     t !== null && t.length === nLayers &&
     t.every((s) =>
       Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === "number" && v >= 0)
     );
-  const validStats = valid(sAgg) && valid(newPerToken);
-  const plan = planMemory({
+  return planMemory({
     config: file.config,
     predictorBytes,
     contextLength,
     budget: options.memory ?? null,
-    windowStats: validStats ? { sAgg: sAgg!, newPerToken: newPerToken! } : null,
+    windowStats: valid(sAgg) && valid(newPerToken) ? { sAgg, newPerToken } : null,
     windowK: options.windowK,
     eviction: options.windowK !== undefined ? "window" : options.eviction ?? "frequency",
     loadCurves,
   });
-  return { predictor, plan };
 }
 
 function assemble(

@@ -117,3 +117,28 @@ Deno.test("generate --memory --stats writes per-token telemetry whose sums match
   assert.ok(bytes > 0);
   await Deno.remove(cache, { recursive: true });
 });
+
+Deno.test("inspect --memory and generate --memory print the same memory plan", async () => {
+  const cache = await Deno.makeTempDir();
+  const env = { FLASHLM_CACHE: cache };
+  const built = await runCli(["--max-tokens", "1"], env); // builds the demo model (trained predictor)
+  assert.equal(built.code, 0, built.stderr);
+  const flm = `${cache}/${[...Deno.readDirSync(cache)][0].name}`;
+  const planOf = (text: string): string => {
+    const lines = text.split("\n");
+    const at = lines.findIndex((l) => l.startsWith("memory plan:"));
+    assert(at >= 0, `no memory plan in:\n${text}`);
+    return lines.slice(at, at + 3).join("\n");
+  };
+  for (const flags of [["--memory", "ffn:30%"], ["--memory", "60%", "--eviction", "window"]]) {
+    const inspect = await runCli(["inspect", flm, ...flags, "--context", "48"], env);
+    assert.equal(inspect.code, 0, inspect.stderr);
+    const generate = await runCli(
+      ["generate", flm, ...flags, "--context", "48", "--max-tokens", "1"],
+      env,
+    );
+    assert.equal(generate.code, 0, generate.stderr);
+    assert.equal(planOf(inspect.stdout), planOf(generate.stderr), flags.join(" "));
+  }
+  await Deno.remove(cache, { recursive: true });
+});

@@ -26,7 +26,7 @@ import { FlashReader } from "../io/reader.ts";
 import { stackedBarChart } from "./svg_chart.ts";
 import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "../core/baselines.ts";
-import { readAllFfn, sparseSetup } from "../core/engine.ts";
+import { planFromFile, readAllFfn, sparsePredictor } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import {
@@ -468,12 +468,9 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     const flashlm = spec.name === "flashlm";
     const eviction = flashlm ? "frequency" : "window";
     const loadRecall = flashlm ? DEFAULT_LOAD_RECALL : 1;
-    const { predictor, plan } = await sparseSetup(file, resident, {
-      predictor: kind,
-      memory: spec.memory,
-      eviction,
-      loadRecall,
-    }, contextLength);
+    const sparseOptions = { predictor: kind, memory: spec.memory, eviction, loadRecall } as const;
+    const plan = planFromFile(file, sparseOptions, contextLength);
+    const predictor = await sparsePredictor(file, resident, sparseOptions);
     predictorName = kind === "file"
       ? (file.header.metadata.predictor ?? "trained predictor (in file)")
       : want === "auto"
