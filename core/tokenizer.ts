@@ -27,8 +27,8 @@
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { encode as encodeGpt2 } from "gpt-tokenizer/encoding/r50k_base";
-import gpt2BpeRanks from "gpt-tokenizer/bpeRanks/r50k_base";
+import { encode as encodeGpt2 } from "npm:gpt-tokenizer@4.0.0/encoding/r50k_base";
+import gpt2BpeRanks from "npm:gpt-tokenizer@4.0.0/bpeRanks/r50k_base";
 import { FlashlmError, showValue } from "../io/errors.ts";
 
 // ---------------------------------------------------------------------------
