@@ -140,7 +140,20 @@ export function f16ToF32Naive(src: Uint16Array, dst: Float32Array, n: number = s
 // All 65536 decoded halves, indexed by bit pattern; built on first use.
 let f16Table: Float32Array | null = null; // (65536,)
 
-function getF16Table(): Float32Array {
+/**
+ * The f16 decode table: entry `h` is the value of the half with bit pattern `h`
+ * (65536 float32s, 256 KiB, built once on first use). The 16-bit kernels index it
+ * with each weight: one load instead of a conversion.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert";
+ * import { getF16Table } from "./f16.ts";
+ * const table = getF16Table();
+ * assert(table.length === 65536 && table[0x3c00] === 1 && table[0xc000] === -2);
+ * ```
+ */
+export function getF16Table(): Float32Array {
   if (f16Table === null) {
     const bits = new Uint16Array(65536); // (65536,)
     for (let h = 0; h < 65536; h++) bits[h] = h;
