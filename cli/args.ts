@@ -1,42 +1,95 @@
 /**
  * A strict command-line parser: unknown flags, missing values and bad numbers are
- * one-line errors, never ignored.
+ * one-line errors, never ignored. The parsed flags are typed from their specs: an
+ * `{ type: "integer" }` flag reads as `number | undefined`, one with a `default` as
+ * `number`, a boolean as `boolean`, a string with `choices` as the union of them.
  *
  * @module
  */
 
 import { FlashlmError } from "../io/errors.ts";
 
-/** How a flag's value is read. */
-export type FlagType = "string" | "number" | "integer" | "boolean";
+// ---------------------------------------------------------------------------
+// Flag specs and the types they give
 
-/** One flag of a command. */
-export interface FlagSpec {
-  /** Value type. */
-  type: FlagType;
+/** How a flag's value is read. */
+export type FlagType = FlagSpec["type"];
+
+/** What every flag has. */
+interface FlagBase {
   /** One-line description for `--help`. */
   help: string;
-  /** Default shown in `--help` (the command applies it). */
-  default?: string;
-  /** Allowed values for strings. */
+  /**
+   * The default `--help` shows when the command (or the library it calls) decides it:
+   * the flag then reads as undefined when absent.
+   */
+  shownDefault?: string;
+}
+
+/** A flag whose value is text. */
+export interface StringFlagSpec extends FlagBase {
+  /** Value type. */
+  type: "string";
+  /** Allowed values. */
   choices?: readonly string[];
+  /** Value when absent (parseArgs applies it, `--help` shows it). */
+  default?: string;
+}
+
+/** A flag whose value is a number (`integer`: a whole one). */
+export interface NumberFlagSpec extends FlagBase {
+  /** Value type. */
+  type: "number" | "integer";
   /** Smallest allowed number. */
   min?: number;
   /** Largest allowed number. */
   max?: number;
+  /** Value when absent (parseArgs applies it, `--help` shows it). */
+  default?: number;
 }
 
+/** A flag that is on or off: `--name`, `--name=false`. */
+export interface BooleanFlagSpec extends FlagBase {
+  /** Value type. */
+  type: "boolean";
+  /** Value when absent: false unless given (its help says what absence means). */
+  default?: boolean;
+}
+
+/** One flag of a command. */
+export type FlagSpec = StringFlagSpec | NumberFlagSpec | BooleanFlagSpec;
+
+/** The flags of a command by name (without dashes). */
+export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
+
+/** The value type of one flag: boolean, number, the union of its choices, or string. */
+export type FlagValue<S extends FlagSpec> = S extends { type: "boolean" } ? boolean
+  : S extends { type: "number" | "integer" } ? number
+  : S extends { choices: readonly (infer C)[] } ? C
+  : string;
+
+/** The parsed flags of `F`: undefined when absent, unless boolean or with a default. */
+export type ParsedFlags<F extends FlagSpecs> = {
+  -readonly [K in keyof F]: F[K] extends { type: "boolean" } | { default: unknown }
+    ? FlagValue<F[K]>
+    : FlagValue<F[K]> | undefined;
+};
+
 /** A parsed command line. */
-export interface ParsedArgs {
+export interface ParsedArgs<F extends FlagSpecs> {
   /** Positional arguments in order. */
   positional: string[];
   /** Flag values by name (without dashes). */
-  flags: Record<string, string | number | boolean>;
+  flags: ParsedFlags<F>;
 }
+
+// ---------------------------------------------------------------------------
+// Parsing
 
 /**
  * Parse `argv` against `flags`. Accepts `--name value`, `--name=value`, and bare
- * `--name` for booleans; `--` ends flags.
+ * `--name` for booleans; `--` ends flags. Absent flags get their `default` (booleans:
+ * false).
  *
  * @example
  * ```ts
@@ -45,28 +98,39 @@ export interface ParsedArgs {
  * const args = parseArgs(["model.flm", "--max-tokens", "8", "--greedy"], {
  *   "max-tokens": { type: "integer", help: "tokens", min: 0 },
  *   greedy: { type: "boolean", help: "argmax" },
+ *   seed: { type: "integer", help: "random seed", default: 1 },
+ *   mode: { type: "string", help: "mode", choices: ["dense", "naive"] },
  * });
- * assert(args.positional[0] === "model.flm" && args.flags["max-tokens"] === 8);
+ * assert.equal(args.positional[0], "model.flm");
+ * const tokens: number | undefined = args.flags["max-tokens"];
+ * const seed: number = args.flags.seed;
+ * const mode: "dense" | "naive" | undefined = args.flags.mode;
+ * assert.deepEqual([tokens, seed, mode, args.flags.greedy], [8, 1, undefined, true]);
  * ```
  */
-export function parseArgs(argv: string[], flags: Record<string, FlagSpec>): ParsedArgs {
-  const out: ParsedArgs = { positional: [], flags: {} };
+export function parseArgs<const F extends FlagSpecs>(argv: string[], flags: F): ParsedArgs<F> {
+  const positional: string[] = [];
+  const values: Record<string, string | number | boolean> = {};
+  for (const [name, spec] of Object.entries(flags)) {
+    if (spec.default !== undefined) values[name] = spec.default;
+    else if (spec.type === "boolean") values[name] = false;
+  }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === "--") {
-      out.positional.push(...argv.slice(i + 1));
+      positional.push(...argv.slice(i + 1));
       break;
     }
     if (!arg.startsWith("--") || arg === "-") {
       if (arg.startsWith("-") && arg !== "-" && !/^-\d/.test(arg)) {
         throw usage(`unknown option ${shown(arg)} (options are written --name)`);
       }
-      out.positional.push(arg);
+      positional.push(arg);
       continue;
     }
     const eq = arg.indexOf("=");
     const name = arg.slice(2, eq < 0 ? undefined : eq);
-    const spec = flags[name];
+    const spec = Object.hasOwn(flags, name) ? flags[name] : undefined;
     if (!spec) {
       const known = Object.keys(flags).map((f) => "--" + f).join(", ");
       throw usage(`unknown option ${shown(`--${name}`)}${known ? ` (known: ${known})` : ""}`);
@@ -78,10 +142,15 @@ export function parseArgs(argv: string[], flags: Record<string, FlagSpec>): Pars
       if (i + 1 >= argv.length) throw usage(`option --${name} needs a value`);
       raw = argv[++i];
     }
-    out.flags[name] = convert(name, raw, spec);
+    values[name] = convert(name, raw, spec);
   }
-  return out;
+  // Each value was converted by its own spec (or is its spec's default): the one place
+  // the runtime record meets the type computed from the specs.
+  return { positional, flags: values as ParsedFlags<F> };
 }
+
+// ---------------------------------------------------------------------------
+// Values and errors
 
 function usage(message: string): FlashlmError {
   return new FlashlmError(message, { kind: "usage" });
@@ -132,25 +201,39 @@ function convert(name: string, raw: string, spec: FlagSpec): string | number | b
   }
 }
 
+// ---------------------------------------------------------------------------
+// Help
+
 /**
- * The `--help` lines of a set of flags.
+ * The `--help` lines of a set of flags: name, value type or choices, help and default
+ * (a boolean's help says what its absence means, so its default is not shown).
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { formatFlags } from "./args.ts";
- * const text = formatFlags({ seed: { type: "integer", help: "random seed", default: "0" } });
- * assert(text.includes("--seed"));
+ * const text = formatFlags({
+ *   seed: { type: "integer", help: "random seed", default: 0 },
+ *   context: { type: "integer", help: "KV cache length", shownDefault: "model maximum" },
+ * });
+ * assert.equal(
+ *   text,
+ *   "  --seed <integer>     random seed (default 0)\n" +
+ *     "  --context <integer>  KV cache length (default model maximum)",
+ * );
  * ```
  */
-export function formatFlags(flags: Record<string, FlagSpec>): string {
+export function formatFlags(flags: FlagSpecs): string {
   const rows = Object.entries(flags).map(([name, spec]) => {
     const value = spec.type === "boolean"
       ? ""
-      : spec.choices
+      : spec.type === "string" && spec.choices
       ? ` <${spec.choices.join("|")}>`
       : ` <${spec.type}>`;
-    const def = spec.default !== undefined ? ` (default ${spec.default})` : "";
+    const shownDefault = spec.type === "boolean"
+      ? spec.shownDefault
+      : spec.shownDefault ?? (spec.default !== undefined ? String(spec.default) : undefined);
+    const def = shownDefault !== undefined ? ` (default ${shownDefault})` : "";
     return [`  --${name}${value}`, spec.help + def];
   });
   const width = Math.max(0, ...rows.map((r) => r[0].length)) + 2;

@@ -142,3 +142,42 @@ Deno.test("inspect --memory and generate --memory print the same memory plan", a
   }
   await Deno.remove(cache, { recursive: true });
 });
+
+Deno.test("eval prints the dense and sparse perplexity of the same tokens, and --stats holds the same numbers", async () => {
+  const dir = await tinyHfModel();
+  const flm = `${dir}/tiny.flm`;
+  assert.equal((await runCli(["convert", dir, flm, "--dtype", "f32"])).code, 0);
+  const text = `${dir}/text.txt`;
+  await Deno.writeTextFile(
+    text,
+    "The history of the city begins in the early middle ages. ".repeat(8),
+  );
+  const stats = `${dir}/eval.json`;
+  const args = ["--window-tokens", "8", "--windows", "2", "--predictor", "oracle"];
+  const r = await runCli(["eval", flm, "--text", text, ...args, "--stats", stats]);
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n");
+  assert.equal(lines[0], `eval on 14 tokens (2 windows of 8 from the end of ${text})`);
+  const dense = lines[1].match(/^ {2}dense {2}perplexity (\d+\.\d{3})$/);
+  assert.ok(dense, lines[1]);
+  // The oracle with every neuron in DRAM computes exactly the dense FFN.
+  assert.match(lines[2], new RegExp(`^  sparse perplexity ${dense[1]} \\(-?0\\.00% vs dense\\)`));
+  assert.match(lines[2], /predictor oracle · eviction frequency$/);
+  assert.equal(lines[3], "  top-1 agreement of greedy next tokens: 100.00%");
+  assert.match(lines[4], /^ {2}effective recall: 100\.00% of the truly active neurons/);
+  assert.match(lines[5], /^ {2}sparse FFN: [\d.]+ kB read\/token/);
+  const json = JSON.parse(await Deno.readTextFile(stats));
+  assert.deepEqual(Object.keys(json), [
+    "model",
+    "plan",
+    "dense",
+    "sparse",
+    "agreement",
+    "ffnBytesPerToken",
+  ]);
+  assert.equal(json.dense.perplexity.toFixed(3), dense[1]);
+  assert.equal(json.dense.tokens, 14);
+  assert.equal(json.agreement, 1);
+  assert.equal(json.dense.argmax, undefined);
+  await Deno.remove(dir, { recursive: true });
+});

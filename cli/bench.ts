@@ -1,0 +1,257 @@
+/**
+ * `flashlm bench <model>`: naive, hybrid, page cache, DRAM and flashlm side by side
+ * (tools/bench.ts); `flashlm bench io <file>`: the flash reader against fio
+ * (tools/bench_io.ts).
+ *
+ * @module
+ */
+
+import type { ParsedFlags } from "./args.ts";
+import { type CommandSpec, info, usage } from "./common.ts";
+import { parseBudget } from "../core/memory_plan.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { type BackendName, BACKENDS } from "../io/read_backends.ts";
+import { childCliCommand } from "../io/runtime.ts";
+import { BENCH_CONFIGS, type BenchConfigName, runBench } from "../tools/bench.ts";
+import { benchIo, parseByteSize } from "../tools/bench_io.ts";
+
+/** Usage, summary, examples and flags of `bench` (both forms). */
+export const spec = {
+  usage: "flashlm bench <model.flm> [options]  |  flashlm bench io <file> [options]",
+  summary:
+    "bench <model>: naive, hybrid, page cache, DRAM and flashlm side by side (the paper's Tables 2-3); " +
+    "bench io: the flash reader against fio",
+  examples: [
+    "deno run -A cli.ts bench tiny.flm --memory ffn:50% --tokens 16",
+    "deno run -A cli.ts bench opt-6.7b.flm --memory 50% --tokens 4 --out /tmp/bench-6.7b",
+    "deno run -A cli.ts bench io /tmp/flashlm-bench/data.bin --out /tmp/flashlm-bench/results",
+    "deno run -A cli.ts bench io /tmp/io.bin --quick",
+    "deno run -A cli.ts bench io /tmp/io.bin --chunks 32KiB,128KiB --depths 16,32,64",
+  ],
+  flags: {
+    size: { type: "string", help: "size of the file to create when absent", shownDefault: "2GiB" },
+    quick: {
+      type: "boolean",
+      help: "small sweep on a small file (64MiB, 4K/64K chunks, depth 1/8, 0.2 s)",
+    },
+    out: {
+      type: "string",
+      help:
+        "output directory (bench io: bench-io.json/.txt and SVG charts; bench <model>: bench.json/.txt/.svg)",
+      shownDefault: "<file's dir>/bench-io, or <model's dir>/bench-<model name>",
+    },
+    memory: {
+      type: "string",
+      help:
+        "bench <model>: DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
+      default: "50%",
+    },
+    tokens: {
+      type: "integer",
+      help: "bench <model>: tokens measured after the prompt",
+      shownDefault: "16",
+      min: 1,
+    },
+    rounds: {
+      type: "integer",
+      help: "bench <model>: run every configuration this many times, in turn, and report " +
+        "each one's median run (the shared compute varies from process to process)",
+      shownDefault: "1",
+      min: 1,
+      max: 20,
+    },
+    "prompt-file": {
+      type: "string",
+      help: "bench <model>: file whose text is the prompt",
+      shownDefault: "a fixed sentence",
+    },
+    configs: {
+      type: "string",
+      help: `bench <model>: configurations, comma-separated (${
+        BENCH_CONFIGS.map((c) => c.name).join(", ")
+      })`,
+      shownDefault: "all",
+    },
+    split: {
+      type: "string",
+      help: "bench <model>: the unbundled copy of the model to use",
+      shownDefault: "made in the output directory",
+    },
+    depth: {
+      type: "integer",
+      help: "bench <model>: flash reads in flight",
+      shownDefault: "32",
+      min: 1,
+      max: 1024,
+    },
+    predictor: {
+      type: "string",
+      help:
+        "bench <model>: predictor of the sparse configurations (auto: the file's, else the oracle)",
+      shownDefault: "auto",
+      choices: ["auto", "file", "oracle"],
+    },
+    backend: {
+      type: "string",
+      help: `reader backends, comma-separated (${BACKENDS.join(", ")})`,
+      shownDefault: "all available",
+    },
+    chunks: { type: "string", help: "chunk sizes, comma-separated", shownDefault: "4KiB..1MiB" },
+    depths: { type: "string", help: "reads in flight, comma-separated", shownDefault: "1,2,..,64" },
+    seconds: { type: "number", help: "seconds per point", shownDefault: "1", min: 0.01 },
+    repeat: {
+      type: "integer",
+      help: "measure each point this many times (sources take turns) and keep the best",
+      shownDefault: "1",
+      min: 1,
+      max: 100,
+    },
+    fio: {
+      type: "boolean",
+      help: "also run fio when installed (--fio=false: skip)",
+      default: true,
+    },
+    bun: {
+      type: "string",
+      help: 'command that runs Bun, to also measure node-fs under Bun ("bun"; none: skip)',
+      shownDefault: "bun when on the PATH",
+    },
+    cold: {
+      type: "string",
+      help: "how to empty the page cache before each point",
+      shownDefault: "auto",
+      choices: ["auto", "fadvise", "drop-caches", "none"],
+    },
+  },
+} as const satisfies CommandSpec;
+
+type BenchFlags = ParsedFlags<typeof spec.flags>;
+
+/** The flags that only `bench io` reads. */
+const IO_ONLY_FLAGS = [
+  "size",
+  "quick",
+  "backend",
+  "chunks",
+  "depths",
+  "seconds",
+  "repeat",
+  "fio",
+  "bun",
+  "cold",
+] as const;
+
+/** `bench io <file>` or `bench <model>`. */
+export async function run(positional: string[], flags: BenchFlags): Promise<void> {
+  if (positional[0] === "io") await runIoBench(positional, flags);
+  else await runModelBench(positional, flags);
+}
+
+// ---------------------------------------------------------------------------
+// bench io
+
+async function runIoBench(positional: string[], flags: BenchFlags): Promise<void> {
+  if (positional.length !== 2) throw usage("bench io needs one <file>");
+  const file = positional[1];
+  const quick = flags.quick;
+  const list = (text: string | undefined, parse: (s: string) => number): number[] | undefined =>
+    text === undefined ? undefined : text.split(",").map(parse);
+  const depth = (s: string): number => {
+    const d = Number(s);
+    if (!Number.isInteger(d) || d < 1 || d > 1024) throw usage(`bad depth "${s}" (1..1024)`);
+    return d;
+  };
+  const backends = flags.backend?.split(",").map(backendName);
+  const dir = file.includes("/") ? file.slice(0, file.lastIndexOf("/")) || "/" : ".";
+  const out = flags.out ?? `${dir}/bench-io`;
+  await benchIo({
+    file,
+    size: parseByteSize(flags.size ?? (quick ? "64MiB" : "2GiB")),
+    chunkSizes: list(flags.chunks, parseByteSize) ?? (quick ? [4096, 65536] : undefined),
+    depths: list(flags.depths, depth) ?? (quick ? [1, 8] : undefined),
+    backends,
+    fio: flags.fio,
+    seconds: flags.seconds ?? (quick ? 0.2 : 1),
+    repeat: flags.repeat,
+    cold: flags.cold,
+    bun: flags.bun === undefined
+      ? "auto"
+      : flags.bun === "none"
+      ? undefined
+      : flags.bun.split(" ").filter((w) => w),
+    outDir: out,
+    onLine: (line) => console.log(line),
+  });
+  console.log(`wrote ${out}/bench-io.json, bench-io.txt and one SVG chart per source`);
+}
+
+/** A `--backend` word, checked against the reader backends. */
+function backendName(word: string): BackendName {
+  const backend = BACKENDS.find((b) => b === word);
+  if (backend === undefined) {
+    throw usage(`unknown backend "${word}" (choose from ${BACKENDS.join(", ")})`);
+  }
+  return backend;
+}
+
+// ---------------------------------------------------------------------------
+// bench <model>
+
+/** The prompt of `bench <model>` when no --prompt-file is given. */
+const BENCH_PROMPT =
+  "The history of the city begins in the early middle ages, when a small settlement grew";
+
+/** The flags `bench io` reads that the user gave (fio counts when turned off). */
+function givenIoFlags(flags: BenchFlags): string[] {
+  return IO_ONLY_FLAGS.filter((name) =>
+    name === "quick" ? flags.quick : name === "fio" ? !flags.fio : flags[name] !== undefined
+  );
+}
+
+async function runModelBench(positional: string[], flags: BenchFlags): Promise<void> {
+  if (positional.length !== 1) throw usage("bench needs one <model.flm> (or io <file>)");
+  const model = positional[0];
+  for (const name of givenIoFlags(flags)) {
+    throw usage(`--${name} applies to bench io, not bench <model>`);
+  }
+  const configs = flags.configs?.split(",").map(configName);
+  const promptFile = flags["prompt-file"];
+  const prompt = promptFile === undefined
+    ? BENCH_PROMPT
+    : (await Deno.readTextFile(promptFile).catch((e) => {
+      throw new FlashlmError(`cannot read the prompt file (${(e as Error).message})`, {
+        file: promptFile,
+        kind: "io",
+      });
+    })).trim();
+  const dir = model.includes("/") ? model.slice(0, model.lastIndexOf("/")) || "/" : ".";
+  const name = model.slice(model.lastIndexOf("/") + 1).replace(/\.flm$/, "");
+  const out = flags.out ?? `${dir}/bench-${name}`;
+  await runBench({
+    model,
+    memory: parseBudget(flags.memory),
+    tokens: flags.tokens,
+    rounds: flags.rounds,
+    prompt,
+    outDir: out,
+    split: flags.split,
+    configs,
+    readerDepth: flags.depth,
+    predictor: flags.predictor,
+    onLine: info,
+    childCommand: childCliCommand(), // under Bun, the children run Bun too
+  });
+  console.log(await Deno.readTextFile(`${out}/bench.txt`));
+  console.log(`wrote ${out}/bench.json, ${out}/bench.txt and ${out}/bench.svg`);
+}
+
+/** A `--configs` word, checked against the bench's configurations. */
+function configName(word: string): BenchConfigName {
+  const config = BENCH_CONFIGS.find((b) => b.name === word);
+  if (config === undefined) {
+    throw usage(
+      `unknown configuration "${word}" (choose ${BENCH_CONFIGS.map((b) => b.name).join(", ")})`,
+    );
+  }
+  return config.name;
+}

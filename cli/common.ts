@@ -1,0 +1,251 @@
+/**
+ * What the commands share: the command shape and its `--help` text, the flags every
+ * command takes, the sparse-mode flags of generate, eval and inspect, and the output
+ * helpers (text on stdout, progress and notes on stderr).
+ *
+ * @module
+ */
+
+import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags } from "./args.ts";
+import type { LoadOptions } from "../core/engine.ts";
+import { parseBudget } from "../core/memory_plan.ts";
+import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
+
+// ---------------------------------------------------------------------------
+// Commands
+
+/** What `--help` says about a command, and its flags (without the common ones). */
+export interface CommandSpec {
+  /** The usage line. */
+  usage: string;
+  /** One line for the command list. */
+  summary: string;
+  /** Full command lines shown under `examples:`. */
+  examples: readonly string[];
+  /** The command's own flags; {@linkcode COMMON} is added after them. */
+  flags: FlagSpecs;
+}
+
+/** A command module: its spec and its run function over the typed flags. */
+export interface CommandModule<S extends CommandSpec> {
+  /** Usage, summary, examples and flags. */
+  spec: S;
+  /** Check the arguments, call core/tools, print. */
+  run(positional: string[], flags: ParsedFlags<S["flags"]>): Promise<void>;
+}
+
+/** A command ready to run on its part of the command line. */
+export interface Command {
+  /** Usage, summary and examples of `--help`. */
+  spec: CommandSpec;
+  /** Parse `argv` against the command's flags (and {@linkcode COMMON}), then run or print help. */
+  main(argv: string[]): Promise<void>;
+}
+
+/** Flags every command takes. */
+export const COMMON = {
+  help: { type: "boolean", help: "show this help" },
+  debug: { type: "boolean", help: "print stack traces on errors" },
+} as const satisfies FlagSpecs;
+
+/**
+ * Bind a command module's spec to its run function (and `--help`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { command } from "./common.ts";
+ * let said = "";
+ * const hello = command({
+ *   spec: {
+ *     usage: "hello <name>",
+ *     summary: "greet",
+ *     examples: [],
+ *     flags: { times: { type: "integer", help: "how often", default: 1 } },
+ *   },
+ *   run: (positional, flags) => {
+ *     said = `hello ${positional[0]}`.repeat(flags.times);
+ *     return Promise.resolve();
+ *   },
+ * });
+ * await hello.main(["you", "--times", "2"]);
+ * assert.equal(said, "hello youhello you");
+ * ```
+ */
+export function command<const S extends CommandSpec>(module: CommandModule<S>): Command {
+  const { spec } = module;
+  return {
+    spec,
+    async main(argv: string[]): Promise<void> {
+      const { positional, flags } = parseArgs(argv, { ...spec.flags, ...COMMON });
+      if (flags.help) console.log(helpText(spec));
+      else await module.run(positional, flags);
+    },
+  };
+}
+
+/**
+ * A command's `--help`: usage, summary, options and examples.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { helpText } from "./common.ts";
+ * const text = helpText({ usage: "hello", summary: "greet", examples: ["hello you"], flags: {} });
+ * assert.match(text, /^hello\n\ngreet\n\noptions:\n  --help +show this help\n/);
+ * assert.ok(text.endsWith("examples:\n  hello you"));
+ * ```
+ */
+export function helpText(spec: CommandSpec): string {
+  return [
+    `${spec.usage}\n\n${spec.summary}\n`,
+    "options:",
+    formatFlags({ ...spec.flags, ...COMMON }),
+    "\nexamples:",
+    ...spec.examples.map((e) => "  " + e),
+  ].join("\n");
+}
+
+/**
+ * A usage error (exit code 2).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { usage } from "./common.ts";
+ * assert.equal(usage("verify needs one <model.flm>").kind, "usage");
+ * ```
+ */
+export function usage(message: string): FlashlmError {
+  return new FlashlmError(message, { kind: "usage" });
+}
+
+// ---------------------------------------------------------------------------
+// The sparse-mode flags (generate, eval, inspect)
+
+/** Flags of the paper's sparse mode. */
+export const SPARSE_FLAGS = {
+  memory: {
+    type: "string",
+    help: "DRAM budget for sparse mode: bytes (2GB, 512MiB), % of the model (50%), or ffn:<p>% " +
+      "(resident part + p% of the FFN); implies --mode sparse",
+  },
+  eviction: {
+    type: "string",
+    help: "which neurons leave a full neuron store: lowest decaying activation count, or the " +
+      "paper's window of the last k tokens",
+    shownDefault: "frequency",
+    choices: ["frequency", "window"],
+  },
+  window: {
+    type: "integer",
+    help: "window size k; implies --eviction window (default: planned from the budget)",
+    min: 1,
+    max: 1 << 20,
+  },
+  "load-recall": {
+    type: "number",
+    help: "read a predicted neuron missing from DRAM only if it clears the threshold that " +
+      "keeps this share of the truly active neurons (1 reads every predicted one, as the paper)",
+    shownDefault: String(DEFAULT_LOAD_RECALL),
+    min: 0.01,
+    max: 1,
+  },
+  predictor: {
+    type: "string",
+    help: "sparse mode: the trained predictor in the file, or the perfect one (needs all of fc1)",
+    shownDefault: "file",
+    choices: ["file", "oracle"],
+  },
+} as const satisfies FlagSpecs;
+
+/** The sparse flags as parsed, with the mode when the command has one. */
+export type SparseFlags = ParsedFlags<typeof SPARSE_FLAGS> & { mode?: LoadOptions["mode"] };
+
+/**
+ * Mode, predictor, budget and window from the command line (`--memory` implies sparse).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { sparseOptions } from "./common.ts";
+ * const flags = {
+ *   memory: "ffn:50%",
+ *   eviction: undefined,
+ *   window: undefined,
+ *   "load-recall": undefined,
+ *   predictor: undefined,
+ * };
+ * assert.equal(sparseOptions(flags).mode, "sparse");
+ * assert.throws(() => sparseOptions({ ...flags, mode: "dense" }), /apply to --mode sparse/);
+ * ```
+ */
+export function sparseOptions(flags: SparseFlags): LoadOptions {
+  const memory = flags.memory !== undefined ? parseBudget(flags.memory) : null;
+  let mode = flags.mode;
+  if (
+    mode === undefined && (memory || flags.window !== undefined || flags.predictor !== undefined)
+  ) {
+    mode = "sparse";
+  }
+  if (
+    mode !== "sparse" &&
+    (memory || flags.window !== undefined || flags["load-recall"] !== undefined)
+  ) {
+    throw usage(`--memory, --window and --load-recall apply to --mode sparse, not ${mode}`);
+  }
+  return {
+    mode,
+    memory,
+    windowK: flags.window,
+    predictor: flags.predictor,
+    eviction: flags.eviction,
+    loadRecall: flags["load-recall"],
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+/** Write all of `bytes` to stdout. */
+export function write(bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += Deno.stdout.writeSync(bytes.subarray(done));
+}
+
+/** A note for the user on stderr (stdout carries only the command's result). */
+export function info(line: string): void {
+  console.error(line);
+}
+
+let lastProgress = 0;
+
+/** A progress bar on stderr, redrawn at most 10 times a second (and at the end). */
+export function progress(label: string, done: number, total: number): void {
+  const now = performance.now();
+  if (done < total && now - lastProgress < 100) return;
+  lastProgress = now;
+  const width = 30;
+  const filled = Math.round((done / total) * width);
+  const bar = "#".repeat(filled) + "-".repeat(width - filled);
+  Deno.stderr.writeSync(new TextEncoder().encode(`\r${label} [${bar}] ${done}/${total}`));
+}
+
+/**
+ * Write `value` as indented JSON (one space) to `path`, atomically.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { writeJson } from "./common.ts";
+ * const path = `${await Deno.makeTempDir()}/stats.json`;
+ * await writeJson(path, { tokens: 3 });
+ * assert.equal(await Deno.readTextFile(path), '{\n "tokens": 3\n}\n');
+ * ```
+ */
+export async function writeJson(path: string, value: unknown): Promise<void> {
+  const json = JSON.stringify(value, null, 1);
+  await atomicWriteFile(path, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+}

@@ -1,0 +1,44 @@
+/**
+ * `flashlm convert`: a Hugging Face OPT checkpoint into a flashlm file.
+ *
+ * @module
+ */
+
+import type { ParsedFlags } from "./args.ts";
+import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { convertHfToFlash } from "../core/convert.ts";
+
+/** Usage, summary, examples and flags of `convert`. */
+export const spec = {
+  usage: "flashlm convert <hf-dir> <out.flm> [options]",
+  summary: "convert a Hugging Face OPT checkpoint into a flashlm file (row-column bundled FFN)",
+  examples: ["deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm"],
+  flags: {
+    dtype: {
+      type: "string",
+      help: "storage dtype of the weights",
+      default: "f16",
+      choices: ["f16", "f32"],
+    },
+  },
+} as const satisfies CommandSpec;
+
+/** Convert, with a progress bar, and say where the file went. */
+export async function run(
+  positional: string[],
+  flags: ParsedFlags<typeof spec.flags>,
+): Promise<void> {
+  if (positional.length !== 2) throw usage("convert needs <hf-dir> and <out.flm>");
+  const [src, out] = positional;
+  const t0 = performance.now();
+  await convertHfToFlash(src, out, {
+    dtype: flags.dtype,
+    onProgress: (done, total) => progress(`converting FFN layers`, done, total),
+  });
+  const size = (await Deno.stat(out)).size;
+  info(
+    `\nflashlm: wrote ${out} (${(size / 1e6).toFixed(1)} MB) in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
+}

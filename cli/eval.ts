@@ -1,0 +1,92 @@
+/**
+ * `flashlm eval`: perplexity of the dense and the sparse model on the same tokens,
+ * greedy agreement and what the sparse FFN read (the metrics are core/eval.ts's).
+ *
+ * @module
+ */
+
+import type { ParsedFlags } from "./args.ts";
+import {
+  type CommandSpec,
+  info,
+  progress,
+  SPARSE_FLAGS,
+  sparseOptions,
+  usage,
+  writeJson,
+} from "./common.ts";
+import { corpusWindows, readCorpus } from "../core/corpus.ts";
+import { loadModel } from "../core/engine.ts";
+import { evaluate, formatEvalReport } from "../core/eval.ts";
+import { describePlan } from "../core/memory_plan.ts";
+
+/** Usage, summary, examples and flags of `eval`. */
+export const spec = {
+  usage: "flashlm eval <model.flm> --text <file> [options]",
+  summary: "perplexity of the dense and the sparse model on the same tokens, and greedy agreement",
+  examples: [
+    "deno run -A cli.ts eval tiny.flm --text ../shared/data/wikitext2-heldout.txt --memory ffn:50%",
+    "deno run -A cli.ts eval tiny.flm --text heldout.txt --predictor oracle --window 4",
+  ],
+  flags: {
+    text: { type: "string", help: "text to score (its end is used)" },
+    windows: { type: "integer", help: "windows of text", default: 16, min: 1 },
+    "window-tokens": {
+      type: "integer",
+      help: "tokens per window",
+      shownDefault: "min(256, context)",
+      min: 2,
+    },
+    depth: {
+      type: "integer",
+      help: "flash reads in flight",
+      shownDefault: "32",
+      min: 1,
+      max: 1024,
+    },
+    ...SPARSE_FLAGS,
+    stats: { type: "string", help: "write the results as JSON to this file" },
+  },
+} as const satisfies CommandSpec;
+
+/** Load the model sparse and dense, score the end of the text with both, print the report. */
+export async function run(
+  positional: string[],
+  flags: ParsedFlags<typeof spec.flags>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("eval needs one <model.flm>");
+  if (flags.text === undefined) throw usage("eval needs --text <file>");
+  const path = positional[0];
+  const sparse = await loadModel(path, {
+    ...sparseOptions({ ...flags, mode: "sparse" }),
+    readerDepth: flags.depth,
+  });
+  const dense = await loadModel(path, { mode: "dense" });
+  try {
+    const windowTokens = flags["window-tokens"] ?? Math.min(256, dense.transformer.contextLength);
+    const ids = await readCorpus(flags.text, dense.tokenizer);
+    const windows = corpusWindows(ids, windowTokens, flags.windows, dense.tokenizer.bosId, "end");
+    if (sparse.plan) info(describePlan(sparse.plan));
+    const result = await evaluate(dense, sparse, windows, {
+      source: `from the end of ${flags.text}`,
+      onProgress: (model, done, total) => {
+        progress(model.padEnd(6), done, total);
+        if (done === total) info("");
+      },
+    });
+    console.log(formatEvalReport(result));
+    if (flags.stats !== undefined) {
+      await writeJson(flags.stats, {
+        model: path,
+        plan: result.plan,
+        dense: { ...result.dense, argmax: undefined },
+        sparse: { ...result.sparse, argmax: undefined },
+        agreement: result.agreement,
+        ffnBytesPerToken: result.ffnBytesPerToken,
+      });
+    }
+  } finally {
+    sparse.close();
+    dense.close();
+  }
+}
