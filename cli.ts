@@ -22,7 +22,7 @@ import { convertHfToFlash } from "./core/convert.ts";
 import { ensureDemoModel } from "./tools/demo_model.ts";
 import { loadModel, type LoadOptions, type Mode, MODES, planFromFile } from "./core/engine.ts";
 import { FlashlmError } from "./io/errors.ts";
-import { FlashModelFile, verifyFfn } from "./core/flash_format.ts";
+import { FlashModelFile, verifyFfn } from "./core/flash_file.ts";
 import { Generation, summarize } from "./core/generate.ts";
 import { benchIo, parseByteSize } from "./tools/bench_io.ts";
 import type { EvictMethod } from "./io/page_cache.ts";
