@@ -8,7 +8,7 @@
 import type { ParsedFlags } from "./args.ts";
 import { type CommandSpec, SPARSE_FLAGS, sparseOptions, usage } from "./common.ts";
 import { planFromFile } from "../core/engine.ts";
-import { FlashModelFile } from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { formatReport, type PredictorReport } from "../core/train/train_predictor.ts";
 

@@ -5,7 +5,7 @@
  */
 
 import { type CommandSpec, info, progress, usage } from "./common.ts";
-import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
+import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { FlashlmError } from "../io/errors.ts";
 
 /** Usage, summary, examples and flags of `verify`. */

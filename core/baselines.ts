@@ -22,7 +22,8 @@ import { cString, libc } from "../io/runtime.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, FlashNaiveFfn, newFfnStats } from "./ffn.ts";
-import { decodeValues, type FlashModelFile, layerAsBundles } from "./flash_format.ts";
+import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
+import { decodeValues } from "./flash_format.ts";
 import type { ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 
 import { bundleRowColumn } from "./bundling.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { type StorageDtype, writeFlashModel } from "./flash_format.ts";
+import type { StorageDtype } from "./flash_format.ts";
+import { writeFlashModel } from "./flash_write.ts";
 import { openHfModel } from "./hf_model.ts";
 import { ffnTensorSpecs } from "./weights.ts";
 

@@ -22,7 +22,8 @@ export type WindowPlacement = "start" | "end" | "spread";
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { readCorpus } from "./corpus.ts";
- * import { OptTokenizer, buildByteLevelVocab } from "./tokenizer.ts";
+ * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+ * import { OptTokenizer } from "./tokenizer.ts";
  * const v = buildByteLevelVocab(0);
  * const tok = OptTokenizer.fromFiles(v.vocabJson, v.mergesText, "vocab.json");
  * const path = await Deno.makeTempFile();

@@ -11,7 +11,8 @@ import { unbundleRowColumn } from "./bundling.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
-import { decodeValues, FlashModelFile, layerAsBundles } from "./flash_format.ts";
+import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
+import { decodeValues } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { OptTokenizer } from "./tokenizer.ts";
 import { Transformer } from "./transformer.ts";
@@ -201,7 +202,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { sparsePredictor } from "./engine.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { loadResidentWeights } from "./weights.ts";
  * import { ensureDemoModel } from "../tools/demo_model.ts";
  * const file = await FlashModelFile.open(await ensureDemoModel());
@@ -259,7 +260,7 @@ export async function sparsePredictor(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { planFromFile } from "./engine.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { ensureDemoModel } from "../tools/demo_model.ts";
  * const file = await FlashModelFile.open(await ensureDemoModel());
  * const all = planFromFile(file, {}, 64);

@@ -13,7 +13,8 @@ import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
-import { decodeValues, type FlashModelFile, layerAsBundles } from "./flash_format.ts";
+import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
+import { decodeValues } from "./flash_format.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------

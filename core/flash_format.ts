@@ -16,19 +16,24 @@
  *
  * Every section carries a CRC-32 (the FFN one per layer). Opening a file verifies the
  * header, the tokenizer and the resident part; the FFN is verified on demand
- * ({@linkcode verifyFfn}) since it may be many gigabytes. Files are written to a temp
- * file, fsynced and renamed: an interrupted write leaves nothing that looks valid.
- * All multi-byte values are little-endian.
+ * (`verifyFfn`) since it may be many gigabytes. Files are written to a temp file,
+ * fsynced and renamed: an interrupted write leaves nothing that looks valid. All
+ * multi-byte values are little-endian.
+ *
+ * This module holds the format itself: its constants, the header's types, how values
+ * of each storage dtype decode, the byte order of the two FFN layouts, and the parser
+ * that checks every number of a header before anything trusts it.
+ * `core/flash_file.ts` opens a file (`FlashModelFile`) and
+ * `core/flash_write.ts` writes one.
  *
  * @module
  */
 
-import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
-import { f16ToF32, f32ToF16 } from "../kernels/f16.ts";
-import { type ModelConfig, parseModelConfig, toHfConfigJson } from "./config.ts";
+import { f16ToF32 } from "../kernels/f16.ts";
+import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { FlashlmError, showValue } from "../io/errors.ts";
-import { residentTensorSpecs, type TensorSource } from "./weights.ts";
+import { residentTensorSpecs } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Constants and header types
@@ -41,13 +46,22 @@ export const FLASH_VERSION = 1;
 export const PREAMBLE_BYTES = 32;
 /** Sections and FFN layers start at multiples of this. */
 export const SECTION_ALIGN = 4096;
-const TENSOR_ALIGN = 64;
-const MAX_HEADER_BYTES = 64 << 20;
+/** Largest JSON header a reader accepts (bounds the allocation before the header is trusted). */
+export const MAX_HEADER_BYTES = 64 << 20;
 
 /** How weights are stored in the file. */
 export type StorageDtype = "f16" | "f32";
 
-/** Bytes per value of a storage dtype. */
+/**
+ * Bytes per value of a storage dtype.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { dtypeBytes } from "./flash_format.ts";
+ * assert.equal(dtypeBytes("f16"), 2);
+ * ```
+ */
 export function dtypeBytes(dtype: StorageDtype): number {
   return dtype === "f16" ? 2 : 4;
 }
@@ -134,284 +148,23 @@ export interface FlashHeader {
   };
 }
 
-/**
- * CRC-32 of a large array in 256 MiB pieces: indices of one loop over more than 2^31
- * elements leave V8's fast integer path (a 4.7 GB resident section took minutes).
- */
-function crc32Chunked(bytes: Uint8Array): number {
-  const piece = 1 << 28;
-  let c = 0;
-  for (let at = 0; at < bytes.length; at += piece) {
-    c = crc32(bytes.subarray(at, Math.min(bytes.length, at + piece)), c);
-  }
-  return c;
-}
-
-function alignUp(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
-}
-
 // ---------------------------------------------------------------------------
-// Layout planning
-
-/** What {@linkcode planLayout} needs to know. */
-interface LayoutInput {
-  config: ModelConfig;
-  dtype: StorageDtype;
-  metadata: Record<string, string>;
-  vocabLength: number;
-  mergesLength: number;
-  residentNames: Set<string>;
-  predictor: PredictorPayload | null;
-  layout: FfnLayout;
-}
-
-/** Compute every offset of the file (checksums left at 0). */
-function planLayout(input: LayoutInput): FlashHeader {
-  const { config, dtype } = input;
-  const bytes = dtypeBytes(dtype);
-  let dataStart = SECTION_ALIGN;
-  for (;;) {
-    let at = dataStart;
-    const tokenizer = {
-      offset: at,
-      vocabLength: input.vocabLength,
-      mergesLength: input.mergesLength,
-      crc32: 0,
-    };
-    at = alignUp(at + input.vocabLength + input.mergesLength, SECTION_ALIGN);
-    const residentOffset = at;
-    const tensors: StoredTensor[] = [];
-    let rel = 0;
-    for (const spec of residentTensorSpecs(config)) {
-      if (!input.residentNames.has(spec.name)) continue;
-      const length = spec.shape.reduce((a, b) => a * b, 1) * bytes;
-      tensors.push({ name: spec.name, shape: spec.shape, offset: rel, length });
-      rel = alignUp(rel + length, TENSOR_ALIGN);
-    }
-    at = alignUp(residentOffset + rel, SECTION_ALIGN);
-    let predictor: PredictorSection | undefined;
-    if (input.predictor) {
-      const p = input.predictor;
-      predictor = { offset: at, length: p.bytes.length, crc32: 0, meta: p.meta, report: p.report };
-      at = alignUp(at + p.bytes.length, SECTION_ALIGN);
-    }
-    const ffnOffset = at;
-    const bundleBytes = 2 * config.dModel * bytes;
-    const layers: FfnLayerEntry[] = [];
-    for (let l = 0; l < config.nLayers; l++) {
-      const length = config.dFfn * bundleBytes;
-      layers.push({ offset: at, length, crc32: 0 });
-      at = alignUp(at + length, SECTION_ALIGN);
-    }
-    const header: FlashHeader = {
-      format: "flashlm",
-      version: FLASH_VERSION,
-      config: toHfConfigJson(config),
-      dtype,
-      metadata: input.metadata,
-      tokenizer,
-      resident: { offset: residentOffset, length: rel, crc32: 0, tensors },
-      ...(predictor ? { predictor } : {}),
-      ffn: {
-        layout: input.layout,
-        offset: ffnOffset,
-        length: at - ffnOffset,
-        bundleBytes,
-        layers,
-      },
-    };
-    // Checksums are filled in later; size the header for the widest ones.
-    if (PREAMBLE_BYTES + headerJsonLength(header) <= dataStart) return header;
-    dataStart = alignUp(PREAMBLE_BYTES + headerJsonLength(header), SECTION_ALIGN);
-  }
-}
-
-function headerJsonLength(header: FlashHeader): number {
-  const widest = 0xffffffff;
-  const wide: FlashHeader = {
-    ...header,
-    tokenizer: { ...header.tokenizer, crc32: widest },
-    resident: { ...header.resident, crc32: widest },
-    ...(header.predictor ? { predictor: { ...header.predictor, crc32: widest } } : {}),
-    ffn: { ...header.ffn, layers: header.ffn.layers.map((l) => ({ ...l, crc32: widest })) },
-  };
-  return new TextEncoder().encode(JSON.stringify(wide)).length;
-}
-
-/** Preamble + JSON header padded with spaces to exactly `total` bytes. */
-function encodeHeader(header: FlashHeader, total: number): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify(header));
-  const jsonLength = total - PREAMBLE_BYTES;
-  const out = new Uint8Array(total);
-  out.fill(0x20, PREAMBLE_BYTES);
-  out.set(json, PREAMBLE_BYTES);
-  out.set(new TextEncoder().encode(FLASH_MAGIC), 0);
-  const view = new DataView(out.buffer);
-  view.setUint32(8, FLASH_VERSION, true);
-  view.setUint32(12, jsonLength, true);
-  view.setUint32(16, crc32(out.subarray(PREAMBLE_BYTES)), true);
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Writing
-
-/** Everything {@linkcode writeFlashModel} writes. */
-export interface FlashModelContents {
-  /** The model's dimensions. */
-  config: ModelConfig;
-  /** Storage dtype of every weight (f16 default in the converter). */
-  dtype: StorageDtype;
-  /** Provenance strings stored in the header. */
-  metadata: Record<string, string>;
-  /** The tokenizer's vocab.json text. */
-  vocabJson: string;
-  /** The tokenizer's merges.txt text. */
-  mergesText: string;
-  /** The resident tensors (canonical names, see `residentTensorSpecs`). */
-  resident: TensorSource;
-  /** Layer `layer`'s row-column bundles, (dFfn, 2 * dModel) f32. */
-  ffnBundles: (layer: number) => Promise<Float32Array>;
-  /** The trained activation predictor, if any. */
-  predictor?: PredictorPayload | null;
-  /** FFN layout on disk; default `"row-column-bundles"` (`ffnBundles` always returns bundles). */
-  layout?: FfnLayout;
-  /** Called after each written layer. */
-  onProgress?: (done: number, total: number) => void;
-}
+// Stored values
 
 /**
- * Write a flashlm model file atomically (temp file, fsync, rename).
+ * The bytes of a storage dtype as f32 values (a view, no copy, for aligned f32); into
+ * `out` when given.
  *
- * @example Writing and reopening a tiny model
+ * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { writeFlashModel, FlashModelFile } from "./flash_format.ts";
- * import { residentTensorSpecs } from "./weights.ts";
- * import { parseModelConfig } from "./config.ts";
- * const config = parseModelConfig(JSON.stringify({ model_type: "opt", vocab_size: 8,
- *   hidden_size: 4, ffn_dim: 8, num_hidden_layers: 1, num_attention_heads: 1,
- *   max_position_embeddings: 4, activation_function: "relu" }), "config.json");
- * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
- * const path = await Deno.makeTempFile({ suffix: ".flm" });
- * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
- *   resident: {
- *     description: "zeros",
- *     has: (name) => names.has(name),
- *     readF32: (_n, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
- *   },
- *   ffnBundles: () => Promise.resolve(new Float32Array(8 * 2 * 4)),
- * });
- * const file = await FlashModelFile.open(path);
- * assert(file.config.dFfn === 8 && file.header.ffn.bundleBytes === 32);
+ * import { decodeValues } from "./flash_format.ts";
+ * const f16 = new Uint8Array(new Uint16Array([0x3c00, 0xc000]).buffer); // 1, -2 in f16
+ * assert.deepEqual([...decodeValues(f16, "f16")], [1, -2]);
+ * const f32 = new Uint8Array(new Float32Array([0.5]).buffer);
+ * assert.deepEqual([...decodeValues(f32, "f32")], [0.5]);
  * ```
  */
-export async function writeFlashModel(path: string, contents: FlashModelContents): Promise<void> {
-  const { config, dtype } = contents;
-  const enc = new TextEncoder();
-  const vocab = enc.encode(contents.vocabJson);
-  const merges = enc.encode(contents.mergesText);
-  const residentNames = new Set(
-    residentTensorSpecs(config).map((s) => s.name).filter((n) => contents.resident.has(n)),
-  );
-  const header = planLayout({
-    config,
-    dtype,
-    metadata: contents.metadata,
-    vocabLength: vocab.length,
-    mergesLength: merges.length,
-    residentNames,
-    predictor: contents.predictor ?? null,
-    layout: contents.layout ?? "row-column-bundles",
-  });
-  const headerBytes = header.tokenizer.offset;
-
-  await atomicWriteFile(path, async (file) => {
-    // The header goes in last, once the checksums are known; reserve its place.
-    await writeAll(file, new Uint8Array(headerBytes));
-    let at = headerBytes;
-    const padTo = async (target: number): Promise<void> => {
-      if (target > at) await writeAll(file, new Uint8Array(target - at));
-      at = target;
-    };
-
-    // Tokenizer section.
-    await writeAll(file, vocab);
-    await writeAll(file, merges);
-    at += vocab.length + merges.length;
-    header.tokenizer.crc32 = crc32(merges, crc32(vocab));
-
-    // Resident section: the checksum covers its bytes including alignment padding.
-    await padTo(header.resident.offset);
-    let residentCrc = 0;
-    for (const t of header.resident.tensors) {
-      const target = header.resident.offset + t.offset;
-      if (target > at) {
-        const pad = new Uint8Array(target - at);
-        residentCrc = crc32(pad, residentCrc);
-        await padTo(target);
-      }
-      const bytes = encodeValues(await contents.resident.readF32(t.name, t.shape), dtype);
-      residentCrc = crc32(bytes, residentCrc);
-      await writeAll(file, bytes);
-      at += bytes.length;
-    }
-    const residentEnd = header.resident.offset + header.resident.length;
-    if (residentEnd > at) {
-      residentCrc = crc32(new Uint8Array(residentEnd - at), residentCrc);
-      await padTo(residentEnd);
-    }
-    header.resident.crc32 = residentCrc;
-
-    // Predictor section (resident in DRAM, beside the attention weights).
-    if (header.predictor && contents.predictor) {
-      await padTo(header.predictor.offset);
-      header.predictor.crc32 = crc32(contents.predictor.bytes);
-      await writeAll(file, contents.predictor.bytes);
-      at += contents.predictor.bytes.length;
-    }
-
-    // FFN section: one layer of row-column bundles at a time.
-    const expected = config.dFfn * 2 * config.dModel;
-    for (let l = 0; l < config.nLayers; l++) {
-      const entry = header.ffn.layers[l];
-      await padTo(entry.offset);
-      const bundles = await contents.ffnBundles(l);
-      if (bundles.length !== expected) {
-        throw new FlashlmError(
-          `layer ${l} bundles have ${bundles.length} values, expected ${expected}`,
-          { file: path, kind: "config" },
-        );
-      }
-      let bytes = encodeValues(bundles, dtype);
-      if (header.ffn.layout === "split") {
-        const split = new Uint8Array(bytes.length);
-        bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / 2);
-        bytes = split;
-      }
-      entry.crc32 = crc32(bytes);
-      await writeAll(file, bytes);
-      at += bytes.length;
-      contents.onProgress?.(l + 1, config.nLayers);
-    }
-    await padTo(header.ffn.offset + header.ffn.length);
-
-    await file.seek(0, Deno.SeekMode.Start);
-    await writeAll(file, encodeHeader(header, headerBytes));
-  });
-}
-
-/** f32 values as the bytes of the storage dtype (a view, no copy, for f32). */
-function encodeValues(values: Float32Array, dtype: StorageDtype): Uint8Array {
-  if (dtype === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-  const half = new Uint16Array(values.length);
-  f32ToF16(values, half);
-  return new Uint8Array(half.buffer);
-}
-
-/** The bytes of a storage dtype as f32 values (a view, no copy, for aligned f32). */
 export function decodeValues(
   bytes: Uint8Array,
   dtype: StorageDtype,
@@ -438,6 +191,64 @@ export function decodeValues(
 }
 
 // ---------------------------------------------------------------------------
+// The split (unbundled) layout
+
+/**
+ * Reorder one layer's bytes from bundles `[fc1_i | fc2_i]` (dFfn, 2 * half) to split
+ * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { bundlesToSplitBytes, splitToBundlesBytes } from "./flash_format.ts";
+ * const bundles = new Uint8Array([1, 2, 3, 4]); // two neurons, one byte per half
+ * const split = new Uint8Array(4);
+ * bundlesToSplitBytes(bundles, split, 2, 1);
+ * assert.deepEqual([...split], [1, 3, 2, 4]);
+ * const back = new Uint8Array(4);
+ * splitToBundlesBytes(split, back, 2, 1);
+ * assert.deepEqual([...back], [1, 2, 3, 4]);
+ * ```
+ */
+export function bundlesToSplitBytes(
+  bundles: Uint8Array,
+  split: Uint8Array,
+  dFfn: number,
+  half: number,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const from = i * 2 * half;
+    split.set(bundles.subarray(from, from + half), i * half);
+    split.set(bundles.subarray(from + half, from + 2 * half), (dFfn + i) * half);
+  }
+}
+
+/**
+ * The inverse of {@linkcode bundlesToSplitBytes}: split order back to bundles.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { splitToBundlesBytes } from "./flash_format.ts";
+ * const out = new Uint8Array(4);
+ * splitToBundlesBytes(new Uint8Array([1, 3, 2, 4]), out, 2, 1);
+ * assert.deepEqual([...out], [1, 2, 3, 4]);
+ * ```
+ */
+export function splitToBundlesBytes(
+  split: Uint8Array,
+  bundles: Uint8Array,
+  dFfn: number,
+  half: number,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const to = i * 2 * half;
+    bundles.set(split.subarray(i * half, (i + 1) * half), to);
+    bundles.set(split.subarray((dFfn + i) * half, (dFfn + i + 1) * half), to + half);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Reading and validating the header
 
 /**
@@ -449,12 +260,10 @@ export function decodeValues(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { parseFlashHeader } from "./flash_format.ts";
- * try {
- *   parseFlashHeader(new Uint8Array(64), 64, "x.flm");
- *   assert(false);
- * } catch (e) {
- *   assert((e as Error).message.startsWith("x.flm: not a flashlm model file"));
- * }
+ * assert.throws(
+ *   () => parseFlashHeader(new Uint8Array(64), 64, "x.flm"),
+ *   { name: "FlashlmError", message: "x.flm: not a flashlm model file (bad magic bytes)" },
+ * );
  * ```
  */
 export function parseFlashHeader(
@@ -669,382 +478,4 @@ function validateLayout(
   for (let i = 1; i < ranges.length; i++) {
     if (ranges[i - 1][2] > ranges[i][1]) fail(`${ranges[i - 1][0]} overlaps ${ranges[i][0]}`);
   }
-}
-
-// ---------------------------------------------------------------------------
-// An open model file
-
-/**
- * A flashlm model file opened for inference: header validated, tokenizer and resident
- * part read and checksummed. FFN bundles stay on flash; read them through
- * `io/reader.ts` at `header.ffn.layers[l].offset + neuron * header.ffn.bundleBytes`.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { FlashModelFile } from "./flash_format.ts";
- * try {
- *   await FlashModelFile.open("missing.flm");
- * } catch (e) {
- *   assert((e as Error).message.startsWith("missing.flm:"));
- * }
- * ```
- */
-export class FlashModelFile implements TensorSource {
-  /** Path of the file. */
-  readonly path: string;
-  /** Size of the file in bytes. */
-  readonly fileSize: number;
-  /** The validated header. */
-  readonly header: FlashHeader;
-  /** The model config. */
-  readonly config: ModelConfig;
-  /** Text of the embedded vocab.json. */
-  readonly vocabJson: string;
-  /** Text of the embedded merges.txt. */
-  readonly mergesText: string;
-  /** Where tensors come from, for error messages. */
-  readonly description: string;
-  /** The predictor section's bytes (checksum verified), or null when there is none. */
-  readonly predictorBytes: Uint8Array | null;
-  private residentBytes: Uint8Array | null;
-  private tensors: Map<string, StoredTensor>;
-
-  private constructor(
-    path: string,
-    fileSize: number,
-    parsed: { header: FlashHeader; config: ModelConfig },
-    vocabJson: string,
-    mergesText: string,
-    residentBytes: Uint8Array,
-    predictorBytes: Uint8Array | null,
-  ) {
-    this.path = path;
-    this.predictorBytes = predictorBytes;
-    this.description = path;
-    this.fileSize = fileSize;
-    this.header = parsed.header;
-    this.config = parsed.config;
-    this.vocabJson = vocabJson;
-    this.mergesText = mergesText;
-    this.residentBytes = residentBytes;
-    this.tensors = new Map(parsed.header.resident.tensors.map((t) => [t.name, t]));
-  }
-
-  /** Open and verify `path` (header, tokenizer and resident checksums). */
-  static async open(path: string): Promise<FlashModelFile> {
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(path, { read: true });
-    } catch (e) {
-      const what = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-      throw new FlashlmError(what, { file: path, kind: "io", cause: e });
-    }
-    try {
-      const fileSize = (await file.stat()).size;
-      if (fileSize < PREAMBLE_BYTES) parseFlashHeader(new Uint8Array(0), fileSize, path);
-      const preamble = new Uint8Array(PREAMBLE_BYTES);
-      await readExactly(file, preamble, 0, path);
-      const jsonLength = new DataView(preamble.buffer).getUint32(12, true);
-      // Bound the allocation by the file size before trusting the length.
-      const prefixLength = Math.min(
-        PREAMBLE_BYTES + jsonLength,
-        fileSize,
-        PREAMBLE_BYTES + MAX_HEADER_BYTES,
-      );
-      const prefix = new Uint8Array(prefixLength);
-      await readExactly(file, prefix, 0, path);
-      const parsed = parseFlashHeader(prefix, fileSize, path);
-      const h = parsed.header;
-
-      const tok = new Uint8Array(h.tokenizer.vocabLength + h.tokenizer.mergesLength);
-      await readExactly(file, tok, h.tokenizer.offset, path);
-      if (crc32(tok) !== h.tokenizer.crc32) {
-        throw new FlashlmError("tokenizer section checksum mismatch (the file is corrupt)", {
-          file: path,
-        });
-      }
-      const dec = new TextDecoder();
-      const vocabJson = dec.decode(tok.subarray(0, h.tokenizer.vocabLength));
-      const mergesText = dec.decode(tok.subarray(h.tokenizer.vocabLength));
-
-      const resident = new Uint8Array(h.resident.length);
-      await readExactly(file, resident, h.resident.offset, path);
-      if (crc32Chunked(resident) !== h.resident.crc32) {
-        throw new FlashlmError("resident section checksum mismatch (the file is corrupt)", {
-          file: path,
-        });
-      }
-      let predictor: Uint8Array | null = null;
-      if (h.predictor) {
-        predictor = new Uint8Array(h.predictor.length);
-        await readExactly(file, predictor, h.predictor.offset, path);
-        if (crc32(predictor) !== h.predictor.crc32) {
-          throw new FlashlmError("predictor section checksum mismatch (the file is corrupt)", {
-            file: path,
-          });
-        }
-      }
-      return new FlashModelFile(path, fileSize, parsed, vocabJson, mergesText, resident, predictor);
-    } finally {
-      file.close();
-    }
-  }
-
-  /** Whether a resident tensor of that name is stored. */
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  /** A resident tensor as f32 (a zero-copy view for f32 storage). */
-  readF32(name: string, shape: number[]): Promise<Float32Array> {
-    const t = this.tensors.get(name);
-    if (!t) throw new FlashlmError(`no resident tensor ${name}`, { file: this.path });
-    if (this.residentBytes === null) {
-      throw new FlashlmError("resident section was released (releaseResident)", {
-        file: this.path,
-        kind: "usage",
-      });
-    }
-    if (t.shape.join() !== shape.join()) {
-      throw new FlashlmError(`tensor ${name} has shape [${t.shape}], expected [${shape}]`, {
-        file: this.path,
-      });
-    }
-    const bytes = this.residentBytes.subarray(t.offset, t.offset + t.length);
-    return Promise.resolve(decodeValues(bytes, this.header.dtype));
-  }
-
-  /**
-   * Drop the file's copy of the resident section once its tensors are loaded (f16
-   * tensors were decoded into their own arrays; f32 views keep what they use alive).
-   * Saves the section's size in DRAM — 4.7 GB for OPT-6.7B in f16.
-   */
-  releaseResident(): void {
-    this.residentBytes = null;
-  }
-
-  /** How the FFN layers are laid out. */
-  get layout(): FfnLayout {
-    return this.header.ffn.layout;
-  }
-
-  /** Storage dtype of the weights. */
-  get dtype(): StorageDtype {
-    return this.header.dtype;
-  }
-
-  /** Bytes of one row-column bundle (one neuron). */
-  get bundleBytes(): number {
-    return this.header.ffn.bundleBytes;
-  }
-
-  /** Absolute file offset of neuron `neuron`'s bundle in layer `layer`. */
-  bundleOffset(layer: number, neuron: number): number {
-    return this.header.ffn.layers[layer].offset + neuron * this.header.ffn.bundleBytes;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// On-demand FFN verification
-
-/**
- * Check every FFN layer's CRC-32 (the part `open` does not read). Returns the layers
- * whose checksum does not match (empty when the file is intact).
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { verifyFfn, type FlashModelFile } from "./flash_format.ts";
- * const check = async (model: FlashModelFile): Promise<boolean> =>
- *   (await verifyFfn(model)).length === 0;
- * assert(typeof check === "function");
- * ```
- */
-export async function verifyFfn(
-  model: FlashModelFile,
-  onProgress?: (done: number, total: number) => void,
-): Promise<number[]> {
-  const bad: number[] = [];
-  const file = await Deno.open(model.path, { read: true });
-  try {
-    const layers = model.header.ffn.layers;
-    const buf = new Uint8Array(layers.length ? layers[0].length : 0);
-    for (let l = 0; l < layers.length; l++) {
-      await readExactly(file, buf, layers[l].offset, model.path);
-      if (crc32(buf) !== layers[l].crc32) bad.push(l);
-      onProgress?.(l + 1, layers.length);
-    }
-  } finally {
-    file.close();
-  }
-  return bad;
-}
-
-// ---------------------------------------------------------------------------
-// Rewriting a file with a new predictor
-
-/**
- * Write `model` again to `outPath` (atomically; it may be `model.path`) with
- * `predictor` stored in it (or none, when null). Weights are copied unchanged, in the
- * same FFN layout.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { FlashModelFile, rewriteWithPredictor } from "./flash_format.ts";
- * assert.equal(typeof rewriteWithPredictor, "function"); // see tests/predictor_file_test.ts
- * void FlashModelFile;
- * ```
- */
-export function rewriteWithPredictor(
-  model: FlashModelFile,
-  outPath: string,
-  predictor: PredictorPayload | null,
-): Promise<void> {
-  return rewriteFlashModel(model, outPath, predictor, model.layout);
-}
-
-/**
- * Write `model` again to `outPath` with its FFN in `layout` (predictor, metadata and
- * weights unchanged, plus `metadata.layoutOf` = the source path). The bench uses it to
- * make the unbundled (`"split"`) copy that measures what bundling buys.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { rewriteWithLayout } from "./flash_format.ts";
- * assert.equal(typeof rewriteWithLayout, "function"); // see tests/bench_test.ts
- * ```
- */
-export function rewriteWithLayout(
-  model: FlashModelFile,
-  outPath: string,
-  layout: FfnLayout,
-): Promise<void> {
-  const p = model.header.predictor;
-  const predictor = p && model.predictorBytes
-    ? { meta: p.meta, bytes: model.predictorBytes, report: p.report }
-    : null;
-  return rewriteFlashModel(model, outPath, predictor, layout, { layoutOf: model.path });
-}
-
-/** Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC. */
-async function rewriteFlashModel(
-  model: FlashModelFile,
-  outPath: string,
-  predictor: PredictorPayload | null,
-  layout: FfnLayout,
-  extraMetadata: Record<string, string> = {},
-): Promise<void> {
-  const { dModel, dFfn } = model.config;
-  const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) one layer as stored
-  const ordered = new Uint8Array(raw.length); // the same layer as bundles
-  const bundles = new Float32Array(dFfn * 2 * dModel); // (dFfn, 2 * dModel)
-  const file = await Deno.open(model.path, { read: true });
-  try {
-    await writeFlashModel(outPath, {
-      config: model.config,
-      dtype: model.dtype,
-      metadata: { ...model.header.metadata, ...extraMetadata },
-      vocabJson: model.vocabJson,
-      mergesText: model.mergesText,
-      resident: model,
-      predictor,
-      layout,
-      ffnBundles: async (layer) => {
-        const entry = model.header.ffn.layers[layer];
-        await readExactly(file, raw, entry.offset, model.path);
-        if (crc32(raw) !== entry.crc32) {
-          throw new FlashlmError(`FFN layer ${layer} fails its checksum (the file is corrupt)`, {
-            file: model.path,
-          });
-        }
-        return decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
-      },
-    });
-  } finally {
-    file.close();
-  }
-}
-
-// ---------------------------------------------------------------------------
-// The split (unbundled) layout
-
-/**
- * Reorder one layer's bytes from bundles `[fc1_i | fc2_i]` (dFfn, 2 * half) to split
- * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { bundlesToSplitBytes, splitToBundlesBytes } from "./flash_format.ts";
- * const bundles = new Uint8Array([1, 2, 3, 4]); // two neurons, one byte per half
- * const split = new Uint8Array(4);
- * bundlesToSplitBytes(bundles, split, 2, 1);
- * assert.deepEqual([...split], [1, 3, 2, 4]);
- * const back = new Uint8Array(4);
- * splitToBundlesBytes(split, back, 2, 1);
- * assert.deepEqual([...back], [1, 2, 3, 4]);
- * ```
- */
-export function bundlesToSplitBytes(
-  bundles: Uint8Array,
-  split: Uint8Array,
-  dFfn: number,
-  half: number,
-): void {
-  for (let i = 0; i < dFfn; i++) {
-    const from = i * 2 * half;
-    split.set(bundles.subarray(from, from + half), i * half);
-    split.set(bundles.subarray(from + half, from + 2 * half), (dFfn + i) * half);
-  }
-}
-
-/**
- * The inverse of {@linkcode bundlesToSplitBytes}: split order back to bundles.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { splitToBundlesBytes } from "./flash_format.ts";
- * const out = new Uint8Array(4);
- * splitToBundlesBytes(new Uint8Array([1, 3, 2, 4]), out, 2, 1);
- * assert.deepEqual([...out], [1, 2, 3, 4]);
- * ```
- */
-export function splitToBundlesBytes(
-  split: Uint8Array,
-  bundles: Uint8Array,
-  dFfn: number,
-  half: number,
-): void {
-  for (let i = 0; i < dFfn; i++) {
-    const to = i * 2 * half;
-    bundles.set(split.subarray(i * half, (i + 1) * half), to);
-    bundles.set(split.subarray((dFfn + i) * half, (dFfn + i + 1) * half), to + half);
-  }
-}
-
-/**
- * One whole layer's bytes as read from `model` (`raw`), in bundle order: `raw` itself
- * for the bundled layout, else reordered into `scratch` (same size) and returned.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { layerAsBundles, type FlashModelFile } from "./flash_format.ts";
- * const model = { layout: "split", config: { dFfn: 2 }, bundleBytes: 2 } as unknown as FlashModelFile;
- * const out = layerAsBundles(model, new Uint8Array([1, 3, 2, 4]), new Uint8Array(4));
- * assert.deepEqual([...out], [1, 2, 3, 4]);
- * ```
- */
-export function layerAsBundles(
-  model: FlashModelFile,
-  raw: Uint8Array,
-  scratch: Uint8Array,
-): Uint8Array {
-  if (model.layout !== "split") return raw;
-  splitToBundlesBytes(raw, scratch, model.config.dFfn, model.bundleBytes / 2);
-  return scratch;
 }

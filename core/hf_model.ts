@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Checkpoint } from "../io/safetensors.ts";
+import { Checkpoint } from "../io/safetensors_read.ts";
 import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { TensorSource } from "./weights.ts";

@@ -34,7 +34,7 @@ import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
-import type { FlashModelFile } from "./flash_format.ts";
+import type { FlashModelFile } from "./flash_file.ts";
 import { DEFAULT_DECAY, FrequencyScores } from "./window.ts";
 import { NeuronStore } from "./neuron_store.ts";
 import { LowRankPredictor } from "./predictor.ts";

@@ -7,6 +7,9 @@
  * GPT-2's), and each GPT-2 id is mapped to the model's id through a table built once from
  * `vocab.json`: GPT-2 id -> raw bytes -> GPT-2's byte-to-unicode string -> `vocab.json` id.
  *
+ * GPT-2's side (the byte-to-unicode table, GPT-2's tokens, text -> GPT-2 ids) is in
+ * `core/gpt2_bpe.ts`; this module parses `vocab.json` and `merges.txt` and maps ids both ways.
+ *
  * A prompt starts with `</s>` (OPT's BOS is its EOS). Decoding goes the other way through a
  * table id -> raw bytes, then UTF-8; {@linkcode TokenStreamDecoder} does it one token at a time
  * and holds back incomplete UTF-8 sequences (an emoji is often split across tokens).
@@ -14,7 +17,8 @@
  * @example Encode and decode with a small synthetic vocabulary
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+ * import { OptTokenizer } from "./tokenizer.ts";
  * const { vocabJson, mergesText } = buildByteLevelVocab(100);
  * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "vocab.json");
  * const ids = tok.encode("Hello, world!");
@@ -27,125 +31,16 @@
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { encode as encodeGpt2 } from "npm:gpt-tokenizer@4.0.0/encoding/r50k_base";
-import gpt2BpeRanks from "npm:gpt-tokenizer@4.0.0/bpeRanks/r50k_base";
 import { FlashlmError, showValue } from "../io/errors.ts";
-
-// ---------------------------------------------------------------------------
-// GPT-2's byte-to-unicode table
-
-/**
- * GPT-2's byte-to-unicode table: byte value -> the one-character string that stands for it in
- * `vocab.json` and `merges.txt`. Printable bytes stand for themselves; the others (space,
- * control bytes, ...) are moved to U+0100 and up, so a space is `Ġ` and a newline `Ċ`.
- * Its inverse is a string's characters looked up in this table. Returns a fresh array.
- *
- * @example The space and newline characters
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { bytesToUnicode } from "./tokenizer.ts";
- * const table = bytesToUnicode();
- * assert(table.length === 256);
- * assert(table[0x20] === "Ġ" && table[0x0a] === "Ċ" && table[0x41] === "A");
- * const inverse = new Map(table.map((ch, byte) => [ch, byte]));
- * assert(inverse.get("Ġ") === 0x20);
- * ```
- */
-export function bytesToUnicode(): string[] {
-  return BYTE_TO_UNICODE.slice();
-}
-
-/** Byte value -> its one-char string (256). */
-const BYTE_TO_UNICODE: string[] = makeBytesToUnicode();
-
-/** Byte value -> char code of its one-char string (256). */
-const BYTE_TO_CODE: Uint16Array = Uint16Array.from(BYTE_TO_UNICODE, (ch) => ch.charCodeAt(0));
-
-/** Char code of a byte's one-char string -> byte value, or -1 (codes 0..323). */
-const UNICODE_TO_BYTE: Int16Array = makeUnicodeToByte(BYTE_TO_UNICODE);
-
-function makeBytesToUnicode(): string[] {
-  // Same construction as GPT-2's encoder.py: the printable ranges keep their code, the 68
-  // other bytes get codes 256, 257, ... in byte order.
-  const printable = (b: number): boolean =>
-    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-  const table = new Array<string>(256);
-  let next = 256;
-  for (let b = 0; b < 256; b++) {
-    table[b] = String.fromCharCode(printable(b) ? b : next++);
-  }
-  return table;
-}
-
-function makeUnicodeToByte(table: string[]): Int16Array {
-  const inverse = new Int16Array(256 + 68).fill(-1); // (char code)
-  for (let b = 0; b < 256; b++) inverse[table[b].charCodeAt(0)] = b;
-  return inverse;
-}
-
-// ---------------------------------------------------------------------------
-// GPT-2's tokens (from gpt-tokenizer's r50k_base ranks), built once on first use
-
-/** Number of GPT-2 ids: 50256 BPE tokens, then `<|endoftext|>` = 50256. */
-const GPT2_ID_COUNT = 50257;
-const GPT2_BPE_COUNT = 50256;
-const GPT2_ENDOFTEXT = 50256;
-/** Scratch size for one GPT-2 token's bytes (the longest has 128). */
-const MAX_GPT2_TOKEN_BYTES = 1024;
-
-/** Encode user text as plain text: `<|endoftext|>` in a prompt is text, never an error. */
-const GPT2_TEXT_ONLY = { disallowedSpecial: new Set<string>() };
-
-interface Gpt2Tokens {
-  /** Raw bytes of every GPT-2 BPE token, back to back. */
-  bytes: Uint8Array; // (total bytes)
-  /** Token i's bytes are bytes[offsets[i], offsets[i + 1]). */
-  offsets: Int32Array; // (GPT2_BPE_COUNT + 1)
-  /** Byte-level string of every GPT-2 BPE token (the keys of GPT-2's encoder.json). */
-  strings: string[]; // (GPT2_BPE_COUNT)
-}
-
-let gpt2TokensCache: Gpt2Tokens | null = null;
-
-/** GPT-2's tokens as raw bytes and as byte-level strings; built on first use (~20-50 ms). */
-function gpt2Tokens(): Gpt2Tokens {
-  if (gpt2TokensCache) return gpt2TokensCache;
-  if (gpt2BpeRanks.length !== GPT2_BPE_COUNT) {
-    throw new Error(`gpt-tokenizer r50k_base has ${gpt2BpeRanks.length} ranks, expected 50256`);
-  }
-  const utf8 = new TextEncoder();
-  let flat = new Uint8Array(1 << 19); // (capacity), grown if needed; GPT-2 needs 320,814 bytes
-  const offsets = new Int32Array(GPT2_BPE_COUNT + 1); // (GPT2_BPE_COUNT + 1)
-  const strings = new Array<string>(GPT2_BPE_COUNT);
-  const codes = new Uint16Array(MAX_GPT2_TOKEN_BYTES); // (token length) scratch: char codes
-  let total = 0;
-  for (let id = 0; id < GPT2_BPE_COUNT; id++) {
-    const rank = gpt2BpeRanks[id];
-    if (rank.length > MAX_GPT2_TOKEN_BYTES / 3) {
-      throw new Error(`gpt-tokenizer r50k_base token ${id} is longer than expected`);
-    }
-    if (flat.length - total < MAX_GPT2_TOKEN_BYTES) {
-      const grown = new Uint8Array(flat.length * 2);
-      grown.set(flat);
-      flat = grown;
-    }
-    // A string is the token's UTF-8 text, a number[] its raw bytes (not valid UTF-8 alone).
-    let length: number;
-    if (typeof rank === "string") {
-      length = utf8.encodeInto(rank, flat.subarray(total)).written;
-    } else {
-      flat.set(rank, total);
-      length = rank.length;
-    }
-    offsets[id] = total;
-    for (let k = 0; k < length; k++) codes[k] = BYTE_TO_CODE[flat[total + k]];
-    strings[id] = String.fromCharCode.apply(null, codes.subarray(0, length) as unknown as number[]);
-    total += length;
-  }
-  offsets[GPT2_BPE_COUNT] = total;
-  gpt2TokensCache = { bytes: flat.subarray(0, total), offsets, strings };
-  return gpt2TokensCache;
-}
+import {
+  byteOfUnicode,
+  encodeGpt2Text,
+  GPT2_BPE_COUNT,
+  GPT2_ENDOFTEXT,
+  GPT2_ID_COUNT,
+  gpt2Tokens,
+  unicodeOfByte,
+} from "./gpt2_bpe.ts";
 
 // ---------------------------------------------------------------------------
 // Parsing vocab.json and merges.txt
@@ -269,7 +164,8 @@ const STREAM = { stream: true };
  * @example Loading a model's tokenizer
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+ * import { OptTokenizer } from "./tokenizer.ts";
  * const dir = await Deno.makeTempDir();
  * const { vocabJson, mergesText } = buildByteLevelVocab(50);
  * await Deno.writeTextFile(`${dir}/vocab.json`, vocabJson);
@@ -331,8 +227,7 @@ export class OptTokenizer {
       } else {
         let k = 0;
         for (; k < token.length; k++) {
-          const code = token.charCodeAt(k);
-          const b = code < UNICODE_TO_BYTE.length ? UNICODE_TO_BYTE[code] : -1;
+          const b = byteOfUnicode(token.charCodeAt(k));
           if (b < 0) break; // not a byte-level token: treat it as a control token
           flat[offset + k] = b;
         }
@@ -356,7 +251,7 @@ export class OptTokenizer {
     // Byte fallback for GPT-2 tokens the vocab lacks.
     this.byteToModel = new Int32Array(256); // (256)
     for (let b = 0; b < 256; b++) {
-      this.byteToModel[b] = vocabId(vocab, BYTE_TO_UNICODE[b], this.unkId);
+      this.byteToModel[b] = vocabId(vocab, unicodeOfByte(b), this.unkId);
     }
   }
 
@@ -367,17 +262,15 @@ export class OptTokenizer {
    * @example From in-memory files
    * ```ts
    * import { strict as assert } from "node:assert";
-   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+   * import { OptTokenizer } from "./tokenizer.ts";
    * const { vocabJson, mergesText, size } = buildByteLevelVocab(10);
    * const tok = OptTokenizer.fromFiles(vocabJson, mergesText, "demo/vocab.json");
    * assert(tok.vocabCount === size);
-   * let message = "";
-   * try {
-   *   OptTokenizer.fromFiles("[1, 2]", null, "demo/vocab.json");
-   * } catch (err) {
-   *   message = (err as Error).message;
-   * }
-   * assert(message.startsWith("demo/vocab.json: "));
+   * assert.throws(
+   *   () => OptTokenizer.fromFiles("[1, 2]", null, "demo/vocab.json"),
+   *   { message: "demo/vocab.json: vocab must be a JSON object mapping token strings to ids" },
+   * );
    * ```
    */
   static fromFiles(vocabJsonText: string, mergesText: string | null, file: string): OptTokenizer {
@@ -393,13 +286,9 @@ export class OptTokenizer {
    * ```ts
    * import { strict as assert } from "node:assert";
    * import { OptTokenizer } from "./tokenizer.ts";
-   * let message = "";
-   * try {
-   *   await OptTokenizer.load("/no/such/model");
-   * } catch (err) {
-   *   message = (err as Error).message;
-   * }
-   * assert(message.startsWith("/no/such/model/vocab.json: "));
+   * await assert.rejects(OptTokenizer.load("/no/such/model"), {
+   *   message: "/no/such/model/vocab.json: cannot read tokenizer file: file not found",
+   * });
    * ```
    */
   static async load(dir: string): Promise<OptTokenizer> {
@@ -418,7 +307,8 @@ export class OptTokenizer {
    * @example
    * ```ts
    * import { strict as assert } from "node:assert";
-   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+   * import { OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
    * // With no multi-byte tokens every byte is its own token: id 4 + byte value.
    * assert(tok.encode("Hi").join() === [2, 4 + 72, 4 + 105].join());
@@ -428,7 +318,7 @@ export class OptTokenizer {
   encode(text: string, options: { addBos?: boolean } = {}): number[] {
     const ids: number[] = [];
     if (options.addBos ?? true) ids.push(this.bosId);
-    const gpt2Ids = encodeGpt2(text, GPT2_TEXT_ONLY);
+    const gpt2Ids = encodeGpt2Text(text);
     for (const g of gpt2Ids) {
       const id = this.gpt2ToModel[g];
       if (id >= 0) {
@@ -457,7 +347,8 @@ export class OptTokenizer {
    * @example
    * ```ts
    * import { strict as assert } from "node:assert";
-   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+   * import { OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(20).vocabJson, null, "vocab.json");
    * const ids = tok.encode("naïve 🙂");
    * assert(tok.decode(ids) === "naïve 🙂");
@@ -484,7 +375,8 @@ export class OptTokenizer {
    * @example
    * ```ts
    * import { strict as assert } from "node:assert";
-   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+   * import { OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
    * assert(tok.tokenBytes(4 + 0x41)[0] === 0x41);
    * assert(tok.tokenBytes(tok.eosId).length === 0);
@@ -501,7 +393,8 @@ export class OptTokenizer {
    * @example
    * ```ts
    * import { strict as assert } from "node:assert";
-   * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+   * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+   * import { OptTokenizer } from "./tokenizer.ts";
    * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
    * const stream = tok.streamDecoder();
    * let text = "";
@@ -525,7 +418,8 @@ export class OptTokenizer {
  * @example An emoji split across byte tokens
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { buildByteLevelVocab, OptTokenizer } from "./tokenizer.ts";
+ * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+ * import { OptTokenizer } from "./tokenizer.ts";
  * const tok = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
  * const stream = tok.streamDecoder();
  * const ids = tok.encode("🙂", { addBos: false }); // 4 byte tokens
@@ -553,93 +447,6 @@ export class TokenStreamDecoder {
   flush(): string {
     return this.decoder.decode();
   }
-}
-
-// ---------------------------------------------------------------------------
-// Synthetic byte-level vocabularies
-
-/** GPT-2's merges produce ids 256, 257, ... in merges.txt order; there are 50000. */
-const GPT2_MERGE_COUNT = GPT2_BPE_COUNT - 256;
-
-let gpt2RankCache: Map<string, number> | null = null;
-
-/** GPT-2 token string -> GPT-2 id (its BPE rank). */
-function gpt2Ranks(): Map<string, number> {
-  if (gpt2RankCache) return gpt2RankCache;
-  const strings = gpt2Tokens().strings;
-  gpt2RankCache = new Map();
-  for (let id = 0; id < strings.length; id++) gpt2RankCache.set(strings[id], id);
-  return gpt2RankCache;
-}
-
-/**
- * The merge that makes GPT-2 token `id` (>= 256): run BPE on its bytes with only the merges
- * ranked before it; exactly two parts are left.
- */
-function gpt2MergeOf(id: number, ranks: Map<string, number>): [string, string] {
-  const token = gpt2Tokens().strings[id];
-  const parts = Array.from(token);
-  while (parts.length > 2) {
-    let best = -1;
-    let bestRank = id;
-    for (let i = 0; i + 1 < parts.length; i++) {
-      const rank = ranks.get(parts[i] + parts[i + 1]);
-      if (rank !== undefined && rank < bestRank) {
-        best = i;
-        bestRank = rank;
-      }
-    }
-    if (best < 0) throw new Error(`GPT-2 token ${id} cannot be built from earlier merges`);
-    parts.splice(best, 2, parts[best] + parts[best + 1]);
-  }
-  return [parts[0], parts[1]];
-}
-
-/**
- * A small byte-level vocabulary for synthetic demo/test models: the 4 specials (`<s>`=0,
- * `<pad>`=1, `</s>`=2, `<unk>`=3), then all 256 single-byte tokens (byte b has id 4 + b), then
- * the `extra` first multi-byte GPT-2 tokens (GPT-2 ids 256, 257, ..., e.g. "Ġt", "Ġa", "he"),
- * ids contiguous; plus a merges.txt holding the first `extra` GPT-2 merges, which make exactly
- * those tokens. Deterministic. `extra` is at most 50000.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { buildByteLevelVocab } from "./tokenizer.ts";
- * const { vocabJson, mergesText, size } = buildByteLevelVocab(3);
- * const vocab = JSON.parse(vocabJson);
- * assert(size === 263 && Object.keys(vocab).length === 263);
- * assert(vocab["</s>"] === 2 && vocab["Ġ"] === 4 + 32 && vocab["Ġt"] === 260);
- * assert(mergesText.split("\n")[1] === "Ġ t");
- * ```
- */
-export function buildByteLevelVocab(
-  extra: number,
-): { vocabJson: string; mergesText: string; size: number } {
-  if (!Number.isInteger(extra) || extra < 0 || extra > GPT2_MERGE_COUNT) {
-    throw new FlashlmError(
-      `extra tokens must be an integer in [0, ${GPT2_MERGE_COUNT}], got ${extra}`,
-      {
-        kind: "usage",
-      },
-    );
-  }
-  const tokens: string[] = ["<s>", "<pad>", "</s>", "<unk>", ...BYTE_TO_UNICODE];
-  const merges: string[] = ["#version: 0.2"];
-  const ranks = gpt2Ranks();
-  const strings = gpt2Tokens().strings;
-  for (let id = 256; id < 256 + extra; id++) {
-    tokens.push(strings[id]);
-    const [left, right] = gpt2MergeOf(id, ranks);
-    merges.push(`${left} ${right}`);
-  }
-  // Written by hand so the file lists ids in order (a JS object would put "0".."9" first).
-  const entries = tokens.map((token, id) => `${JSON.stringify(token)}: ${id}`);
-  return {
-    vocabJson: `{${entries.join(", ")}}`,
-    mergesText: merges.join("\n") + "\n",
-    size: tokens.length,
-  };
 }
 
 // ---------------------------------------------------------------------------

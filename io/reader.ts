@@ -32,8 +32,6 @@ import {
   resolveBackend,
 } from "./read_backends.ts";
 
-export type { BackendChoice, BackendName, ReadBackend } from "./read_backends.ts";
-
 // ---------------------------------------------------------------------------
 // Requests: a preallocated batch of (file offset, length, destination) triples
 

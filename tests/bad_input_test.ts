@@ -2,7 +2,7 @@ import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
+import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { exists, runCli, tinyHfModel } from "./helpers.ts";
 
 /** A tiny HF model and its f32 flash conversion in a temp dir. */

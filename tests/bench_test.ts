@@ -10,7 +10,8 @@ import {
 import { loadModel, readAllFfn } from "../core/engine.ts";
 import type { DenseFfn } from "../core/ffn.ts";
 import { FlashNaiveFfn } from "../core/ffn.ts";
-import { FlashModelFile, rewriteWithLayout } from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
+import { rewriteWithLayout } from "../core/flash_write.ts";
 import { makeSyntheticModel } from "../tools/make_model.ts";
 import { OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { Transformer } from "../core/transformer.ts";

@@ -17,7 +17,7 @@ import { convertHfToFlash } from "../core/convert.ts";
 import { type LoadedModel, loadModel, type Mode } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
-import { FlashModelFile } from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
 import { Generation } from "../core/generate.ts";
 import { HfTensorSource } from "../core/hf_model.ts";
 import { OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
@@ -25,7 +25,8 @@ import { OptTokenizer } from "../core/tokenizer.ts";
 import { Transformer } from "../core/transformer.ts";
 import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "../core/weights.ts";
 import { availableBackends, openBackend } from "../io/read_backends.ts";
-import { FlashReader, type FlashReaderOptions, type ReadBackend } from "../io/reader.ts";
+import { FlashReader, type FlashReaderOptions } from "../io/reader.ts";
+import type { ReadBackend } from "../io/read_backends.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------

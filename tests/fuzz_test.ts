@@ -16,19 +16,18 @@ import { convertHfToFlash } from "../core/convert.ts";
 import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
-import {
-  FlashModelFile,
-  parseFlashHeader,
-  PREAMBLE_BYTES,
-  rewriteWithPredictor,
-  verifyFfn,
-} from "../core/flash_format.ts";
+import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
+import { parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
+import { rewriteWithPredictor } from "../core/flash_write.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
 import { Rng } from "../core/sampler.ts";
-import { buildByteLevelVocab, OptTokenizer } from "../core/tokenizer.ts";
+import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
+import { OptTokenizer } from "../core/tokenizer.ts";
 import { crc32 } from "../io/crc32.ts";
-import { Checkpoint, parseSafetensorsHeader, writeSafetensors } from "../io/safetensors.ts";
+import { parseSafetensorsHeader } from "../io/safetensors.ts";
+import { Checkpoint } from "../io/safetensors_read.ts";
+import { writeSafetensors } from "../io/safetensors_write.ts";
 import {
   formatFuzzReport,
   type FuzzCase,

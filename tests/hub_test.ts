@@ -4,7 +4,8 @@ import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { Generation } from "../core/generate.ts";
-import { Checkpoint, writeSafetensors } from "../io/safetensors.ts";
+import { Checkpoint } from "../io/safetensors_read.ts";
+import { writeSafetensors } from "../io/safetensors_write.ts";
 import {
   downloadFile,
   type DownloadProgress,

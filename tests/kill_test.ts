@@ -16,7 +16,7 @@ import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { FlashModelFile, verifyFfn } from "../core/flash_format.ts";
+import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { exists } from "./helpers.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;

@@ -10,8 +10,13 @@ import { Buffer } from "node:buffer";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import { FlashlmError } from "../io/errors.ts";
-import { availableBackends, type BackendName, resolveBackend } from "../io/read_backends.ts";
-import { FlashReader, type ReadBackend, ReadBatch } from "../io/reader.ts";
+import {
+  availableBackends,
+  type BackendName,
+  type ReadBackend,
+  resolveBackend,
+} from "../io/read_backends.ts";
+import { FlashReader, ReadBatch } from "../io/reader.ts";
 import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------
@@ -23,19 +28,13 @@ const test: TestFn = typeof Deno !== "undefined"
   ? (name, fn) => Deno.test(name, fn)
   : (await import(bunTest)).test;
 
-/** Deterministic uniform numbers in [0, 1). */
-function rng(seed: number): () => number {
-  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
-  return () => rng.next();
-}
-
 /** A temp file of `size` pseudo-random bytes; returns its path and its bytes. */
 function randomFile(size: number, seed: number): { dir: string; path: string; bytes: Uint8Array } {
   const dir = fs.mkdtempSync(`${os.tmpdir()}/flashlm-reader-`);
   const path = `${dir}/data.bin`;
   const bytes = new Uint8Array(size); // (size)
-  const r = rng(seed);
-  for (let i = 0; i < size; i++) bytes[i] = (r() * 256) | 0;
+  const r = new Rng(seed);
+  for (let i = 0; i < size; i++) bytes[i] = (r.next() * 256) | 0;
   fs.writeFileSync(path, bytes);
   return { dir, path, bytes: new Uint8Array(fs.readFileSync(path)) }; // the sequential read
 }
@@ -68,29 +67,29 @@ function randomBatch(
   dest: Uint8Array,
   n: number,
   size: number,
-  r: () => number,
+  r: Rng,
 ): number {
   batch.clear();
   let at = 0;
   for (let k = 0; k < n; k++) {
-    const kind = r();
+    const kind = r.next();
     let length: number;
-    if (kind < 0.6) length = 1 + Math.floor(r() * 4096);
-    else if (kind < 0.95) length = 4096 + Math.floor(r() * 60000);
-    else length = 65536 + Math.floor(r() * 300_000);
+    if (kind < 0.6) length = 1 + Math.floor(r.next() * 4096);
+    else if (kind < 0.95) length = 4096 + Math.floor(r.next() * 60000);
+    else length = 65536 + Math.floor(r.next() * 300_000);
     length = Math.min(length, size);
     let offset: number;
-    const where = r();
+    const where = r.next();
     if (where < 0.05) offset = size - length; // ends exactly at EOF
     else if (where < 0.2 && k > 0) {
       // overlaps (or touches) the previous request
       const prev = batch.offsets[k - 1], prevLength = batch.lengths[k - 1];
-      offset = Math.min(size - length, prev + Math.floor(r() * (prevLength + 1)));
+      offset = Math.min(size - length, prev + Math.floor(r.next() * (prevLength + 1)));
     } else if (where < 0.3 && k > 0) {
       // right after the previous request, in the file and in the destination
       offset = Math.min(size - length, batch.offsets[k - 1] + batch.lengths[k - 1]);
-    } else offset = Math.floor(r() * (size - length + 1));
-    if (r() < 0.01) length = 0;
+    } else offset = Math.floor(r.next() * (size - length + 1));
+    if (r.next() < 0.01) length = 0;
     if (at + length > dest.length) break;
     batch.add(offset, length, dest, at);
     at += length;
@@ -129,7 +128,7 @@ for (const backend of BACKENDS) {
       assert.equal(reader.fileSize, FILE_SIZE);
       const dest = new Uint8Array(64 << 20); // (64 MiB) all requests of one batch, packed
       const batch = new ReadBatch(16);
-      const r = rng(42);
+      const r = new Rng(42);
       let reads = 0, atEof = 0, delivered = 0;
       while (reads < 10_000) {
         dest.fill(0, 0, randomBatch(batch, dest, 1000, FILE_SIZE, r));
@@ -161,7 +160,7 @@ test("every backend delivers the same bytes for the same batches", async () => {
       const reader = await FlashReader.open(path, { backend, depth: 8 });
       const dest = new Uint8Array(8 << 20);
       const batch = new ReadBatch();
-      randomBatch(batch, dest, 300, bytes.length, rng(3));
+      randomBatch(batch, dest, 300, bytes.length, new Rng(3));
       await reader.read(batch);
       reader.close();
       checkBatch(batch, dest, bytes, backend);
@@ -203,7 +202,7 @@ test("coalescing never changes the bytes delivered (vs. no coalescing), at any g
       });
       const plainReadsBefore = plain.stats.reads;
       for (let round = 0; round < 5; round++) {
-        randomBatch(batch, expected, 400, bytes.length, rng(100 + round));
+        randomBatch(batch, expected, 400, bytes.length, new Rng(100 + round));
         expected.fill(0);
         await plain.read(batch);
         for (let i = 0; i < batch.count; i++) batch.dests[i] = got;
@@ -277,7 +276,7 @@ test("contiguous requests into one contiguous destination are read straight into
 function stingyBackend(
   data: Uint8Array,
   lanes: number,
-  r: () => number,
+  r: Rng,
   list: boolean,
 ): ReadBackend {
   const inFlight = new Uint8Array(lanes);
@@ -289,7 +288,7 @@ function stingyBackend(
   ): Promise<void> => {
     await Promise.resolve();
     for (let k = 0; k < count; k++) {
-      const n = Math.min(dests[k].length, Math.floor(r() * 2 * dests[k].length)); // often short, maybe 0
+      const n = Math.min(dests[k].length, Math.floor(r.next() * 2 * dests[k].length)); // often short, maybe 0
       dests[k].set(data.subarray(offsets[k], offsets[k] + n));
       done[k] = n;
     }
@@ -305,7 +304,7 @@ function stingyBackend(
       inFlight[lane] = 1;
       await Promise.resolve(); // let the other lanes run
       inFlight[lane] = 0;
-      const n = Math.min(dest.length, data.length - offset, 1 + Math.floor(r() * 700));
+      const n = Math.min(dest.length, data.length - offset, 1 + Math.floor(r.next() * 700));
       dest.set(data.subarray(offset, offset + n));
       return n;
     },
@@ -317,12 +316,12 @@ for (const list of [false, true]) {
   test(`short reads are retried until every byte is in place (${list ? "list" : "lane"} backend)`, async () => {
     const { dir, bytes } = randomFile(256 << 10, 7);
     removeDir(dir);
-    const reader = FlashReader.fromBackend(stingyBackend(bytes, 8, rng(8), list), {
+    const reader = FlashReader.fromBackend(stingyBackend(bytes, 8, new Rng(8), list), {
       coalesceGapBytes: 64,
     });
     const dest = new Uint8Array(1 << 20);
     const batch = new ReadBatch();
-    randomBatch(batch, dest, 200, bytes.length, rng(9));
+    randomBatch(batch, dest, 200, bytes.length, new Rng(9));
     await reader.read(batch);
     checkBatch(batch, dest, bytes, "stingy");
     assert(reader.stats.reads > reader.stats.requests, "no short reads happened");

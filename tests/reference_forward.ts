@@ -5,7 +5,7 @@
  * Tests compare the engine against it ("KV-cached decoding equals a full recompute").
  */
 
-import { Checkpoint } from "../io/safetensors.ts";
+import { Checkpoint } from "../io/safetensors_read.ts";
 
 type Mat = Float32Array;
 

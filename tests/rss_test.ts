@@ -17,12 +17,9 @@ import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { loadModel } from "../core/engine.ts";
-import {
-  FlashModelFile,
-  parseFlashHeader,
-  PREAMBLE_BYTES,
-  rewriteWithPredictor,
-} from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
+import { parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
+import { rewriteWithPredictor } from "../core/flash_write.ts";
 import { Generation } from "../core/generate.ts";
 import { fixedBytes, parseBudget } from "../core/memory_plan.ts";
 import { LowRankPredictor, serializePredictor } from "../core/predictor.ts";

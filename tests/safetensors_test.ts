@@ -1,13 +1,8 @@
 import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
-import {
-  Checkpoint,
-  parseSafetensorsHeader,
-  readSafetensorsHeader,
-  readTensorF32,
-  type SafetensorsHeader,
-  writeSafetensors,
-} from "../io/safetensors.ts";
+import { parseSafetensorsHeader, type SafetensorsHeader } from "../io/safetensors.ts";
+import { Checkpoint, readSafetensorsHeader, readTensorF32 } from "../io/safetensors_read.ts";
+import { writeSafetensors } from "../io/safetensors_write.ts";
 import { Rng } from "../core/sampler.ts";
 
 // ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { NeuronStore } from "../core/neuron_store.ts";
 import { Rng } from "../core/sampler.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import type { DenseFfn } from "../core/ffn.ts";
-import { FlashModelFile } from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadResidentWeights } from "../core/weights.ts";
 import { FlashReader } from "../io/reader.ts";

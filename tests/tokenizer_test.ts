@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
-import { buildByteLevelVocab, bytesToUnicode, OptTokenizer } from "../core/tokenizer.ts";
+import { buildByteLevelVocab, bytesToUnicode } from "../core/gpt2_bpe.ts";
+import { OptTokenizer } from "../core/tokenizer.ts";
 
 // ---------------------------------------------------------------------------
 // Fixtures

@@ -29,13 +29,9 @@ import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "../core/base
 import { planFromFile, readAllFfn, sparsePredictor } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
-import {
-  type FlashHeader,
-  FlashModelFile,
-  parseFlashHeader,
-  PREAMBLE_BYTES,
-  rewriteWithLayout,
-} from "../core/flash_format.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
+import { type FlashHeader, parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
+import { rewriteWithLayout } from "../core/flash_write.ts";
 import type { ModelConfig } from "../core/config.ts";
 import { type Budget, fixedBytes, modelFootprint, planMemory } from "../core/memory_plan.ts";
 import { describeLoadRule, SparseFlashFfn } from "../core/sparse_ffn.ts";

@@ -7,14 +7,14 @@
  * @module
  */
 
-import { type TensorToWrite, writeSafetensors } from "../io/safetensors.ts";
+import { type TensorToWrite, writeSafetensors } from "../io/safetensors_write.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
 import { type ModelConfig, parseModelConfig } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import type { StorageDtype } from "../core/flash_format.ts";
 import { Rng } from "../core/sampler.ts";
 import { trainPredictor } from "../core/train/train_predictor.ts";
-import { buildByteLevelVocab } from "../core/tokenizer.ts";
+import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
 import { ffnTensorSpecs, residentTensorSpecs } from "../core/weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -202,7 +202,7 @@ export function cacheDir(): string {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { ensureDemoModel } from "./demo_model.ts";
- * import { FlashModelFile } from "../core/flash_format.ts";
+ * import { FlashModelFile } from "../core/flash_file.ts";
  * const path = await ensureDemoModel(await Deno.makeTempDir());
  * assert.ok((await FlashModelFile.open(path)).header.predictor !== undefined);
  * ```

@@ -41,9 +41,10 @@
 
 import { type ModelConfig, parseModelConfig } from "../core/config.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { type FfnLayout, type StorageDtype, writeFlashModel } from "../core/flash_format.ts";
+import type { FfnLayout, StorageDtype } from "../core/flash_format.ts";
+import { writeFlashModel } from "../core/flash_write.ts";
 import { LowRankPredictor, serializePredictor } from "../core/predictor.ts";
-import { buildByteLevelVocab } from "../core/tokenizer.ts";
+import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
 import type { LayerReport, PredictorReport } from "../core/train/train_predictor.ts";
 import { residentTensorSpecs, type TensorSource } from "../core/weights.ts";
 import { WindowStatsAccumulator } from "../core/train/window_stats.ts";

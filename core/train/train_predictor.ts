@@ -17,7 +17,8 @@ import { captureActivations, readCapturedLayer } from "./capture.ts";
 import { corpusWindows, readCorpus } from "../corpus.ts";
 import { loadModel } from "../engine.ts";
 import { FlashlmError } from "../../io/errors.ts";
-import { FlashModelFile, rewriteWithPredictor } from "../flash_format.ts";
+import { FlashModelFile } from "../flash_file.ts";
+import { rewriteWithPredictor } from "../flash_write.ts";
 import {
   defaultRanks,
   LowRankPredictor,

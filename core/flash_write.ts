@@ -1,0 +1,454 @@
+/**
+ * Writing a flashlm model file (`.flm`, the format is in `core/flash_format.ts`): plan
+ * where every section goes, stream the tokenizer, the resident tensors, the predictor
+ * and the FFN layer by layer into a temp file, then write the header with the
+ * checksums and rename the file into place. Also rewriting an open file with another
+ * predictor or FFN layout, copying the weights unchanged.
+ *
+ * @module
+ */
+
+import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
+import { crc32 } from "../io/crc32.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { f32ToF16 } from "../kernels/f16.ts";
+import { type ModelConfig, toHfConfigJson } from "./config.ts";
+import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
+import {
+  bundlesToSplitBytes,
+  decodeValues,
+  dtypeBytes,
+  type FfnLayerEntry,
+  type FfnLayout,
+  FLASH_MAGIC,
+  FLASH_VERSION,
+  type FlashHeader,
+  PREAMBLE_BYTES,
+  type PredictorPayload,
+  type PredictorSection,
+  SECTION_ALIGN,
+  type StorageDtype,
+  type StoredTensor,
+} from "./flash_format.ts";
+import { residentTensorSpecs, type TensorSource } from "./weights.ts";
+
+// ---------------------------------------------------------------------------
+// Layout planning
+
+/** Resident tensors start at multiples of this inside their section. */
+const TENSOR_ALIGN = 64;
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** What {@linkcode planLayout} needs to know. */
+interface LayoutInput {
+  config: ModelConfig;
+  dtype: StorageDtype;
+  metadata: Record<string, string>;
+  vocabLength: number;
+  mergesLength: number;
+  residentNames: Set<string>;
+  predictor: PredictorPayload | null;
+  layout: FfnLayout;
+}
+
+/** Compute every offset of the file (checksums left at 0). */
+function planLayout(input: LayoutInput): FlashHeader {
+  const { config, dtype } = input;
+  const bytes = dtypeBytes(dtype);
+  let dataStart = SECTION_ALIGN;
+  for (;;) {
+    let at = dataStart;
+    const tokenizer = {
+      offset: at,
+      vocabLength: input.vocabLength,
+      mergesLength: input.mergesLength,
+      crc32: 0,
+    };
+    at = alignUp(at + input.vocabLength + input.mergesLength, SECTION_ALIGN);
+    const residentOffset = at;
+    const tensors: StoredTensor[] = [];
+    let rel = 0;
+    for (const spec of residentTensorSpecs(config)) {
+      if (!input.residentNames.has(spec.name)) continue;
+      const length = spec.shape.reduce((a, b) => a * b, 1) * bytes;
+      tensors.push({ name: spec.name, shape: spec.shape, offset: rel, length });
+      rel = alignUp(rel + length, TENSOR_ALIGN);
+    }
+    at = alignUp(residentOffset + rel, SECTION_ALIGN);
+    let predictor: PredictorSection | undefined;
+    if (input.predictor) {
+      const p = input.predictor;
+      predictor = { offset: at, length: p.bytes.length, crc32: 0, meta: p.meta, report: p.report };
+      at = alignUp(at + p.bytes.length, SECTION_ALIGN);
+    }
+    const ffnOffset = at;
+    const bundleBytes = 2 * config.dModel * bytes;
+    const layers: FfnLayerEntry[] = [];
+    for (let l = 0; l < config.nLayers; l++) {
+      const length = config.dFfn * bundleBytes;
+      layers.push({ offset: at, length, crc32: 0 });
+      at = alignUp(at + length, SECTION_ALIGN);
+    }
+    const header: FlashHeader = {
+      format: "flashlm",
+      version: FLASH_VERSION,
+      config: toHfConfigJson(config),
+      dtype,
+      metadata: input.metadata,
+      tokenizer,
+      resident: { offset: residentOffset, length: rel, crc32: 0, tensors },
+      ...(predictor ? { predictor } : {}),
+      ffn: {
+        layout: input.layout,
+        offset: ffnOffset,
+        length: at - ffnOffset,
+        bundleBytes,
+        layers,
+      },
+    };
+    // Checksums are filled in later; size the header for the widest ones.
+    if (PREAMBLE_BYTES + headerJsonLength(header) <= dataStart) return header;
+    dataStart = alignUp(PREAMBLE_BYTES + headerJsonLength(header), SECTION_ALIGN);
+  }
+}
+
+function headerJsonLength(header: FlashHeader): number {
+  const widest = 0xffffffff;
+  const wide: FlashHeader = {
+    ...header,
+    tokenizer: { ...header.tokenizer, crc32: widest },
+    resident: { ...header.resident, crc32: widest },
+    ...(header.predictor ? { predictor: { ...header.predictor, crc32: widest } } : {}),
+    ffn: { ...header.ffn, layers: header.ffn.layers.map((l) => ({ ...l, crc32: widest })) },
+  };
+  return new TextEncoder().encode(JSON.stringify(wide)).length;
+}
+
+/** Preamble + JSON header padded with spaces to exactly `total` bytes. */
+function encodeHeader(header: FlashHeader, total: number): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const jsonLength = total - PREAMBLE_BYTES;
+  const out = new Uint8Array(total);
+  out.fill(0x20, PREAMBLE_BYTES);
+  out.set(json, PREAMBLE_BYTES);
+  out.set(new TextEncoder().encode(FLASH_MAGIC), 0);
+  const view = new DataView(out.buffer);
+  view.setUint32(8, FLASH_VERSION, true);
+  view.setUint32(12, jsonLength, true);
+  view.setUint32(16, crc32(out.subarray(PREAMBLE_BYTES)), true);
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Writing
+
+/** Everything {@linkcode writeFlashModel} writes. */
+export interface FlashModelContents {
+  /** The model's dimensions. */
+  config: ModelConfig;
+  /** Storage dtype of every weight (f16 default in the converter). */
+  dtype: StorageDtype;
+  /** Provenance strings stored in the header. */
+  metadata: Record<string, string>;
+  /** The tokenizer's vocab.json text. */
+  vocabJson: string;
+  /** The tokenizer's merges.txt text. */
+  mergesText: string;
+  /** The resident tensors (canonical names, see `residentTensorSpecs`). */
+  resident: TensorSource;
+  /** Layer `layer`'s row-column bundles, (dFfn, 2 * dModel) f32. */
+  ffnBundles: (layer: number) => Promise<Float32Array>;
+  /** The trained activation predictor, if any. */
+  predictor?: PredictorPayload | null;
+  /** FFN layout on disk; default `"row-column-bundles"` (`ffnBundles` always returns bundles). */
+  layout?: FfnLayout;
+  /** Called after each written layer. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Write a flashlm model file atomically (temp file, fsync, rename).
+ *
+ * @example Writing and reopening a tiny model
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { writeFlashModel } from "./flash_write.ts";
+ * import { residentTensorSpecs } from "./weights.ts";
+ * import { parseModelConfig } from "./config.ts";
+ * const config = parseModelConfig(JSON.stringify({ model_type: "opt", vocab_size: 8,
+ *   hidden_size: 4, ffn_dim: 8, num_hidden_layers: 1, num_attention_heads: 1,
+ *   max_position_embeddings: 4, activation_function: "relu" }), "config.json");
+ * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
+ * await writeFlashModel(path, {
+ *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   resident: {
+ *     description: "zeros",
+ *     has: (name) => names.has(name),
+ *     readF32: (_n, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+ *   },
+ *   ffnBundles: () => Promise.resolve(bundles),
+ * });
+ * const file = await FlashModelFile.open(path);
+ * assert(file.config.dFfn === 8 && file.header.ffn.bundleBytes === 32);
+ * const layer = file.header.ffn.layers[0];
+ * const stored = (await Deno.readFile(path)).subarray(layer.offset, layer.offset + layer.length);
+ * assert.deepEqual(new Float32Array(stored.slice().buffer), bundles);
+ * await Deno.remove(path);
+ * ```
+ */
+export async function writeFlashModel(path: string, contents: FlashModelContents): Promise<void> {
+  const { config, dtype } = contents;
+  const enc = new TextEncoder();
+  const vocab = enc.encode(contents.vocabJson);
+  const merges = enc.encode(contents.mergesText);
+  const residentNames = new Set(
+    residentTensorSpecs(config).map((s) => s.name).filter((n) => contents.resident.has(n)),
+  );
+  const header = planLayout({
+    config,
+    dtype,
+    metadata: contents.metadata,
+    vocabLength: vocab.length,
+    mergesLength: merges.length,
+    residentNames,
+    predictor: contents.predictor ?? null,
+    layout: contents.layout ?? "row-column-bundles",
+  });
+  const headerBytes = header.tokenizer.offset;
+
+  await atomicWriteFile(path, async (file) => {
+    // The header goes in last, once the checksums are known; reserve its place.
+    await writeAll(file, new Uint8Array(headerBytes));
+    let at = headerBytes;
+    const padTo = async (target: number): Promise<void> => {
+      if (target > at) await writeAll(file, new Uint8Array(target - at));
+      at = target;
+    };
+
+    // Tokenizer section.
+    await writeAll(file, vocab);
+    await writeAll(file, merges);
+    at += vocab.length + merges.length;
+    header.tokenizer.crc32 = crc32(merges, crc32(vocab));
+
+    // Resident section: the checksum covers its bytes including alignment padding.
+    await padTo(header.resident.offset);
+    let residentCrc = 0;
+    for (const t of header.resident.tensors) {
+      const target = header.resident.offset + t.offset;
+      if (target > at) {
+        const pad = new Uint8Array(target - at);
+        residentCrc = crc32(pad, residentCrc);
+        await padTo(target);
+      }
+      const bytes = encodeValues(await contents.resident.readF32(t.name, t.shape), dtype);
+      residentCrc = crc32(bytes, residentCrc);
+      await writeAll(file, bytes);
+      at += bytes.length;
+    }
+    const residentEnd = header.resident.offset + header.resident.length;
+    if (residentEnd > at) {
+      residentCrc = crc32(new Uint8Array(residentEnd - at), residentCrc);
+      await padTo(residentEnd);
+    }
+    header.resident.crc32 = residentCrc;
+
+    // Predictor section (resident in DRAM, beside the attention weights).
+    if (header.predictor && contents.predictor) {
+      await padTo(header.predictor.offset);
+      header.predictor.crc32 = crc32(contents.predictor.bytes);
+      await writeAll(file, contents.predictor.bytes);
+      at += contents.predictor.bytes.length;
+    }
+
+    // FFN section: one layer of row-column bundles at a time.
+    const expected = config.dFfn * 2 * config.dModel;
+    for (let l = 0; l < config.nLayers; l++) {
+      const entry = header.ffn.layers[l];
+      await padTo(entry.offset);
+      const bundles = await contents.ffnBundles(l);
+      if (bundles.length !== expected) {
+        throw new FlashlmError(
+          `layer ${l} bundles have ${bundles.length} values, expected ${expected}`,
+          { file: path, kind: "config" },
+        );
+      }
+      let bytes = encodeValues(bundles, dtype);
+      if (header.ffn.layout === "split") {
+        const split = new Uint8Array(bytes.length);
+        bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / 2);
+        bytes = split;
+      }
+      entry.crc32 = crc32(bytes);
+      await writeAll(file, bytes);
+      at += bytes.length;
+      contents.onProgress?.(l + 1, config.nLayers);
+    }
+    await padTo(header.ffn.offset + header.ffn.length);
+
+    await file.seek(0, Deno.SeekMode.Start);
+    await writeAll(file, encodeHeader(header, headerBytes));
+  });
+}
+
+/** f32 values as the bytes of the storage dtype (a view, no copy, for f32). */
+function encodeValues(values: Float32Array, dtype: StorageDtype): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  const half = new Uint16Array(values.length);
+  f32ToF16(values, half);
+  return new Uint8Array(half.buffer);
+}
+
+// ---------------------------------------------------------------------------
+// Rewriting a file (a new predictor, another FFN layout)
+
+/**
+ * Write `model` again to `outPath` (atomically; it may be `model.path`) with
+ * `predictor` stored in it (or none, when null). Weights are copied unchanged, in the
+ * same FFN layout.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { rewriteWithPredictor, writeFlashModel } from "./flash_write.ts";
+ * import { residentTensorSpecs } from "./weights.ts";
+ * import { parseModelConfig } from "./config.ts";
+ * const config = parseModelConfig(JSON.stringify({ model_type: "opt", vocab_size: 8,
+ *   hidden_size: 4, ffn_dim: 8, num_hidden_layers: 1, num_attention_heads: 1,
+ *   max_position_embeddings: 4, activation_function: "relu" }), "config.json");
+ * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
+ * await writeFlashModel(path, {
+ *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   resident: {
+ *     description: "zeros",
+ *     has: (name) => names.has(name),
+ *     readF32: (_n, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+ *   },
+ *   ffnBundles: () => Promise.resolve(bundles),
+ * });
+ * const model = await FlashModelFile.open(path);
+ * assert.equal(model.predictorBytes, null);
+ * const predictor = {
+ *   meta: { layers: [{ rank: 2, threshold: 0.5 }] },
+ *   bytes: new Uint8Array([1, 2, 3]),
+ *   report: null,
+ * };
+ * await rewriteWithPredictor(model, path, predictor);
+ * const again = await FlashModelFile.open(path);
+ * assert.deepEqual(again.predictorBytes, predictor.bytes);
+ * assert.deepEqual(again.header.predictor?.meta, predictor.meta);
+ * const layer = again.header.ffn.layers[0];
+ * const stored = (await Deno.readFile(path)).subarray(layer.offset, layer.offset + layer.length);
+ * assert.deepEqual(new Float32Array(stored.slice().buffer), bundles);
+ * await Deno.remove(path);
+ * ```
+ */
+export function rewriteWithPredictor(
+  model: FlashModelFile,
+  outPath: string,
+  predictor: PredictorPayload | null,
+): Promise<void> {
+  return rewriteFlashModel(model, outPath, predictor, model.layout);
+}
+
+/**
+ * Write `model` again to `outPath` with its FFN in `layout` (predictor, metadata and
+ * weights unchanged, plus `metadata.layoutOf` = the source path). The bench uses it to
+ * make the unbundled (`"split"`) copy that measures what bundling buys.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
+ * import { rewriteWithLayout, writeFlashModel } from "./flash_write.ts";
+ * import { residentTensorSpecs } from "./weights.ts";
+ * import { parseModelConfig } from "./config.ts";
+ * const config = parseModelConfig(JSON.stringify({ model_type: "opt", vocab_size: 8,
+ *   hidden_size: 4, ffn_dim: 8, num_hidden_layers: 1, num_attention_heads: 1,
+ *   max_position_embeddings: 4, activation_function: "relu" }), "config.json");
+ * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
+ * await writeFlashModel(path, {
+ *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   resident: {
+ *     description: "zeros",
+ *     has: (name) => names.has(name),
+ *     readF32: (_n, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+ *   },
+ *   ffnBundles: () => Promise.resolve(bundles),
+ * });
+ * const splitPath = await Deno.makeTempFile({ suffix: ".flm" });
+ * await rewriteWithLayout(await FlashModelFile.open(path), splitPath, "split");
+ * const split = await FlashModelFile.open(splitPath);
+ * assert.equal(split.layout, "split");
+ * assert.equal(split.header.metadata.layoutOf, path);
+ * const layer = split.header.ffn.layers[0];
+ * const raw = (await Deno.readFile(splitPath)).slice(layer.offset, layer.offset + layer.length);
+ * assert.deepEqual(new Float32Array(raw.buffer.slice(0, 16)), bundles.subarray(0, 4)); // fc1 row 0
+ * assert.deepEqual(new Float32Array(raw.buffer.slice(16, 32)), bundles.subarray(8, 12)); // fc1 row 1
+ * const ordered = layerAsBundles(split, raw, new Uint8Array(raw.length));
+ * assert.deepEqual(new Float32Array(ordered.buffer), bundles);
+ * await Deno.remove(path);
+ * await Deno.remove(splitPath);
+ * ```
+ */
+export function rewriteWithLayout(
+  model: FlashModelFile,
+  outPath: string,
+  layout: FfnLayout,
+): Promise<void> {
+  const p = model.header.predictor;
+  const predictor = p && model.predictorBytes
+    ? { meta: p.meta, bytes: model.predictorBytes, report: p.report }
+    : null;
+  return rewriteFlashModel(model, outPath, predictor, layout, { layoutOf: model.path });
+}
+
+/** Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC. */
+async function rewriteFlashModel(
+  model: FlashModelFile,
+  outPath: string,
+  predictor: PredictorPayload | null,
+  layout: FfnLayout,
+  extraMetadata: Record<string, string> = {},
+): Promise<void> {
+  const { dModel, dFfn } = model.config;
+  const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) one layer as stored
+  const ordered = new Uint8Array(raw.length); // the same layer as bundles
+  const bundles = new Float32Array(dFfn * 2 * dModel); // (dFfn, 2 * dModel)
+  const file = await Deno.open(model.path, { read: true });
+  try {
+    await writeFlashModel(outPath, {
+      config: model.config,
+      dtype: model.dtype,
+      metadata: { ...model.header.metadata, ...extraMetadata },
+      vocabJson: model.vocabJson,
+      mergesText: model.mergesText,
+      resident: model,
+      predictor,
+      layout,
+      ffnBundles: async (layer) => {
+        const entry = model.header.ffn.layers[layer];
+        await readExactly(file, raw, entry.offset, model.path);
+        if (crc32(raw) !== entry.crc32) {
+          throw new FlashlmError(`FFN layer ${layer} fails its checksum (the file is corrupt)`, {
+            file: model.path,
+          });
+        }
+        return decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
+      },
+    });
+  } finally {
+    file.close();
+  }
+}
