@@ -11,7 +11,6 @@ import { type CommandSpec, info, usage } from "./common.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type BackendName, BACKENDS } from "../io/read_backends.ts";
-import { childCliCommand } from "../io/runtime.ts";
 import { BENCH_CONFIGS, type BenchConfigName, runBench } from "../tools/bench.ts";
 import { benchIo, parseByteSize } from "../tools/bench_io.ts";
 
@@ -239,7 +238,6 @@ async function runModelBench(positional: string[], flags: BenchFlags): Promise<v
     readerDepth: flags.depth,
     predictor: flags.predictor,
     onLine: info,
-    childCommand: childCliCommand(), // under Bun, the children run Bun too
   });
   console.log(await Deno.readTextFile(`${out}/bench.txt`));
   console.log(`wrote ${out}/bench.json, ${out}/bench.txt and ${out}/bench.svg`);

@@ -38,7 +38,27 @@ import type { ResidentWeights } from "./weights.ts";
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { HybridFfn } from "./baselines.ts";
- * assert.equal(typeof HybridFfn.open, "function"); // see tests/bench_test.ts for a full run
+ * import { DenseFfn } from "./ffn.ts";
+ * import { readAllFfn } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { loadResidentWeights } from "./weights.ts";
+ * import { FlashReader } from "../io/reader.ts";
+ * import { makeSyntheticModel } from "../tools/make_model.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * // 2 layers, d 64, FFN 256
+ * await makeSyntheticModel(path, { shape: "tiny", sparsity: 0.9, dtype: "f32" });
+ * const file = await FlashModelFile.open(path);
+ * const resident = await loadResidentWeights(file.config, file);
+ * const dense = new DenseFfn(resident, await readAllFfn(file));
+ * const x = new Float32Array(64).map((_, i) => Math.sin(i)); // (dModel)
+ * const got = new Float32Array(64), want = new Float32Array(64); // (dModel)
+ * await dense.forward(1, x, want);
+ * const hybrid = await HybridFfn.open(file, resident, await FlashReader.open(path), [100, 100]);
+ * await hybrid.forward(1, x, got);
+ * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-4)); // the dense FFN's output
+ * assert.equal(hybrid.stats.bytesRead, (256 - 100) * file.bundleBytes); // the unpinned rest only
+ * hybrid.close();
+ * await Deno.remove(path);
  * ```
  */
 export class HybridFfn implements FfnProvider {
@@ -199,7 +219,28 @@ export function hybridPinned(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { PageCacheFfn } from "./baselines.ts";
- * assert.equal(typeof PageCacheFfn, "function"); // see tests/bench_test.ts for a full run
+ * import { DenseFfn } from "./ffn.ts";
+ * import { readAllFfn } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { loadResidentWeights } from "./weights.ts";
+ * import { FlashReader } from "../io/reader.ts";
+ * import { makeSyntheticModel } from "../tools/make_model.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * // 2 layers, d 64, FFN 256
+ * await makeSyntheticModel(path, { shape: "tiny", sparsity: 0.9, dtype: "f32" });
+ * const file = await FlashModelFile.open(path);
+ * const resident = await loadResidentWeights(file.config, file);
+ * const dense = new DenseFfn(resident, await readAllFfn(file));
+ * const x = new Float32Array(64).map((_, i) => Math.sin(i)); // (dModel)
+ * const got = new Float32Array(64), want = new Float32Array(64); // (dModel)
+ * await dense.forward(1, x, want);
+ * const cached = new PageCacheFfn(file, resident, await FlashReader.open(path), [8192, 8192]);
+ * await cached.forward(1, x, got);
+ * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-4)); // the dense FFN's output
+ * assert.equal(cached.stats.bytesRead, 256 * file.bundleBytes); // the whole layer, every token
+ * assert.equal(cached.holdBudget(), Deno.build.os === "linux"); // posix_fadvise is Linux's
+ * cached.close();
+ * await Deno.remove(path);
  * ```
  */
 export class PageCacheFfn implements FfnProvider {
@@ -264,7 +305,8 @@ export class PageCacheFfn implements FfnProvider {
  * import { adviseDontNeed } from "./baselines.ts";
  * const path = await Deno.makeTempFile();
  * await Deno.writeFile(path, new Uint8Array(8192));
- * assert.equal(typeof adviseDontNeed(path, [[0, 4096]]), "boolean");
+ * assert.equal(adviseDontNeed(path, [[0, 4096]]), Deno.build.os === "linux");
+ * assert.equal(adviseDontNeed(`${path}.missing`, [[0, 4096]]), false);
  * await Deno.remove(path);
  * ```
  */
@@ -295,7 +337,26 @@ export function adviseDontNeed(path: string, ranges: [number, number][]): boolea
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { DenseF16Ffn } from "./baselines.ts";
- * assert.equal(typeof DenseF16Ffn.open, "function"); // see tests/bench_test.ts
+ * import { DenseFfn } from "./ffn.ts";
+ * import { readAllFfn } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { loadResidentWeights } from "./weights.ts";
+ * import { FlashReader } from "../io/reader.ts";
+ * import { makeSyntheticModel } from "../tools/make_model.ts";
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * // 2 layers, d 64, FFN 256
+ * await makeSyntheticModel(path, { shape: "tiny", sparsity: 0.9, dtype: "f16" });
+ * const file = await FlashModelFile.open(path);
+ * const resident = await loadResidentWeights(file.config, file);
+ * const dense = new DenseFfn(resident, await readAllFfn(file));
+ * const x = new Float32Array(64).map((_, i) => Math.sin(i)); // (dModel)
+ * const got = new Float32Array(64), want = new Float32Array(64); // (dModel)
+ * await dense.forward(1, x, want);
+ * const held = await DenseF16Ffn.open(file, resident);
+ * await held.forward(1, x, got);
+ * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-3)); // the same weights, decoded
+ * assert.equal(held.stats.bytesRead, 0); // nothing read while generating
+ * await Deno.remove(path);
  * ```
  */
 export class DenseF16Ffn implements FfnProvider {

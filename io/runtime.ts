@@ -41,7 +41,7 @@ export function runtimeName(): RuntimeName {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { ffiAllowed } from "./runtime.ts";
- * assert.equal(typeof ffiAllowed(), "boolean");
+ * assert.equal(ffiAllowed(), true); // doc examples run with -A, which allows FFI
  * ```
  */
 export function ffiAllowed(): boolean {
@@ -51,24 +51,6 @@ export function ffiAllowed(): boolean {
   } catch {
     return false;
   }
-}
-
-/**
- * The command that runs flashlm's CLI in a child process of this runtime when it is not
- * Deno (under Bun: this Bun on `bun.ts`); `undefined` in Deno, where callers run
- * `Deno.execPath()` on `cli.ts`.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { childCliCommand } from "./runtime.ts";
- * assert.equal(childCliCommand(), undefined); // in Deno
- * ```
- */
-export function childCliCommand(): string[] | undefined {
-  if (runtimeName() === "deno") return undefined;
-  const node = (globalThis as { process?: { execPath: string } }).process;
-  return [node?.execPath ?? "bun", new URL("../bun.ts", import.meta.url).pathname];
 }
 
 // ---------------------------------------------------------------------------

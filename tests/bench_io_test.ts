@@ -2,14 +2,10 @@
 
 import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
-import {
-  benchIo,
-  type BenchIoReport,
-  ensureBenchFile,
-  FIO_SOURCES,
-  formatBenchIoTable,
-  parseByteSize,
-} from "../tools/bench_io.ts";
+import { benchIo, ensureBenchFile } from "../tools/bench_io.ts";
+import { FIO_SOURCES } from "../tools/bench_io_fio.ts";
+import { type BenchIoReport, formatBenchIoTable } from "../tools/bench_io_report.ts";
+import { parseByteSize } from "../tools/byte_size.ts";
 import { evictFromPageCache, residentFraction } from "../io/page_cache.ts";
 import { availableBackends } from "../io/read_backends.ts";
 import { barChart, lineChart } from "../tools/svg_chart.ts";

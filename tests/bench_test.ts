@@ -1,12 +1,9 @@
 import { strict as assert } from "node:assert";
 import { HybridFfn } from "../core/baselines.ts";
-import {
-  BENCH_CONFIGS,
-  benchChart,
-  type BenchReport,
-  formatBenchReport,
-  runConfiguration,
-} from "../tools/bench.ts";
+import { runBench } from "../tools/bench.ts";
+import { BENCH_CONFIGS } from "../tools/bench_configs.ts";
+import { runConfiguration } from "../tools/bench_configuration.ts";
+import { benchChart, type BenchReport, formatBenchReport } from "../tools/bench_report.ts";
 import { loadModel, readAllFfn } from "../core/engine.ts";
 import type { DenseFfn } from "../core/ffn.ts";
 import { FlashNaiveFfn } from "../core/ffn.ts";
@@ -313,6 +310,38 @@ Deno.test("bench <model> runs configurations in child processes and writes the t
     assert.equal(formatBenchReport(report), await Deno.readTextFile(`${out}/bench.txt`));
     assert.equal(benchChart(report), svg);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runBench runs each configuration in a child of this runtime, whatever the working directory", async () => {
+  const { dir, model } = await fixture(0.9);
+  const cwd = Deno.cwd();
+  try {
+    Deno.chdir(dir); // no deno.json here: the child finds flashlm's own from its script
+    const lines: string[] = [];
+    const report = await runBench({
+      model,
+      memory: { kind: "ffn-percent", percent: 50 },
+      tokens: 2,
+      prompt: "a b c",
+      outDir: `${dir}/bench`,
+      configs: ["naive", "flashlm"],
+      onLine: (line) => lines.push(line),
+    });
+    assert.deepEqual(report.results.map((r) => r.skipped), [undefined, undefined]);
+    const [naive, flashlm] = report.results;
+    const file = await FlashModelFile.open(model);
+    assert.equal(naive.perToken.bytes, file.header.ffn.layers.reduce((a, l) => a + l.length, 0));
+    assert(flashlm.perToken.bytes < naive.perToken.bytes, "flashlm reads less than naive");
+    assert.equal(naive.ratioToNaive, 1);
+    assert(lines.some((l) => /^ {2}flashlm: .* ms\/token/.test(l)), lines.join("\n"));
+    assert.equal(
+      await Deno.readTextFile(`${dir}/bench/bench.txt`),
+      formatBenchReport(report),
+    );
+  } finally {
+    Deno.chdir(cwd);
     await Deno.remove(dir, { recursive: true });
   }
 });

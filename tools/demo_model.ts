@@ -161,8 +161,13 @@ async function writeText(path: string, text: string): Promise<void> {
 // ---------------------------------------------------------------------------
 // The embedded demo model
 
-/** Version of the demo model; bump it when its recipe changes so caches rebuild. */
-const DEMO_VERSION = 4; // 3: fc1 of rank 8 (a predictable FFN); load curves in the report; 4: recall curves
+/**
+ * Version of the demo model's recipe (its shape, weights, predictor training and what
+ * the file stores). It is part of the cached file's name (`demo-v<version>-<dtype>.flm`),
+ * so bumping it when the recipe changes makes every cache build the new model instead of
+ * reading an old one.
+ */
+const DEMO_VERSION = 4;
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,

@@ -16,6 +16,8 @@ import { Generation } from "../../core/generate.ts";
 import { availableBackends } from "../../io/read_backends.ts";
 import { FlashReader, ReadBatch } from "../../io/reader.ts";
 import { runtimeName } from "../../io/runtime.ts";
+import { runBench } from "../../tools/bench.ts";
+import { makeSyntheticModel } from "../../tools/make_model.ts";
 import { tinyHfModel } from "../helpers.ts";
 
 /** Run bun.ts (the CLI) in a child Bun; returns exit code, stdout and stderr. */
@@ -172,4 +174,29 @@ Deno.test("the CLI under Bun reports a missing model in one line with exit code 
   assert.equal(out.code, 1);
   assert.equal(out.stderr.trim().split("\n").length, 1, out.stderr);
   assert.match(out.stderr, /\/nonexistent\/model\.flm/);
+});
+
+// ---------------------------------------------------------------------------
+// The bench under Bun
+
+Deno.test("the bench under Bun runs each configuration in a Bun child, which reads with node-fs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flashlm-bun-bench-" });
+  try {
+    const model = `${dir}/tiny.flm`;
+    await makeSyntheticModel(model, { shape: "tiny", sparsity: 0.9, dtype: "f32" });
+    const report = await runBench({
+      model,
+      memory: { kind: "ffn-percent", percent: 50 },
+      tokens: 1,
+      prompt: "a b",
+      outDir: `${dir}/bench`,
+      configs: ["naive"],
+    });
+    const [naive] = report.results;
+    assert.equal(naive.skipped, undefined);
+    assert.equal(naive.backend, "node-fs"); // the reader Bun has: the child ran under Bun
+    assert.equal(naive.perToken.bytes, 2 * 256 * 2 * 64 * 4); // every FFN bundle, f32
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
