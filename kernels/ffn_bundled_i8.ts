@@ -1,12 +1,13 @@
 /**
- * The flash FFN over int8 row-column bundles, as read from flash. A bundle is
- * `[up_r (d int8) | down_r (d int8) | upScale (f32) | downScale (f32)]`, `2d + 8` bytes:
- * the fc1 row and the fc2 column each carry their own absmax scale (see
- * `quantizeRowsI8`), so one contiguous read still fetches one neuron.
+ * The flash FFN over int8 row-column bundles, as read from flash. A bundle is two halves,
+ * `[up_r (d int8) | upScale_r (f32) | down_r (d int8) | downScale_r (f32)]`, `2d + 8`
+ * bytes: the fc1 row and the fc2 column each carry their own absmax scale (see
+ * `quantizeRowsI8`), so one contiguous read still fetches one neuron, and each half
+ * stands alone (the unbundled layout stores the halves apart).
  *
  * `out = sum_r relu(upScale_r * dot(up_r, x) + bias[r]) * downScale_r * down_r`.
  * The kernels take two views of the same bytes: `q` (int8) and `s` (float32, for the
- * scales; `d` must be a multiple of 4 so every row's scales are 4-byte aligned).
+ * scales; `d` must be a multiple of 4 so every scale is 4-byte aligned).
  *
  * @module
  */
@@ -14,7 +15,7 @@
 // ---------------------------------------------------------------------------
 // Layout
 
-/** Bytes of one int8 bundle of width `d`: two int8 vectors and two f32 scales. */
+/** Bytes of one int8 bundle of width `d`: two halves of `d` int8 values and one f32 scale. */
 export function i8BundleBytes(d: number): number {
   return 2 * d + 8;
 }
@@ -35,8 +36,10 @@ export function i8BundleBytes(d: number): number {
  * import { ffnBundledI8Naive, i8BundleBytes } from "./ffn_bundled_i8.ts";
  * const bytes = new ArrayBuffer(i8BundleBytes(4)); // (1, 16)
  * const q = new Int8Array(bytes), s = new Float32Array(bytes);
- * q.set([1, 1, 0, 0, 1, 0, 0, -1]);
- * s[2] = 0.5; s[3] = 2;
+ * q.set([1, 1, 0, 0], 0); // up
+ * s[1] = 0.5; // upScale
+ * q.set([1, 0, 0, -1], 8); // down
+ * s[3] = 2; // downScale
  * const out = new Float32Array(4);
  * ffnBundledI8Naive(out, q, s, new Float32Array([0]), new Float32Array([2, 4, 9, 9]), 1, 4);
  * assert.deepEqual([...out], [6, 0, 0, -6]);
@@ -56,15 +59,14 @@ export function ffnBundledI8Naive(
   for (let i = 0; i < d; i++) out[i] = 0;
   let active = 0;
   for (let r = 0; r < numRows; r++) {
-    const up = r * stride; // start of up_r in q
-    const down = up + d; // start of down_r in q
-    const scales = (up + 2 * d) / 4; // upScale_r, downScale_r in s
+    const up = r * stride; // start of up_r in q; upScale_r follows it
+    const down = up + d + 4; // start of down_r in q; downScale_r follows it
     let dot = 0;
     for (let i = 0; i < d; i++) dot += q[up + i] * x[i];
-    let a = bias[r] + s[scales] * dot;
+    let a = bias[r] + s[(up + d) / 4] * dot;
     if (a > 0) {
       active++;
-      const ad = a * s[scales + 1];
+      const ad = a * s[(down + d) / 4];
       for (let i = 0; i < d; i++) out[i] += ad * q[down + i];
     } else {
       a = 0;
@@ -90,8 +92,10 @@ export function ffnBundledI8Naive(
  * import { ffnBundledI8, i8BundleBytes } from "./ffn_bundled_i8.ts";
  * const bytes = new ArrayBuffer(i8BundleBytes(4)); // (1, 16)
  * const q = new Int8Array(bytes), s = new Float32Array(bytes);
- * q.set([1, 1, 0, 0, 1, 0, 0, -1]);
- * s[2] = 0.5; s[3] = 2;
+ * q.set([1, 1, 0, 0], 0); // up
+ * s[1] = 0.5; // upScale
+ * q.set([1, 0, 0, -1], 8); // down
+ * s[3] = 2; // downScale
  * const out = new Float32Array(4);
  * ffnBundledI8(out, q, s, new Float32Array([0]), new Float32Array([2, 4, 9, 9]), 1, 4);
  * assert.deepEqual([...out], [6, 0, 0, -6]);
@@ -114,7 +118,7 @@ export function ffnBundledI8(
   let active = 0;
   let r = 0;
   for (; r < rows4; r += 4) {
-    const u0 = r * stride; // start of up_r in q; down_r at u0 + d; scales at (u0 + 2d) / 4 in s
+    const u0 = r * stride; // start of up_r in q; upScale_r at (u0 + d) / 4 in s; down_r at u0 + d + 4
     const u1 = u0 + stride;
     const u2 = u1 + stride;
     const u3 = u2 + stride;
@@ -134,14 +138,15 @@ export function ffnBundledI8(
       s2 += q[u2 + i] * xi;
       s3 += q[u3 + i] * xi;
     }
-    const a0 = reluScalar(bias[r] + s[(u0 + 2 * d) >> 2] * s0);
-    const a1 = reluScalar(bias[r + 1] + s[(u1 + 2 * d) >> 2] * s1);
-    const a2 = reluScalar(bias[r + 2] + s[(u2 + 2 * d) >> 2] * s2);
-    const a3 = reluScalar(bias[r + 3] + s[(u3 + 2 * d) >> 2] * s3);
-    if (a0 > 0) active += axpyI8(out, a0 * s[((u0 + 2 * d) >> 2) + 1], q, u0 + d, d);
-    if (a1 > 0) active += axpyI8(out, a1 * s[((u1 + 2 * d) >> 2) + 1], q, u1 + d, d);
-    if (a2 > 0) active += axpyI8(out, a2 * s[((u2 + 2 * d) >> 2) + 1], q, u2 + d, d);
-    if (a3 > 0) active += axpyI8(out, a3 * s[((u3 + 2 * d) >> 2) + 1], q, u3 + d, d);
+    const a0 = reluScalar(bias[r] + s[(u0 + d) >> 2] * s0);
+    const a1 = reluScalar(bias[r + 1] + s[(u1 + d) >> 2] * s1);
+    const a2 = reluScalar(bias[r + 2] + s[(u2 + d) >> 2] * s2);
+    const a3 = reluScalar(bias[r + 3] + s[(u3 + d) >> 2] * s3);
+    const half = d + 4; // bytes of one half-bundle: values and scale
+    if (a0 > 0) active += axpyI8(out, a0 * s[(u0 + half + d) >> 2], q, u0 + half, d);
+    if (a1 > 0) active += axpyI8(out, a1 * s[(u1 + half + d) >> 2], q, u1 + half, d);
+    if (a2 > 0) active += axpyI8(out, a2 * s[(u2 + half + d) >> 2], q, u2 + half, d);
+    if (a3 > 0) active += axpyI8(out, a3 * s[(u3 + half + d) >> 2], q, u3 + half, d);
     if (act) {
       act[r] = a0;
       act[r + 1] = a1;
@@ -153,8 +158,8 @@ export function ffnBundledI8(
     const u = r * stride;
     let dot = 0;
     for (let i = 0; i < d; i++) dot += q[u + i] * x[i];
-    const a = reluScalar(bias[r] + s[(u + 2 * d) >> 2] * dot);
-    if (a > 0) active += axpyI8(out, a * s[((u + 2 * d) >> 2) + 1], q, u + d, d);
+    const a = reluScalar(bias[r] + s[(u + d) >> 2] * dot);
+    if (a > 0) active += axpyI8(out, a * s[(u + 2 * d + 4) >> 2], q, u + d + 4, d);
     if (act) act[r] = a;
   }
   return active;

@@ -124,11 +124,10 @@ Deno.test("ffnBundledI8 equals its reference and the f32 kernel on dequantized b
     for (let r = 0; r < numRows; r++) {
       for (let half = 0; half < 2; half++) {
         const values = uniform(rng, d);
-        quantizeRowsI8(values, 0, 1, d, q, r * stride + half * d, scale, 0);
-        s[(r * stride + 2 * d) / 4 + half] = scale[0];
-        for (let i = 0; i < d; i++) {
-          float[r * 2 * d + half * d + i] = q[r * stride + half * d + i] * scale[0];
-        }
+        const at = r * stride + half * (d + 4); // this half: d values, then the scale
+        quantizeRowsI8(values, 0, 1, d, q, at, scale, 0);
+        s[(at + d) / 4] = scale[0];
+        for (let i = 0; i < d; i++) float[r * 2 * d + half * d + i] = q[at + i] * scale[0];
       }
     }
     const x = uniform(rng, d), bias = uniform(rng, numRows, 0.3);
