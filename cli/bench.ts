@@ -11,8 +11,10 @@ import { type CommandSpec, info, usage } from "./common.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type BackendName, BACKENDS } from "../io/read_backends.ts";
-import { BENCH_CONFIGS, type BenchConfigName, runBench } from "../tools/bench.ts";
-import { benchIo, parseByteSize } from "../tools/bench_io.ts";
+import { BENCH_CONFIGS, type BenchConfigName } from "../tools/bench_configs.ts";
+import { runBench } from "../tools/bench.ts";
+import { benchIo } from "../tools/bench_io.ts";
+import { parseByteSize } from "../tools/byte_size.ts";
 
 /** Usage, summary, examples and flags of `bench` (both forms). */
 export const spec = {

@@ -7,7 +7,8 @@
 
 import type { ParsedFlags } from "./args.ts";
 import { type CommandSpec, info, progress, usage } from "./common.ts";
-import { DownloadProgressBar, pullModel } from "../tools/hub.ts";
+import { DownloadProgressBar } from "../tools/hub_progress.ts";
+import { pullModel } from "../tools/hub.ts";
 
 /** Usage, summary, examples and flags of `pull`. */
 export const spec = {

@@ -50,17 +50,6 @@ import { runInChild } from "./bench_child.ts";
 import { loadAverage, memAvailable } from "./bench_probes.ts";
 import { benchChart, type BenchReport, formatBenchReport } from "./bench_report.ts";
 
-export {
-  BENCH_CONFIGS,
-  type BenchConfigName,
-  type BenchConfigSpec,
-  type ConfigResult,
-  type ConfigRunSpec,
-  type PerToken,
-} from "./bench_configs.ts";
-export { runConfiguration } from "./bench_configuration.ts";
-export { benchChart, type BenchReport, formatBenchReport } from "./bench_report.ts";
-
 // ---------------------------------------------------------------------------
 // The whole run
 

@@ -45,16 +45,6 @@ import {
   writeBenchIoReport,
 } from "./bench_io_report.ts";
 
-export { formatByteSize, parseByteSize } from "./byte_size.ts";
-export {
-  type BenchPoint,
-  BUN_SOURCE,
-  measureRandomReads,
-  type RandomReadsOptions,
-} from "./bench_io_point.ts";
-export { FIO_SOURCES, fioArgs } from "./bench_io_fio.ts";
-export { type BenchIoReport, formatBenchIoTable } from "./bench_io_report.ts";
-
 // ---------------------------------------------------------------------------
 // The test file
 

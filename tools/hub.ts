@@ -20,21 +20,6 @@ import {
   removeIfPresent,
 } from "./hub_download.ts";
 
-export {
-  downloadFile,
-  type DownloadOptions,
-  type DownloadProgress,
-  type DownloadResult,
-  hubEndpoint,
-  hubFileUrl,
-  sha256File,
-} from "./hub_download.ts";
-export {
-  DownloadProgressBar,
-  formatDownloadProgress,
-  type ProgressBarOptions,
-} from "./hub_progress.ts";
-
 // ---------------------------------------------------------------------------
 // Where things are
 
