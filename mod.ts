@@ -1,60 +1,90 @@
 /**
  * flashlm: run language models whose weights do not fit in memory, by the method of
  * *LLM in a Flash* (Alizadeh et al., ACL 2024). Attention, embeddings and the KV cache
- * stay in DRAM; the FFN streams from flash as row-column bundles.
+ * stay in DRAM; the FFN streams from flash as row-column bundles, guided by a low-rank
+ * predictor of each token's active neurons and a window of recent neurons kept in DRAM.
  *
- * This module only re-exports; each file documents one mechanism.
+ * This module is the curated API: load and generate, convert and pull checkpoints,
+ * train the predictor, evaluate, plan a DRAM budget, and the pieces of the method for
+ * reading and teaching. The kernels have their own entry point (`@flashlm/flashlm/kernels`).
  *
- * @example Convert a Hugging Face OPT checkpoint and generate from flash
- * ```ts ignore
- * import { convertHfToFlash, Generation, loadModel } from "@flashlm/flashlm";
- * await convertHfToFlash("opt-125m/", "opt-125m.flm");
- * const model = await loadModel("opt-125m.flm", { mode: "naive" });
- * for await (const token of new Generation(model, "The capital of France is")) {
- *   console.log(token.text);
+ * @example Generate four tokens from the demo model, streaming its FFN from flash
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ensureDemoModel, Generation, loadModel } from "./mod.ts";
+ * const model = await loadModel(await ensureDemoModel(), { mode: "naive" });
+ * const ids: number[] = [];
+ * for await (const token of new Generation(model, "Once upon a time", { maxTokens: 4 })) {
+ *   ids.push(token.id);
  * }
  * model.close();
+ * assert.equal(ids.length, 4);
  * ```
  *
  * @module
  */
 
-export * from "./io/errors.ts";
-export * from "./core/config.ts";
-export * from "./core/tokenizer.ts";
-export { buildByteLevelVocab, bytesToUnicode } from "./core/gpt2_bpe.ts";
-export * from "./core/weights.ts";
-export * from "./core/hf_model.ts";
-export * from "./core/bundling.ts";
-export * from "./core/flash_format.ts";
-export * from "./core/flash_file.ts";
-export * from "./core/flash_write.ts";
-export * from "./core/convert.ts";
-export * from "./core/ffn.ts";
-export * from "./core/transformer.ts";
-export * from "./core/engine.ts";
-export * from "./core/sampler.ts";
-export * from "./core/generate.ts";
-export * from "./tools/demo_model.ts";
-export * from "./core/memory_plan.ts";
-export * from "./core/neuron_store.ts";
-export * from "./core/window.ts";
-export * from "./core/predictor.ts";
-export * from "./core/sparse_ffn.ts";
-export * from "./core/train/train_predictor.ts";
-export * from "./core/baselines.ts";
-export * from "./tools/bench.ts";
-export * from "./tools/make_model.ts";
-export * from "./io/reader.ts";
-export * from "./io/read_backends.ts";
-export { ffiAllowed, type RuntimeName, runtimeName } from "./io/runtime.ts";
-export * from "./io/page_cache.ts";
-export * from "./tools/bench_io.ts";
-export * from "./tools/svg_chart.ts";
-export * from "./io/safetensors.ts";
-export * from "./io/safetensors_read.ts";
-export * from "./io/safetensors_write.ts";
-export * from "./io/atomic_write.ts";
-export * from "./io/crc32.ts";
-export * from "./tools/hub.ts";
-export * from "./kernels/mod.ts";
+// Loading and generating
+export { type LoadedModel, loadModel, type LoadOptions, type Mode } from "./core/engine.ts";
+export {
+  type GeneratedToken,
+  type GenerateOptions,
+  Generation,
+  type GenerationStats,
+  type TokenTelemetry,
+} from "./core/generate.ts";
+export type { SamplerOptions } from "./core/sampler.ts";
+export { Transformer } from "./core/transformer.ts";
+export type { LayerWeights, ResidentWeights } from "./core/weights.ts";
+export type { FfnProvider, FfnStats } from "./core/ffn.ts";
+export type { ModelConfig } from "./core/config.ts";
+export { OptTokenizer, TokenStreamDecoder } from "./core/tokenizer.ts";
+
+// Checkpoints: Hugging Face directories, the hub
+export { convertHfToFlash, type ConvertOptions } from "./core/convert.ts";
+export type { StorageDtype } from "./core/flash_format.ts";
+export { pullModel, type PullOptions } from "./tools/hub.ts";
+export type { DownloadOptions, DownloadProgress } from "./tools/hub_download.ts";
+
+// Training the predictor, evaluating the sparse model
+export {
+  type LayerReport,
+  type PredictorReport,
+  trainPredictor,
+  type TrainPredictorOptions,
+} from "./core/train/train_predictor.ts";
+export {
+  type EvalOptions,
+  type EvalResult,
+  evaluate,
+  formatEvalReport,
+  perplexity,
+  type PerplexityResult,
+} from "./core/eval.ts";
+
+// The DRAM budget
+export {
+  type Budget,
+  describePlan,
+  type LoadCurve,
+  type MemoryPlan,
+  type ModelFootprint,
+  parseBudget,
+  type PlanInput,
+  planMemory,
+  type WindowStats,
+} from "./core/memory_plan.ts";
+export type { PredictorMetrics } from "./core/predictor.ts";
+
+// Reading from flash
+export { FlashReader, ReadBatch, type ReadStats } from "./io/reader.ts";
+
+// Errors
+export { FlashlmError, type FlashlmErrorKind } from "./io/errors.ts";
+
+// Synthetic models
+export {
+  buildSyntheticHfModel,
+  ensureDemoModel,
+  type SyntheticModelOptions,
+} from "./tools/demo_model.ts";

@@ -25,3 +25,8 @@ export * from "./softmax.ts";
 export * from "./activations.ts";
 export * from "./attention.ts";
 export * from "./ffn_bundled.ts";
+export * from "./matvec_f16.ts";
+export * from "./matvec_i8.ts";
+export * from "./ffn_bundled_f16.ts";
+export * from "./ffn_bundled_i8.ts";
+export * from "./weights.ts";
