@@ -26,14 +26,18 @@ export interface ConvertOptions {
  *
  * @example
  * ```ts
+ * import { strict as assert } from "node:assert";
  * import { convertHfToFlash } from "./convert.ts";
- * const src = "../shared/models/tiny-opt-wikitext2";
- * const out = await Deno.makeTempFile({ suffix: ".flm" });
- * try {
- *   await convertHfToFlash(src, out, { dtype: "f16" });
- * } catch {
- *   // the shared model is not on this machine
- * }
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * await convertHfToFlash(dir, `${dir}/model.flm`, { dtype: "f16" });
+ * const file = await FlashModelFile.open(`${dir}/model.flm`);
+ * assert.equal(file.dtype, "f16");
+ * assert.equal(file.config.dFfn, 32);
+ * assert.equal(file.header.ffn.layers.length, 1);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function convertHfToFlash(

@@ -168,8 +168,29 @@ export class DenseFfn implements FfnProvider {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FlashNaiveFfn } from "./ffn.ts";
- * assert(typeof FlashNaiveFfn === "function");
+ * import { DenseFfn, FlashNaiveFfn } from "./ffn.ts";
+ * import { convertHfToFlash } from "./convert.ts";
+ * import { FlashModelFile } from "./flash_format.ts";
+ * import { HfTensorSource } from "./hf_model.ts";
+ * import { loadDenseFfnWeights, loadResidentWeights } from "./weights.ts";
+ * import { FlashReader } from "../io/reader.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * await convertHfToFlash(dir, `${dir}/model.flm`, { dtype: "f32" });
+ * const file = await FlashModelFile.open(`${dir}/model.flm`);
+ * const resident = await loadResidentWeights(file.config, file);
+ * const naive = new FlashNaiveFfn(file, resident, await FlashReader.open(file.path));
+ * const source = await HfTensorSource.open(dir);
+ * const dense = new DenseFfn(resident, await loadDenseFfnWeights(file.config, source));
+ * const x = Float32Array.from({ length: 16 }, (_, i) => Math.sin(i));
+ * const fromFlash = new Float32Array(16), fromDram = new Float32Array(16);
+ * await naive.forward(0, x, fromFlash);
+ * await dense.forward(0, x, fromDram);
+ * assert.ok(fromFlash.every((v, i) => Math.abs(v - fromDram[i]) < 1e-5), "f32 storage: same output");
+ * assert.equal(naive.stats.bytesRead, 32 * 2 * 16 * 4, "the whole layer was read");
+ * naive.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class FlashNaiveFfn implements FfnProvider {

@@ -75,13 +75,28 @@ export interface GenerationStats {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { Generation } from "./generate.ts";
- * import type { LoadedModel } from "./engine.ts";
- * const run = async (model: LoadedModel): Promise<string> => {
+ * import { loadModel } from "./engine.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const model = await loadModel(dir, { mode: "dense" });
+ * const run = async (): Promise<{ ids: number[]; text: string }> => {
+ *   const ids: number[] = [];
  *   let text = "";
- *   for await (const token of new Generation(model, "Hello", { maxTokens: 8 })) text += token.text;
- *   return text;
+ *   const generation = new Generation(model, "Hello", { maxTokens: 8, stopAtEos: false });
+ *   for await (const token of generation) {
+ *     ids.push(token.id);
+ *     text += token.text;
+ *   }
+ *   assert.equal(generation.stats.generatedTokens, 8);
+ *   return { ids, text };
  * };
- * assert(typeof run === "function");
+ * const first = await run();
+ * assert.equal(first.ids.length, 8);
+ * assert.equal(first.text, model.tokenizer.decode(first.ids), "streamed text = decoded ids");
+ * assert.deepEqual(await run(), first, "greedy: the same prompt gives the same tokens");
+ * model.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class Generation implements AsyncIterable<GeneratedToken> {

@@ -24,13 +24,16 @@ import type { TensorSource } from "./weights.ts";
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { HfTensorSource } from "./hf_model.ts";
- * const dir = "../shared/models/tiny-opt-wikitext2";
- * try {
- *   const source = await HfTensorSource.open(dir);
- *   assert(source.has("layers.0.fc1.weight"));
- * } catch {
- *   // the shared model is not on this machine
- * }
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * const shape = { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 };
+ * await buildSyntheticHfModel(dir, { ...shape, prefix: "decoder." }); // as some checkpoints name them
+ * const source = await HfTensorSource.open(dir);
+ * assert.equal(source.prefix, "decoder.");
+ * assert.ok(source.has("layers.0.fc1.weight"));
+ * assert.equal((await source.readF32("layers.0.fc1.weight", [32, 16])).length, 32 * 16);
+ * await assert.rejects(source.readF32("layers.0.fc1.weight", [16, 32]), /config\.json implies/);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class HfTensorSource implements TensorSource {
@@ -124,12 +127,15 @@ export interface HfModelFiles {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { openHfModel } from "./hf_model.ts";
- * try {
- *   const hf = await openHfModel("../shared/models/tiny-opt-wikitext2");
- *   assert(hf.config.architecture === "opt");
- * } catch {
- *   // the shared model is not on this machine
- * }
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const hf = await openHfModel(dir);
+ * assert.equal(hf.config.architecture, "opt");
+ * assert.equal(hf.config.dFfn, 32);
+ * assert.equal(JSON.parse(hf.vocabJson)["</s>"], 2);
+ * assert.ok(hf.source.has("layers.0.fc2.weight"));
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function openHfModel(dir: string): Promise<HfModelFiles> {

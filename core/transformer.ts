@@ -51,9 +51,27 @@ interface RunState {
  * @example Running a token through a model
  * ```ts
  * import { strict as assert } from "node:assert";
- * import type { Transformer } from "./transformer.ts";
- * const nextLogits = async (t: Transformer): Promise<Float32Array> => await t.forward(2, 0);
- * assert(typeof nextLogits === "function");
+ * import { Transformer } from "./transformer.ts";
+ * import { DenseFfn } from "./ffn.ts";
+ * import { HfTensorSource } from "./hf_model.ts";
+ * import { loadModelConfig } from "./config.ts";
+ * import { loadDenseFfnWeights, loadResidentWeights } from "./weights.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * const config = await loadModelConfig(dir);
+ * const source = await HfTensorSource.open(dir);
+ * const resident = await loadResidentWeights(config, source);
+ * const ffn = new DenseFfn(resident, await loadDenseFfnWeights(config, source));
+ * const model = new Transformer(resident, ffn, 8);
+ * const first = (await model.forward(2, 0)).slice(); // </s> at position 0
+ * assert.equal(first.length, config.vocabSize);
+ * assert.ok(first.every(Number.isFinite));
+ * const second = await model.forward(100, 1);
+ * assert.ok(second.some((v, i) => v !== first[i]), "the next position's logits differ");
+ * assert.deepEqual(await model.forward(2, 0), first, "position 0 again gives the same logits");
+ * model.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class Transformer {

@@ -15,7 +15,7 @@
  *
  * @example Clamping negatives
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { reluNaive } from "./activations.ts";
  * const x = new Float32Array([-1, 0, 2]);
  * reluNaive(x, 3);
@@ -35,7 +35,7 @@ export function reluNaive(x: Float32Array, n: number): void {
  *
  * @example Clamping negatives
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { relu } from "./activations.ts";
  * const x = new Float32Array([-1, 0, 2, -3, 5]);
  * relu(x, 5);
@@ -69,7 +69,7 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
  *
  * @example GELU of 0 is 0, of a large value is about the value
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { geluNaive } from "./activations.ts";
  * const x = new Float32Array([0, 10, -10]);
  * geluNaive(x, 3);
@@ -91,7 +91,7 @@ export function geluNaive(x: Float32Array, n: number): void {
  *
  * @example GELU of 0 is 0, of a large value is about the value
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { gelu } from "./activations.ts";
  * const x = new Float32Array([0, 10, -10]);
  * gelu(x, 3);

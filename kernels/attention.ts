@@ -22,7 +22,7 @@ import { softmax, softmaxNaive } from "./softmax.ts";
  *
  * @example With one position, the output is that position's value
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { attentionNaive } from "./attention.ts";
  * const q = new Float32Array([1, 0, 0, 1]); // (2 heads * 2)
  * const k = new Float32Array([1, 2, 3, 4]); // (1, 4)
@@ -78,7 +78,7 @@ export function attentionNaive(
  *
  * @example With one position, the output is that position's value
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { attention } from "./attention.ts";
  * const q = new Float32Array([1, 0, 0, 1]); // (2 heads * 2)
  * const k = new Float32Array([1, 2, 3, 4]); // (1, 4)

@@ -37,7 +37,7 @@ function f32ToBits(x: number): number {
  *
  * @example Decoding 1.0, -2.0 and the smallest subnormal
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f16BitsToF32 } from "./f16.ts";
  * assert(f16BitsToF32(0x3c00) === 1);
  * assert(f16BitsToF32(0xc000) === -2);
@@ -77,7 +77,7 @@ export function f16BitsToF32(h: number): number {
  *
  * @example Encoding a few values
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f32ToF16Bits } from "./f16.ts";
  * assert(f32ToF16Bits(1) === 0x3c00);
  * assert(f32ToF16Bits(-2) === 0xc000);
@@ -124,7 +124,7 @@ export function f32ToF16Bits(x: number): number {
  *
  * @example Decoding three halves
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f16ToF32Naive } from "./f16.ts";
  * const dst = new Float32Array(3);
  * f16ToF32Naive(new Uint16Array([0x3c00, 0x3800, 0xfc00]), dst);
@@ -172,7 +172,7 @@ export function getF16Table(): Float32Array {
  *
  * @example Decoding three halves
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f16ToF32 } from "./f16.ts";
  * const dst = new Float32Array(3);
  * f16ToF32(new Uint16Array([0x3c00, 0x3800, 0xfc00]), dst);
@@ -192,7 +192,7 @@ export function f16ToF32(src: Uint16Array, dst: Float32Array, n: number = src.le
  *
  * @example Decoding the second half of a buffer into the middle of another
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f16ToF32At } from "./f16.ts";
  * const dst = new Float32Array(4);
  * f16ToF32At(new Uint16Array([0, 0, 0x3c00, 0x4000]), 2, dst, 1, 2);
@@ -220,7 +220,7 @@ export function f16ToF32At(
  *
  * @example Encoding and decoding back
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f16ToF32, f32ToF16 } from "./f16.ts";
  * const half = new Uint16Array(2);
  * f32ToF16(new Float32Array([0.1, 1e6]), half);
@@ -245,7 +245,7 @@ export function f32ToF16(src: Float32Array, dst: Uint16Array, n: number = src.le
  *
  * @example Decoding 1.0 and -0.5
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { bf16ToF32 } from "./f16.ts";
  * const dst = new Float32Array(2);
  * bf16ToF32(new Uint16Array([0x3f80, 0xbf00]), dst);
@@ -266,7 +266,7 @@ export function bf16ToF32(src: Uint16Array, dst: Float32Array, n: number = src.l
  *
  * @example Encoding 1.0 and two values that round
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { f32ToBf16 } from "./f16.ts";
  * const dst = new Uint16Array(3);
  * f32ToBf16(new Float32Array([1, 1 + 2 ** -8 + 2 ** -10, 1 + 2 ** -8]), dst);

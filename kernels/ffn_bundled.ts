@@ -22,7 +22,7 @@
  *
  * @example Two neurons, one active
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { ffnBundledNaive } from "./ffn_bundled.ts";
  * const bundles = new Float32Array([
  *   1, 1, 10, 20, // up_0 | down_0
@@ -81,7 +81,7 @@ export function ffnBundledNaive(
  *
  * @example Two neurons, one active
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { ffnBundled } from "./ffn_bundled.ts";
  * const bundles = new Float32Array([
  *   1, 1, 10, 20, // up_0 | down_0

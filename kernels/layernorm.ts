@@ -17,7 +17,7 @@
  *
  * @example Normalizing [1, 2, 3] with unit gamma and zero beta
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { layerNormNaive } from "./layernorm.ts";
  * const out = new Float32Array(3);
  * const gamma = new Float32Array([1, 1, 1]);
@@ -62,7 +62,7 @@ export function layerNormNaive(
  *
  * @example Normalizing [1, 2, 3] in place with unit gamma and zero beta
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { layerNorm } from "./layernorm.ts";
  * const x = new Float32Array([1, 2, 3]);
  * layerNorm(x, x, new Float32Array([1, 1, 1]), new Float32Array(3), 3);

@@ -18,7 +18,7 @@
  *
  * @example A 2x3 matrix times a vector, plus bias
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { matvecNaive } from "./matvec.ts";
  * const w = new Float32Array([1, 2, 3, 4, 5, 6]); // (2, 3)
  * const out = new Float32Array(2);
@@ -55,7 +55,7 @@ export function matvecNaive(
  *
  * @example A 2x3 matrix times a vector, plus bias
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { matvec } from "./matvec.ts";
  * const w = new Float32Array([1, 2, 3, 4, 5, 6]); // (2, 3)
  * const out = new Float32Array(2);

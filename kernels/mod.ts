@@ -6,7 +6,7 @@
  *
  * @example A linear layer followed by ReLU
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { matvec, relu } from "./mod.ts";
  * const w = new Float32Array([1, -1, -1, 1]); // (2, 2)
  * const out = new Float32Array(2);

@@ -14,7 +14,7 @@
  *
  * @example Two equal logits share the probability
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { softmaxNaive } from "./softmax.ts";
  * const x = new Float32Array([3, 3, -Infinity]);
  * softmaxNaive(x, 3);
@@ -48,7 +48,7 @@ export function softmaxNaive(x: Float32Array, n: number): void {
  *
  * @example Probabilities sum to one
  * ```ts
- * import assert from "node:assert";
+ * import { strict as assert } from "node:assert";
  * import { softmax } from "./softmax.ts";
  * const x = new Float32Array([1, 2, 3, 4, 5]);
  * softmax(x, 5);

@@ -7,15 +7,10 @@ import { Rng } from "../core/sampler.ts";
 // ---------------------------------------------------------------------------
 // Helpers
 
-/** A small seeded PRNG (mulberry32): same seed, same bytes. */
-function prng(seed: number): () => number {
-  const rng = new Rng(seed); // mulberry32, as everywhere in flashlm
-  return () => rng.next();
-}
-
-function randomBytes(n: number, rand: () => number): Uint8Array {
+/** `n` bytes drawn from `rng`: the same seed gives the same bytes. */
+function randomBytes(n: number, rng: Rng): Uint8Array {
   const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = Math.floor(rand() * 256);
+  for (let i = 0; i < n; i++) out[i] = Math.floor(rng.next() * 256);
   return out;
 }
 
@@ -91,7 +86,7 @@ Deno.test("readExactly reads at the given position and reports early end of file
   const dir = await Deno.makeTempDir();
   try {
     const path = `${dir}/data.bin`;
-    const bytes = randomBytes(1000, prng(1));
+    const bytes = randomBytes(1000, new Rng(1));
     const file = await Deno.open(path, { write: true, create: true, read: true });
     await writeAll(file, bytes);
     const dest = new Uint8Array(100);
@@ -122,8 +117,7 @@ Deno.test("crc32 matches the standard check values", () => {
 });
 
 Deno.test("crc32 equals crc32Naive on random lengths and alignments", () => {
-  const rand = prng(7);
-  const bytes = randomBytes(300, rand);
+  const bytes = randomBytes(300, new Rng(7));
   for (let start = 0; start < 9; start++) {
     for (let len = 0; len < 40; len++) {
       const part = bytes.subarray(start, start + len * 7);
@@ -133,7 +127,7 @@ Deno.test("crc32 equals crc32Naive on random lengths and alignments", () => {
 });
 
 Deno.test("crc32 is incremental at every split point", () => {
-  const bytes = randomBytes(77, prng(3));
+  const bytes = randomBytes(77, new Rng(3));
   const whole = crc32(bytes);
   for (let split = 0; split <= bytes.length; split++) {
     const first = crc32(bytes.subarray(0, split));

@@ -1,5 +1,4 @@
 import { strict as assert } from "node:assert";
-import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { Checkpoint } from "../io/safetensors_read.ts";
@@ -7,16 +6,14 @@ import { type TensorToWrite, writeSafetensors } from "../io/safetensors_write.ts
 import { referenceLogits } from "./reference_forward.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 import type { SyntheticModelOptions } from "../tools/demo_model.ts";
+import { sharedFlashModel, sharedHfModel } from "./fixtures.ts";
 
 async function denseVsNaive(
   options: SyntheticModelOptions,
   dtype: "f16" | "f32",
-): Promise<
-  { dense: Float32Array[]; naive: Float32Array[]; flashDense: Float32Array[]; dir: string }
-> {
-  const dir = await tinyHfModel(options);
-  const flm = `${dir}/model.flm`;
-  await convertHfToFlash(dir, flm, { dtype });
+): Promise<{ dense: Float32Array[]; naive: Float32Array[]; flashDense: Float32Array[] }> {
+  const dir = await sharedHfModel(options);
+  const flm = await sharedFlashModel(options, dtype);
   const ids = promptIds(32, 400);
   const dense = await loadModel(dir, { mode: "dense" });
   const naive = await loadModel(flm, { mode: "naive", readerDepth: 8 });
@@ -26,7 +23,6 @@ async function denseVsNaive(
       dense: await logitsPerPosition(dense, ids),
       naive: await logitsPerPosition(naive, ids),
       flashDense: await logitsPerPosition(flashDense, ids),
-      dir,
     };
   } finally {
     dense.close();
@@ -36,7 +32,7 @@ async function denseVsNaive(
 }
 
 Deno.test("flash-naive logits equal dense logits at every position of a 32-token prompt (f32 storage)", async () => {
-  const { dense, naive, flashDense, dir } = await denseVsNaive({ dtype: "F32" }, "f32");
+  const { dense, naive, flashDense } = await denseVsNaive({ dtype: "F32" }, "f32");
   assert.equal(naive.length, 32);
   for (let pos = 0; pos < 32; pos++) {
     assert.ok(
@@ -45,27 +41,24 @@ Deno.test("flash-naive logits equal dense logits at every position of a 32-token
     );
     assert.ok(maxAbsDiff(dense[pos], flashDense[pos]) <= 1e-5, `position ${pos} (dense from .flm)`);
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("an f16 checkpoint stored as f16 gives the same logits in flash-naive and dense modes", async () => {
-  const { dense, naive, dir } = await denseVsNaive({ dtype: "F16" }, "f16");
+  const { dense, naive } = await denseVsNaive({ dtype: "F16" }, "f16");
   for (let pos = 0; pos < 32; pos++) {
     assert.ok(
       maxAbsDiff(dense[pos], naive[pos]) <= 1e-5,
       `position ${pos}: ${maxAbsDiff(dense[pos], naive[pos])}`,
     );
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("an f32 checkpoint stored as f16 stays close to dense (f16 rounding only)", async () => {
-  const { dense, naive, dir } = await denseVsNaive({ dtype: "F32" }, "f16");
+  const { dense, naive } = await denseVsNaive({ dtype: "F32" }, "f16");
   for (let pos = 0; pos < 32; pos++) {
     const scale = Math.max(...dense[pos].map(Math.abs));
     assert.ok(maxAbsDiff(dense[pos], naive[pos]) <= 1e-2 * scale, `position ${pos}`);
   }
-  await Deno.remove(dir, { recursive: true });
 });
 
 const VARIANTS: [string, SyntheticModelOptions][] = [
@@ -81,7 +74,7 @@ const VARIANTS: [string, SyntheticModelOptions][] = [
 
 for (const [what, options] of VARIANTS) {
   Deno.test(`KV-cached decoding equals a full recompute by an independent reference: ${what}`, async () => {
-    const dir = await tinyHfModel({ ...options, nLayers: 2 });
+    const dir = await sharedHfModel({ ...options, nLayers: 2 });
     const ids = promptIds(12, 400);
     const model = await loadModel(dir, { mode: "dense" });
     const cached = await logitsPerPosition(model, ids);
@@ -92,7 +85,6 @@ for (const [what, options] of VARIANTS) {
       const diff = maxAbsDiff(cached[pos], full.subarray(pos * V, (pos + 1) * V));
       assert.ok(diff <= 1e-4, `position ${pos}: ${diff}`);
     }
-    await Deno.remove(dir, { recursive: true });
   });
 }
 
@@ -128,10 +120,10 @@ Deno.test("a sharded checkpoint (model.safetensors.index.json) loads like the si
 });
 
 Deno.test("greedy generation gives the same tokens in dense and flash-naive modes", async () => {
-  const dir = await tinyHfModel();
-  await convertHfToFlash(dir, `${dir}/m.flm`, { dtype: "f32" });
+  const dir = await sharedHfModel();
+  const flm = await sharedFlashModel({}, "f32");
   const runs: number[][] = [];
-  for (const [path, mode] of [[dir, "dense"], [`${dir}/m.flm`, "naive"]] as const) {
+  for (const [path, mode] of [[dir, "dense"], [flm, "naive"]] as const) {
     const model = await loadModel(path, { mode });
     const gen = new Generation(model, "Once upon a time", { maxTokens: 20, stopAtEos: false });
     const ids: number[] = [];
@@ -148,11 +140,10 @@ Deno.test("greedy generation gives the same tokens in dense and flash-naive mode
     model.close();
   }
   assert.deepEqual(runs[0], runs[1]);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("seeded sampling is reproducible and a prompt longer than the context is refused", async () => {
-  const dir = await tinyHfModel();
+  const dir = await sharedHfModel();
   const model = await loadModel(dir, { mode: "dense", contextLength: 16 });
   const sample = async (): Promise<number[]> => {
     const ids: number[] = [];
@@ -163,5 +154,4 @@ Deno.test("seeded sampling is reproducible and a prompt longer than the context 
   assert.deepEqual(await sample(), await sample());
   assert.throws(() => new Generation(model, "x".repeat(40)), /context holds 16/);
   model.close();
-  await Deno.remove(dir, { recursive: true });
 });

@@ -13,7 +13,6 @@
 
 import { strict as assert } from "node:assert";
 import { loadModelConfig } from "../core/config.ts";
-import { convertHfToFlash } from "../core/convert.ts";
 import { type LoadedModel, loadModel, type Mode } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
@@ -27,7 +26,8 @@ import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "
 import { availableBackends, openBackend } from "../io/read_backends.ts";
 import { FlashReader, type FlashReaderOptions } from "../io/reader.ts";
 import type { ReadBackend } from "../io/read_backends.ts";
-import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
+import { logitsPerPosition, maxAbsDiff, promptIds, TINY } from "./helpers.ts";
+import { sharedFlashModel, sharedHfModel } from "./fixtures.ts";
 
 // ---------------------------------------------------------------------------
 // A backend that fails on demand
@@ -120,8 +120,9 @@ function openFds(): number {
 }
 
 interface Fixture {
+  /** A temp dir of this file's tests, for the copies they change. */
   dir: string;
-  /** An f32 flashlm file of the tiny model. */
+  /** An f32 flashlm file of the tiny model (shared: read only). */
   flm: string;
   /** The tiny model's fc1/fc2, for the oracle predictor. */
   dense: DenseFfnWeights[];
@@ -133,15 +134,15 @@ globalThis.addEventListener("unload", () => {
   if (fixtureDir) Deno.removeSync(fixtureDir, { recursive: true });
 });
 
-/** The tiny model, built once for the tests of this file. */
+/** The tiny model (from the shared fixtures) and a temp dir, set up once for this file. */
 function getFixture(): Promise<Fixture> {
   fixture ??= (async () => {
-    const dir = await tinyHfModel();
+    const dir = await Deno.makeTempDir({ prefix: "flashlm-fault-" });
     fixtureDir = dir;
-    const flm = `${dir}/m.flm`;
-    await convertHfToFlash(dir, flm, { dtype: "f32" });
-    const source = await HfTensorSource.open(dir);
-    const dense = await loadDenseFfnWeights(await loadModelConfig(dir), source);
+    const hf = await sharedHfModel();
+    const flm = await sharedFlashModel({}, "f32");
+    const source = await HfTensorSource.open(hf);
+    const dense = await loadDenseFfnWeights(await loadModelConfig(hf), source);
     return { dir, flm, dense };
   })();
   return fixture;
@@ -360,9 +361,7 @@ Deno.test("a model file removed under the reader keeps serving from the open han
 // Load: 1,000 tokens with the window churning
 
 Deno.test("sparse mode with a 30% FFN budget matches dense at every position of a 1,000-token generation", async () => {
-  const dir = await tinyHfModel({ maxPositions: 1100 });
-  const flm = `${dir}/m.flm`;
-  await convertHfToFlash(dir, flm, { dtype: "f16" });
+  const flm = await sharedFlashModel({ maxPositions: 1100 }, "f16");
   const sparse = await loadModel(flm, {
     mode: "sparse",
     predictor: "oracle",
@@ -414,5 +413,4 @@ Deno.test("sparse mode with a 30% FFN budget matches dense at every position of 
   );
   sparse.close();
   dense.close();
-  await Deno.remove(dir, { recursive: true });
 });

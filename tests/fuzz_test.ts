@@ -5,7 +5,8 @@
  * for CI; the full run is `FLASHLM_FUZZ_ITERS=10000 deno test -A tests/fuzz_test.ts`) and
  * prints its counts. Every case must end in success or a one-line FlashlmError naming the
  * file, within the hang bound, allocating no more than its input size plus a fixed slack
- * (see `tests/fuzz_helpers.ts`).
+ * (the runner is `tests/fuzz_helpers.ts`, the mutators `tests/fuzz_mutators.ts`, the valid
+ * input of each format `tests/fuzz_formats.ts`).
  */
 
 import { strict as assert } from "node:assert";
@@ -13,33 +14,38 @@ import { main } from "../cli.ts";
 import { parseArgs } from "../cli/args.ts";
 import { parseModelConfig, toHfConfigJson } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
-import { rewriteWithPredictor } from "../core/flash_write.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
 import { Rng } from "../core/sampler.ts";
 import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
 import { OptTokenizer } from "../core/tokenizer.ts";
-import { crc32 } from "../io/crc32.ts";
 import { parseSafetensorsHeader } from "../io/safetensors.ts";
 import { Checkpoint } from "../io/safetensors_read.ts";
-import { writeSafetensors } from "../io/safetensors_write.ts";
 import {
+  chance,
   formatFuzzReport,
   type FuzzCase,
   fuzzIterations,
   type FuzzReport,
-  type FuzzRng,
-  mutateBytes,
-  mutateJson,
-  mutateText,
+  pickOne,
+  randomInt,
   runFuzz,
 } from "./fuzz_helpers.ts";
+import { mutateBytes, mutateJson, mutateText } from "./fuzz_mutators.ts";
+import {
+  checkedRanges,
+  flashBase,
+  pokeTensor,
+  safetensorsBase,
+  withFlashHeader,
+  withSafetensorsHeader,
+} from "./fuzz_formats.ts";
 import { exists, tinyHfModel } from "./helpers.ts";
+import { sharedFlashModel, sharedHfModel } from "./fixtures.ts";
 
 /** Cases per format when `$FLASHLM_FUZZ_ITERS` is not set (CI). */
 const DEFAULT_ITERS = 300;
@@ -61,33 +67,6 @@ const dec = new TextDecoder(); // non-fatal: mutated bytes become U+FFFD, as a t
 // ---------------------------------------------------------------------------
 // safetensors
 
-/** A valid safetensors file with every float dtype, an empty tensor and metadata. */
-async function safetensorsBase(dir: string): Promise<Uint8Array> {
-  const path = `${dir}/base.safetensors`;
-  const values = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => i / 4 - 1);
-  await writeSafetensors(path, [
-    { name: "a", dtype: "F32", shape: [3, 4], data: values(12) },
-    { name: "b", dtype: "F16", shape: [5], data: values(5) },
-    { name: "c", dtype: "BF16", shape: [2, 3], data: values(6) },
-    { name: "d", dtype: "F32", shape: [0], data: values(0) },
-  ], { format: "pt" });
-  return await Deno.readFile(path);
-}
-
-/** Replace the JSON header of a safetensors file, with an exact (maybe space-padded) length. */
-function withSafetensorsHeader(base: Uint8Array, json: string, rng: FuzzRng): Uint8Array {
-  const n = Number(new DataView(base.buffer).getBigUint64(0, true));
-  const data = base.subarray(8 + n);
-  const header = enc.encode(
-    json + " ".repeat(rng.chance(0.5) ? (8 - (enc.encode(json).length % 8)) % 8 : 0),
-  );
-  const out = new Uint8Array(8 + header.length + data.length);
-  new DataView(out.buffer).setBigUint64(0, BigInt(header.length), true);
-  out.set(header, 8);
-  out.set(data, 8 + header.length);
-  return out;
-}
-
 Deno.test("fuzzed safetensors files end in success or a one-line FlashlmError naming the file", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flashlm-fuzz-" });
   const base = await safetensorsBase(dir);
@@ -96,9 +75,9 @@ Deno.test("fuzzed safetensors files end in success or a one-line FlashlmError na
   const path = `${dir}/model.safetensors`;
   const report = await runFuzz("safetensors", ITERS, 101, async (rng, i) => {
     let bytes: Uint8Array, how: string;
-    if (rng.chance(0.5)) {
+    if (chance(rng, 0.5)) {
       const m = mutateJson(headerJson, rng);
-      bytes = withSafetensorsHeader(base, m.value, rng);
+      bytes = withSafetensorsHeader(base, m.value, chance(rng, 0.5));
       how = `header JSON: ${m.how}`;
     } else {
       const m = mutateBytes(base, rng, {
@@ -151,9 +130,9 @@ Deno.test("fuzzed config.json files end in success or a one-line FlashlmError na
   ];
   const file = "fuzz/config.json";
   const report = await runFuzz("config.json", ITERS, 202, (rng): FuzzCase => {
-    const base = rng.pick(bases);
+    const base = pickOne(rng, bases);
     let text: string, how: string;
-    if (rng.chance(0.75)) {
+    if (chance(rng, 0.75)) {
       ({ value: text, how } = mutateJson(base, rng));
     } else {
       const m = mutateBytes(enc.encode(JSON.stringify(base, null, 2)), rng);
@@ -232,106 +211,6 @@ Deno.test("fuzzed vocab.json and merges.txt end in success or a one-line Flashlm
 // ---------------------------------------------------------------------------
 // flashlm model files
 
-/** A tiny flashlm file with a predictor section and a training report. */
-async function flashBase(dir: string): Promise<Uint8Array> {
-  const hf = `${dir}/hf`;
-  const config = await buildSyntheticHfModel(hf, {
-    dModel: 8,
-    dFfn: 16,
-    nLayers: 2,
-    nHeads: 2,
-    maxPositions: 16,
-    extraTokens: 0,
-    seed: 5,
-  });
-  const plain = `${dir}/plain.flm`;
-  await convertHfToFlash(hf, plain, { dtype: "f32" });
-  const rng = new Rng(9);
-  const layers = [2, 3].map((rank) => ({
-    rank,
-    dModel: config.dModel,
-    dFfn: config.dFfn,
-    a: Float32Array.from({ length: rank * config.dModel }, () => rng.normal()),
-    b: Float32Array.from({ length: config.dFfn * rank }, () => rng.normal()),
-    c: Float32Array.from({ length: config.dFfn }, () => rng.normal() - 0.5),
-    threshold: 0.5,
-  }));
-  const { meta, bytes } = serializePredictor(new LowRankPredictor(layers));
-  const stats = [4, 6, 7, 8];
-  const report = {
-    text: "fuzz.txt",
-    windows: 2,
-    windowTokens: 8,
-    samples: 16,
-    heldOutSamples: 2,
-    dFfn: config.dFfn,
-    seconds: 0.1,
-    layers: layers.map((l, i) => ({
-      layer: i,
-      rank: l.rank,
-      threshold: l.threshold,
-      metrics: {
-        recall: 0.9,
-        predictedOverActual: 1.5,
-        falseNegativeRate: 0.1,
-        falsePositiveRate: 0.2,
-        activeFraction: 0.2,
-      },
-      sAgg: stats,
-      newPerToken: [4, 2, 1, 1],
-      oracleSAgg: stats,
-      oracleNewPerToken: [3, 2, 1, 1],
-    })),
-  };
-  const model = await FlashModelFile.open(plain);
-  const path = `${dir}/base.flm`;
-  await rewriteWithPredictor(model, path, { meta, bytes, report });
-  return await Deno.readFile(path);
-}
-
-/** Byte ranges of a flashlm file covered by a checksum (or the preamble's own checks). */
-function checkedRanges(file: FlashModelFile, jsonLength: number): [number, number][] {
-  const h = file.header;
-  const ranges: [number, number][] = [
-    [0, 20], // magic, version, header length, header CRC (bytes 20-31 are reserved)
-    [PREAMBLE_BYTES, PREAMBLE_BYTES + jsonLength],
-    [h.tokenizer.offset, h.tokenizer.offset + h.tokenizer.vocabLength + h.tokenizer.mergesLength],
-    [h.resident.offset, h.resident.offset + h.resident.length],
-    ...h.ffn.layers.map((l): [number, number] => [l.offset, l.offset + l.length]),
-  ];
-  if (h.predictor) ranges.push([h.predictor.offset, h.predictor.offset + h.predictor.length]);
-  return ranges;
-}
-
-/** The file with its JSON header replaced by `json` and the header checksum recomputed. */
-function withFlashHeader(base: Uint8Array, json: string, fixCrc: boolean): Uint8Array {
-  const view = new DataView(base.buffer, base.byteOffset);
-  const jsonLength = view.getUint32(12, true);
-  const text = enc.encode(json);
-  let out: Uint8Array;
-  if (text.length <= jsonLength) {
-    out = base.slice();
-    out.fill(0x20, PREAMBLE_BYTES, PREAMBLE_BYTES + jsonLength);
-    out.set(text, PREAMBLE_BYTES);
-  } else {
-    // Longer than the space the writer left: everything after it moves.
-    out = new Uint8Array(base.length - jsonLength + text.length);
-    out.set(base.subarray(0, PREAMBLE_BYTES));
-    out.set(text, PREAMBLE_BYTES);
-    out.set(base.subarray(PREAMBLE_BYTES + jsonLength), PREAMBLE_BYTES + text.length);
-    new DataView(out.buffer).setUint32(12, text.length, true);
-  }
-  const length = new DataView(out.buffer).getUint32(12, true);
-  if (fixCrc) {
-    new DataView(out.buffer).setUint32(
-      16,
-      crc32(out.subarray(PREAMBLE_BYTES, PREAMBLE_BYTES + length)),
-      true,
-    );
-  }
-  return out;
-}
-
 Deno.test("fuzzed flashlm model files end in success or a one-line FlashlmError, and a changed checked byte is always caught", async () => {
   const dir = await Deno.makeTempDir({ prefix: "flashlm-fuzz-" });
   const base = await flashBase(dir);
@@ -349,7 +228,7 @@ Deno.test("fuzzed flashlm model files end in success or a one-line FlashlmError,
     const r = rng.next();
     if (r < 0.45) {
       const m = mutateJson(headerJson, rng);
-      const fixCrc = rng.chance(0.85);
+      const fixCrc = chance(rng, 0.85);
       bytes = withFlashHeader(base, m.value, fixCrc);
       how = `header JSON${fixCrc ? " (re-signed)" : ""}: ${m.how}`;
     } else {
@@ -463,8 +342,8 @@ Deno.test("fuzzed --memory budgets are a valid budget or a one-line usage error"
     "ffn:100%",
   ];
   const report = await runFuzz("memory budget", ITERS, 606, (rng): FuzzCase => {
-    let text = rng.pick(seeds), how = "";
-    const edits = 1 + rng.int(3);
+    let text = pickOne(rng, seeds), how = "";
+    const edits = 1 + randomInt(rng, 3);
     for (let k = 0; k < edits; k++) {
       const m = mutateText(text, rng);
       text = m.value;
@@ -524,7 +403,7 @@ Deno.test("fuzzed command lines parse to values within their limits or give a on
     "model.flm",
   ];
   const report = await runFuzz("command line", ITERS, 707, (rng): FuzzCase => {
-    const argv = Array.from({ length: rng.int(6) }, () => rng.pick(words));
+    const argv = Array.from({ length: randomInt(rng, 6) }, () => pickOne(rng, words));
     return {
       how: JSON.stringify(argv),
       inputBytes: argv.join(" ").length,
@@ -561,9 +440,9 @@ async function cli(args: string[]): Promise<{ code: number; stderr: string }> {
 }
 
 Deno.test("out-of-range --memory, bad sparse options and bad files are one-line errors with exit codes 2 and 1", async () => {
-  const dir = await tinyHfModel({ maxPositions: 16 });
-  const flm = `${dir}/m.flm`;
-  await convertHfToFlash(dir, flm, { dtype: "f32" });
+  const hf = await sharedHfModel({ maxPositions: 16 });
+  const flm = await sharedFlashModel({ maxPositions: 16 }, "f32");
+  const dir = await Deno.makeTempDir({ prefix: "flashlm-bad-cli-" });
   const corrupt = `${dir}/corrupt.flm`;
   const bytes = await Deno.readFile(flm);
   bytes[100] ^= 1;
@@ -597,7 +476,7 @@ Deno.test("out-of-range --memory, bad sparse options and bad files are one-line 
       /context holds 4/,
     ],
     [["generate", flm, flm], 2, /generate takes one model/],
-    [["convert", dir, `${dir}/x.flm`, "--dtype", "f8"], 2, /--dtype must be one of f16, f32/],
+    [["convert", hf, `${dir}/x.flm`, "--dtype", "f8"], 2, /--dtype must be one of f16, f32/],
     [["train-predictor", flm], 2, /needs --text/],
     [[`${dir}/missing.flm`], 2, /unknown command or missing model/],
     [["generate", `${dir}/missing.flm`], 1, /missing\.flm: file not found/],
@@ -624,22 +503,6 @@ Deno.test("out-of-range --memory, bad sparse options and bad files are one-line 
 
 // ---------------------------------------------------------------------------
 // NaN and Inf in weights
-
-/** Write `bits` (raw element bits) at element `index` of tensor `name` in a safetensors file. */
-async function pokeTensor(path: string, name: string, index: number, value: number): Promise<void> {
-  const bytes = await Deno.readFile(path);
-  const view = new DataView(bytes.buffer);
-  const n = Number(view.getBigUint64(0, true));
-  const entry = JSON.parse(dec.decode(bytes.subarray(8, 8 + n)))[name];
-  const at = 8 + n + entry.data_offsets[0];
-  if (entry.dtype === "F32") view.setFloat32(at + 4 * index, value, true);
-  else {view.setUint16(
-      at + 2 * index,
-      Number.isNaN(value) ? 0x7e00 : value > 0 ? 0x7c00 : 0xfc00,
-      true,
-    );}
-  await Deno.writeFile(path, bytes);
-}
 
 Deno.test("NaN or Inf in a weight is refused by the converter, naming the tensor, the element and the file", async () => {
   const cases: [string, "F32" | "F16", string, number, number][] = [

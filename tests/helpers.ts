@@ -3,9 +3,16 @@
 import { buildSyntheticHfModel, type SyntheticModelOptions } from "../tools/demo_model.ts";
 import type { LoadedModel } from "../core/engine.ts";
 
-/** The shared real checkpoint, if this machine has it. */
+/**
+ * The shared real checkpoint: `../shared/models/tiny-opt-wikitext2` beside the repository
+ * (found from this file, so it does not depend on where the checkout is or on the cwd).
+ */
 export const REAL_MODEL_DIR =
   new URL("../../shared/models/tiny-opt-wikitext2", import.meta.url).pathname;
+
+/** Held-out WikiText-2 text beside the repository (`../shared/data`), for the real model. */
+export const HELDOUT_TEXT =
+  new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
 
 /** Whether `path` exists. */
 export function exists(path: string): boolean {
@@ -17,11 +24,32 @@ export function exists(path: string): boolean {
   }
 }
 
-/** Whether the real model is here; says once why tests are skipped when it is not. */
+/** Shared fixtures already reported missing (each is reported once per module load). */
+const reportedMissing = new Set<string>();
+
+/**
+ * Whether every one of `paths` (files or folders of a shared fixture outside the repository)
+ * exists. When some do not, prints one line naming them, so that a test declared with
+ * `ignore: !haveSharedFixture(...)` is visibly ignored rather than silently passed.
+ */
+export function haveSharedFixture(...paths: string[]): boolean {
+  const missing = paths.filter((path) => !exists(path));
+  const unreported = missing.filter((path) => !reportedMissing.has(path));
+  if (unreported.length > 0) {
+    for (const path of unreported) reportedMissing.add(path);
+    console.warn(`ignoring the tests that need ${unreported.join(", ")}: absent on this machine`);
+  }
+  return missing.length === 0;
+}
+
+/** Whether the real model is here (its config, weights, tokenizer and reference.json). */
 export function haveRealModel(): boolean {
-  const ok = exists(`${REAL_MODEL_DIR}/model.safetensors`);
-  if (!ok) console.warn(`skipping real-model tests: ${REAL_MODEL_DIR} is absent`);
-  return ok;
+  if (!exists(REAL_MODEL_DIR)) return haveSharedFixture(REAL_MODEL_DIR);
+  return haveSharedFixture(
+    ...["config.json", "model.safetensors", "vocab.json", "merges.txt", "reference.json"].map(
+      (name) => `${REAL_MODEL_DIR}/${name}`,
+    ),
+  );
 }
 
 /** Options of the tiny models the tests build. */

@@ -13,20 +13,31 @@
  */
 
 import { strict as assert } from "node:assert";
-import { convertHfToFlash } from "../core/convert.ts";
-import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+import type { SyntheticModelOptions } from "../tools/demo_model.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
-import { exists } from "./helpers.ts";
+import { exists, HELDOUT_TEXT } from "./helpers.ts";
+import { sharedFlashModel, sharedHfModel } from "./fixtures.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
-const TEXT = new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
 
 // ---------------------------------------------------------------------------
 // Fixture: an OPT model big enough that writing it takes a while (54 MB in f32)
 
+const MODEL: SyntheticModelOptions = {
+  dModel: 512,
+  dFfn: 2048,
+  nLayers: 4,
+  nHeads: 8,
+  maxPositions: 128,
+  extraTokens: 200,
+  seed: 21,
+};
+
 interface Fixture {
+  /** A temp dir of this file's tests: the models they write and kill writers of. */
   dir: string;
+  /** The model in Hugging Face layout (shared: read only). */
   hf: string;
   /** A text file for train-predictor. */
   text: string;
@@ -38,22 +49,14 @@ globalThis.addEventListener("unload", () => {
   if (fixtureDir) Deno.removeSync(fixtureDir, { recursive: true });
 });
 
+/** The model (from the shared fixtures), a text and a temp dir, set up once for this file. */
 function getFixture(): Promise<Fixture> {
   fixture ??= (async () => {
     const dir = await Deno.makeTempDir({ prefix: "flashlm-kill-" });
     fixtureDir = dir;
-    const hf = `${dir}/hf`;
-    await buildSyntheticHfModel(hf, {
-      dModel: 512,
-      dFfn: 2048,
-      nLayers: 4,
-      nHeads: 8,
-      maxPositions: 128,
-      extraTokens: 200,
-      seed: 21,
-    });
+    const hf = await sharedHfModel(MODEL);
     let text = `${dir}/text.txt`;
-    if (exists(TEXT)) text = TEXT;
+    if (exists(HELDOUT_TEXT)) text = HELDOUT_TEXT;
     else await Deno.writeTextFile(text, "The history of the city is long and old. ".repeat(400));
     await Deno.mkdir(`${dir}/tmp`);
     return { dir, hf, text };
@@ -200,7 +203,7 @@ Deno.test("a conversion killed at any point leaves no destination, or the previo
 
   // 2. A complete f32 version, then f16 re-conversions killed at several points, then one
   //    run to the end. A run that finishes before its kill point is the new previous version.
-  await convertHfToFlash(fx.hf, out, { dtype: "f32" });
+  await Deno.copyFile(await sharedFlashModel(MODEL, "f32"), out);
   let previous = { sha: await sha256(out), dtype: "f32" };
   const f16Bytes = Math.round((await Deno.stat(out)).size / 2);
   const triggers: Trigger[] = [
@@ -241,7 +244,7 @@ Deno.test("a conversion killed at any point leaves no destination, or the previo
 Deno.test("train-predictor killed at any point leaves the model it rewrites intact", async () => {
   const fx = await getFixture();
   const path = `${fx.dir}/tp.flm`;
-  await convertHfToFlash(fx.hf, path, { dtype: "f32" });
+  await Deno.copyFile(await sharedFlashModel(MODEL, "f32"), path);
   const size = (await Deno.stat(path)).size;
   const watch = { dir: fx.dir, name: "tp.flm" };
   const tmp = `${fx.dir}/tmp`;

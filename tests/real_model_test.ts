@@ -6,7 +6,14 @@ import { referenceLogits } from "./reference_forward.ts";
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { agreement, perplexity, trackRecallAgainstDense } from "../core/eval.ts";
 import { formatReport, trainPredictor } from "../core/train/train_predictor.ts";
-import { haveRealModel, maxAbsDiff, REAL_MODEL_DIR } from "./helpers.ts";
+import {
+  haveRealModel,
+  haveSharedFixture,
+  HELDOUT_TEXT,
+  maxAbsDiff,
+  REAL_MODEL_DIR,
+} from "./helpers.ts";
+import { fixture } from "./fixtures.ts";
 
 interface ReferencePrompt {
   text: string;
@@ -18,7 +25,21 @@ interface ReferencePrompt {
 }
 
 const present = haveRealModel();
-const HELDOUT_TEXT = new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
+
+/** The real checkpoint converted to an f16 flashlm file, once (shared: read only). */
+async function realFlashModel(): Promise<string> {
+  const weights = await Deno.stat(`${REAL_MODEL_DIR}/model.safetensors`);
+  const recipe = {
+    name: "real-opt",
+    // The checkpoint is outside the sources the key covers: its size and time stand for it.
+    options: { dir: REAL_MODEL_DIR, size: weights.size, mtime: weights.mtime?.getTime() },
+    builtBy: import.meta.url,
+  };
+  const dir = await fixture(recipe, async (out) => {
+    await convertHfToFlash(REAL_MODEL_DIR, `${out}/tiny.flm`, { dtype: "f16" });
+  });
+  return `${dir}/tiny.flm`;
+}
 
 async function greedy(model: LoadedModel, ids: number[], n: number): Promise<number[]> {
   const gen = new Generation(model, ids, { maxTokens: n, stopAtEos: false });
@@ -34,9 +55,7 @@ Deno.test({
   fn: async () => {
     const reference = JSON.parse(await Deno.readTextFile(`${REAL_MODEL_DIR}/reference.json`));
     const prompts: ReferencePrompt[] = reference.prompts;
-    const dir = await Deno.makeTempDir({ prefix: "flashlm-real-" });
-    const flm = `${dir}/tiny.flm`;
-    await convertHfToFlash(REAL_MODEL_DIR, flm, { dtype: "f16" });
+    const flm = await realFlashModel();
     const dense = await loadModel(REAL_MODEL_DIR, { mode: "dense" });
     const naive = await loadModel(flm, { mode: "naive" });
     try {
@@ -65,7 +84,6 @@ Deno.test({
     } finally {
       dense.close();
       naive.close();
-      await Deno.remove(dir, { recursive: true });
     }
   },
 });
@@ -90,12 +108,11 @@ Deno.test({
 Deno.test({
   name:
     "on the real OPT checkpoint, flashlm's own predictor reaches 95% held-out recall, the sparse FFN computes 95% of the truly active neurons and perplexity stays within 2%",
-  ignore: !present,
+  ignore: !present || !haveSharedFixture(HELDOUT_TEXT),
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "flashlm-real-pred-" });
     const flm = `${dir}/tiny.flm`;
-    await convertHfToFlash(REAL_MODEL_DIR, flm, { dtype: "f16" });
-    const report = await trainPredictor(flm, flm, {
+    const report = await trainPredictor(await realFlashModel(), flm, {
       textPath: HELDOUT_TEXT,
       windows: 32,
       epochs: 4,

@@ -27,6 +27,7 @@ import { Rng } from "../core/sampler.ts";
 import type { SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { OptTokenizer } from "../core/tokenizer.ts";
 import { readExactly } from "../io/atomic_write.ts";
+import { fixture } from "./fixtures.ts";
 
 /** Allowed peak beyond budget + the measured overhead: run-to-run variation (GC timing). */
 const SLACK_BYTES = 8 << 20;
@@ -107,25 +108,19 @@ if (import.meta.main && Deno.args[0] === "child") {
 // ---------------------------------------------------------------------------
 // Fixture: an OPT model of 46 MB in dense DRAM, f32 storage, with a (random) low-rank predictor
 
-const fixtures = new Map<string, Promise<string>>();
-const fixtureDirs: string[] = [];
-globalThis.addEventListener("unload", () => {
-  for (const dir of fixtureDirs) Deno.removeSync(dir, { recursive: true });
-});
-
 /**
  * The model (46 MB in dense DRAM: 512 wide, FFN 4096, 2 layers), or with `tiny` the same
  * code paths on a model of 2 MB, whose run measures the overhead that does not scale with
  * the model (runtime, modules, tokenizer, compiled code, V8 heap growth while generating).
+ * Built once into the shared test fixtures.
  */
-function getModel(size: "big" | "tiny"): Promise<string> {
-  if (!fixtures.has(size)) fixtures.set(size, buildModel(size));
-  return fixtures.get(size)!;
+async function getModel(size: "big" | "tiny"): Promise<string> {
+  const recipe = { name: `rss-${size}`, options: { size }, builtBy: import.meta.url };
+  return `${await fixture(recipe, (dir) => buildModel(dir, size))}/model.flm`;
 }
 
-async function buildModel(size: "big" | "tiny"): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "flashlm-rss-" });
-  fixtureDirs.push(dir);
+/** Build the model of `size` into `dir` as `model.flm`, with nothing else left there. */
+async function buildModel(dir: string, size: "big" | "tiny"): Promise<void> {
   const big = size === "big";
   const config = await buildSyntheticHfModel(`${dir}/hf`, {
     dModel: big ? 512 : 32,
@@ -151,15 +146,13 @@ async function buildModel(size: "big" | "tiny"): Promise<string> {
     threshold: 0.5,
   }));
   const { meta, bytes } = serializePredictor(new LowRankPredictor(layers));
-  const path = `${dir}/model.flm`;
-  await rewriteWithPredictor(await FlashModelFile.open(`${dir}/plain.flm`), path, {
+  await rewriteWithPredictor(await FlashModelFile.open(`${dir}/plain.flm`), `${dir}/model.flm`, {
     meta,
     bytes,
     report: null,
   });
   await Deno.remove(`${dir}/hf`, { recursive: true });
   await Deno.remove(`${dir}/plain.flm`);
-  return path;
 }
 
 async function child(args: string[]): Promise<Record<string, number>> {
@@ -179,10 +172,13 @@ const mb = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
 // ---------------------------------------------------------------------------
 // Tests
 
+const haveProc = Deno.build.os === "linux";
+if (!haveProc) console.warn("ignoring the peak-RSS test: it reads /proc/self/status (Linux only)");
+
 Deno.test({
   name:
     "with --memory the peak RSS of a 500-token generation stays within budget + the measured overhead + 8 MiB",
-  ignore: Deno.build.os !== "linux",
+  ignore: !haveProc,
   fn: async () => {
     const [big, tiny] = [await getModel("big"), await getModel("tiny")];
     const base = await child(["baseline", big]);

@@ -2,22 +2,13 @@ import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
 import { buildByteLevelVocab, bytesToUnicode } from "../core/gpt2_bpe.ts";
 import { OptTokenizer } from "../core/tokenizer.ts";
+import { haveRealModel, REAL_MODEL_DIR } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Fixtures
 
-/** The real trained model (GPT-2 tokens reordered by WikiText frequency), if present. */
-const MODEL_DIR = "/work/shared/models/tiny-opt-wikitext2";
-const haveModel = (() => {
-  try {
-    return Deno.statSync(`${MODEL_DIR}/reference.json`).isFile;
-  } catch {
-    return false;
-  }
-})();
-if (!haveModel) {
-  console.log(`tokenizer_test: ${MODEL_DIR} is absent, skipping the tests that need a real model`);
-}
+/** Whether the real trained model (GPT-2 tokens reordered by WikiText frequency) is here. */
+const haveModel = haveRealModel();
 
 interface ReferencePrompt {
   text: string;
@@ -27,7 +18,7 @@ interface ReferencePrompt {
 }
 
 async function readReference(): Promise<ReferencePrompt[]> {
-  return JSON.parse(await Deno.readTextFile(`${MODEL_DIR}/reference.json`)).prompts;
+  return JSON.parse(await Deno.readTextFile(`${REAL_MODEL_DIR}/reference.json`)).prompts;
 }
 
 /** All of GPT-2's tokens with ids of their own order: a full vocab that needs no model dir. */
@@ -100,7 +91,7 @@ Deno.test({
   name: "encode gives the reference ids of every prompt in reference.json",
   ignore: !haveModel,
   fn: async () => {
-    const tok = await OptTokenizer.load(MODEL_DIR);
+    const tok = await OptTokenizer.load(REAL_MODEL_DIR);
     const prompts = await readReference();
     assert.ok(prompts.length > 0);
     for (const p of prompts) assert.deepEqual(tok.encode(p.text), p.ids, p.text);
@@ -111,7 +102,7 @@ Deno.test({
   name: "decode of each reference greedy continuation equals its greedy_16_text",
   ignore: !haveModel,
   fn: async () => {
-    const tok = await OptTokenizer.load(MODEL_DIR);
+    const tok = await OptTokenizer.load(REAL_MODEL_DIR);
     for (const p of await readReference()) {
       assert.equal(tok.decode(p.greedy_16), p.greedy_16_text);
       assert.equal(streamAll(tok, p.greedy_16).join(""), p.greedy_16_text);
@@ -123,9 +114,9 @@ Deno.test({
   name: "the real vocab has OPT's special ids and padded ids decode to nothing",
   ignore: !haveModel,
   fn: async () => {
-    const tok = await OptTokenizer.load(MODEL_DIR);
-    const config = JSON.parse(await Deno.readTextFile(`${MODEL_DIR}/config.json`));
-    const vocab = JSON.parse(await Deno.readTextFile(`${MODEL_DIR}/vocab.json`));
+    const tok = await OptTokenizer.load(REAL_MODEL_DIR);
+    const config = JSON.parse(await Deno.readTextFile(`${REAL_MODEL_DIR}/config.json`));
+    const vocab = JSON.parse(await Deno.readTextFile(`${REAL_MODEL_DIR}/vocab.json`));
     assert.equal(tok.vocabCount, Object.keys(vocab).length);
     assert.equal(tok.bosId, vocab["</s>"]);
     assert.equal(tok.eosId, config.eos_token_id);
@@ -146,7 +137,7 @@ Deno.test({
   ignore: !haveModel,
   fn: async () => {
     // Both hold all of GPT-2's tokens, so neither falls back to bytes: same pieces, other ids.
-    const real = await OptTokenizer.load(MODEL_DIR);
+    const real = await OptTokenizer.load(REAL_MODEL_DIR);
     const full = fullTokenizer();
     for (const text of SAMPLES) {
       const a = real.encode(text);
@@ -164,7 +155,7 @@ Deno.test({
   name: "buildByteLevelVocab's merges are the first lines of GPT-2's merges.txt",
   ignore: !haveModel,
   fn: async () => {
-    const real = (await Deno.readTextFile(`${MODEL_DIR}/merges.txt`)).split("\n");
+    const real = (await Deno.readTextFile(`${REAL_MODEL_DIR}/merges.txt`)).split("\n");
     const built = buildByteLevelVocab(1000).mergesText.split("\n");
     assert.equal(built.length, 1000 + 2); // "#version" line, merges, final empty line
     assert.deepEqual(built.slice(0, 1001), real.slice(0, 1001));
