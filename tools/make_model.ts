@@ -39,6 +39,7 @@
  * @module
  */
 
+import { Rng } from "../core/sampler.ts";
 import { type ModelConfig, parseModelConfig } from "../core/config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { FfnLayout, StorageDtype } from "../core/flash_format.ts";
@@ -137,18 +138,15 @@ export interface MadeModel {
 // ---------------------------------------------------------------------------
 // Random numbers: fast, deterministic, uniform with a chosen standard deviation
 
-/** mulberry32 state → uniform in [-1, 1). */
+/** Uniform values in [-1, 1) from the project's seeded generator. */
 class FastRng {
-  private state: number;
+  private rng: Rng;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.rng = new Rng(seed);
   }
   /** Uniform in [-1, 1). */
   next(): number {
-    let t = (this.state = (this.state + 0x6d2b79f5) | 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2147483648 - 1;
+    return 2 * this.rng.next() - 1;
   }
   /** Fill `out[from, to)` with uniform values of standard deviation `std`. */
   fill(out: Float32Array, std: number, from = 0, to = out.length): void {
