@@ -203,7 +203,7 @@ export interface MemoryPlan {
 
 /** One layer's measured loads per token against store size (see `core/window.ts`). */
 export interface LoadCurve {
-  /** Store sizes, increasing. */
+  /** Store sizes, increasing; one below `minRows` counts as `minRows` rows. */
   rows: number[];
   /** Mean neurons read per token at each size. */
   loads: number[];
@@ -241,11 +241,10 @@ export function measuredPlanInputs(
   const oracle = predictor === "oracle";
   const layers = measured.layers;
   const curves = layers.map((l) => {
+    const rows = oracle ? l.oracleCacheRows ?? l.cacheRows : l.cacheRows;
     const loads = oracle ? l.oracleCacheLoads : l.cacheLoads;
     const minRows = oracle ? l.oracleP99 ?? l.oraclePeak : l.p99Predicted ?? l.peakPredicted;
-    return l.cacheRows && loads && minRows !== undefined
-      ? { rows: l.cacheRows, loads, minRows }
-      : null;
+    return rows && loads && minRows !== undefined ? { rows, loads, minRows } : null;
   });
   return {
     windowStats: {

@@ -437,6 +437,8 @@ export interface LayerMeasurements {
   peakPredicted?: number;
   /** 99th percentile of the predicted set sizes: the fewest rows the planner gives the layer. */
   p99Predicted?: number;
+  /** Store sizes of the oracle's load curve (absent: `cacheRows`). */
+  oracleCacheRows?: number[];
   /** Loads per token at each store size with the true masks. */
   oracleCacheLoads?: number[];
   /** Largest true active set of one token. */
@@ -519,13 +521,19 @@ export function parsePlanMeasurements(
       bad("oracleNewPerToken", "as long as oracleSAgg");
     }
     const rows = counts("cacheRows", true);
-    for (const name of ["cacheLoads", "oracleCacheLoads"] as const) {
-      const loads = counts(name, true);
-      if (loads === undefined) continue;
-      if (rows?.length !== loads.length) bad(name, "as long as cacheRows");
-      out[name] = loads;
+    const oracleRows = counts("oracleCacheRows", true);
+    const loads = counts("cacheLoads", true);
+    const oracleLoads = counts("oracleCacheLoads", true);
+    if (loads !== undefined && rows?.length !== loads.length) {
+      bad("cacheLoads", "as long as cacheRows");
+    }
+    if (oracleLoads !== undefined && (oracleRows ?? rows)?.length !== oracleLoads.length) {
+      bad("oracleCacheLoads", "as long as oracleCacheRows (or cacheRows)");
     }
     if (rows !== undefined) out.cacheRows = rows;
+    if (loads !== undefined) out.cacheLoads = loads;
+    if (oracleRows !== undefined) out.oracleCacheRows = oracleRows;
+    if (oracleLoads !== undefined) out.oracleCacheLoads = oracleLoads;
     for (const name of ["peakPredicted", "p99Predicted", "oraclePeak", "oracleP99"] as const) {
       const v = count(name);
       if (v !== undefined) out[name] = v;

@@ -7,7 +7,7 @@
  *
  * Two eviction policies:
  *
- * - **The paper's window** (`"window"`, *LLM in a Flash* section 3.3, "sliding window"):
+ * - **The paper's window** (`"window"`, *LLM in a Flash*'s "sliding window technique"):
  *   keep the neurons predicted active in the last k tokens. A strict window
  *   (`keepStale: false`) evicts a neuron as soon as it leaves the last k tokens, so a
  *   token reads exactly its neurons none of the previous k tokens used ("incremental
@@ -309,9 +309,10 @@ export class NeuronWindow {
  * `planMemory` splits the budget with. Each size is a {@linkcode NeuronWindow} over a
  * store with zero-width rows, fed what the sparse FFN's window is fed: the predicted
  * set and which of its neurons the predictor is sure enough of to read (the load
- * threshold), so its loads are the engine's. The scores are shared: they depend on the
- * predicted sets only. The planner also gets the largest set (`peak`) and the 99th
- * percentile of the set sizes (`p99`), the fewest rows it gives a layer.
+ * threshold), so its loads are the engine's; a store smaller than a token's set drops
+ * the set's lowest-scoring neurons, as the engine does. The scores are shared: they
+ * depend on the predicted sets only. The planner also gets the largest set (`peak`) and
+ * the 99th percentile of the set sizes (`p99`), the fewest rows it gives a layer.
  *
  * @example
  * ```ts

@@ -260,6 +260,11 @@ Deno.test("the planner's measurements are read from the predictor report, and a 
       withLayer({ cacheRows: undefined, cacheLoads: undefined }),
       1,
     ],
+    [
+      "oracleCacheLoads longer than oracleCacheRows",
+      withLayer({ oracleCacheRows: [30], oracleCacheLoads: [6, 1.5] }),
+      1,
+    ],
     ["p99Predicted as text", withLayer({ p99Predicted: "25" }), 1],
     ["negative oraclePeak", withLayer({ oraclePeak: -1 }), 1],
     ["cacheLoadRecall above 1", { cacheLoadRecall: 2, layers: [MEASURED_LAYER] }, 1],
@@ -285,6 +290,12 @@ Deno.test("the planner uses the load curves of the trained predictor or of the o
   assert.deepEqual(oracle.windowStats?.newPerToken[0], MEASURED_LAYER.oracleNewPerToken);
   assert.deepEqual(oracle.loadCurves?.[0], { rows: [32, 64], loads: [6, 1.5], minRows: 22 });
   assert.equal(oracle.loadCurveRecall, 1, "the oracle reads every neuron it predicts");
+  // The oracle's curve may have its own store sizes.
+  const ownRows = measuredPlanInputs(
+    { layers: [{ ...MEASURED_LAYER, oracleCacheRows: [22, 64] }] },
+    "oracle",
+  );
+  assert.deepEqual(ownRows.loadCurves?.[0], { rows: [22, 64], loads: [6, 1.5], minRows: 22 });
   // Without p99, the peak is the fewest rows; a layer without a curve leaves none.
   const peakOnly = measuredPlanInputs(
     { layers: [{ ...MEASURED_LAYER, p99Predicted: undefined }] },
@@ -317,7 +328,13 @@ Deno.test("train-predictor stores load curves measured at the default load recal
   const file = await FlashModelFile.open(flm);
   const measured = parsePlanMeasurements(file.header.predictor?.report, file.config.nLayers, flm);
   assert.equal(measured?.cacheLoadRecall, DEFAULT_LOAD_RECALL);
-  assert.equal(measured?.layers[0].cacheRows?.at(-1), file.config.dFfn);
+  for (const l of measured!.layers) {
+    // The curves start at the fewest rows the planner gives a layer and end at every neuron.
+    assert.equal(l.cacheRows?.[0], l.p99Predicted);
+    assert.equal(l.oracleCacheRows?.[0], l.oracleP99);
+    assert.equal(l.cacheRows?.at(-1), file.config.dFfn);
+    assert.equal(l.oracleCacheRows?.at(-1), file.config.dFfn);
+  }
   const plan = planFromFile(file, { memory: { kind: "ffn-percent", percent: 90 } }, 32);
   assert.equal(plan.loadCurveRecall, DEFAULT_LOAD_RECALL);
   assert.notEqual(plan.expectedLoadsPerToken, null);

@@ -243,8 +243,11 @@ export async function trainPredictor(
 }
 
 /**
- * One pass over a layer's samples, predicting each token once, for two statistics of
- * the predicted sets and of the true masks (the oracle):
+ * Two passes over a layer's samples for statistics of the predicted sets and of the
+ * true masks (the oracle):
+ * - the set sizes, whose 99th percentile is the fewest rows the planner gives a layer
+ *   (a store that cannot hold a set drops part of it, so loads measured below that
+ *   size would describe a store the planner never makes): the load curves start there;
  * - s_agg(k) and new neurons per token on the held-out samples [from, n), each text
  *   window a new sequence (Figure 4);
  * - loads per token against the store's size under frequency eviction, over every
@@ -263,30 +266,42 @@ function layerStatistics(
   const predictor = new LowRankPredictor([layer]);
   predictor.loadRecall = DEFAULT_LOAD_RECALL; // the engine's default read rule
   const worthReading = (neuron: number): boolean => predictor.worthReading(neuron);
+  const ids = new Int32Array(dFfn); // (dFfn) the predicted set of the current sample
+  const trueIds = new Int32Array(dFfn); // (dFfn) its truly active neurons
+  /** Calls `visit` with each sample's predicted set ids[0:n] and true set trueIds[0:nTrue]. */
+  const eachSample = (visit: (i: number, n: number, nTrue: number) => void): void => {
+    for (let i = 0; i < samples.n; i++) {
+      const n = predictor.predict(0, samples.x.subarray(i * dModel, (i + 1) * dModel), ids);
+      let nTrue = 0;
+      for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[nTrue++] = j;
+      visit(i, n, nTrue);
+    }
+  };
+
+  const predictedSizes = new CacheCurveAccumulator(dFfn, []);
+  const trueSizes = new CacheCurveAccumulator(dFfn, []);
+  eachSample((_, n, nTrue) => {
+    predictedSizes.add(ids, n);
+    trueSizes.add(trueIds, nTrue);
+  });
+  const rows = curveRows(predictedSizes.result().p99, dFfn);
+  const oracleRows = curveRows(trueSizes.result().p99, dFfn);
+
   const predictedWindows = new WindowStatsAccumulator(dFfn, maxWindow);
   const trueWindows = new WindowStatsAccumulator(dFfn, maxWindow);
-  const rows = [...Array(CURVE_POINTS).keys()].map((j) =>
-    Math.round(((j + 1) * dFfn) / CURVE_POINTS)
-  );
   const predictedCurve = new CacheCurveAccumulator(dFfn, rows);
-  const trueCurve = new CacheCurveAccumulator(dFfn, rows);
-  const ids = new Int32Array(dFfn);
-  const trueIds = new Int32Array(dFfn);
-  for (let i = 0; i < samples.n; i++) {
-    const x = samples.x.subarray(i * dModel, (i + 1) * dModel);
-    const n = predictor.predict(0, x, ids);
-    let nTrue = 0;
-    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[nTrue++] = j;
+  const trueCurve = new CacheCurveAccumulator(dFfn, oracleRows);
+  eachSample((i, n, nTrue) => {
     predictedCurve.add(ids, n, worthReading);
     trueCurve.add(trueIds, nTrue); // the oracle reads every neuron it predicts
-    if (i < from) continue;
+    if (i < from) return;
     if (i === from || i % windowTokens === 0) {
       predictedWindows.startSequence();
       trueWindows.startSequence();
     }
     predictedWindows.add(ids, n);
     trueWindows.add(trueIds, nTrue);
-  }
+  });
   const pw = predictedWindows.result(), ow = trueWindows.result();
   const pc = predictedCurve.result(), oc = trueCurve.result();
   return {
@@ -298,16 +313,38 @@ function layerStatistics(
     cacheLoads: pc.loadsPerToken,
     peakPredicted: pc.peak,
     p99Predicted: pc.p99,
+    oracleCacheRows: oracleRows,
     oracleCacheLoads: oc.loadsPerToken,
     oraclePeak: oc.peak,
     oracleP99: oc.p99,
   };
 }
 
-/** A load curve's value for a store of dFfn / 2 rows (NaN when the report has none). */
-function halfRows(l: LayerReport, curve: number[] | undefined): number {
-  const at = l.cacheRows?.indexOf(Math.round(Math.max(...l.cacheRows) / 2)) ?? -1;
-  return curve && at >= 0 ? curve[at] : NaN;
+/** The store sizes of a load curve: {@linkcode CURVE_POINTS} from `fewest` to dFfn, increasing. */
+function curveRows(fewest: number, dFfn: number): number[] {
+  const rows: number[] = [];
+  for (let j = 0; j < CURVE_POINTS; j++) {
+    const r = Math.round(fewest + (j * (dFfn - fewest)) / (CURVE_POINTS - 1));
+    if (rows.length === 0 || r > rows[rows.length - 1]) rows.push(r);
+  }
+  return rows;
+}
+
+/**
+ * A load curve's value for a store of half the layer's neurons, interpolated between
+ * its points (NaN without a curve, or when half the neurons is below its first point).
+ */
+function halfRows(rows: number[] | undefined, loads: number[] | undefined): number {
+  if (!rows || !loads || rows.length === 0) return NaN;
+  const half = rows[rows.length - 1] / 2;
+  for (let j = 0; j < rows.length; j++) {
+    if (rows[j] < half) continue;
+    if (rows[j] === half) return loads[j];
+    if (j === 0) return NaN; // half the neurons is below the curve's first point
+    const f = (half - rows[j - 1]) / (rows[j] - rows[j - 1]);
+    return loads[j - 1] + f * (loads[j] - loads[j - 1]);
+  }
+  return NaN;
 }
 
 /** Points of each load curve. */
@@ -321,8 +358,9 @@ const CURVE_POINTS = 16;
  * import { strict as assert } from "node:assert";
  * import { formatReport } from "./train_predictor.ts";
  * const text = formatReport({ text: "t", windows: 1, windowTokens: 4, samples: 4, heldOutSamples: 1,
- *   dFfn: 10, seconds: 1, layers: [] });
- * assert.match(text, /recall/);
+ *   dFfn: 10, seconds: 1, cacheLoadRecall: 0.9, layers: [] });
+ * assert.match(text, /^predictor trained on 4 tokens \(1 windows of 4\)/);
+ * assert.match(text, /at load recall 0\.9\n/);
  * ```
  */
 export function formatReport(report: PredictorReport): string {
@@ -333,7 +371,10 @@ export function formatReport(report: PredictorReport): string {
     (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
   const lines = [
     `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
-    `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s`,
+    `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s` +
+    (report.cacheLoadRecall === undefined
+      ? ""
+      : `; loads with frequency eviction at load recall ${report.cacheLoadRecall}`),
     `layer  rank  thresh   recall  pred/act     FNR      FPR   active  s_agg(4)  new/token k=1   k=4   k=8 (oracle k=4)` +
     `  loads, ½ rows, freq. (oracle)`,
   ];
@@ -351,7 +392,9 @@ export function formatReport(report: PredictorReport): string {
           f(l.newPerToken[3] ?? NaN)
         } ` +
         `${f(l.newPerToken[7] ?? NaN)} (${f(l.oracleNewPerToken[3] ?? NaN).trim()})` +
-        `  ${f(halfRows(l, l.cacheLoads))} (${f(halfRows(l, l.oracleCacheLoads)).trim()})`,
+        `  ${f(halfRows(l.cacheRows, l.cacheLoads))} (${
+          f(halfRows(l.oracleCacheRows ?? l.cacheRows, l.oracleCacheLoads)).trim()
+        })`,
     );
   }
   return lines.join("\n");
