@@ -429,7 +429,7 @@ export interface LayerMeasurements {
   oracleSAgg: number[];
   /** New neurons per token of the true masks. */
   oracleNewPerToken: number[];
-  /** Store sizes (rows) of the load curves, increasing. */
+  /** Store sizes (rows) of the load curve, increasing, from `p99Predicted` to dFfn. */
   cacheRows?: number[];
   /** Loads per token at each store size, under frequency eviction and the load threshold. */
   cacheLoads?: number[];
@@ -437,7 +437,7 @@ export interface LayerMeasurements {
   peakPredicted?: number;
   /** 99th percentile of the predicted set sizes: the fewest rows the planner gives the layer. */
   p99Predicted?: number;
-  /** Store sizes of the oracle's load curve (absent: `cacheRows`). */
+  /** Store sizes of the oracle's load curve, from `oracleP99` to dFfn (absent: `cacheRows`). */
   oracleCacheRows?: number[];
   /** Loads per token at each store size with the true masks. */
   oracleCacheLoads?: number[];
