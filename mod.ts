@@ -74,7 +74,8 @@ export {
   planMemory,
   type WindowStats,
 } from "./core/memory_plan.ts";
-export type { PredictorMetrics } from "./core/predictor.ts";
+export type { PredictorMetrics } from "./core/train/fit.ts";
+export type { LayerMeasurements, PlanMeasurements } from "./core/predictor.ts";
 
 // Reading from flash
 export { FlashReader, ReadBatch, type ReadStats } from "./io/reader.ts";

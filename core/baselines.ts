@@ -40,7 +40,7 @@ import type { ResidentWeights } from "./weights.ts";
  * import { HybridFfn } from "./baselines.ts";
  * import { DenseFfn } from "./ffn.ts";
  * import { readAllFfn } from "./engine.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { loadResidentWeights } from "./weights.ts";
  * import { FlashReader } from "../io/reader.ts";
  * import { makeSyntheticModel } from "../tools/make_model.ts";
@@ -221,7 +221,7 @@ export function hybridPinned(
  * import { PageCacheFfn } from "./baselines.ts";
  * import { DenseFfn } from "./ffn.ts";
  * import { readAllFfn } from "./engine.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { loadResidentWeights } from "./weights.ts";
  * import { FlashReader } from "../io/reader.ts";
  * import { makeSyntheticModel } from "../tools/make_model.ts";
@@ -339,7 +339,7 @@ export function adviseDontNeed(path: string, ranges: [number, number][]): boolea
  * import { DenseF16Ffn } from "./baselines.ts";
  * import { DenseFfn } from "./ffn.ts";
  * import { readAllFfn } from "./engine.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { loadResidentWeights } from "./weights.ts";
  * import { FlashReader } from "../io/reader.ts";
  * import { makeSyntheticModel } from "../tools/make_model.ts";

@@ -28,7 +28,7 @@ export interface ConvertOptions {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { convertHfToFlash } from "./convert.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
  * const dir = await Deno.makeTempDir();
  * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1, nHeads: 2, extraTokens: 0 });

@@ -22,10 +22,9 @@ import {
   loadResidentWeights,
   type ResidentWeights,
 } from "./weights.ts";
-import { type Budget, type LoadCurve, type MemoryPlan, planMemory } from "./memory_plan.ts";
-import { DEFAULT_LOAD_RECALL, deserializePredictor } from "./predictor.ts";
+import { type Budget, measuredPlanInputs, type MemoryPlan, planMemory } from "./memory_plan.ts";
+import { DEFAULT_LOAD_RECALL, deserializePredictor, parsePlanMeasurements } from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
-import type { LayerReport, PredictorReport } from "./train/train_predictor.ts";
 
 // ---------------------------------------------------------------------------
 // Modes
@@ -118,13 +117,22 @@ async function isDirectory(path: string): Promise<boolean> {
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { loadModel } from "./engine.ts";
- * try {
- *   const model = await loadModel("../shared/models/tiny-opt-wikitext2", { mode: "dense" });
- *   assert(model.config.nLayers === 6);
- *   model.close();
- * } catch {
- *   // the shared model is not on this machine
- * }
+ * import { convertHfToFlash } from "./convert.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 2, nHeads: 2, extraTokens: 0 });
+ * await convertHfToFlash(dir, `${dir}/m.flm`, { dtype: "f32" });
+ * const dense = await loadModel(dir); // a Hugging Face directory runs dense
+ * const naive = await loadModel(`${dir}/m.flm`); // a flashlm file streams its FFN (naive)
+ * assert.equal(dense.mode, "dense");
+ * assert.equal(naive.mode, "naive");
+ * assert.equal(naive.config.nLayers, 2);
+ * const want = (await dense.transformer.forward(2, 0)).slice();
+ * const got = await naive.transformer.forward(2, 0);
+ * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-4), "same logits");
+ * dense.close();
+ * naive.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function loadModel(path: string, options: LoadOptions = {}): Promise<LoadedModel> {
@@ -203,15 +211,18 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
  * import { strict as assert } from "node:assert";
  * import { sparsePredictor } from "./engine.ts";
  * import { FlashModelFile } from "./flash_file.ts";
+ * import { LowRankPredictor } from "./predictor.ts";
+ * import { OraclePredictor } from "./sparse_ffn.ts";
  * import { loadResidentWeights } from "./weights.ts";
  * import { ensureDemoModel } from "../tools/demo_model.ts";
  * const file = await FlashModelFile.open(await ensureDemoModel());
  * const resident = await loadResidentWeights(file.config, file);
- * const predictor = await sparsePredictor(file, resident, { loadRecall: 1 });
- * const active = new Int32Array(file.config.dFfn);
- * const n = predictor.predict(0, new Float32Array(file.config.dModel).fill(0.1), active);
- * assert(n > 0 && n <= file.config.dFfn);
- * file.close();
+ * const trained = await sparsePredictor(file, resident, { loadRecall: 0.8 });
+ * assert.ok(trained instanceof LowRankPredictor);
+ * assert.equal(trained.loadRecall, 0.8);
+ * assert.equal(trained.layers.length, file.config.nLayers);
+ * assert.ok(await sparsePredictor(file, resident, { predictor: "oracle" }) instanceof OraclePredictor);
+ * await assert.rejects(sparsePredictor(file, resident, { loadRecall: 0 }), /load recall/);
  * ```
  */
 export async function sparsePredictor(
@@ -254,7 +265,8 @@ export async function sparsePredictor(
 /**
  * The memory plan of sparse mode for `file` with `options` (budget, window, eviction,
  * predictor): what `loadModel` runs with and what `inspect --memory` prints. Reads only
- * the header: no weights are loaded.
+ * the header: no weights are loaded. The measurements come from the predictor section
+ * (`parsePlanMeasurements`); a malformed one throws a {@linkcode FlashlmError}.
  *
  * @example
  * ```ts
@@ -264,11 +276,10 @@ export async function sparsePredictor(
  * import { ensureDemoModel } from "../tools/demo_model.ts";
  * const file = await FlashModelFile.open(await ensureDemoModel());
  * const all = planFromFile(file, {}, 64);
- * const half = planFromFile(file, { memory: { kind: "ffn-fraction", fraction: 0.5 } }, 64);
+ * const half = planFromFile(file, { memory: { kind: "ffn-percent", percent: 50 } }, 64);
  * const rows = (p: typeof all) => p.rowsPerLayer.reduce((a, b) => a + b, 0);
  * assert.equal(rows(all), file.config.nLayers * file.config.dFfn);
  * assert(rows(half) < rows(all));
- * file.close();
  * ```
  */
 export function planFromFile(
@@ -277,50 +288,28 @@ export function planFromFile(
   contextLength: number,
 ): MemoryPlan {
   const { dModel, dFfn, nLayers } = file.config;
-  const report = file.header.predictor?.report as PredictorReport | undefined;
   const oracle = options.predictor === "oracle";
-  const curvesOf = (
-    loads: (l: LayerReport) => number[] | undefined,
-    minRows: (l: LayerReport) => number | undefined,
-  ): LoadCurve[] | null => {
-    const curves = report?.layers?.map((l) => ({
-      rows: l.cacheRows ?? [],
-      loads: loads(l) ?? [],
-      minRows: minRows(l) ?? NaN,
-    }));
-    const ok = curves?.length === nLayers &&
-      curves.every((c) =>
-        c.rows.length > 0 && c.rows.length === c.loads.length && Number.isFinite(c.minRows) &&
-        [...c.rows, ...c.loads].every((v) => typeof v === "number" && v >= 0)
-      );
-    return ok ? curves! : null;
-  };
-  const sAgg = report?.layers?.map((l) => oracle ? l.oracleSAgg : l.sAgg) ?? null;
-  const newPerToken = report?.layers?.map((l) => oracle ? l.oracleNewPerToken : l.newPerToken) ??
-    null;
-  const loadCurves = oracle
-    ? curvesOf((l) => l.oracleCacheLoads, (l) => l.oracleP99 ?? l.oraclePeak)
-    : curvesOf((l) => l.cacheLoads, (l) => l.p99Predicted ?? l.peakPredicted);
+  const measured = parsePlanMeasurements(file.header.predictor?.report, nLayers, file.path);
+  const { windowStats, loadCurves, loadCurveRecall } = measuredPlanInputs(
+    measured,
+    oracle ? "oracle" : "trained",
+  );
   // The trained predictor's DRAM, f32: A (rank, dModel), B (dFfn, rank), c (dFfn) per layer.
   const meta = file.header.predictor?.meta as { layers?: { rank?: unknown }[] } | undefined;
   const predictorBytes = oracle ? 0 : (meta?.layers ?? []).reduce(
     (sum, l) => sum + 4 * ((Number(l.rank) || 0) * (dModel + dFfn) + dFfn),
     0,
   );
-  const valid = (t: number[][] | null): t is number[][] =>
-    t !== null && t.length === nLayers &&
-    t.every((s) =>
-      Array.isArray(s) && s.length > 0 && s.every((v) => typeof v === "number" && v >= 0)
-    );
   return planMemory({
     config: file.config,
     predictorBytes,
     contextLength,
     budget: options.memory ?? null,
-    windowStats: valid(sAgg) && valid(newPerToken) ? { sAgg, newPerToken } : null,
+    windowStats,
     windowK: options.windowK,
     eviction: options.windowK !== undefined ? "window" : options.eviction ?? "frequency",
     loadCurves,
+    loadCurveRecall,
   });
 }
 
@@ -355,7 +344,20 @@ function assemble(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { readAllFfn } from "./engine.ts";
- * assert.equal(typeof readAllFfn, "function"); // see tests/engine_test.ts
+ * import { convertHfToFlash } from "./convert.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { openHfModel } from "./hf_model.ts";
+ * import { loadDenseFfnWeights } from "./weights.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 2, nHeads: 2, extraTokens: 0 });
+ * await convertHfToFlash(dir, `${dir}/m.flm`, { dtype: "f32" });
+ * const got = await readAllFfn(await FlashModelFile.open(`${dir}/m.flm`));
+ * const hf = await openHfModel(dir);
+ * const want = await loadDenseFfnWeights(hf.config, hf.source); // the checkpoint's fc1, fc2
+ * assert.deepEqual(got[1].fc1, want[1].fc1);
+ * assert.deepEqual(got[1].fc2, want[1].fc2);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights[]> {

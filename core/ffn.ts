@@ -170,7 +170,7 @@ export class DenseFfn implements FfnProvider {
  * import { strict as assert } from "node:assert";
  * import { DenseFfn, FlashNaiveFfn } from "./ffn.ts";
  * import { convertHfToFlash } from "./convert.ts";
- * import { FlashModelFile } from "./flash_format.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
  * import { HfTensorSource } from "./hf_model.ts";
  * import { loadDenseFfnWeights, loadResidentWeights } from "./weights.ts";
  * import { FlashReader } from "../io/reader.ts";

@@ -11,6 +11,10 @@
  * (in OPT the first layers fire far more neurons), so flashlm gives each layer its own
  * k, grown greedily where one more token of window saves the most reads per DRAM row.
  *
+ * The statistics the planner uses are measured by `train-predictor` and stored in the
+ * model file's predictor section (`PlanMeasurements` in `core/predictor.ts`);
+ * {@linkcode measuredPlanInputs} turns them into the planner's inputs.
+ *
  * All sizes are bytes as flashlm holds them in DRAM (f32 weights).
  *
  * @module
@@ -19,6 +23,7 @@
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { neuronStoreBytes } from "./neuron_store.ts";
+import type { PlanMeasurements } from "./predictor.ts";
 import { residentTensorSpecs } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -189,11 +194,16 @@ export interface MemoryPlan {
   rowsReason: string;
   /** Neurons per token the measured load curves expect to read (null: no curves). */
   expectedLoadsPerToken: number | null;
+  /**
+   * The load recall the curves were measured at (1: every predicted neuron read; null:
+   * no curves).
+   */
+  loadCurveRecall: number | null;
 }
 
 /** One layer's measured loads per token against store size (see `core/window.ts`). */
 export interface LoadCurve {
-  /** Store sizes, increasing. */
+  /** Store sizes, increasing; one below `minRows` counts as `minRows` rows. */
   rows: number[];
   /** Mean neurons read per token at each size. */
   loads: number[];
@@ -202,6 +212,48 @@ export interface LoadCurve {
    * larger set drops its lowest-scoring neurons (counted as `neuronsDropped`).
    */
   minRows: number;
+}
+
+/**
+ * The planner's inputs from the measurements, for the trained predictor or the oracle:
+ * window statistics and load curves (null where not measured), and the load recall
+ * the curves were measured at.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { measuredPlanInputs } from "./memory_plan.ts";
+ * const layer = { sAgg: [10], newPerToken: [6], oracleSAgg: [9], oracleNewPerToken: [5],
+ *   cacheRows: [50, 100], cacheLoads: [8, 2], p99Predicted: 30 };
+ * const trained = measuredPlanInputs({ cacheLoadRecall: 0.9, layers: [layer] }, "trained");
+ * assert.deepEqual(trained.loadCurves, [{ rows: [50, 100], loads: [8, 2], minRows: 30 }]);
+ * assert.equal(trained.loadCurveRecall, 0.9);
+ * const oracle = measuredPlanInputs({ layers: [layer] }, "oracle");
+ * assert.deepEqual(oracle.windowStats, { sAgg: [[9]], newPerToken: [[5]] });
+ * assert.equal(oracle.loadCurves, null); // no oracle curve measured
+ * ```
+ */
+export function measuredPlanInputs(
+  measured: PlanMeasurements | null,
+  predictor: "trained" | "oracle",
+): { windowStats: WindowStats | null; loadCurves: LoadCurve[] | null; loadCurveRecall: number } {
+  if (measured === null) return { windowStats: null, loadCurves: null, loadCurveRecall: 1 };
+  const oracle = predictor === "oracle";
+  const layers = measured.layers;
+  const curves = layers.map((l) => {
+    const rows = oracle ? l.oracleCacheRows ?? l.cacheRows : l.cacheRows;
+    const loads = oracle ? l.oracleCacheLoads : l.cacheLoads;
+    const minRows = oracle ? l.oracleP99 ?? l.oraclePeak : l.p99Predicted ?? l.peakPredicted;
+    return rows && loads && minRows !== undefined ? { rows, loads, minRows } : null;
+  });
+  return {
+    windowStats: {
+      sAgg: layers.map((l) => oracle ? l.oracleSAgg : l.sAgg),
+      newPerToken: layers.map((l) => oracle ? l.oracleNewPerToken : l.newPerToken),
+    },
+    loadCurves: curves.every((c) => c !== null) ? curves as LoadCurve[] : null,
+    loadCurveRecall: oracle ? 1 : measured.cacheLoadRecall ?? 1,
+  };
 }
 
 /** Inputs of {@linkcode planMemory}. */
@@ -222,6 +274,8 @@ export interface PlanInput {
   eviction?: "window" | "frequency";
   /** Measured load curves per layer, to split rows under frequency eviction. */
   loadCurves?: LoadCurve[] | null;
+  /** The load recall the curves were measured at; default 1 (every predicted neuron read). */
+  loadCurveRecall?: number;
 }
 
 /**
@@ -338,12 +392,14 @@ export function planMemory(input: PlanInput): MemoryPlan {
   let rowsPerLayer: number[] | null = null;
   let rowsReason = need ? "by each window's expected union" : "evenly";
   let expectedLoadsPerToken: number | null = null;
+  let loadCurveRecall: number | null = null;
   const curves = input.loadCurves;
   if (eviction === "frequency" && curves && curves.length === config.nLayers) {
     const split = splitByLoadCurves(curves, rowsTotal, config.dFfn);
     if (split) {
       rowsPerLayer = split.rows;
       expectedLoadsPerToken = split.loads;
+      loadCurveRecall = input.loadCurveRecall ?? 1;
       rowsReason = "split to minimise the measured loads per token (frequency eviction)";
     }
   }
@@ -387,6 +443,7 @@ export function planMemory(input: PlanInput): MemoryPlan {
     eviction,
     rowsReason,
     expectedLoadsPerToken,
+    loadCurveRecall,
   };
 }
 
@@ -484,8 +541,9 @@ export function describePlan(plan: MemoryPlan): string {
       : `eviction: lowest decaying activation count` +
         (plan.expectedLoadsPerToken === null
           ? ""
-          : ` · expected ${
-            plan.expectedLoadsPerToken.toFixed(0)
-          } neurons read per token if every predicted one is read`)),
+          : ` · expected ${plan.expectedLoadsPerToken.toFixed(0)} neurons read per token ` +
+            (plan.loadCurveRecall === null || plan.loadCurveRecall >= 1
+              ? "if every predicted one is read"
+              : `at load recall ${plan.loadCurveRecall}`))),
   ].join("\n");
 }

@@ -35,7 +35,7 @@ import { matvec } from "../kernels/matvec.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_file.ts";
-import { DEFAULT_DECAY, FrequencyScores } from "./window.ts";
+import { DEFAULT_DECAY, type EvictionPolicy, FrequencyScores, NeuronWindow } from "./window.ts";
 import { NeuronStore } from "./neuron_store.ts";
 import { LowRankPredictor } from "./predictor.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
@@ -161,7 +161,7 @@ export interface SparseFfnOptions {
    * - `"frequency"` (default): the lowest decaying activation count among neurons the
    *   current token does not need; `windowK` is not used. A soft window.
    */
-  eviction?: "window" | "frequency";
+  eviction?: EvictionPolicy;
   /** Per-token decay of the frequency score (default {@linkcode DEFAULT_DECAY}). */
   decay?: number;
 }
@@ -175,8 +175,34 @@ export interface SparseFfnOptions {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { SparseFlashFfn } from "./sparse_ffn.ts";
- * assert.equal(typeof SparseFlashFfn, "function"); // see tests/sparse_ffn_test.ts for a full run
+ * import { OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
+ * import { convertHfToFlash } from "./convert.ts";
+ * import { readAllFfn } from "./engine.ts";
+ * import { DenseFfn } from "./ffn.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { loadResidentWeights } from "./weights.ts";
+ * import { FlashReader } from "../io/reader.ts";
+ * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+ * const dir = await Deno.makeTempDir();
+ * await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 64, nLayers: 1, nHeads: 2, extraTokens: 0 });
+ * await convertHfToFlash(dir, `${dir}/m.flm`, { dtype: "f32" });
+ * const file = await FlashModelFile.open(`${dir}/m.flm`);
+ * const resident = await loadResidentWeights(file.config, file);
+ * const weights = await readAllFfn(file); // the dense FFN, for the oracle and the reference
+ * const oracle = new OraclePredictor(weights, resident.layers.map((l) => l.fc1Bias), 16);
+ * const sparse = new SparseFlashFfn(file, resident, await FlashReader.open(file.path), {
+ *   predictor: oracle,
+ *   windowK: 1,
+ * });
+ * const x = new Float32Array(16).map((_, i) => Math.sin(i)); // (dModel) one FFN input
+ * const got = new Float32Array(16), want = new Float32Array(16);
+ * await sparse.forward(0, x, got); // reads only the active neurons' bundles
+ * await new DenseFfn(resident, weights).forward(0, x, want);
+ * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-5));
+ * assert.equal(sparse.stats.neuronsLoaded, sparse.stats.neuronsPredicted);
+ * assert.ok(sparse.stats.neuronsLoaded > 0 && sparse.stats.neuronsLoaded < 64);
+ * sparse.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export class SparseFlashFfn implements FfnProvider {
@@ -191,7 +217,7 @@ export class SparseFlashFfn implements FfnProvider {
   /** Whether neurons past the window stay while their rows are free. */
   readonly keepStale: boolean;
   /** The eviction policy. */
-  readonly eviction: "window" | "frequency";
+  readonly eviction: EvictionPolicy;
   /** Per layer, the decaying activation counts (frequency eviction). */
   readonly scores: FrequencyScores[];
   /** Index of the current token (incremented at layer 0). */
@@ -210,7 +236,8 @@ export class SparseFlashFfn implements FfnProvider {
   private loadRows: Int32Array; // (maxRows) store row of each bundle being loaded
   private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
   private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
-  private victims: Int32Array; // (dFfn) eviction candidates
+  private windows: NeuronWindow[]; // per layer, the window over its store
+  private worthReading: ((neuron: number) => boolean) | null; // the predictor's load rule
   private truth: ActivationPredictor | null;
   private trulyActive: Int32Array; // (dFfn) ids of the truly active neurons (measuring only)
 
@@ -243,11 +270,22 @@ export class SparseFlashFfn implements FfnProvider {
     this.scores = this.eviction === "frequency"
       ? windowK.map(() => new FrequencyScores(dFfn, options.decay ?? DEFAULT_DECAY))
       : [];
-    this.victims = new Int32Array(dFfn);
     this.truth = null;
     this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
+    this.windows = this.stores.map((store, l) =>
+      new NeuronWindow(store, {
+        eviction: this.eviction,
+        windowK: windowK[l],
+        keepStale: this.keepStale,
+        scores: this.scores[l] ?? null,
+      })
+    );
+    const predictor = options.predictor;
+    this.worthReading = predictor.worthReading === undefined
+      ? null
+      : (neuron) => predictor.worthReading!(neuron);
     const maxRows = Math.max(1, ...rows);
     this.active = new Int32Array(dFfn);
     this.batch = new ReadBatch(maxRows);
@@ -270,57 +308,19 @@ export class SparseFlashFfn implements FfnProvider {
 
     // 1. Predict this token's active neurons.
     const t0 = performance.now();
-    let n = this.predictor.predict(layer, x, this.active);
+    const predicted = this.predictor.predict(layer, x, this.active);
     const t1 = performance.now();
-    if (this.eviction === "frequency") this.scores[layer].observe(this.active, n);
-    if (n > store.capacity) {
-      // The store cannot hold this token's whole set (rows are planned for 99% of
-      // tokens): keep the neurons with the highest activation counts.
-      const drop = n - store.capacity;
-      if (this.eviction === "frequency") {
-        this.scores[layer].selectLowest(this.active, n, drop);
-        this.active.copyWithin(0, drop, n);
-      }
-      n = store.capacity;
-      s.neuronsDropped += drop;
-    }
-    s.neuronsPredicted += n;
 
-    // 2. Make room for this token's neurons.
-    //    window:    keep neurons active in the previous k tokens (t-k .. t-1), evict
-    //               the rest (or, keeping stale ones, the least recently active);
-    //    frequency: evict the lowest decaying activation counts, if rows are short.
-    if (this.eviction === "window") {
-      const oldest = this.keepStale ? -Infinity : t - this.windowK[layer];
-      for (let r = store.numUsed - 1; r >= 0; r--) {
-        const neuron = store.pointer[r];
-        if (store.lastActive[neuron] < oldest) {
-          store.delete(neuron);
-          s.neuronsEvicted++;
-        }
-      }
-    }
-    //    A neuron in DRAM costs nothing to compute; a missing one costs a read, so it
-    //    stays in this token's set only if the predictor is sure enough of it (the load
-    //    threshold). The unsure ones still counted as active in the scores above.
-    const predictor = this.predictor;
-    let kept = 0;
-    let missing = 0;
-    for (let i = 0; i < n; i++) {
-      const neuron = this.active[i];
-      if (!store.has(neuron)) {
-        if (predictor.worthReading !== undefined && !predictor.worthReading(neuron)) continue;
-        missing++;
-      }
-      this.active[kept++] = neuron;
-      store.lastActive[neuron] = t;
-    }
-    s.neuronsSkipped += n - kept;
-    n = kept;
-    s.neuronsHit += n - missing;
-    const over = store.numUsed + missing - store.capacity;
-    if (this.eviction === "window") this.evictLeastRecent(store, over, t);
-    else this.evictLeastFrequent(store, over, layer, t);
+    // 2. The window (core/window.ts): cap the set to the store, keep a missing neuron
+    //    only if the predictor is sure enough of it to pay a read, free rows for those.
+    this.scores[layer]?.observe(this.active, predicted);
+    const window = this.windows[layer];
+    const n = window.admit(t, this.active, predicted, this.worthReading);
+    s.neuronsDropped += window.dropped;
+    s.neuronsPredicted += predicted - window.dropped;
+    s.neuronsSkipped += window.skipped;
+    s.neuronsHit += n - window.missing;
+    s.neuronsEvicted += window.evicted;
 
     // 3. Load the difference: one bundle read per missing neuron, all in one batch
     //    (two reads per neuron, fc1 row and fc2 column, in the unbundled "split" layout).
@@ -412,41 +412,6 @@ export class SparseFlashFfn implements FfnProvider {
   /** Undo the inserts of a failed load (its rows hold no valid bundle). */
   private forgetLoads(store: NeuronStore, loads: number): void {
     for (let j = loads - 1; j >= 0; j--) store.delete(this.loadNeurons[j]);
-  }
-
-  /** Free `count` rows by deleting the least recently active neurons not active now. */
-  private evictLeastRecent(store: NeuronStore, count: number, t: number): void {
-    while (count > 0) {
-      // The oldest activity among rows not needed by this token...
-      let oldest = t;
-      for (let r = 0; r < store.numUsed; r++) {
-        oldest = Math.min(oldest, store.lastActive[store.pointer[r]]);
-      }
-      if (oldest === t) return; // every row is needed now (the caller capped n)
-      // ...and delete rows of that age until enough are free.
-      for (let r = store.numUsed - 1; r >= 0 && count > 0; r--) {
-        const neuron = store.pointer[r];
-        if (store.lastActive[neuron] === oldest) {
-          store.delete(neuron);
-          this.stats.neuronsEvicted++;
-          count--;
-        }
-      }
-    }
-  }
-
-  /** Free `count` rows by deleting the lowest-scoring neurons not active now. */
-  private evictLeastFrequent(store: NeuronStore, count: number, layer: number, t: number): void {
-    if (count <= 0) return;
-    let m = 0;
-    for (let r = 0; r < store.numUsed; r++) {
-      const neuron = store.pointer[r];
-      if (store.lastActive[neuron] !== t) this.victims[m++] = neuron;
-    }
-    count = Math.min(count, m);
-    this.scores[layer].selectLowest(this.victims, m, count);
-    for (let v = 0; v < count; v++) store.delete(this.victims[v]);
-    this.stats.neuronsEvicted += count;
   }
 
   /**

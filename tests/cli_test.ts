@@ -11,7 +11,7 @@ Deno.test("with no arguments the CLI builds the demo model once, says it is synt
   assert.match(first.stderr, /8 tokens · [\d.]+ tok\/s/);
   assert.match(first.stderr, /MB read\/token/);
   const built = [...Deno.readDirSync(cache)].map((e) => e.name);
-  assert.deepEqual(built, ["demo-v4-f16.flm"], "only the model is left in the cache");
+  assert.deepEqual(built, ["demo-v5-f16.flm"], "only the model is left in the cache");
   assert.match(first.stderr, /mode sparse/, "the demo shows the sparse FFN");
   assert.match(first.stderr, /hit rate/);
   const second = await runCli(["--max-tokens", "8"], env);

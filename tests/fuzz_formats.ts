@@ -126,7 +126,7 @@ export async function pokeTensor(
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FlashModelFile } from "../core/flash_format.ts";
+ * import { FlashModelFile } from "../core/flash_file.ts";
  * import { flashBase } from "./fuzz_formats.ts";
  * const dir = await Deno.makeTempDir();
  * const bytes = await flashBase(dir);
@@ -200,7 +200,8 @@ export async function flashBase(dir: string): Promise<Uint8Array> {
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { FlashModelFile, PREAMBLE_BYTES } from "../core/flash_format.ts";
+ * import { FlashModelFile } from "../core/flash_file.ts";
+ * import { PREAMBLE_BYTES } from "../core/flash_format.ts";
  * import { checkedRanges, flashBase } from "./fuzz_formats.ts";
  * const dir = await Deno.makeTempDir();
  * const bytes = await flashBase(dir);

@@ -4,17 +4,19 @@ import { FlashlmError } from "../io/errors.ts";
 import type { FfnProvider } from "../core/ffn.ts";
 import { openHfModel } from "../core/hf_model.ts";
 import {
-  calibrateThreshold,
-  defaultRanks,
   deserializePredictor,
-  evaluatePredictorLayer,
-  type LayerSamples,
   LowRankPredictor,
   type PredictorLayer,
-  RECALL_CURVE_POINTS,
   serializePredictor,
-  trainPredictorLayer,
 } from "../core/predictor.ts";
+import {
+  calibrateThreshold,
+  evaluatePredictorLayer,
+  type LayerSamples,
+  RECALL_CURVE_POINTS,
+  trainPredictorLayer,
+} from "../core/train/fit.ts";
+import { defaultRanks } from "../core/train/train_predictor.ts";
 import { Rng } from "../core/sampler.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadDenseFfnWeights } from "../core/weights.ts";

@@ -167,7 +167,7 @@ async function writeText(path: string, text: string): Promise<void> {
  * so bumping it when the recipe changes makes every cache build the new model instead of
  * reading an old one.
  */
-const DEMO_VERSION = 4;
+const DEMO_VERSION = 5;
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,

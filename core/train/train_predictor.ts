@@ -1,13 +1,15 @@
 /**
  * `train-predictor`: flashlm trains its own low-rank activation predictors from the
- * model's activations (*LLM in a Flash*, section 3.1), measures the window
- * statistics they imply, and stores them in the flash model's resident part.
+ * model's activations (*LLM in a Flash*, section 3.1), measures the statistics the
+ * memory planner needs, and stores both in the flash model's resident part.
  *
- * 1. capture (activation_capture.ts): dense model over text → per-layer (x, mask) files;
- * 2. train (predictor.ts): per layer, Adam on balanced BCE, threshold calibrated for recall;
- * 3. measure on the held-out tokens: recall, predicted/actual, FNR, FPR, and
- *    s_agg(k) / new neurons per token for k = 1..16 (window_stats.ts), for the
- *    trained predictor and for a perfect one (the floor);
+ * 1. capture (capture.ts): dense model over text → per-layer (x, mask) files;
+ * 2. train (fit.ts): per layer, Adam on balanced BCE, threshold calibrated for recall;
+ * 3. measure (`PlanMeasurements`, core/predictor.ts): on the held-out tokens, recall,
+ *    predicted/actual, FNR, FPR, and s_agg(k) / new neurons per token for k = 1..16
+ *    (window_stats.ts); over all tokens, loads per token against the store's size as
+ *    the engine's window would read them (core/window.ts), at the default load recall;
+ *    each for the trained predictor and for a perfect one (the floor);
  * 4. write the model again with the predictor section (atomic).
  *
  * @module
@@ -20,13 +22,14 @@ import { FlashlmError } from "../../io/errors.ts";
 import { FlashModelFile } from "../flash_file.ts";
 import { rewriteWithPredictor } from "../flash_write.ts";
 import {
-  defaultRanks,
+  DEFAULT_LOAD_RECALL,
+  type LayerMeasurements,
   LowRankPredictor,
+  type PlanMeasurements,
   type PredictorLayer,
-  type PredictorMetrics,
   serializePredictor,
-  trainPredictorLayer,
 } from "../predictor.ts";
+import { type PredictorMetrics, trainPredictorLayer } from "./fit.ts";
 import { WindowStatsAccumulator } from "./window_stats.ts";
 import { CacheCurveAccumulator } from "../window.ts";
 
@@ -57,8 +60,8 @@ export interface TrainPredictorOptions {
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
-/** What training measured for one layer. */
-export interface LayerReport {
+/** What training measured for one layer: the predictor's quality and the planner's inputs. */
+export interface LayerReport extends LayerMeasurements {
   /** Layer index. */
   layer: number;
   /** Rank of the low-rank predictor. */
@@ -67,35 +70,10 @@ export interface LayerReport {
   threshold: number;
   /** On the held-out tokens. */
   metrics: PredictorMetrics;
-  /** s_agg(k) with the trained predictor, k = 1..maxWindow (neurons). */
-  sAgg: number[];
-  /** New neurons per token with the trained predictor, k = 1..maxWindow. */
-  newPerToken: number[];
-  /** The same two with a perfect predictor (the true masks): the floor. */
-  oracleSAgg: number[];
-  /** New neurons per token with the true masks, k = 1..maxWindow. */
-  oracleNewPerToken: number[];
-  /**
-   * Store sizes (rows) of the load curves below: dFfn/16, 2 dFfn/16, ..., dFfn.
-   * Optional: files trained before the curves existed lack them.
-   */
-  cacheRows?: number[];
-  /** Loads per token with the trained predictor and frequency eviction, per store size. */
-  cacheLoads?: number[];
-  /** Largest predicted set of one token. */
-  peakPredicted?: number;
-  /** 99th percentile of the predicted set sizes: the fewest rows the planner gives the layer. */
-  p99Predicted?: number;
-  /** The same curve with the true masks (the oracle predictor). */
-  oracleCacheLoads?: number[];
-  /** Largest true active set of one token. */
-  oraclePeak?: number;
-  /** 99th percentile of the true active set sizes. */
-  oracleP99?: number;
 }
 
 /** The whole training report, stored in the model file. */
-export interface PredictorReport {
+export interface PredictorReport extends PlanMeasurements {
   /** The text file trained on. */
   text: string;
   /** Windows of text captured. */
@@ -112,6 +90,41 @@ export interface PredictorReport {
   seconds: number;
   /** Per layer, in order. */
   layers: LayerReport[];
+}
+
+// ---------------------------------------------------------------------------
+// Default ranks
+
+/**
+ * The default rank of each layer, following the paper's pattern: a small rank for most
+ * layers and a larger one for the last eighth of them (OPT-6.7B in the paper: rank 128 for
+ * 28 layers, 1024 for the last 4, with dModel 4096).
+ *
+ * - most layers: `clamp(round(dModel / 8), 16, 128)`: 128 for OPT-6.7B as in the paper,
+ *   32 for a 256-wide model (dModel / 32 would give 8 there, too few to reach 95% recall
+ *   without predicting many inactive neurons);
+ * - the last `max(1, round(nLayers / 8))` layers: `max(4 x that, round(dModel / 4))`:
+ *   1024 for OPT-6.7B as in the paper, 128 for a 256-wide model;
+ * - never more than `min(dModel, dFfn)` (a larger rank adds weights and no expressiveness).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { defaultRanks } from "./train_predictor.ts";
+ * assert.deepEqual(defaultRanks(6, 256, 1024), [32, 32, 32, 32, 32, 128]);
+ * const opt67b = defaultRanks(32, 4096, 16384);
+ * assert.equal(opt67b.filter((r) => r === 128).length, 28);
+ * assert.equal(opt67b.filter((r) => r === 1024).length, 4);
+ * ```
+ */
+export function defaultRanks(nLayers: number, dModel: number, dFfn: number): number[] {
+  const cap = Math.min(dModel, dFfn);
+  const most = Math.min(cap, Math.max(16, Math.min(128, Math.round(dModel / 8))));
+  const last = Math.min(cap, Math.max(4 * most, Math.round(dModel / 4)));
+  const nLast = Math.max(1, Math.round(nLayers / 8));
+  const ranks: number[] = [];
+  for (let l = 0; l < nLayers; l++) ranks.push(l >= nLayers - nLast ? last : most);
+  return ranks;
 }
 
 // ---------------------------------------------------------------------------
@@ -166,6 +179,11 @@ export async function trainPredictor(
   }
   const heldOutFraction = options.heldOutFraction ?? 0.1;
   const maxWindow = options.maxWindow ?? 16;
+  if (!Number.isInteger(maxWindow) || maxWindow < 1) {
+    throw new FlashlmError(`largest window must be a whole number >= 1, got ${maxWindow}`, {
+      kind: "usage",
+    });
+  }
 
   const tmp = await Deno.makeTempDir({ prefix: "flashlm-capture-" });
   try {
@@ -209,6 +227,7 @@ export async function trainPredictor(
       heldOutSamples,
       dFfn: config.dFfn,
       seconds: (performance.now() - t0) / 1000,
+      cacheLoadRecall: DEFAULT_LOAD_RECALL,
       layers: reports,
     };
     const serialized = serializePredictor(new LowRankPredictor(layers));
@@ -225,13 +244,17 @@ export async function trainPredictor(
 }
 
 /**
- * One pass over a layer's samples, predicting each token once, for two statistics of
- * the predicted sets and of the true masks (the oracle):
+ * Two passes over a layer's samples for statistics of the predicted sets and of the
+ * true masks (the oracle):
+ * - the set sizes, whose 99th percentile is the fewest rows the planner gives a layer
+ *   (a store that cannot hold a set drops part of it, so loads measured below that
+ *   size would describe a store the planner never makes): the load curves start there;
  * - s_agg(k) and new neurons per token on the held-out samples [from, n), each text
  *   window a new sequence (Figure 4);
  * - loads per token against the store's size under frequency eviction, over every
- *   sample in order (the store is not emptied between windows, as in use): what the
- *   planner splits rows by.
+ *   sample in order (the store is not emptied between windows, as in use), a missing
+ *   predicted neuron read only if it clears the load threshold at the default load
+ *   recall, as the engine does: what the planner splits rows by.
  */
 function layerStatistics(
   layer: PredictorLayer,
@@ -239,46 +262,47 @@ function layerStatistics(
   from: number,
   windowTokens: number,
   maxWindow: number,
-): Pick<
-  LayerReport,
-  | "sAgg"
-  | "newPerToken"
-  | "oracleSAgg"
-  | "oracleNewPerToken"
-  | "cacheRows"
-  | "cacheLoads"
-  | "peakPredicted"
-  | "p99Predicted"
-  | "oracleCacheLoads"
-  | "oraclePeak"
-  | "oracleP99"
-> {
+): LayerMeasurements {
   const { dModel, dFfn } = layer;
   const predictor = new LowRankPredictor([layer]);
+  predictor.loadRecall = DEFAULT_LOAD_RECALL; // the engine's default read rule
+  const worthReading = (neuron: number): boolean => predictor.worthReading(neuron);
+  const ids = new Int32Array(dFfn); // (dFfn) the predicted set of the current sample
+  const trueIds = new Int32Array(dFfn); // (dFfn) its truly active neurons
+  /** Calls `visit` with each sample's predicted set ids[0:n] and true set trueIds[0:nTrue]. */
+  const eachSample = (visit: (i: number, n: number, nTrue: number) => void): void => {
+    for (let i = 0; i < samples.n; i++) {
+      const n = predictor.predict(0, samples.x.subarray(i * dModel, (i + 1) * dModel), ids);
+      let nTrue = 0;
+      for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[nTrue++] = j;
+      visit(i, n, nTrue);
+    }
+  };
+
+  const predictedSizes = new CacheCurveAccumulator(dFfn, []);
+  const trueSizes = new CacheCurveAccumulator(dFfn, []);
+  eachSample((_, n, nTrue) => {
+    predictedSizes.add(ids, n);
+    trueSizes.add(trueIds, nTrue);
+  });
+  const rows = curveRows(predictedSizes.result().p99, dFfn);
+  const oracleRows = curveRows(trueSizes.result().p99, dFfn);
+
   const predictedWindows = new WindowStatsAccumulator(dFfn, maxWindow);
   const trueWindows = new WindowStatsAccumulator(dFfn, maxWindow);
-  const rows = [...Array(CURVE_POINTS).keys()].map((j) =>
-    Math.round(((j + 1) * dFfn) / CURVE_POINTS)
-  );
   const predictedCurve = new CacheCurveAccumulator(dFfn, rows);
-  const trueCurve = new CacheCurveAccumulator(dFfn, rows);
-  const ids = new Int32Array(dFfn);
-  const trueIds = new Int32Array(dFfn);
-  for (let i = 0; i < samples.n; i++) {
-    const x = samples.x.subarray(i * dModel, (i + 1) * dModel);
-    const n = predictor.predict(0, x, ids);
-    let nTrue = 0;
-    for (let j = 0; j < dFfn; j++) if (samples.mask[i * dFfn + j]) trueIds[nTrue++] = j;
-    predictedCurve.add(ids, n);
-    trueCurve.add(trueIds, nTrue);
-    if (i < from) continue;
+  const trueCurve = new CacheCurveAccumulator(dFfn, oracleRows);
+  eachSample((i, n, nTrue) => {
+    predictedCurve.add(ids, n, worthReading);
+    trueCurve.add(trueIds, nTrue); // the oracle reads every neuron it predicts
+    if (i < from) return;
     if (i === from || i % windowTokens === 0) {
       predictedWindows.startSequence();
       trueWindows.startSequence();
     }
     predictedWindows.add(ids, n);
     trueWindows.add(trueIds, nTrue);
-  }
+  });
   const pw = predictedWindows.result(), ow = trueWindows.result();
   const pc = predictedCurve.result(), oc = trueCurve.result();
   return {
@@ -290,16 +314,38 @@ function layerStatistics(
     cacheLoads: pc.loadsPerToken,
     peakPredicted: pc.peak,
     p99Predicted: pc.p99,
+    oracleCacheRows: oracleRows,
     oracleCacheLoads: oc.loadsPerToken,
     oraclePeak: oc.peak,
     oracleP99: oc.p99,
   };
 }
 
-/** A load curve's value for a store of dFfn / 2 rows (NaN when the report has none). */
-function halfRows(l: LayerReport, curve: number[] | undefined): number {
-  const at = l.cacheRows?.indexOf(Math.round(Math.max(...l.cacheRows) / 2)) ?? -1;
-  return curve && at >= 0 ? curve[at] : NaN;
+/** The store sizes of a load curve: {@linkcode CURVE_POINTS} from `fewest` to dFfn, increasing. */
+function curveRows(fewest: number, dFfn: number): number[] {
+  const rows: number[] = [];
+  for (let j = 0; j < CURVE_POINTS; j++) {
+    const r = Math.round(fewest + (j * (dFfn - fewest)) / (CURVE_POINTS - 1));
+    if (rows.length === 0 || r > rows[rows.length - 1]) rows.push(r);
+  }
+  return rows;
+}
+
+/**
+ * A load curve's value for a store of half the layer's neurons, interpolated between
+ * its points (NaN without a curve, or when half the neurons is below its first point).
+ */
+function halfRows(rows: number[] | undefined, loads: number[] | undefined): number {
+  if (!rows || !loads || rows.length === 0) return NaN;
+  const half = rows[rows.length - 1] / 2;
+  for (let j = 0; j < rows.length; j++) {
+    if (rows[j] < half) continue;
+    if (rows[j] === half) return loads[j];
+    if (j === 0) return NaN; // half the neurons is below the curve's first point
+    const f = (half - rows[j - 1]) / (rows[j] - rows[j - 1]);
+    return loads[j - 1] + f * (loads[j] - loads[j - 1]);
+  }
+  return NaN;
 }
 
 /** Points of each load curve. */
@@ -313,8 +359,9 @@ const CURVE_POINTS = 16;
  * import { strict as assert } from "node:assert";
  * import { formatReport } from "./train_predictor.ts";
  * const text = formatReport({ text: "t", windows: 1, windowTokens: 4, samples: 4, heldOutSamples: 1,
- *   dFfn: 10, seconds: 1, layers: [] });
- * assert.match(text, /recall/);
+ *   dFfn: 10, seconds: 1, cacheLoadRecall: 0.9, layers: [] });
+ * assert.match(text, /^predictor trained on 4 tokens \(1 windows of 4\)/);
+ * assert.match(text, /at load recall 0\.9\n/);
  * ```
  */
 export function formatReport(report: PredictorReport): string {
@@ -325,7 +372,10 @@ export function formatReport(report: PredictorReport): string {
     (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
   const lines = [
     `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
-    `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s`,
+    `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s` +
+    (report.cacheLoadRecall === undefined
+      ? ""
+      : `; loads with frequency eviction at load recall ${report.cacheLoadRecall}`),
     `layer  rank  thresh   recall  pred/act     FNR      FPR   active  s_agg(4)  new/token k=1   k=4   k=8 (oracle k=4)` +
     `  loads, ½ rows, freq. (oracle)`,
   ];
@@ -343,7 +393,9 @@ export function formatReport(report: PredictorReport): string {
           f(l.newPerToken[3] ?? NaN)
         } ` +
         `${f(l.newPerToken[7] ?? NaN)} (${f(l.oracleNewPerToken[3] ?? NaN).trim()})` +
-        `  ${f(halfRows(l, l.cacheLoads))} (${f(halfRows(l, l.oracleCacheLoads)).trim()})`,
+        `  ${f(halfRows(l.cacheRows, l.cacheLoads))} (${
+          f(halfRows(l.oracleCacheRows ?? l.cacheRows, l.oracleCacheLoads)).trim()
+        })`,
     );
   }
   return lines.join("\n");
