@@ -87,7 +87,8 @@ export function withSafetensorsHeader(base: Uint8Array, json: string, pad: boole
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { readSafetensorsHeader, readTensorF32, writeSafetensors } from "../io/safetensors.ts";
+ * import { readSafetensorsHeader, readTensorF32 } from "../io/safetensors_read.ts";
+ * import { writeSafetensors } from "../io/safetensors_write.ts";
  * import { pokeTensor } from "./fuzz_formats.ts";
  * const path = `${await Deno.makeTempDir()}/t.safetensors`;
  * await writeSafetensors(path, [{ name: "w", dtype: "F32", shape: [3], data: new Float32Array(3) }]);
