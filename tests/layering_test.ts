@@ -44,11 +44,11 @@ export function layeringProblems(edges: Edge[]): string[] {
       problems.push(`${from} imports ${to}: inference must not depend on training`);
     }
   }
-  for (const cycle of cycles(edges)) problems.push(`import cycle: ${cycle.join(" → ")}`);
+  for (const cycle of cycles(edges)) problems.push(`an import cycle among ${cycle.join(", ")}`);
   return problems;
 }
 
-/** Every cycle's nodes (one per strongly connected component of more than one file). */
+/** The files of each cycle (each strongly connected component of more than one file). */
 function cycles(edges: Edge[]): string[][] {
   const next = new Map<string, string[]>();
   for (const { from, to } of edges) {
@@ -193,6 +193,6 @@ Deno.test("the layering check finds a wrong-direction import, a training import 
       { from: "core/b.ts", to: "core/c.ts" },
       { from: "core/c.ts", to: "core/a.ts" },
     ]),
-    ["import cycle: core/a.ts → core/b.ts → core/c.ts"],
+    ["an import cycle among core/a.ts, core/b.ts, core/c.ts"],
   );
 });
