@@ -418,7 +418,8 @@ export function deserializePredictor(
 /**
  * What `train-predictor` measured of one layer for the planner, with the trained
  * predictor and with the true masks (`oracle…`, the perfect predictor). The load curves
- * and set sizes are optional: files trained before them lack them.
+ * and set sizes are optional: without them the planner splits rows by the window
+ * statistics alone.
  */
 export interface LayerMeasurements {
   /** s_agg(k), k = 1..maxWindow: mean distinct neurons predicted over k tokens. */
