@@ -1,5 +1,6 @@
 import { strict as assert } from "node:assert";
 import { runCli, tinyHfModel } from "./helpers.ts";
+import { demoModel, demoModelCache } from "./fixtures.ts";
 
 Deno.test("with no arguments the CLI builds the demo model once, says it is synthetic and streams text", async () => {
   const cache = await Deno.makeTempDir();
@@ -101,10 +102,10 @@ Deno.test("--help lists every command, and each command's help lists its options
 });
 
 Deno.test("generate --memory --stats writes per-token telemetry whose sums match the summary", async () => {
-  const cache = await Deno.makeTempDir();
-  const out = `${cache}/stats.json`;
+  const dir = await Deno.makeTempDir();
+  const out = `${dir}/stats.json`;
   const r = await runCli(["--memory", "60%", "--max-tokens", "6", "--stats", out], {
-    FLASHLM_CACHE: cache,
+    FLASHLM_CACHE: await demoModelCache(),
   });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /memory plan: budget/);
@@ -115,15 +116,12 @@ Deno.test("generate --memory --stats writes per-token telemetry whose sums match
   const bytes = perToken.reduce((a, t) => a + t.ffn.bytesRead, 0);
   assert.equal(bytes, json.stats.ffn.bytesRead);
   assert.ok(bytes > 0);
-  await Deno.remove(cache, { recursive: true });
+  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("inspect --memory and generate --memory print the same memory plan", async () => {
-  const cache = await Deno.makeTempDir();
-  const env = { FLASHLM_CACHE: cache };
-  const built = await runCli(["--max-tokens", "1"], env); // builds the demo model (trained predictor)
-  assert.equal(built.code, 0, built.stderr);
-  const flm = `${cache}/${[...Deno.readDirSync(cache)][0].name}`;
+  const flm = await demoModel(); // a trained predictor, with load curves
+  const env = { FLASHLM_CACHE: await demoModelCache() };
   const planOf = (text: string): string => {
     const lines = text.split("\n");
     const at = lines.findIndex((l) => l.startsWith("memory plan:"));
@@ -140,7 +138,6 @@ Deno.test("inspect --memory and generate --memory print the same memory plan", a
     assert.equal(generate.code, 0, generate.stderr);
     assert.equal(planOf(inspect.stdout), planOf(generate.stderr), flags.join(" "));
   }
-  await Deno.remove(cache, { recursive: true });
 });
 
 Deno.test("eval prints the dense and sparse perplexity of the same tokens, and --stats holds the same numbers", async () => {
