@@ -208,7 +208,8 @@ export function cacheDir(): string {
  * import { strict as assert } from "node:assert";
  * import { ensureDemoModel } from "./demo_model.ts";
  * import { FlashModelFile } from "../core/flash_file.ts";
- * const path = await ensureDemoModel(await Deno.makeTempDir());
+ * const path = await ensureDemoModel(); // built once into the cache, then found there
+ * assert.ok(path.endsWith(".flm") && path === await ensureDemoModel());
  * assert.ok((await FlashModelFile.open(path)).header.predictor !== undefined);
  * ```
  */
