@@ -19,6 +19,7 @@ import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { loadModel } from "../core/engine.ts";
 import { evaluate, formatEvalReport } from "../core/eval.ts";
 import { describePlan } from "../core/memory_plan.ts";
+import { RESIDENT_PRECISIONS } from "../core/weights.ts";
 
 /** Usage, summary, examples and flags of `eval`. */
 export const spec = {
@@ -44,6 +45,12 @@ export const spec = {
       min: 1,
       max: 1024,
     },
+    resident: {
+      type: "string",
+      help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
+      shownDefault: "stored",
+      choices: RESIDENT_PRECISIONS,
+    },
     ...SPARSE_FLAGS,
     stats: { type: "string", help: "write the results as JSON to this file" },
   },
@@ -60,8 +67,9 @@ export async function run(
   const sparse = await loadModel(path, {
     ...sparseOptions({ ...flags, mode: "sparse" }),
     readerDepth: flags.depth,
+    resident: flags.resident,
   });
-  const dense = await loadModel(path, { mode: "dense" });
+  const dense = await loadModel(path, { mode: "dense", resident: flags.resident });
   try {
     const windowTokens = flags["window-tokens"] ?? Math.min(256, dense.transformer.contextLength);
     const ids = await readCorpus(flags.text, dense.tokenizer);

@@ -17,6 +17,7 @@ import {
 } from "./common.ts";
 import { loadModel, MODES } from "../core/engine.ts";
 import { describePlan } from "../core/memory_plan.ts";
+import { RESIDENT_PRECISIONS } from "../core/weights.ts";
 import { Generation, summarize } from "../core/generate.ts";
 import { ensureDemoModel } from "../tools/demo_model.ts";
 
@@ -70,6 +71,12 @@ export const spec = {
       min: 1,
       max: 1024,
     },
+    resident: {
+      type: "string",
+      help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
+      shownDefault: "stored",
+      choices: RESIDENT_PRECISIONS,
+    },
     ...SPARSE_FLAGS,
     stats: {
       type: "string",
@@ -102,6 +109,7 @@ export async function run(
     ...sparseOptions(flags),
     contextLength: flags.context,
     readerDepth: flags.depth,
+    resident: flags.resident,
   });
   if (model.plan) info(describePlan(model.plan));
   try {

@@ -20,6 +20,7 @@ import {
   type DenseFfnWeights,
   loadDenseFfnWeights,
   loadResidentWeights,
+  type ResidentPrecision,
   type ResidentWeights,
 } from "./weights.ts";
 import { type Budget, measuredPlanInputs, type MemoryPlan, planMemory } from "./memory_plan.ts";
@@ -47,6 +48,11 @@ export interface LoadOptions {
   mode?: Mode;
   /** KV cache length; default the model's maximum positions. */
   contextLength?: number;
+  /**
+   * Resident matrices in DRAM at the file's precision (`"stored"`, default) or expanded
+   * to f32 (`"f32"`, to measure what that costs).
+   */
+  resident?: ResidentPrecision;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
@@ -146,7 +152,9 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     }
     const hf = await openHfModel(path);
     const tokenizer = OptTokenizer.fromFiles(hf.vocabJson, hf.mergesText, `${path}/vocab.json`);
-    const resident = await loadResidentWeights(hf.config, hf.source);
+    const resident = await loadResidentWeights(hf.config, hf.source, {
+      precision: options.resident,
+    });
     const ffn = new DenseFfn(resident, await loadDenseFfnWeights(hf.config, hf.source));
     return assemble(
       path,
@@ -163,8 +171,8 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const file = await FlashModelFile.open(path);
   const mode = options.mode ?? "naive";
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
-  const resident = await loadResidentWeights(file.config, file);
-  file.releaseResident(); // the decoded tensors are all that is needed now
+  const resident = await loadResidentWeights(file.config, file, { precision: options.resident });
+  file.releaseResident(); // the loaded tensors are all that is needed now
   let ffn: FfnProvider;
   let plan: MemoryPlan | null = null;
   const contextLength = Math.min(

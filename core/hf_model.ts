@@ -5,12 +5,19 @@
  * Checkpoints name tensors `model.decoder.X`, `decoder.X` or plain `X`, and may or may
  * not carry `lm_head.weight` (OPT ties it to the token embedding): all are accepted.
  *
+ * Matrices keep their precision in DRAM where flashlm computes with it: an F16 tensor
+ * stays f16 words, an F32 tensor f32. A BF16 tensor becomes f32 (exactly: a bf16 is the
+ * top half of a float32), because bf16's exponent range does not fit f16's.
+ *
  * @module
  */
 
+import { readExactly } from "../io/atomic_write.ts";
 import { Checkpoint } from "../io/safetensors_read.ts";
 import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { f16BitsToF32 } from "../kernels/f16.ts";
+import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -33,6 +40,9 @@ import type { TensorSource } from "./weights.ts";
  * assert.ok(source.has("layers.0.fc1.weight"));
  * assert.equal((await source.readF32("layers.0.fc1.weight", [32, 16])).length, 32 * 16);
  * await assert.rejects(source.readF32("layers.0.fc1.weight", [16, 32]), /config\.json implies/);
+ * const wq = await source.readMatrix("layers.0.self_attn.q_proj.weight", [16, 16]);
+ * assert.equal(wq.dtype, "f32"); // the synthetic checkpoint is F32 by default
+ * assert.equal(wq.data.length, 16 * 16);
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
@@ -74,11 +84,8 @@ export class HfTensorSource implements TensorSource {
     return this.checkpoint.has(this.fullName(name));
   }
 
-  /**
-   * Read a tensor as f32 after checking its shape against `shape` (what config.json implies);
-   * a NaN or infinite value is a FlashlmError naming the tensor, the element and the file.
-   */
-  async readF32(name: string, shape: number[]): Promise<Float32Array> {
+  /** The checkpoint's name of `name` after checking its shape against `shape` (what config.json implies). */
+  private checkedName(name: string, shape: number[]): string {
     const full = this.fullName(name);
     const info = this.checkpoint.info(full);
     if (info.shape.length !== shape.length || info.shape.some((n, i) => n !== shape[i])) {
@@ -87,19 +94,64 @@ export class HfTensorSource implements TensorSource {
         { file: this.checkpoint.fileOf(full), kind: "config" },
       );
     }
+    return full;
+  }
+
+  /** The error for a NaN or infinite weight: it would poison every logit downstream. */
+  private notFinite(full: string, value: number, element: number): FlashlmError {
+    return new FlashlmError(
+      `tensor ${full} holds ${value} at element ${element} (shape [${
+        this.checkpoint.info(full).shape
+      }], row-major); weights must be finite`,
+      { file: this.checkpoint.fileOf(full), kind: "format" },
+    );
+  }
+
+  /**
+   * Read a tensor as f32 after checking its shape against `shape` (what config.json implies);
+   * a NaN or infinite value is a FlashlmError naming the tensor, the element and the file.
+   */
+  async readF32(name: string, shape: number[]): Promise<Float32Array> {
+    const full = this.checkedName(name, shape);
     const values = await this.checkpoint.readF32(full);
-    // A NaN or Inf weight would poison every logit downstream: refuse the file here.
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
-      if (v - v !== 0) {
-        throw new FlashlmError(
-          `tensor ${full} holds ${v} at element ${i} (shape [${info.shape}], row-major); ` +
-            "weights must be finite",
-          { file: this.checkpoint.fileOf(full), kind: "format" },
-        );
-      }
+      if (v - v !== 0) throw this.notFinite(full, v, i);
     }
     return values;
+  }
+
+  /**
+   * Read a 2-D tensor of shape `shape` = (rows, cols) as a matrix at the precision
+   * flashlm computes it in: F16 stays f16 words (the file's bytes), F32 and BF16 become
+   * f32. Shapes and finiteness are checked as by {@linkcode readF32}.
+   */
+  async readMatrix(name: string, shape: number[]): Promise<WeightMatrix> {
+    const [rows, cols] = shape;
+    const full = this.checkedName(name, shape);
+    const info = this.checkpoint.info(full);
+    if (info.dtype !== "F16") return f32Matrix(await this.readF32(name, shape), rows, cols);
+    const path = this.checkpoint.fileOf(full);
+    const bytes = new Uint8Array(info.end - info.begin); // (rows * cols * 2) as stored
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true });
+    } catch (e) {
+      throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
+    }
+    try {
+      await readExactly(file, bytes, info.begin, path);
+    } finally {
+      file.close();
+    }
+    const data = new Uint16Array(bytes.buffer); // (rows, cols) f16 words
+    for (let i = 0; i < data.length; i++) {
+      // exponent all ones: infinity or NaN
+      if ((data[i] & 0x7c00) === 0x7c00) {
+        throw this.notFinite(full, f16BitsToF32(data[i]), i);
+      }
+    }
+    return { dtype: "f16", rows, cols, data };
   }
 }
 

@@ -8,14 +8,21 @@
  * (the paper's "dense attention"); the FFN is delegated to an {@linkcode FfnProvider},
  * which is where the flash modes differ.
  *
- * All per-token buffers are allocated once, in the constructor.
+ * Resident matrices are used at their storage precision (`linear` and `readRow` pick the
+ * kernel of each matrix's dtype); activations are float32. The KV cache holds keys and
+ * values as f16 words, 2 bytes per value, encoded as they are written.
+ *
+ * All per-token buffers are allocated once, in the constructor. The KV cache is allocated
+ * for the whole context at once and written position by position from its start, so the
+ * OS commits its pages only as positions are written.
  *
  * @module
  */
 
-import { attention } from "../kernels/attention.ts";
+import { attentionF16 } from "../kernels/attention_f16.ts";
+import { f32ToF16Bits } from "../kernels/f16.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { matvec } from "../kernels/matvec.ts";
+import { linear, readRow } from "../kernels/weights.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { FfnProvider } from "./ffn.ts";
@@ -35,11 +42,37 @@ interface RunState {
   att: Float32Array; // (dModel) attention output, heads concatenated
   scores: Float32Array; // (contextLength) attention scores of one head
   emb: Float32Array; // (wordEmbedProjDim) token embedding / pre-lm_head projection
+  posEmb: Float32Array; // (dModel) position embedding of the current position
   logits: Float32Array; // (vocabSize)
-  keyCache: Float32Array; // (nLayers, contextLength, dModel)
-  valueCache: Float32Array; // (nLayers, contextLength, dModel)
-  keyCacheLayers: Float32Array[]; // nLayers views of keyCache, (contextLength, dModel) each
-  valueCacheLayers: Float32Array[]; // nLayers views of valueCache
+  keyCache: Uint16Array; // (nLayers, contextLength, dModel) f16 words
+  valueCache: Uint16Array; // (nLayers, contextLength, dModel) f16 words
+  keyCacheLayers: Uint16Array[]; // nLayers views of keyCache, (contextLength, dModel) f16 each
+  valueCacheLayers: Uint16Array[]; // nLayers views of valueCache
+}
+
+/** Bytes of one f16 value of the KV cache. */
+const KV_VALUE_BYTES = 2;
+
+/**
+ * Bytes of the KV cache of a model with `config` for `contextLength` positions: a key
+ * and a value of `dModel` f16 values per layer per position.
+ *
+ * @example OPT-6.7B's cache for 2048 positions is 1 GiB in f16
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { kvCacheBytes } from "./transformer.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const config = { nLayers: 32, dModel: 4096 } as ModelConfig;
+ * assert.equal(kvCacheBytes(config, 2048), 2 * 32 * 2048 * 4096 * 2);
+ * ```
+ */
+export function kvCacheBytes(config: ModelConfig, contextLength: number): number {
+  return 2 * config.nLayers * contextLength * config.dModel * KV_VALUE_BYTES;
+}
+
+/** Write the f32 vector `src` (d) as f16 words at `dst[offset : offset + d]`. */
+function storeF16(dst: Uint16Array, offset: number, src: Float32Array): void {
+  for (let i = 0; i < src.length; i++) dst[offset + i] = f32ToF16Bits(src[i]);
 }
 
 // ---------------------------------------------------------------------------
@@ -51,7 +84,7 @@ interface RunState {
  * @example Running a token through a model
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { Transformer } from "./transformer.ts";
+ * import { kvCacheBytes, Transformer } from "./transformer.ts";
  * import { DenseFfn } from "./ffn.ts";
  * import { HfTensorSource } from "./hf_model.ts";
  * import { loadModelConfig } from "./config.ts";
@@ -64,6 +97,7 @@ interface RunState {
  * const resident = await loadResidentWeights(config, source);
  * const ffn = new DenseFfn(resident, await loadDenseFfnWeights(config, source));
  * const model = new Transformer(resident, ffn, 8);
+ * assert.equal(model.kvCacheBytes, kvCacheBytes(config, 8)); // f16: 2 bytes per value
  * const first = (await model.forward(2, 0)).slice(); // </s> at position 0
  * assert.equal(first.length, config.vocabSize);
  * assert.ok(first.every(Number.isFinite));
@@ -83,6 +117,8 @@ export class Transformer {
   ffn: FfnProvider;
   /** Longest sequence the KV cache holds. */
   readonly contextLength: number;
+  /** Bytes of the KV cache (f16 keys and values for `contextLength` positions). */
+  readonly kvCacheBytes: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */
   residentMs = 0;
   private s: RunState;
@@ -96,8 +132,9 @@ export class Transformer {
     this.contextLength = Math.min(contextLength ?? c.maxPositions, c.maxPositions);
     const T = this.contextLength;
     const d = c.dModel;
-    const keyCache = new Float32Array(c.nLayers * T * d);
-    const valueCache = new Float32Array(c.nLayers * T * d);
+    const keyCache = new Uint16Array(c.nLayers * T * d); // (nLayers, T, d) f16
+    const valueCache = new Uint16Array(c.nLayers * T * d); // (nLayers, T, d) f16
+    this.kvCacheBytes = keyCache.byteLength + valueCache.byteLength;
     this.s = {
       x: new Float32Array(d),
       xb: new Float32Array(d),
@@ -108,6 +145,7 @@ export class Transformer {
       att: new Float32Array(d),
       scores: new Float32Array(T),
       emb: new Float32Array(c.wordEmbedProjDim),
+      posEmb: new Float32Array(d),
       logits: new Float32Array(c.vocabSize),
       keyCache,
       valueCache,
@@ -131,7 +169,6 @@ export class Transformer {
     const w = this.weights;
     const s = this.s;
     const d = c.dModel;
-    const wp = c.wordEmbedProjDim;
     if (pos < 0 || pos >= this.contextLength) {
       throw new FlashlmError(
         `position ${pos} is outside the context of ${this.contextLength} tokens`,
@@ -146,11 +183,11 @@ export class Transformer {
     let t0 = performance.now();
 
     // Token embedding (+ project_in) + learned position embedding (offset by 2 in OPT).
-    for (let i = 0; i < wp; i++) s.emb[i] = w.tokenEmbedding[token * wp + i];
-    if (w.projectIn) matvec(s.x, w.projectIn, s.emb, d, wp, null);
+    readRow(w.tokenEmbedding, token, s.emb);
+    if (w.projectIn) linear(s.x, w.projectIn, s.emb, null);
     else s.x.set(s.emb);
-    const posRow = (pos + c.positionOffset) * d;
-    for (let i = 0; i < d; i++) s.x[i] += w.positionEmbedding[posRow + i];
+    readRow(w.positionEmbedding, pos + c.positionOffset, s.posEmb);
+    for (let i = 0; i < d; i++) s.x[i] += s.posEmb[i];
 
     const headDim = d / c.nHeads;
     const scale = 1 / Math.sqrt(headDim);
@@ -161,12 +198,13 @@ export class Transformer {
       if (c.layerNormBefore) {
         layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
       } else s.xb.set(s.x);
-      matvec(s.q, L.wq, s.xb, d, d, L.bq);
-      matvec(s.k, L.wk, s.xb, d, d, L.bk);
-      matvec(s.v, L.wv, s.xb, d, d, L.bv);
-      s.keyCacheLayers[l].set(s.k, pos * d);
-      s.valueCacheLayers[l].set(s.v, pos * d);
-      attention(
+      // q, k, v (d) = w (d, d) at its stored dtype @ xb (d) + bias (d); k and v go to the cache as f16
+      linear(s.q, L.wq, s.xb, L.bq);
+      linear(s.k, L.wk, s.xb, L.bk);
+      linear(s.v, L.wv, s.xb, L.bv);
+      storeF16(s.keyCacheLayers[l], pos * d, s.k);
+      storeF16(s.valueCacheLayers[l], pos * d, s.v);
+      attentionF16(
         s.att,
         s.q,
         s.keyCacheLayers[l],
@@ -177,7 +215,7 @@ export class Transformer {
         pos + 1,
         scale,
       );
-      matvec(s.xb2, L.wo, s.att, d, d, L.bo);
+      linear(s.xb2, L.wo, s.att, L.bo);
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
       if (!c.layerNormBefore) {
         layerNorm(s.x, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
@@ -205,9 +243,9 @@ export class Transformer {
     if (w.finalNormWeight && w.finalNormBias) {
       layerNorm(s.x, s.x, w.finalNormWeight, w.finalNormBias, d, c.layerNormEps);
     }
-    if (w.projectOut) matvec(s.emb, w.projectOut, s.x, wp, d, null);
+    if (w.projectOut) linear(s.emb, w.projectOut, s.x, null);
     else s.emb.set(s.x);
-    matvec(s.logits, w.lmHead, s.emb, c.vocabSize, wp, null);
+    linear(s.logits, w.lmHead, s.emb, null);
     this.residentMs += performance.now() - t0;
     return s.logits;
   }

@@ -2,7 +2,8 @@
  * The model's weights as flashlm holds them in DRAM, and where they come from.
  *
  * The paper's split is visible in the types: {@linkcode ResidentWeights} (embeddings,
- * attention, norms, biases) always live in DRAM; the FFN matrices
+ * attention, norms, biases) always live in DRAM, each matrix at its storage precision
+ * (a `WeightMatrix`: f32, f16 words, or int8 with row scales), norms and biases as f32; the FFN matrices
  * ({@linkcode DenseFfnWeights}) live in DRAM only in the dense reference mode — in
  * the flash modes they stay on flash as row-column bundles.
  *
@@ -14,30 +15,31 @@
 
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
 
 // ---------------------------------------------------------------------------
 // Weight containers
 
-/** One decoder layer's DRAM-resident weights (d = dModel). */
+/** One decoder layer's DRAM-resident weights (d = dModel); matrices at their storage dtype. */
 export interface LayerWeights {
   /** (d) self_attn_layer_norm */
   attnNormWeight: Float32Array;
   /** (d) self_attn_layer_norm bias */
   attnNormBias: Float32Array;
-  /** (d, d) q_proj, PyTorch (out, in) */
-  wq: Float32Array;
+  /** (d, d) q_proj, PyTorch (out, in), stored dtype */
+  wq: WeightMatrix;
   /** (d) q_proj bias */
   bq: Float32Array;
-  /** (d, d) k_proj */
-  wk: Float32Array;
+  /** (d, d) k_proj, stored dtype */
+  wk: WeightMatrix;
   /** (d) k_proj bias */
   bk: Float32Array;
-  /** (d, d) v_proj */
-  wv: Float32Array;
+  /** (d, d) v_proj, stored dtype */
+  wv: WeightMatrix;
   /** (d) v_proj bias */
   bv: Float32Array;
-  /** (d, d) out_proj */
-  wo: Float32Array;
+  /** (d, d) out_proj, stored dtype */
+  wo: WeightMatrix;
   /** (d) out_proj bias */
   bo: Float32Array;
   /** (d) the layer's final_layer_norm (before the FFN) */
@@ -54,20 +56,20 @@ export interface LayerWeights {
 export interface ResidentWeights {
   /** The model's dimensions. */
   config: ModelConfig;
-  /** (vocabSize, wordEmbedProjDim) embed_tokens */
-  tokenEmbedding: Float32Array;
-  /** (maxPositions + positionOffset, dModel) embed_positions */
-  positionEmbedding: Float32Array;
-  /** (dModel, wordEmbedProjDim) only when wordEmbedProjDim != dModel */
-  projectIn: Float32Array | null;
-  /** (wordEmbedProjDim, dModel) project_out, only when wordEmbedProjDim != dModel */
-  projectOut: Float32Array | null;
+  /** (vocabSize, wordEmbedProjDim) embed_tokens, stored dtype */
+  tokenEmbedding: WeightMatrix;
+  /** (maxPositions + positionOffset, dModel) embed_positions, stored dtype */
+  positionEmbedding: WeightMatrix;
+  /** (dModel, wordEmbedProjDim) project_in, stored dtype; only when wordEmbedProjDim != dModel */
+  projectIn: WeightMatrix | null;
+  /** (wordEmbedProjDim, dModel) project_out, stored dtype; only when wordEmbedProjDim != dModel */
+  projectOut: WeightMatrix | null;
   /** (dModel) decoder final_layer_norm (pre-LN models only) */
   finalNormWeight: Float32Array | null;
   /** (dModel) decoder final_layer_norm bias */
   finalNormBias: Float32Array | null;
-  /** (vocabSize, wordEmbedProjDim) tied: the same array as tokenEmbedding */
-  lmHead: Float32Array;
+  /** (vocabSize, wordEmbedProjDim) stored dtype; tied: the same matrix as tokenEmbedding */
+  lmHead: WeightMatrix;
   /** (nLayers) the decoder layers, in order */
   layers: LayerWeights[];
 }
@@ -83,7 +85,7 @@ export interface DenseFfnWeights {
 // ---------------------------------------------------------------------------
 // Tensor sources and the name/shape table
 
-/** Anything that can hand out named f32 tensors (an HF checkpoint, a flashlm file). */
+/** Anything that can hand out named tensors (an HF checkpoint, a flashlm file). */
 export interface TensorSource {
   /** Where the tensors come from, for error messages. */
   readonly description: string;
@@ -91,6 +93,28 @@ export interface TensorSource {
   has(name: string): boolean;
   /** The tensor as f32; throws a FlashlmError naming the file if its shape is not `shape`. */
   readF32(name: string, shape: number[]): Promise<Float32Array>;
+  /**
+   * The 2-D tensor `name` of shape `shape` = (rows, cols) as a matrix at its storage
+   * precision (f16 words, int8 with row scales, or f32); throws a FlashlmError naming the
+   * file if its shape is not `shape`. A source without it gives its matrices as f32.
+   */
+  readMatrix?(name: string, shape: number[]): Promise<WeightMatrix>;
+}
+
+/**
+ * How resident matrices are held in DRAM: `"stored"` keeps each at the precision its
+ * source stores it in (f16 words, int8 with row scales, f32); `"f32"` decodes every one
+ * to float32 (twice the bytes of f16, four times int8's), to measure what that costs.
+ */
+export type ResidentPrecision = "stored" | "f32";
+
+/** The precisions {@linkcode ResidentPrecision} admits, for parsing. */
+export const RESIDENT_PRECISIONS: readonly ResidentPrecision[] = ["stored", "f32"];
+
+/** Options of {@linkcode loadResidentWeights}. */
+export interface ResidentLoadOptions {
+  /** Matrices at their storage precision (default `"stored"`) or decoded to f32. */
+  precision?: ResidentPrecision;
 }
 
 /** A tensor the model needs: canonical name and expected shape. */
@@ -188,30 +212,41 @@ export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec,
 // Loading
 
 /**
- * Read every resident tensor from `source` into a {@linkcode ResidentWeights}.
- * `lm_head.weight` is used when present, else tied to the token embedding.
+ * Read every resident tensor from `source` into a {@linkcode ResidentWeights}: each
+ * matrix through `source.readMatrix` at its storage precision (or decoded to f32 with
+ * `{ precision: "f32" }`, or when the source has no `readMatrix`), norms and biases as
+ * f32. `lm_head.weight` is used when present, else tied to the token embedding.
  *
- * @example Loading from an in-memory source
+ * @example Loading from an in-memory source that stores its matrices in f16
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { loadResidentWeights, residentTensorSpecs, type TensorSource } from "./weights.ts";
+ * import { loadResidentWeights, type TensorSource } from "./weights.ts";
  * import type { ModelConfig } from "./config.ts";
  * const config = { dModel: 4, dFfn: 8, nLayers: 1, nHeads: 1, vocabSize: 6, maxPositions: 4,
  *   positionOffset: 2, wordEmbedProjDim: 4, layerNormBefore: true } as ModelConfig;
+ * const count = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
  * const source: TensorSource = {
  *   description: "memory",
  *   has: (name) => name !== "lm_head.weight",
- *   readF32: (_name, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
+ *   readF32: (_name, shape) => Promise.resolve(new Float32Array(count(shape)).fill(1)),
+ *   readMatrix: (_name, [rows, cols]) =>
+ *     Promise.resolve({ dtype: "f16", rows, cols, data: new Uint16Array(rows * cols).fill(0x3c00) }),
  * };
- * const w = await loadResidentWeights(config, source);
- * assert(w.lmHead === w.tokenEmbedding && w.layers.length === 1);
+ * const stored = await loadResidentWeights(config, source);
+ * assert(stored.lmHead === stored.tokenEmbedding && stored.layers.length === 1);
+ * assert(stored.layers[0].wq.dtype === "f16" && stored.layers[0].bq instanceof Float32Array);
+ * const wide = await loadResidentWeights(config, source, { precision: "f32" });
+ * assert(wide.tokenEmbedding.dtype === "f32" && wide.tokenEmbedding.data[0] === 1);
  * ```
  */
 export async function loadResidentWeights(
   config: ModelConfig,
   source: TensorSource,
+  options: ResidentLoadOptions = {},
 ): Promise<ResidentWeights> {
-  const t = new Map<string, Float32Array>();
+  const precision = options.precision ?? "stored";
+  const matrices = new Map<string, WeightMatrix>(); // 2-D tensors, stored dtype (or f32)
+  const vectors = new Map<string, Float32Array>(); // norms and biases, f32
   for (const spec of residentTensorSpecs(config)) {
     if (!source.has(spec.name)) {
       if (spec.required) {
@@ -221,39 +256,47 @@ export async function loadResidentWeights(
       }
       continue;
     }
-    t.set(spec.name, await source.readF32(spec.name, spec.shape));
+    if (spec.shape.length === 1) {
+      vectors.set(spec.name, await source.readF32(spec.name, spec.shape));
+    } else if (precision === "stored" && source.readMatrix) {
+      matrices.set(spec.name, await source.readMatrix(spec.name, spec.shape));
+    } else {
+      const [rows, cols] = spec.shape;
+      matrices.set(spec.name, f32Matrix(await source.readF32(spec.name, spec.shape), rows, cols));
+    }
   }
-  const get = (name: string): Float32Array => t.get(name)!;
+  const vector = (name: string): Float32Array => vectors.get(name)!;
+  const matrix = (name: string): WeightMatrix => matrices.get(name)!;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
     const p = `layers.${l}.`;
     layers.push({
-      attnNormWeight: get(p + "self_attn_layer_norm.weight"),
-      attnNormBias: get(p + "self_attn_layer_norm.bias"),
-      wq: get(p + "self_attn.q_proj.weight"),
-      bq: get(p + "self_attn.q_proj.bias"),
-      wk: get(p + "self_attn.k_proj.weight"),
-      bk: get(p + "self_attn.k_proj.bias"),
-      wv: get(p + "self_attn.v_proj.weight"),
-      bv: get(p + "self_attn.v_proj.bias"),
-      wo: get(p + "self_attn.out_proj.weight"),
-      bo: get(p + "self_attn.out_proj.bias"),
-      ffnNormWeight: get(p + "final_layer_norm.weight"),
-      ffnNormBias: get(p + "final_layer_norm.bias"),
-      fc1Bias: get(p + "fc1.bias"),
-      fc2Bias: get(p + "fc2.bias"),
+      attnNormWeight: vector(p + "self_attn_layer_norm.weight"),
+      attnNormBias: vector(p + "self_attn_layer_norm.bias"),
+      wq: matrix(p + "self_attn.q_proj.weight"),
+      bq: vector(p + "self_attn.q_proj.bias"),
+      wk: matrix(p + "self_attn.k_proj.weight"),
+      bk: vector(p + "self_attn.k_proj.bias"),
+      wv: matrix(p + "self_attn.v_proj.weight"),
+      bv: vector(p + "self_attn.v_proj.bias"),
+      wo: matrix(p + "self_attn.out_proj.weight"),
+      bo: vector(p + "self_attn.out_proj.bias"),
+      ffnNormWeight: vector(p + "final_layer_norm.weight"),
+      ffnNormBias: vector(p + "final_layer_norm.bias"),
+      fc1Bias: vector(p + "fc1.bias"),
+      fc2Bias: vector(p + "fc2.bias"),
     });
   }
-  const tokenEmbedding = get("embed_tokens.weight");
+  const tokenEmbedding = matrix("embed_tokens.weight");
   return {
     config,
     tokenEmbedding,
-    positionEmbedding: get("embed_positions.weight"),
-    projectIn: t.get("project_in.weight") ?? null,
-    projectOut: t.get("project_out.weight") ?? null,
-    finalNormWeight: t.get("final_layer_norm.weight") ?? null,
-    finalNormBias: t.get("final_layer_norm.bias") ?? null,
-    lmHead: t.get("lm_head.weight") ?? tokenEmbedding,
+    positionEmbedding: matrix("embed_positions.weight"),
+    projectIn: matrices.get("project_in.weight") ?? null,
+    projectOut: matrices.get("project_out.weight") ?? null,
+    finalNormWeight: vectors.get("final_layer_norm.weight") ?? null,
+    finalNormBias: vectors.get("final_layer_norm.bias") ?? null,
+    lmHead: matrices.get("lm_head.weight") ?? tokenEmbedding,
     layers,
   };
 }

@@ -1,6 +1,7 @@
 /**
  * Benchmarks of each reference kernel (baseline) against its tuned twin, at the shapes of
- * OPT-125m (d=768, ffn=3072, 12 heads) and OPT-1.3b (d=2048, ffn=8192, 32 heads).
+ * OPT-125m (d=768, ffn=3072, 12 heads) and OPT-1.3b (d=2048, ffn=8192, 32 heads); attention
+ * over an f32 and an f16 KV cache in one group.
  *
  * Run: `deno bench -A kernels/kernels_bench.ts`
  *
@@ -13,6 +14,7 @@ import { layerNorm, layerNormNaive } from "./layernorm.ts";
 import { softmax, softmaxNaive } from "./softmax.ts";
 import { gelu, geluNaive, relu, reluNaive } from "./activations.ts";
 import { attention, attentionNaive } from "./attention.ts";
+import { attentionF16, attentionF16Naive } from "./attention_f16.ts";
 import { ffnBundled, ffnBundledNaive } from "./ffn_bundled.ts";
 
 // ---------------------------------------------------------------------------
@@ -116,6 +118,17 @@ for (const s of SHAPES) {
     });
     Deno.bench(`attention ${name}`, { group }, () => {
       attention(out, q, kCache, vCache, scores, nHeads, headDim, T, scale);
+    });
+    // the same caches in f16, as the transformer holds them
+    const kHalf = new Uint16Array(T * dim); // (T, dim) f16
+    const vHalf = new Uint16Array(T * dim); // (T, dim) f16
+    f32ToF16(kCache, kHalf);
+    f32ToF16(vCache, vHalf);
+    Deno.bench(`attentionF16Naive ${name}`, { group }, () => {
+      attentionF16Naive(out, q, kHalf, vHalf, scores, nHeads, headDim, T, scale);
+    });
+    Deno.bench(`attentionF16 ${name}`, { group }, () => {
+      attentionF16(out, q, kHalf, vHalf, scores, nHeads, headDim, T, scale);
     });
   }
 

@@ -3,9 +3,12 @@
  * at once, no KV cache, no flashlm kernels, tensors read straight from the HF
  * safetensors with their HF names. It mirrors Hugging Face's `OPTDecoder.forward`.
  * Tests compare the engine against it ("KV-cached decoding equals a full recompute").
+ * With `{ kv: "f16" }` it rounds every key and value to f16 as the engine's KV cache
+ * stores them, so the comparison stays tight.
  */
 
 import { Checkpoint } from "../io/safetensors_read.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../kernels/f16.ts";
 
 type Mat = Float32Array;
 
@@ -36,8 +39,20 @@ function layerNormRows(x: Mat, T: number, d: number, g: Mat, b: Mat): Mat {
   return y;
 }
 
-/** Logits (T, vocab) for every position of `ids`, computed from the HF directory `dir`. */
-export async function referenceLogits(dir: string, ids: number[]): Promise<Float32Array> {
+/** Round every value of `x` to the nearest f16, in place. */
+function roundToF16(x: Mat): void {
+  for (let i = 0; i < x.length; i++) x[i] = f16BitsToF32(f32ToF16Bits(x[i]));
+}
+
+/**
+ * Logits (T, vocab) for every position of `ids`, computed from the HF directory `dir`;
+ * keys and values in float32, or rounded to f16 with `{ kv: "f16" }`.
+ */
+export async function referenceLogits(
+  dir: string,
+  ids: number[],
+  options: { kv?: "f32" | "f16" } = {},
+): Promise<Float32Array> {
   const cfg = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
   const ckpt = await Checkpoint.open(dir);
   const prefix = ["model.decoder.", "decoder.", ""].find((p) =>
@@ -98,6 +113,10 @@ export async function referenceLogits(dir: string, ids: number[]): Promise<Float
       d,
       await get(p + "self_attn.v_proj.bias"),
     );
+    if (options.kv === "f16") {
+      roundToF16(k);
+      roundToF16(v);
+    }
     const att = new Float32Array(T * d);
     for (let head = 0; head < H; head++) {
       for (let t = 0; t < T; t++) {
