@@ -15,7 +15,7 @@ import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { decodeValues } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { OptTokenizer } from "./tokenizer.ts";
-import { Transformer } from "./transformer.ts";
+import { type KvDtype, Transformer } from "./transformer.ts";
 import {
   type DenseFfnWeights,
   loadDenseFfnWeights,
@@ -53,6 +53,8 @@ export interface LoadOptions {
    * to f32 (`"f32"`, to measure what that costs).
    */
   resident?: ResidentPrecision;
+  /** The KV cache's dtype: `"f16"` (default, half the DRAM) or `"f32"` (the reference). */
+  kvCache?: KvDtype;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
@@ -161,7 +163,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       "hf",
       mode,
       tokenizer,
-      new Transformer(resident, ffn, options.contextLength),
+      new Transformer(resident, ffn, options.contextLength, options.kvCache),
       {},
       null,
       null,
@@ -196,7 +198,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       eviction: plan.eviction,
     });
   }
-  const transformer = new Transformer(resident, ffn, contextLength);
+  const transformer = new Transformer(resident, ffn, contextLength, options.kvCache);
   const ffnFileBytes = file.header.ffn.layers.reduce((sum, l) => sum + l.length, 0);
   return assemble(
     path,

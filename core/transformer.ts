@@ -19,6 +19,7 @@
  * @module
  */
 
+import { attention } from "../kernels/attention.ts";
 import { attentionF16 } from "../kernels/attention_f16.ts";
 import { f32ToF16Bits } from "../kernels/f16.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
@@ -44,18 +45,21 @@ interface RunState {
   emb: Float32Array; // (wordEmbedProjDim) token embedding / pre-lm_head projection
   posEmb: Float32Array; // (dModel) position embedding of the current position
   logits: Float32Array; // (vocabSize)
-  keyCache: Uint16Array; // (nLayers, contextLength, dModel) f16 words
-  valueCache: Uint16Array; // (nLayers, contextLength, dModel) f16 words
-  keyCacheLayers: Uint16Array[]; // nLayers views of keyCache, (contextLength, dModel) f16 each
-  valueCacheLayers: Uint16Array[]; // nLayers views of valueCache
+  keys16: Uint16Array[]; // f16 cache: per layer (contextLength, dModel) f16 words (else empty)
+  values16: Uint16Array[]; // f16 cache: per layer (contextLength, dModel) f16 words
+  keys32: Float32Array[]; // f32 cache: per layer (contextLength, dModel) (else empty)
+  values32: Float32Array[]; // f32 cache: per layer (contextLength, dModel)
 }
 
-/** Bytes of one f16 value of the KV cache. */
-const KV_VALUE_BYTES = 2;
+/**
+ * How the KV cache stores keys and values: f16 (the default: half the DRAM) or f32 (with
+ * `resident: "f32"`, the reference everything else is measured against).
+ */
+export type KvDtype = "f16" | "f32";
 
 /**
  * Bytes of the KV cache of a model with `config` for `contextLength` positions: a key
- * and a value of `dModel` f16 values per layer per position.
+ * and a value of `dModel` values per layer per position, 2 bytes each in f16.
  *
  * @example OPT-6.7B's cache for 2048 positions is 1 GiB in f16
  * ```ts
@@ -66,8 +70,12 @@ const KV_VALUE_BYTES = 2;
  * assert.equal(kvCacheBytes(config, 2048), 2 * 32 * 2048 * 4096 * 2);
  * ```
  */
-export function kvCacheBytes(config: ModelConfig, contextLength: number): number {
-  return 2 * config.nLayers * contextLength * config.dModel * KV_VALUE_BYTES;
+export function kvCacheBytes(
+  config: ModelConfig,
+  contextLength: number,
+  dtype: KvDtype = "f16",
+): number {
+  return 2 * config.nLayers * contextLength * config.dModel * (dtype === "f16" ? 2 : 4);
 }
 
 /** Write the f32 vector `src` (d) as f16 words at `dst[offset : offset + d]`. */
@@ -117,14 +125,21 @@ export class Transformer {
   ffn: FfnProvider;
   /** Longest sequence the KV cache holds. */
   readonly contextLength: number;
-  /** Bytes of the KV cache (f16 keys and values for `contextLength` positions). */
+  /** How the KV cache stores keys and values. */
+  readonly kvDtype: KvDtype;
+  /** Bytes of the KV cache (keys and values for `contextLength` positions). */
   readonly kvCacheBytes: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */
   residentMs = 0;
   private s: RunState;
 
   /** Allocate every buffer for sequences of up to `contextLength` tokens. */
-  constructor(weights: ResidentWeights, ffn: FfnProvider, contextLength?: number) {
+  constructor(
+    weights: ResidentWeights,
+    ffn: FfnProvider,
+    contextLength?: number,
+    kvDtype: KvDtype = "f16",
+  ) {
     const c = weights.config;
     this.config = c;
     this.weights = weights;
@@ -132,9 +147,10 @@ export class Transformer {
     this.contextLength = Math.min(contextLength ?? c.maxPositions, c.maxPositions);
     const T = this.contextLength;
     const d = c.dModel;
-    const keyCache = new Uint16Array(c.nLayers * T * d); // (nLayers, T, d) f16
-    const valueCache = new Uint16Array(c.nLayers * T * d); // (nLayers, T, d) f16
-    this.kvCacheBytes = keyCache.byteLength + valueCache.byteLength;
+    this.kvDtype = kvDtype;
+    const f16 = kvDtype === "f16";
+    const n = f16 ? 0 : c.nLayers; // layers of the f32 cache
+    const n16 = f16 ? c.nLayers : 0; // layers of the f16 cache
     this.s = {
       x: new Float32Array(d),
       xb: new Float32Array(d),
@@ -147,15 +163,12 @@ export class Transformer {
       emb: new Float32Array(c.wordEmbedProjDim),
       posEmb: new Float32Array(d),
       logits: new Float32Array(c.vocabSize),
-      keyCache,
-      valueCache,
-      keyCacheLayers: [],
-      valueCacheLayers: [],
+      keys16: Array.from({ length: n16 }, () => new Uint16Array(T * d)), // (T, d) f16 per layer
+      values16: Array.from({ length: n16 }, () => new Uint16Array(T * d)),
+      keys32: Array.from({ length: n }, () => new Float32Array(T * d)), // (T, d) f32 per layer
+      values32: Array.from({ length: n }, () => new Float32Array(T * d)),
     };
-    for (let l = 0; l < c.nLayers; l++) {
-      this.s.keyCacheLayers.push(keyCache.subarray(l * T * d, (l + 1) * T * d));
-      this.s.valueCacheLayers.push(valueCache.subarray(l * T * d, (l + 1) * T * d));
-    }
+    this.kvCacheBytes = kvCacheBytes(c, T, kvDtype);
   }
 
   /**
@@ -198,23 +211,39 @@ export class Transformer {
       if (c.layerNormBefore) {
         layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
       } else s.xb.set(s.x);
-      // q, k, v (d) = w (d, d) at its stored dtype @ xb (d) + bias (d); k and v go to the cache as f16
+      // q, k, v (d) = w (d, d) at its stored dtype @ xb (d) + bias (d); k and v go to the KV cache
       linear(s.q, L.wq, s.xb, L.bq);
       linear(s.k, L.wk, s.xb, L.bk);
       linear(s.v, L.wv, s.xb, L.bv);
-      storeF16(s.keyCacheLayers[l], pos * d, s.k);
-      storeF16(s.valueCacheLayers[l], pos * d, s.v);
-      attentionF16(
-        s.att,
-        s.q,
-        s.keyCacheLayers[l],
-        s.valueCacheLayers[l],
-        s.scores,
-        c.nHeads,
-        headDim,
-        pos + 1,
-        scale,
-      );
+      if (this.kvDtype === "f16") {
+        storeF16(s.keys16[l], pos * d, s.k);
+        storeF16(s.values16[l], pos * d, s.v);
+        attentionF16(
+          s.att,
+          s.q,
+          s.keys16[l],
+          s.values16[l],
+          s.scores,
+          c.nHeads,
+          headDim,
+          pos + 1,
+          scale,
+        );
+      } else {
+        s.keys32[l].set(s.k, pos * d);
+        s.values32[l].set(s.v, pos * d);
+        attention(
+          s.att,
+          s.q,
+          s.keys32[l],
+          s.values32[l],
+          s.scores,
+          c.nHeads,
+          headDim,
+          pos + 1,
+          scale,
+        );
+      }
       linear(s.xb2, L.wo, s.att, L.bo);
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
       if (!c.layerNormBefore) {
