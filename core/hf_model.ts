@@ -1,6 +1,7 @@
 /**
  * Hugging Face OPT checkpoints as flashlm reads them: `config.json`, `model.safetensors`
- * (or a sharded `model.safetensors.index.json`), `vocab.json` and `merges.txt`.
+ * (or a sharded `model.safetensors.index.json`, or PyTorch's `pytorch_model.bin` or its
+ * sharded index), `vocab.json` and `merges.txt`.
  *
  * Checkpoints name tensors `model.decoder.X`, `decoder.X` or plain `X`, and may or may
  * not carry `lm_head.weight` (OPT ties it to the token embedding): all are accepted.
@@ -8,7 +9,8 @@
  * @module
  */
 
-import { Checkpoint } from "../io/safetensors_read.ts";
+import { openCheckpoint } from "../io/checkpoint.ts";
+import type { TensorFile } from "../io/tensor_file.ts";
 import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { TensorSource } from "./weights.ts";
@@ -41,18 +43,18 @@ export class HfTensorSource implements TensorSource {
   readonly description: string;
   /** The prefix the checkpoint puts before canonical names (`model.decoder.`, `decoder.` or ``). */
   readonly prefix: string;
-  /** The underlying safetensors checkpoint. */
-  readonly checkpoint: Checkpoint;
+  /** The underlying checkpoint (safetensors or PyTorch). */
+  readonly checkpoint: TensorFile;
 
-  private constructor(checkpoint: Checkpoint, prefix: string) {
+  private constructor(checkpoint: TensorFile, prefix: string) {
     this.checkpoint = checkpoint;
     this.prefix = prefix;
     this.description = checkpoint.path;
   }
 
-  /** Open the safetensors checkpoint in `dir` and work out its name prefix. */
+  /** Open the checkpoint in `dir` (safetensors, else pytorch_model.bin) and work out its name prefix. */
   static async open(dir: string): Promise<HfTensorSource> {
-    const checkpoint = await Checkpoint.open(dir);
+    const checkpoint = await openCheckpoint(dir);
     for (const prefix of ["model.decoder.", "decoder.", ""]) {
       if (checkpoint.has(prefix + "embed_tokens.weight")) {
         return new HfTensorSource(checkpoint, prefix);
