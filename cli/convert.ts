@@ -11,7 +11,8 @@ import { convertHfToFlash } from "../core/convert.ts";
 /** Usage, summary, examples and flags of `convert`. */
 export const spec = {
   usage: "flashlm convert <hf-dir> <out.flm> [options]",
-  summary: "convert a Hugging Face OPT checkpoint into a flashlm file (row-column bundled FFN)",
+  summary:
+    "convert a Hugging Face OPT checkpoint (safetensors or pytorch_model.bin) into a flashlm file (row-column bundled FFN)",
   examples: ["deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm"],
   flags: {
     dtype: {

@@ -47,13 +47,13 @@ export async function run(
   flags: ParsedFlags<typeof spec.flags>,
 ): Promise<void> {
   if (positional.length !== 1) throw usage("pull needs one <hf-repo-id>, like facebook/opt-125m");
-  const bar = new DownloadProgressBar();
+  const bar = new DownloadProgressBar({ oneLine: true }); // one bar over every file's bytes
   const { dir, flm } = await pullModel(positional[0], {
     revision: flags.revision,
     out: flags.out,
     cache: flags.cache,
     dtype: flags.dtype,
-    onProgress: (p) => bar.update(p),
+    onPullProgress: (p) => bar.update(p),
     onConvertProgress: (done, total) => progress("converting FFN layers", done, total),
   });
   info(`\nflashlm: downloaded to ${dir}, converted to:`);

@@ -1,6 +1,7 @@
 /**
  * Hugging Face OPT checkpoints as flashlm reads them: `config.json`, `model.safetensors`
- * (or a sharded `model.safetensors.index.json`), `vocab.json` and `merges.txt`.
+ * (or a sharded `model.safetensors.index.json`, or PyTorch's `pytorch_model.bin` or its
+ * sharded index), `vocab.json` and `merges.txt`.
  *
  * Checkpoints name tensors `model.decoder.X`, `decoder.X` or plain `X`, and may or may
  * not carry `lm_head.weight` (OPT ties it to the token embedding): all are accepted.
@@ -12,8 +13,8 @@
  * @module
  */
 
-import { readExactly } from "../io/atomic_write.ts";
-import { Checkpoint } from "../io/safetensors_read.ts";
+import { openCheckpoint } from "../io/checkpoint.ts";
+import type { TensorFile } from "../io/tensor_file.ts";
 import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f16BitsToF32 } from "../kernels/f16.ts";
@@ -51,18 +52,18 @@ export class HfTensorSource implements TensorSource {
   readonly description: string;
   /** The prefix the checkpoint puts before canonical names (`model.decoder.`, `decoder.` or ``). */
   readonly prefix: string;
-  /** The underlying safetensors checkpoint. */
-  readonly checkpoint: Checkpoint;
+  /** The underlying checkpoint (safetensors or PyTorch). */
+  readonly checkpoint: TensorFile;
 
-  private constructor(checkpoint: Checkpoint, prefix: string) {
+  private constructor(checkpoint: TensorFile, prefix: string) {
     this.checkpoint = checkpoint;
     this.prefix = prefix;
     this.description = checkpoint.path;
   }
 
-  /** Open the safetensors checkpoint in `dir` and work out its name prefix. */
+  /** Open the checkpoint in `dir` (safetensors, else pytorch_model.bin) and work out its name prefix. */
   static async open(dir: string): Promise<HfTensorSource> {
-    const checkpoint = await Checkpoint.open(dir);
+    const checkpoint = await openCheckpoint(dir);
     for (const prefix of ["model.decoder.", "decoder.", ""]) {
       if (checkpoint.has(prefix + "embed_tokens.weight")) {
         return new HfTensorSource(checkpoint, prefix);
@@ -131,20 +132,9 @@ export class HfTensorSource implements TensorSource {
     const full = this.checkedName(name, shape);
     const info = this.checkpoint.info(full);
     if (info.dtype !== "F16") return f32Matrix(await this.readF32(name, shape), rows, cols);
-    const path = this.checkpoint.fileOf(full);
-    const bytes = new Uint8Array(info.end - info.begin); // (rows * cols * 2) as stored
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(path, { read: true });
-    } catch (e) {
-      throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
-    }
-    try {
-      await readExactly(file, bytes, info.begin, path);
-    } finally {
-      file.close();
-    }
-    const data = new Uint16Array(bytes.buffer); // (rows, cols) f16 words
+    const raw = await this.checkpoint.readRaw(full); // (rows * cols * 2) as stored, row-major
+    const bytes = raw.byteOffset % 2 === 0 ? raw : raw.slice(); // a Uint16Array view needs alignment
+    const data = new Uint16Array(bytes.buffer, bytes.byteOffset, rows * cols); // (rows, cols) f16 words
     for (let i = 0; i < data.length; i++) {
       // exponent all ones: infinity or NaN
       if ((data[i] & 0x7c00) === 0x7c00) {

@@ -10,7 +10,6 @@
 import { dirname, join } from "node:path";
 import { FlashlmError, showValue } from "./errors.ts";
 import { readExactly } from "./atomic_write.ts";
-import { bf16ToF32, f16ToF32 } from "../kernels/f16.ts";
 import {
   parseCheckpointIndex,
   parseSafetensorsHeader,
@@ -18,6 +17,7 @@ import {
   safetensorsHeaderLength,
   type TensorInfo,
 } from "./safetensors.ts";
+import { bytesToF32, type TensorFile } from "./tensor_file.ts";
 
 function ioError(what: string, path: string, cause: unknown): FlashlmError {
   const detail = cause instanceof Error ? cause.message : String(cause);
@@ -108,17 +108,48 @@ export async function readTensorF32(
   header: SafetensorsHeader,
   name: string,
 ): Promise<Float32Array> {
+  const info = tensorOf(header, name);
+  return bytesToF32(await readTensorBytes(header, name), info, header.path);
+}
+
+/** The header's entry for `name`, or a FlashlmError naming the file. */
+function tensorOf(header: SafetensorsHeader, name: string): TensorInfo {
   const info = header.tensors.get(name);
   if (info === undefined) {
     throw new FlashlmError(`no tensor named "${name}"`, { file: header.path, kind: "format" });
   }
-  const dtype = info.dtype;
-  if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
-    throw new FlashlmError(
-      `tensor "${name}" has dtype ${dtype}; only F32, F16 and BF16 can be read as float32`,
-      { file: header.path, kind: "format" },
-    );
-  }
+  return info;
+}
+
+/**
+ * Read one tensor's raw little-endian bytes, as the file holds them.
+ *
+ * @param header The validated header of the tensor's file.
+ * @param name The tensor's name.
+ * @returns A new array of `end - begin` bytes.
+ * @throws {FlashlmError} naming the file if the tensor is absent or the file is shorter than
+ * its header says.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { readSafetensorsHeader, readTensorBytes } from "./safetensors_read.ts";
+ * import { writeSafetensors } from "./safetensors_write.ts";
+ * const dir = await Deno.makeTempDir();
+ * const path = `${dir}/h.safetensors`;
+ * await writeSafetensors(path, [
+ *   { name: "h", dtype: "F16", shape: [2], data: new Float32Array([1, -2]) },
+ * ]);
+ * const bytes = await readTensorBytes(await readSafetensorsHeader(path), "h");
+ * assert.deepEqual([...bytes], [0x00, 0x3c, 0x00, 0xc0]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function readTensorBytes(
+  header: SafetensorsHeader,
+  name: string,
+): Promise<Uint8Array> {
+  const info = tensorOf(header, name);
   const bytes = new Uint8Array(info.end - info.begin); // validated against the file size
   const file = await openForRead(header.path);
   try {
@@ -126,12 +157,7 @@ export async function readTensorF32(
   } finally {
     file.close();
   }
-  if (dtype === "F32") return new Float32Array(bytes.buffer); // (numel,)
-  const halves = new Uint16Array(bytes.buffer); // (numel,)
-  const out = new Float32Array(halves.length); // (numel,)
-  if (dtype === "F16") f16ToF32(halves, out);
-  else bf16ToF32(halves, out);
-  return out;
+  return bytes;
 }
 
 // ---------------------------------------------------------------------------
@@ -155,7 +181,7 @@ export async function readTensorF32(
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export class Checkpoint {
+export class Checkpoint implements TensorFile {
   /** The path it was opened from (directory, .safetensors file or index file). */
   readonly path: string;
   /** For each tensor name, the header of the file holding it. */
@@ -344,6 +370,31 @@ export class Checkpoint {
   async readF32(name: string): Promise<Float32Array> {
     this.info(name); // throws the checkpoint-level error if absent
     return await readTensorF32(this.#where.get(name)!, name);
+  }
+
+  /**
+   * Read tensor `name`'s raw little-endian bytes, in its own dtype (see {@linkcode readTensorBytes}).
+   *
+   * @param name A tensor name.
+   * @returns A new array of its bytes, row-major.
+   * @throws {FlashlmError} naming the checkpoint and the tensor if absent, or the file if bad.
+   *
+   * @example
+   * ```ts
+   * import { strict as assert } from "node:assert";
+   * import { Checkpoint } from "./safetensors_read.ts";
+   * import { writeSafetensors } from "./safetensors_write.ts";
+   * const dir = await Deno.makeTempDir();
+   * await writeSafetensors(`${dir}/model.safetensors`, [
+   *   { name: "x", dtype: "BF16", shape: [1], data: new Float32Array([1]) },
+   * ]);
+   * assert.deepEqual([...await (await Checkpoint.open(dir)).readRaw("x")], [0x80, 0x3f]);
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  async readRaw(name: string): Promise<Uint8Array> {
+    this.info(name); // throws the checkpoint-level error if absent
+    return await readTensorBytes(this.#where.get(name)!, name);
   }
 }
 

@@ -42,15 +42,28 @@ export interface Seen {
 const hex = (algorithm: string, data: Uint8Array): string =>
   createHash(algorithm).update(data).digest("hex");
 
+/** Files the real hub stores in LFS (weights): they answer with X-Linked-* headers. */
+function isLfs(file: string): boolean {
+  return /\.(safetensors|bin|h5|msgpack|onnx)$/.test(file);
+}
+
 /**
  * Serves `/<repo>/resolve/<revision>/<file>` like the hub: small files directly with a
- * sha1 ETag; `.safetensors` files as LFS (X-Linked-Size, X-Linked-ETag = sha256), redirected to
- * `/cdn/<file>` on `cdnBase` when given (another origin, like the real CDN). Honors Range.
+ * sha1 ETag; weights (`.safetensors`, `.bin`, `.h5`, `.msgpack`) as LFS (X-Linked-Size,
+ * X-Linked-ETag = sha256), redirected to `/cdn/<file>` on `cdnBase` when given (another origin,
+ * like the real CDN). Honors Range. Lists what a revision holds as the hub's API does:
+ * `/api/models/<repo>/revision/<rev>` (`siblings`) and `/api/models/<repo>/tree/<rev>` (sizes,
+ * LFS sha256), unless `api` is false (a plain mirror). `branches` adds revisions (e.g.
+ * `refs/pr/1`) with files of their own.
  */
 export class FakeHub {
   readonly seen: Seen[] = [];
   readonly getsOf = new Map<string, number>();
   cdnBase: string | undefined;
+  /** Whether the API answers (false: only files, as a plain mirror). */
+  api = true;
+  /** More revisions than `revision`, each with its own files. */
+  readonly branches = new Map<string, Map<string, Uint8Array>>();
   #server: Deno.HttpServer<Deno.NetAddr>;
 
   constructor(
@@ -79,9 +92,14 @@ export class FakeHub {
     return `http://127.0.0.1:${this.#server.addr.port}`;
   }
 
-  /** GET requests (not HEADs) the hub and CDN answered. */
+  /** File GET requests (not HEADs, not API calls) the hub and CDN answered. */
   gets(): Seen[] {
-    return this.seen.filter((s) => s.method === "GET");
+    return this.seen.filter((s) => s.method === "GET" && !s.path.startsWith("/api/"));
+  }
+
+  /** The files of `revision`, if the repo has it. */
+  filesOf(revision: string): Map<string, Uint8Array> | undefined {
+    return revision === this.revision ? this.files : this.branches.get(revision);
   }
 
   async close(): Promise<void> {
@@ -106,9 +124,10 @@ export class FakeHub {
     const path = new URL(req.url).pathname;
     if (path.startsWith("/cdn/")) {
       const file = decodeURIComponent(path.slice("/cdn/".length));
-      const data = this.files.get(file);
+      const data = [this.files, ...this.branches.values()].find((f) => f.has(file))?.get(file);
       return data ? this.#serve(req, file, data) : new Response(null, { status: 404 });
     }
+    if (path.startsWith("/api/")) return this.#listing(req, path);
     const m = path.match(/^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/);
     if (!m || m[1] !== this.repo) {
       return new Response("Repository not found", {
@@ -116,30 +135,27 @@ export class FakeHub {
         headers: { "x-error-code": "RepoNotFound" },
       });
     }
-    if (decodeURIComponent(m[2]) !== this.revision) {
+    const files = this.filesOf(decodeURIComponent(m[2]));
+    if (files === undefined) {
       return new Response(null, { status: 404, headers: { "x-error-code": "RevisionNotFound" } });
     }
     if (this.token && req.headers.get("authorization") !== `Bearer ${this.token}`) {
-      return new Response(null, {
-        status: 401,
-        headers: { "x-error-message": "Access to model org/tiny is restricted." },
-      });
+      return this.#restricted();
     }
     const file = m[3].split("/").map(decodeURIComponent).join("/");
-    const data = this.files.get(file);
+    const data = files.get(file);
     if (!data) {
       return new Response("Entry not found", {
         status: 404,
         headers: { "x-error-code": "EntryNotFound" },
       });
     }
-    if (!file.endsWith(".safetensors")) {
+    if (!isLfs(file)) {
       return this.#serve(req, file, data, { etag: `"${hex("sha1", data)}"` });
     }
-    const lie = this.faults.linkedSizeLie?.file === file ? this.faults.linkedSizeLie.by : 0;
-    const sha = this.faults.badSha === file ? hex("sha256", data.subarray(1)) : hex("sha256", data);
+    const { size, sha } = this.#claimed(file, data);
     const lfs = {
-      "x-linked-size": String(data.length + lie),
+      "x-linked-size": String(size),
       "x-linked-etag": `"${sha}"`,
       "x-repo-commit": "0".repeat(40),
     };
@@ -150,6 +166,48 @@ export class FakeHub {
       });
     }
     return this.#serve(req, file, data, { ...lfs, etag: `"${sha}"` });
+  }
+
+  /** The size and sha256 the hub states for an LFS file (the faults' lies included). */
+  #claimed(file: string, data: Uint8Array): { size: number; sha: string } {
+    const lie = this.faults.linkedSizeLie?.file === file ? this.faults.linkedSizeLie.by : 0;
+    const sha = this.faults.badSha === file ? hex("sha256", data.subarray(1)) : hex("sha256", data);
+    return { size: data.length + lie, sha };
+  }
+
+  #restricted(): Response {
+    return new Response(null, {
+      status: 401,
+      headers: { "x-error-message": "Access to model org/tiny is restricted." },
+    });
+  }
+
+  /** The model-info and tree APIs: what a revision holds, with sizes and LFS sha256. */
+  #listing(req: Request, path: string): Response {
+    const m = path.match(/^\/api\/models\/([^/]+\/[^/]+)\/(revision|tree)\/([^/]+)$/);
+    const files = m && m[1] === this.repo ? this.filesOf(decodeURIComponent(m[3])) : undefined;
+    if (!this.api || !m || files === undefined) {
+      return Response.json({ error: "Repository not found" }, { status: 404 });
+    }
+    if (this.token && req.headers.get("authorization") !== `Bearer ${this.token}`) {
+      return this.#restricted();
+    }
+    const names = [...files.keys()].sort();
+    if (m[2] === "revision") {
+      return Response.json({
+        id: this.repo,
+        sha: "0".repeat(40),
+        siblings: names.map((rfilename) => ({ rfilename })),
+      });
+    }
+    return Response.json(names.map((name) => {
+      const data = files.get(name)!;
+      const entry = { type: "file", oid: hex("sha1", data), size: data.length, path: name };
+      if (!isLfs(name)) return entry;
+      const { size, sha } = this.#claimed(name, data);
+      const lfs = { oid: sha, size, pointerSize: 134 };
+      return { ...entry, size: 134, lfs };
+    }));
   }
 
   /** The bytes of `data` from the requested range on, with the faults applied. */

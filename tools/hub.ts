@@ -1,7 +1,8 @@
 /**
- * Pull a model from the Hugging Face hub: download `config.json`, the safetensors
- * checkpoint (one file, or every shard its `model.safetensors.index.json` names) and the
- * tokenizer files into a local cache (each with `downloadFile`, tools/hub_download.ts:
+ * Pull a model from the Hugging Face hub: ask the hub what the revision holds
+ * (tools/hub_listing.ts), download `config.json`, the checkpoint — safetensors when the revision
+ * has them, else PyTorch's `pytorch_model.bin` (one file, or every shard its index names) — and
+ * the tokenizer files into a local cache (each with `downloadFile`, tools/hub_download.ts:
  * resumable and verified), then convert them into a flashlm file.
  *
  * @module
@@ -15,10 +16,12 @@ import { cacheDir } from "./demo_model.ts";
 import {
   downloadFile,
   type DownloadOptions,
+  type DownloadProgress,
   hubEndpoint,
   hubFileUrl,
   removeIfPresent,
 } from "./hub_download.ts";
+import { chooseWeights, type HubFile, listRevision, WEIGHT_LAYOUTS } from "./hub_listing.ts";
 
 // ---------------------------------------------------------------------------
 // Where things are
@@ -79,6 +82,12 @@ export interface PullOptions extends Omit<DownloadOptions, "label" | "optional">
   dtype?: StorageDtype;
   /** Called after each FFN layer is converted. */
   onConvertProgress?: (done: number, total: number) => void;
+  /**
+   * The whole pull's download progress, for one progress bar: `file` is the file being
+   * fetched, `done` and `total` count the bytes of every file (total: as far as the hub said),
+   * `state` is `"done"` (or `"cached"`, when nothing had to be fetched) once all are in place.
+   */
+  onPullProgress?: (progress: DownloadProgress) => void;
 }
 
 /** Tokenizer and generation files that are used when the repo has them (a 404 is fine). */
@@ -88,7 +97,7 @@ const OPTIONAL_FILES = [
   "generation_config.json",
 ];
 
-/** The shard files a `model.safetensors.index.json` names, checked to stay inside the folder. */
+/** The shard files a checkpoint index names, checked to stay inside the folder. */
 async function shardsOf(indexPath: string): Promise<string[]> {
   const bad = (what: string): FlashlmError =>
     new FlashlmError(what, { file: indexPath, kind: "format" });
@@ -117,21 +126,78 @@ async function shardsOf(indexPath: string): Promise<string[]> {
 }
 
 /**
+ * Adds up the per-file progress of a pull into one report over all its bytes: `"downloading"`
+ * while files arrive, then one final report (`"done"`, or `"cached"` if nothing was fetched).
+ */
+class PullProgress {
+  readonly #done = new Map<string, number>();
+  readonly #received = new Map<string, number>();
+  readonly #sizes = new Map<string, number | undefined>();
+  readonly #started = performance.now();
+  readonly #report: ((progress: DownloadProgress) => void) | undefined;
+  #last = "";
+  #fetched = false;
+
+  constructor(report: ((progress: DownloadProgress) => void) | undefined) {
+    this.#report = report;
+  }
+
+  /** Count a file the pull will fetch, with its size when the listing gave it. */
+  add(file: string, size: number | undefined): void {
+    if (!this.#sizes.has(file)) this.#sizes.set(file, size);
+  }
+
+  /** Take one file's progress; report the pull's. */
+  update(p: DownloadProgress): void {
+    this.#done.set(p.file, p.done);
+    this.#received.set(p.file, p.received);
+    if (p.total !== undefined) this.#sizes.set(p.file, p.total);
+    this.#fetched ||= p.state !== "cached";
+    this.#last = p.file;
+    this.#send("downloading");
+  }
+
+  /** Report the end of the pull. */
+  finish(): void {
+    this.#send(this.#fetched ? "done" : "cached");
+  }
+
+  #send(state: DownloadProgress["state"]): void {
+    const sum = (values: Iterable<number | undefined>): number =>
+      [...values].reduce<number>((a, b) => a + (b ?? 0), 0);
+    this.#report?.({
+      file: this.#last,
+      done: sum(this.#done.values()),
+      total: sum(this.#sizes.values()),
+      received: sum(this.#received.values()),
+      elapsedMs: performance.now() - this.#started,
+      state,
+    });
+  }
+}
+
+/**
  * Download a model repo from the Hugging Face hub into the cache and convert it into a
  * flashlm file.
  *
- * Fetches `config.json`, `model.safetensors.index.json` and every shard it names (or else
- * `model.safetensors`), `vocab.json`, `merges.txt`, and the optional tokenizer/generation
- * configs when present, each with {@linkcode downloadFile} (resumable, verified, skipped when
- * already complete) into {@linkcode hubCachePath}; then runs `convertHfToFlash` on the folder.
+ * Asks the hub what the revision holds (its model-info and tree APIs: names, sizes, sha256),
+ * then fetches `config.json`, `vocab.json`, `merges.txt`, the optional tokenizer/generation
+ * configs it has, and the weights: `model.safetensors.index.json` and every shard it names, or
+ * `model.safetensors`, else `pytorch_model.bin.index.json` and its shards, or
+ * `pytorch_model.bin` (the hub's facebook/opt-* main branches hold only these; TensorFlow,
+ * Flax and ONNX files are never fetched). A hub without the API (a plain mirror) is asked for
+ * the same files by name. Each file goes through {@linkcode downloadFile} (resumable, verified,
+ * skipped when already complete) into {@linkcode hubCachePath}; then `convertHfToFlash` runs
+ * on the folder.
  *
  * @param repoId `org/name`, e.g. `facebook/opt-125m` (an OPT model with ReLU FFN).
  * @returns The download folder and the flashlm file's path.
  * @throws {FlashlmError} for a bad repo id or revision (kind "usage"), a required file the hub
- *   does not have ("not found on the hub: <url> (repo ..., revision ...)"), any download
- *   failure, or a model flashlm cannot convert.
+ *   does not have ("not found on the hub: <url> (repo ..., revision ...)"), a revision with no
+ *   weights flashlm reads (listing what it has), any download failure, or a model flashlm
+ *   cannot convert.
  *
- * @example Pulling from a local stand-in for the hub
+ * @example Pulling from a local stand-in for the hub (files only, no API)
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { pullModel } from "./hub.ts";
@@ -167,30 +233,74 @@ export async function pullModel(
   const endpoint = (options.endpoint ?? hubEndpoint()).replace(/\/+$/, "");
   const dir = hubCachePath(repoId, revision, options.cache);
   await Deno.mkdir(dir, { recursive: true });
+  const listing = await listRevision(endpoint, repoId, revision, options);
 
   const where = `repo ${repoId}, revision ${revision}`;
+  const notFound = (file: string, hint = ""): FlashlmError =>
+    new FlashlmError(
+      `not found on the hub: ${hubFileUrl(endpoint, repoId, revision, file)} (${where}${hint})`,
+      { kind: "io" },
+    );
+  const progress = new PullProgress(options.onPullProgress);
   const get = async (file: string, required: boolean, hint = ""): Promise<boolean> => {
+    const listed: HubFile | undefined = listing?.get(file);
+    if (listing !== null && listed === undefined) {
+      if (required) throw notFound(file, hint);
+      return false;
+    }
     const url = hubFileUrl(endpoint, repoId, revision, file);
     const dest = join(dir, file);
     await Deno.mkdir(dirname(dest), { recursive: true });
-    const result = await downloadFile(url, dest, { ...options, label: file, optional: true });
-    if (result === null && required) {
-      throw new FlashlmError(`not found on the hub: ${url} (${where}${hint})`, { kind: "io" });
-    }
+    const result = await downloadFile(url, dest, {
+      ...options,
+      label: file,
+      optional: true,
+      expected: listed,
+      onProgress: (p) => {
+        options.onProgress?.(p);
+        progress.update(p);
+      },
+    });
+    if (result === null && required) throw notFound(file, hint);
     return result !== null;
   };
 
-  await get("config.json", true);
-  const index = "model.safetensors.index.json";
-  if (await get(index, false)) {
-    for (const shard of await shardsOf(join(dir, index))) await get(shard, true);
+  const required = ["config.json", "vocab.json", "merges.txt"];
+  let optional: string[];
+  let weights: { file: string; sharded: boolean };
+  if (listing !== null) {
+    // The listing says what is there: a missing file is an error before anything is fetched.
+    for (const file of required) if (!listing.has(file)) throw notFound(file);
+    weights = chooseWeights(new Set(listing.keys())) ??
+      noWeights(repoId, revision, [...listing.keys()]);
+    optional = OPTIONAL_FILES.filter((f) => listing.has(f));
+    for (const file of [...required, ...optional]) progress.add(file, listing.get(file)?.size);
   } else {
-    await removeIfPresent(join(dir, index)); // a stale index would shadow model.safetensors
-    await get("model.safetensors", true, `; it has no ${index} either`);
+    // A hub without the API: each name is asked for (config.json first: a 404 means no repo),
+    // the weights in order of preference until one is there.
+    await get("config.json", true);
+    weights = WEIGHT_LAYOUTS[WEIGHT_LAYOUTS.length - 1];
+    for (const layout of WEIGHT_LAYOUTS) {
+      const others = WEIGHT_LAYOUTS.filter((l) => l !== layout).map((l) => l.file).join(", ");
+      if (await get(layout.file, layout === weights, `; it has none of ${others} either`)) {
+        weights = layout;
+        break;
+      }
+    }
+    optional = OPTIONAL_FILES;
   }
-  await get("vocab.json", true);
-  await get("merges.txt", true);
-  for (const file of OPTIONAL_FILES) await get(file, false);
+  // An index comes first: it names the shards. Then the tokenizer, then the weights.
+  if (weights.sharded) await get(weights.file, true);
+  const shards = weights.sharded ? await shardsOf(join(dir, weights.file)) : [weights.file];
+  for (const shard of shards) progress.add(shard, listing?.get(shard)?.size);
+  for (const file of required) await get(file, true);
+  for (const file of optional) await get(file, false);
+  for (const shard of shards) await get(shard, true);
+  progress.finish();
+  // Weight files of another layout left by an earlier pull would be read instead.
+  for (const layout of WEIGHT_LAYOUTS) {
+    if (layout !== weights) await removeIfPresent(join(dir, layout.file));
+  }
 
   const flm = options.out ?? join(dir, "model.flm");
   await convertHfToFlash(dir, flm, {
@@ -198,4 +308,18 @@ export async function pullModel(
     onProgress: options.onConvertProgress,
   });
   return { dir, flm };
+}
+
+/** Throw the error for a revision without weights flashlm reads: what it has, where to look. */
+function noWeights(repoId: string, revision: string, files: string[]): never {
+  const others = files.filter((f) => /\.(h5|msgpack|onnx|ckpt|gguf)$/.test(f));
+  const hint = others.length > 0
+    ? `; TensorFlow, Flax and ONNX weights are not read (a safetensors copy may be on a ` +
+      `pull-request branch: --revision refs/pr/<N>)`
+    : "";
+  throw new FlashlmError(
+    `repo ${repoId}, revision ${revision} has no model.safetensors or pytorch_model.bin ` +
+      `(nor a sharded index of either); it holds: ${files.sort().join(", ")}${hint}`,
+    { kind: "config" },
+  );
 }

@@ -17,6 +17,14 @@ import { createHash } from "node:crypto";
 import { basename, dirname } from "node:path";
 import { FlashlmError } from "../io/errors.ts";
 import { writeAll } from "../io/atomic_write.ts";
+import {
+  envVar,
+  hubFailure,
+  hubRequest,
+  parseCount,
+  Retryable,
+  sha256FromEtag,
+} from "./hub_http.ts";
 
 // ---------------------------------------------------------------------------
 // Options and progress
@@ -51,6 +59,11 @@ export interface DownloadOptions {
   label?: string;
   /** Return `null` instead of throwing when the server answers 404. Default false. */
   optional?: boolean;
+  /**
+   * The file's size and sha256 as the hub's file listing gives them: used when the file's own
+   * headers do not say, and checked against them when they do.
+   */
+  expected?: { size?: number; sha256?: string };
 }
 
 /** What {@linkcode downloadFile} did. */
@@ -71,14 +84,6 @@ export interface DownloadResult {
 /** Default hub address, as in `huggingface_hub`. */
 const DEFAULT_ENDPOINT = "https://huggingface.co";
 
-function env(name: string): string | undefined {
-  try {
-    return Deno.env.get(name) || undefined;
-  } catch {
-    return undefined; // no --allow-env: behave as if unset
-  }
-}
-
 /**
  * The hub's address: `$HF_ENDPOINT` (e.g. a mirror, or a local test server), else
  * `https://huggingface.co`, without a trailing slash.
@@ -96,7 +101,7 @@ function env(name: string): string | undefined {
  * ```
  */
 export function hubEndpoint(): string {
-  return (env("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, "");
+  return (envVar("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, "");
 }
 
 /**
@@ -127,9 +132,6 @@ export function hubFileUrl(
 // ---------------------------------------------------------------------------
 // HTTP: requests, redirects, what the headers say
 
-/** A failure worth retrying: a dropped connection, a 5xx, a 429. */
-class Retryable extends Error {}
-
 /** What the hub says about a file before it is fetched. */
 interface RemoteInfo {
   /** Its size, if known, and which header said so (named in mismatch errors). */
@@ -137,16 +139,6 @@ interface RemoteInfo {
   sizeFrom: string;
   /** Its sha256 (lowercase hex), for LFS files. */
   sha256: string | undefined;
-}
-
-/** The sha256 in an ETag (`"<64 hex>"`, maybe weak), or undefined (a git sha1, or anything else). */
-function sha256FromEtag(etag: string | null): string | undefined {
-  const value = etag?.replace(/^W\//, "").replaceAll('"', "").trim().toLowerCase();
-  return value && /^[0-9a-f]{64}$/.test(value) ? value : undefined;
-}
-
-function parseCount(text: string | null): number | undefined {
-  return text !== null && /^\d+$/.test(text.trim()) ? Number(text.trim()) : undefined;
 }
 
 /** `bytes 10-99/100` or `bytes *` + `/100` → the start and the total (undefined for `*`). */
@@ -161,82 +153,12 @@ function parseContentRange(
   };
 }
 
-/**
- * Send `method` to `url`, following redirects by hand so that the token goes to the hub's
- * origin only, and collecting the hub's `X-Linked-*` headers on the way (they are on the
- * redirect to the CDN, not on the CDN's answer). `stopAtLinked`: return the redirect that
- * carries them instead of following it (what a HEAD needs).
- */
-async function request(
-  method: "HEAD" | "GET",
-  url: string,
-  headers: Record<string, string>,
-  token: string | undefined,
-  stopAtLinked: boolean,
-): Promise<{ res: Response; url: string; linkedSize?: number; linkedSha256?: string }> {
-  const origin = new URL(url).origin;
-  let linkedSize: number | undefined;
-  let linkedSha256: string | undefined;
-  for (let hop = 0; hop <= 10; hop++) {
-    const h: Record<string, string> = {
-      // Without this, fetch asks for gzip and unzips it: Content-Length would not be the file's.
-      "accept-encoding": "identity",
-      ...headers,
-    };
-    if (token && new URL(url).origin === origin) h.authorization = `Bearer ${token}`;
-    let res: Response;
-    try {
-      res = await fetch(url, { method, headers: h, redirect: "manual" });
-    } catch (err) {
-      throw new Retryable(`cannot reach ${new URL(url).origin}: ${(err as Error).message}`);
-    }
-    linkedSize ??= parseCount(res.headers.get("x-linked-size"));
-    linkedSha256 ??= sha256FromEtag(res.headers.get("x-linked-etag"));
-    const location = res.headers.get("location");
-    const redirect = res.status >= 300 && res.status < 400 && location !== null;
-    if (!redirect || (stopAtLinked && linkedSize !== undefined)) {
-      return { res, url, linkedSize, linkedSha256 };
-    }
-    await res.body?.cancel();
-    url = new URL(location, url).href;
-  }
-  throw new FlashlmError(`more than 10 redirects`, { file: url, kind: "io" });
-}
-
-/** Turn a failed status into an error: 404 → `null` (the caller decides), 5xx → retry. */
-async function failure(
-  res: Response,
-  url: string,
-  token: string | undefined,
-): Promise<FlashlmError | Retryable | null> {
-  await res.body?.cancel();
-  const hubMessage = res.headers.get("x-error-message");
-  const said = hubMessage ? ` (the hub says: ${hubMessage})` : "";
-  if (res.status === 404) return null;
-  if (res.status === 401 || res.status === 403) {
-    const advice = token
-      ? "the HF_TOKEN sent has no access to it: check the token and accept the model's terms on the hub"
-      : "the repo may not exist, or be private or gated: check its id, and set HF_TOKEN to a token with access";
-    return new FlashlmError(`HTTP ${res.status} from the hub${said}: ${advice}`, {
-      file: url,
-      kind: "io",
-    });
-  }
-  if (res.status >= 500 || res.status === 429) {
-    return new Retryable(`HTTP ${res.status} ${res.statusText}${said}`);
-  }
-  return new FlashlmError(`unexpected HTTP ${res.status} ${res.statusText}${said}`, {
-    file: url,
-    kind: "io",
-  });
-}
-
 /** HEAD the file: its size and sha256 as the hub states them, or `null` if it is not there. */
 async function remoteInfo(url: string, token: string | undefined): Promise<RemoteInfo | null> {
-  const { res, linkedSize, linkedSha256 } = await request("HEAD", url, {}, token, true);
+  const { res, linkedSize, linkedSha256 } = await hubRequest("HEAD", url, {}, token, true);
   await res.body?.cancel();
   if (res.status >= 300 && !(linkedSize !== undefined && res.status < 400)) {
-    const err = await failure(res, url, token);
+    const err = await hubFailure(res, url, token);
     if (err === null) return null;
     throw err;
   }
@@ -346,7 +268,7 @@ async function fetchInto(
   }
   if (info.size !== undefined && offset === info.size) return; // all there: verify it
   const range: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
-  const { res } = await request("GET", url, range, token, false);
+  const { res } = await hubRequest("GET", url, range, token, false);
 
   let total: number | undefined;
   let totalFrom: string;
@@ -370,7 +292,7 @@ async function fetchInto(
     await removeIfPresent(partial);
     throw new Retryable(`the server cannot resume at byte ${offset}; starting over`);
   } else {
-    const err = await failure(res, url, token);
+    const err = await hubFailure(res, url, token);
     throw err ?? new FlashlmError(`not found on the hub`, { file: url, kind: "io" });
   }
 
@@ -454,7 +376,7 @@ export async function downloadFile(
   dest: string,
   options: DownloadOptions = {},
 ): Promise<DownloadResult | null> {
-  const token = options.token ?? env("HF_TOKEN");
+  const token = options.token ?? envVar("HF_TOKEN");
   const retries = options.retries ?? 4;
   const retryDelayMs = options.retryDelayMs ?? 500;
   const label = options.label ?? basename(dest);
@@ -483,6 +405,7 @@ export async function downloadFile(
           if (options.optional) return null;
           throw new FlashlmError(`not found on the hub: ${url}`, { kind: "io" });
         }
+        withExpected(info, options.expected, url);
         if (await isComplete(dest, info)) {
           await removeIfPresent(partial);
           report("cached", info.size!);
@@ -515,6 +438,33 @@ export async function downloadFile(
   const size = (await sizeOf(dest))!;
   report("done", size);
   return { path: dest, size, sha256: info!.sha256, downloaded: true };
+}
+
+/** Fill in what the headers did not say from the listing's `expected`; refuse disagreements. */
+function withExpected(
+  info: RemoteInfo,
+  expected: DownloadOptions["expected"],
+  url: string,
+): void {
+  if (expected?.size !== undefined) {
+    if (info.size !== undefined && info.size !== expected.size) {
+      throw new FlashlmError(
+        `the hub disagrees with itself: its file listing says ${expected.size} bytes, ${info.sizeFrom} says ${info.size}`,
+        { file: url, kind: "io" },
+      );
+    }
+    info.size = expected.size;
+    if (info.sizeFrom === "Content-Length") info.sizeFrom = "the hub's file listing";
+  }
+  if (expected?.sha256 !== undefined) {
+    if (info.sha256 !== undefined && info.sha256 !== expected.sha256) {
+      throw new FlashlmError(
+        `the hub disagrees with itself: its file listing says sha256 ${expected.sha256}, the file's ETag says ${info.sha256}`,
+        { file: url, kind: "io" },
+      );
+    }
+    info.sha256 = expected.sha256;
+  }
 }
 
 /** Check `partial` against `info`; then fsync and rename it to `dest`. A mismatch deletes it. */

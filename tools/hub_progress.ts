@@ -69,6 +69,11 @@ export interface ProgressBarOptions {
   minIntervalMs?: number;
   /** The clock, in ms. Default `performance.now`. */
   now?: () => number;
+  /**
+   * Draw every update on one line, whatever its file (a whole pull's progress, whose `file`
+   * is the one being fetched). Default false: one line per file.
+   */
+  oneLine?: boolean;
 }
 
 /**
@@ -98,6 +103,7 @@ export class DownloadProgressBar {
   #lastDraw = -Infinity;
   #lastLength = 0;
   #lineOpen = false;
+  #oneLine: boolean;
 
   /** A bar drawing to `options.write` (stderr by default). */
   constructor(options: ProgressBarOptions = {}) {
@@ -109,17 +115,18 @@ export class DownloadProgressBar {
     });
     this.#minIntervalMs = options.minIntervalMs ?? 100;
     this.#now = options.now ?? (() => performance.now());
+    this.#oneLine = options.oneLine ?? false;
   }
 
-  /** Draw `p` if it is a file's final state, a new file, or enough time has passed. */
+  /** Draw `p` if it is a final state, a new line, or enough time has passed. */
   update(p: DownloadProgress): void {
     const now = this.#now();
     const final = p.state !== "downloading";
-    const sameFile = p.file === this.#file;
-    if (!final && sameFile && now - this.#lastDraw < this.#minIntervalMs) return;
-    if (!sameFile && this.#lineOpen) this.#write("\n");
+    const sameLine = this.#oneLine ? this.#lineOpen : p.file === this.#file;
+    if (!final && sameLine && now - this.#lastDraw < this.#minIntervalMs) return;
+    if (!sameLine && this.#lineOpen) this.#write("\n");
     const line = formatDownloadProgress(p);
-    const pad = sameFile ? " ".repeat(Math.max(0, this.#lastLength - line.length)) : "";
+    const pad = sameLine ? " ".repeat(Math.max(0, this.#lastLength - line.length)) : "";
     this.#write(`\r${line}${pad}${final ? "\n" : ""}`);
     this.#file = p.file;
     this.#lastDraw = now;

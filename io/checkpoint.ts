@@ -1,0 +1,78 @@
+/**
+ * Opening a model's weights whatever format they are in: safetensors (preferred when a folder
+ * has both) or PyTorch's `pytorch_model.bin`, each as one file or shards listed by an index.
+ *
+ * @module
+ */
+
+import { basename, join } from "node:path";
+import { FlashlmError } from "./errors.ts";
+import { Checkpoint } from "./safetensors_read.ts";
+import type { TensorFile } from "./tensor_file.ts";
+import { TorchCheckpoint } from "./torch_checkpoint.ts";
+
+// ---------------------------------------------------------------------------
+// Choosing the reader
+
+/** The weight files a folder may hold, in order of preference, and the reader of each. */
+const LAYOUTS: readonly { file: string; open: (path: string) => Promise<TensorFile> }[] = [
+  { file: "model.safetensors.index.json", open: (path) => Checkpoint.open(path) },
+  { file: "model.safetensors", open: (path) => Checkpoint.open(path) },
+  { file: "pytorch_model.bin.index.json", open: (path) => TorchCheckpoint.open(path) },
+  { file: "pytorch_model.bin", open: (path) => TorchCheckpoint.open(path) },
+];
+
+/**
+ * Open the checkpoint in a folder (the first of `model.safetensors.index.json`,
+ * `model.safetensors`, `pytorch_model.bin.index.json`, `pytorch_model.bin` it holds), or a
+ * weights file or index given directly (`.safetensors` and `model.safetensors.index.json` are
+ * safetensors; any other file is read as a torch.save file or its index).
+ *
+ * @param pathOrDir A folder or a file.
+ * @returns The checkpoint, as a {@linkcode TensorFile}.
+ * @throws {FlashlmError} naming the folder if it holds no weights, or the file that is bad.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { openCheckpoint } from "./checkpoint.ts";
+ * import { writeSafetensors } from "./safetensors_write.ts";
+ * const dir = await Deno.makeTempDir();
+ * await assert.rejects(openCheckpoint(dir), /no model\.safetensors.* or pytorch_model\.bin/);
+ * await writeSafetensors(`${dir}/model.safetensors`, [
+ *   { name: "w", dtype: "F32", shape: [1], data: new Float32Array([5]) },
+ * ]);
+ * assert.deepEqual([...await (await openCheckpoint(dir)).readF32("w")], [5]);
+ * await Deno.remove(dir, { recursive: true });
+ * ```
+ */
+export async function openCheckpoint(pathOrDir: string): Promise<TensorFile> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(pathOrDir);
+  } catch (err) {
+    throw new FlashlmError(`cannot open checkpoint: ${(err as Error).message}`, {
+      file: pathOrDir,
+      kind: "io",
+      cause: err,
+    });
+  }
+  if (stat.isFile) {
+    const name = basename(pathOrDir);
+    const safetensors = name.endsWith(".safetensors") || name === "model.safetensors.index.json";
+    return safetensors ? await Checkpoint.open(pathOrDir) : await TorchCheckpoint.open(pathOrDir);
+  }
+  for (const layout of LAYOUTS) {
+    try {
+      await Deno.stat(join(pathOrDir, layout.file));
+    } catch {
+      continue;
+    }
+    return await layout.open(pathOrDir);
+  }
+  throw new FlashlmError(
+    "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or " +
+      "pytorch_model.bin.index.json in this directory",
+    { file: pathOrDir, kind: "io" },
+  );
+}
