@@ -104,10 +104,10 @@ export function formatBenchReport(report: BenchReport): string {
     }`,
     `  OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · ${c.dtype} on flash · ` +
     `budget ${budget} = ${Math.round(report.budgetBytes)} B = ${
-      (report.budgetBytes / 1e9).toFixed(3)
-    } GB = ${(100 * report.budgetBytes / report.modelBytes).toFixed(1)}% of the ${
-      (report.modelBytes / 1e9).toFixed(3)
-    } GB model on flash (weights held at their stored precision)`,
+      (report.budgetBytes / 1e6).toFixed(2)
+    } MB = ${(100 * report.budgetBytes / report.modelBytes).toFixed(1)}% of the ${
+      (report.modelBytes / 1e6).toFixed(2)
+    } MB model on flash (weights held at their stored precision)`,
     `  ${report.tokens} greedy tokens measured after a ${
       ok[0]?.promptTokens ?? "?"
     }-token prompt · ` +
