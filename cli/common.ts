@@ -129,8 +129,10 @@ export function usage(message: string): FlashlmError {
 export const SPARSE_FLAGS = {
   memory: {
     type: "string",
-    help: "DRAM budget for sparse mode: bytes (2GB, 512MiB), % of the model (50%), or ffn:<p>% " +
-      "(resident part + p% of the FFN); implies --mode sparse",
+    help: "DRAM budget for sparse mode, weights held at their stored precision: bytes (2GB, " +
+      "512MiB), % of the model's weights on flash (50%), or ffn:<p>% (resident part, KV cache " +
+      "and buffers + p% of the FFN's neurons); the runtime's own memory is stated beside it; " +
+      "implies --mode sparse",
   },
   eviction: {
     type: "string",

@@ -10,6 +10,7 @@ import { type CommandSpec, SPARSE_FLAGS, sparseOptions, usage } from "./common.t
 import { planFromFile } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { describePlan } from "../core/memory_plan.ts";
+import { measureRuntime } from "../core/memory_sizes.ts";
 import { formatReport, type PredictorReport } from "../core/train/train_predictor.ts";
 
 /** Usage, summary, examples and flags of `inspect`. */
@@ -38,6 +39,7 @@ export async function run(
   flags: ParsedFlags<typeof spec.flags>,
 ): Promise<void> {
   if (positional.length !== 1) throw usage("inspect needs one <model.flm>");
+  const runtime = measureRuntime(); // what this process holds before the model: the plan's overhead
   const file = await FlashModelFile.open(positional[0]);
   const c = file.config;
   const h = file.header;
@@ -76,7 +78,7 @@ export async function run(
   if (report?.layers) console.log(formatReport(report));
   if (flags.memory !== undefined) {
     const contextLength = Math.min(flags.context ?? c.maxPositions, c.maxPositions);
-    const plan = planFromFile(file, sparseOptions(flags), contextLength);
+    const plan = planFromFile(file, sparseOptions(flags), contextLength, runtime);
     console.log(describePlan(plan));
   }
 }

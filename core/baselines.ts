@@ -3,15 +3,15 @@
  * providers beside `DenseFfn` and `FlashNaiveFfn` (core/ffn.ts):
  *
  * - {@linkcode HybridFfn}: the paper's "hybrid": the first `pinned[l]` neurons of each
- *   layer stay in DRAM (their whole bundles, f32), the rest of the layer is read from
- *   flash every token in one contiguous read; the FFN is computed densely.
+ *   layer stay in DRAM (their whole bundles, as stored), the rest of the layer is read
+ *   from flash every token in one contiguous read; the FFN is computed densely.
  * - {@linkcode PageCacheFfn}: an mmap-style engine: every FFN layer is read every token
  *   with plain buffered reads and the kernel's page cache keeps what it can. The budget
  *   is held by {@linkcode PageCacheFfn.holdBudget} (`posix_fadvise(DONTNEED)` on each
  *   layer's bytes beyond its share), i.e. the best a page cache of that size can do on
  *   this access pattern: a fixed part of every layer stays cached, the rest is re-read.
- * - {@linkcode DenseF16Ffn}: all FFN weights in DRAM as stored (f16), decoded per layer
- *   per token: the dense-DRAM point for models whose f32 FFN does not fit in DRAM.
+ *
+ * Every weight stays at the file's precision, as in flashlm's own modes.
  *
  * @module
  */
@@ -19,11 +19,11 @@
 import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { cString, libc } from "../io/runtime.ts";
-import { ffnBundled } from "../kernels/ffn_bundled.ts";
+import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type FfnProvider, type FfnStats, FlashNaiveFfn, newFfnStats } from "./ffn.ts";
-import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
-import { decodeValues } from "./flash_format.ts";
+import type { FlashModelFile } from "./flash_file.ts";
+import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -31,7 +31,7 @@ import type { ResidentWeights } from "./weights.ts";
 
 /**
  * The paper's hybrid baseline: neurons `0 .. pinned[l] - 1` of layer l are held in DRAM
- * as f32 bundles; neurons `pinned[l] .. dFfn - 1` (contiguous on flash in the bundled
+ * as stored bundles; neurons `pinned[l] .. dFfn - 1` (contiguous on flash in the bundled
  * layout) are read with one batch every token. The output is the dense FFN's.
  *
  * @example
@@ -68,14 +68,13 @@ export class HybridFfn implements FfnProvider {
   readonly stats: FfnStats = newFfnStats();
   /** Neurons of each layer held in DRAM (the first ones). */
   readonly pinned: number[];
-  /** Per layer: the pinned bundles, (pinned[l], 2 * dModel) f32. */
-  readonly pinnedBundles: Float32Array[];
+  /** Per layer: the pinned bundles as stored, (pinned[l], bundleBytes). */
+  readonly pinnedBundles: BundleMatrix[];
   private model: FlashModelFile;
   private resident: ResidentWeights;
   private reader: FlashReader;
   private batch = new ReadBatch(1);
-  private raw: Uint8Array; // (dFfn * bundleBytes) the streamed part as stored
-  private streamed: Float32Array; // (dFfn, 2 * dModel) the streamed part as f32
+  private streamed: BundleMatrix; // (max streamed neurons, bundleBytes) the streamed part as read
   private partial: Float32Array; // (dModel) the streamed part's output
 
   private constructor(
@@ -83,7 +82,7 @@ export class HybridFfn implements FfnProvider {
     resident: ResidentWeights,
     reader: FlashReader,
     pinned: number[],
-    pinnedBundles: Float32Array[],
+    pinnedBundles: BundleMatrix[],
   ) {
     const { dModel, dFfn } = model.config;
     this.model = model;
@@ -92,10 +91,8 @@ export class HybridFfn implements FfnProvider {
     this.pinned = pinned;
     this.pinnedBundles = pinnedBundles;
     const maxStreamed = Math.max(0, ...pinned.map((p) => dFfn - p));
-    this.raw = new Uint8Array(maxStreamed * model.bundleBytes);
-    this.streamed = model.dtype === "f32"
-      ? new Float32Array(this.raw.buffer)
-      : new Float32Array(maxStreamed * 2 * dModel);
+    const raw = new Uint8Array(maxStreamed * model.bundleBytes); // (maxStreamed, bundleBytes)
+    this.streamed = bundleMatrix(model.dtype, dModel, raw);
     this.partial = new Float32Array(dModel);
   }
 
@@ -126,13 +123,13 @@ export class HybridFfn implements FfnProvider {
         },
       );
     }
-    const bundles: Float32Array[] = [];
+    const bundles: BundleMatrix[] = [];
     const file = await Deno.open(model.path, { read: true });
     try {
       for (let l = 0; l < nLayers; l++) {
-        const raw = new Uint8Array(pinned[l] * model.bundleBytes);
+        const raw = new Uint8Array(pinned[l] * model.bundleBytes); // (pinned[l], bundleBytes)
         await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
-        bundles.push(decodeValues(raw, model.dtype, new Float32Array(pinned[l] * 2 * dModel)));
+        bundles.push(bundleMatrix(model.dtype, dModel, raw));
       }
     } finally {
       file.close();
@@ -151,26 +148,33 @@ export class HybridFfn implements FfnProvider {
     if (rest > 0) {
       this.batch.clear();
       const offset = this.model.header.ffn.layers[layer].offset + p * this.model.bundleBytes;
-      this.batch.add(offset, rest * this.model.bundleBytes, this.raw, 0);
+      this.batch.add(offset, rest * this.model.bundleBytes, this.streamed.bytes, 0);
       await this.reader.read(this.batch);
     }
     const t1 = performance.now();
-    const bytes = this.raw.subarray(0, rest * this.model.bundleBytes);
-    if (this.model.dtype === "f16") decodeValues(bytes, "f16", this.streamed);
-    const t2 = performance.now();
-    ffnBundled(out, this.pinnedBundles[layer], L.fc1Bias, x, p, dModel);
+    ffnBundles(out, this.pinnedBundles[layer], L.fc1Bias, x, p);
     if (rest > 0) {
-      ffnBundled(this.partial, this.streamed, L.fc1Bias.subarray(p), x, rest, dModel);
+      ffnBundles(this.partial, this.streamed, L.fc1Bias.subarray(p), x, rest);
       for (let j = 0; j < dModel; j++) out[j] += this.partial[j];
     }
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
-    const t3 = performance.now();
+    const t2 = performance.now();
     this.stats.bytesRead += rest * this.model.bundleBytes;
     this.stats.reads += this.reader.stats.reads - before;
     this.stats.neuronsLoaded += rest;
     this.stats.ioMs += t1 - t0;
-    this.stats.memoryMs += t2 - t1;
-    this.stats.computeMs += t3 - t2;
+    this.stats.computeMs += t2 - t1;
+  }
+
+  /** The pinned bundles, the streamed part's buffer, the reader's own. */
+  memoryInUse(): FfnMemory {
+    const own = [this.pinnedBundles, this.streamed, this.partial, this.batch];
+    return {
+      weights: heldBytes([this.pinnedBundles]),
+      workspace: heldBytes([this.streamed, this.partial, this.batch]),
+      predictor: 0,
+      reader: heldBytes([this.reader], own),
+    };
   }
 
   /** Close the reader. */
@@ -180,26 +184,26 @@ export class HybridFfn implements FfnProvider {
 }
 
 /**
- * How many neurons per layer a hybrid engine can pin in `bytes` of DRAM: f32 bundles
- * (2 * dModel * 4 bytes each) plus their bias, the same number in every layer.
+ * How many neurons per layer a hybrid engine can pin in `bytes` of DRAM: bundles as
+ * stored (`bundleBytes` each), the same number in every layer.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { hybridPinned } from "./baselines.ts";
- * // dModel 4: one pinned neuron costs 2 * 4 * 4 = 32 bytes; 3 layers of 10 neurons
- * assert.deepEqual(hybridPinned(32 * 3 * 4, 4, 10, 3), [4, 4, 4]);
- * assert.deepEqual(hybridPinned(1e9, 4, 10, 3), [10, 10, 10]);
- * assert.deepEqual(hybridPinned(-5, 4, 10, 3), [0, 0, 0]);
+ * // f16, dModel 4: one pinned neuron costs 2 * 4 * 2 = 16 bytes; 3 layers of 10 neurons
+ * assert.deepEqual(hybridPinned(16 * 3 * 4, 16, 10, 3), [4, 4, 4]);
+ * assert.deepEqual(hybridPinned(1e9, 16, 10, 3), [10, 10, 10]);
+ * assert.deepEqual(hybridPinned(-5, 16, 10, 3), [0, 0, 0]);
  * ```
  */
 export function hybridPinned(
   bytes: number,
-  dModel: number,
+  bundleBytes: number,
   dFfn: number,
   nLayers: number,
 ): number[] {
-  const perNeuron = 2 * dModel * 4;
+  const perNeuron = bundleBytes;
   const total = Math.max(0, Math.floor(bytes / perNeuron));
   return new Array<number>(nLayers).fill(Math.min(dFfn, Math.floor(total / nLayers)));
 }
@@ -275,6 +279,11 @@ export class PageCacheFfn implements FfnProvider {
     return this.inner.forward(layer, x, out);
   }
 
+  /** The naive reads' buffers (the page cache is the kernel's, not this process's). */
+  memoryInUse(): FfnMemory {
+    return this.inner.memoryInUse();
+  }
+
   /**
    * Drop each layer's bytes beyond its share from the page cache
    * (`posix_fadvise(POSIX_FADV_DONTNEED)`); false when that is unavailable here.
@@ -323,89 +332,4 @@ export function adviseDontNeed(path: string, ranges: [number, number][]): boolea
   } finally {
     c.close(fd);
   }
-}
-
-// ---------------------------------------------------------------------------
-// Dense with the FFN held in DRAM as stored (f16)
-
-/**
- * Every FFN weight in DRAM in the file's dtype (half the bytes of f32 for f16 files),
- * decoded layer by layer every token (memory-management time), then the bundled kernel
- * over all neurons. The dense-DRAM point when the f32 FFN does not fit in DRAM.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { DenseF16Ffn } from "./baselines.ts";
- * import { DenseFfn } from "./ffn.ts";
- * import { readAllFfn } from "./engine.ts";
- * import { FlashModelFile } from "./flash_file.ts";
- * import { loadResidentWeights } from "./weights.ts";
- * import { FlashReader } from "../io/reader.ts";
- * import { makeSyntheticModel } from "../tools/make_model.ts";
- * const path = await Deno.makeTempFile({ suffix: ".flm" });
- * // 2 layers, d 64, FFN 256
- * await makeSyntheticModel(path, { shape: "tiny", sparsity: 0.9, dtype: "f16" });
- * const file = await FlashModelFile.open(path);
- * const resident = await loadResidentWeights(file.config, file);
- * const dense = new DenseFfn(resident, await readAllFfn(file));
- * const x = new Float32Array(64).map((_, i) => Math.sin(i)); // (dModel)
- * const got = new Float32Array(64), want = new Float32Array(64); // (dModel)
- * await dense.forward(1, x, want);
- * const held = await DenseF16Ffn.open(file, resident);
- * await held.forward(1, x, got);
- * assert.ok(got.every((v, i) => Math.abs(v - want[i]) < 1e-3)); // the same weights, decoded
- * assert.equal(held.stats.bytesRead, 0); // nothing read while generating
- * await Deno.remove(path);
- * ```
- */
-export class DenseF16Ffn implements FfnProvider {
-  /** Mode name. */
-  readonly mode = "dense-f16";
-  /** Cumulative counters (no I/O in this mode). */
-  readonly stats: FfnStats = newFfnStats();
-  private model: FlashModelFile;
-  private resident: ResidentWeights;
-  private layers: Uint8Array[]; // nLayers x (dFfn * bundleBytes), bundle order
-  private bundles: Float32Array; // (dFfn, 2 * dModel) the current layer as f32
-
-  private constructor(model: FlashModelFile, resident: ResidentWeights, layers: Uint8Array[]) {
-    this.model = model;
-    this.resident = resident;
-    this.layers = layers;
-    this.bundles = new Float32Array(model.config.dFfn * 2 * model.config.dModel);
-  }
-
-  /** Read every FFN layer of `model` into DRAM as stored. */
-  static async open(model: FlashModelFile, resident: ResidentWeights): Promise<DenseF16Ffn> {
-    const layers: Uint8Array[] = [];
-    const file = await Deno.open(model.path, { read: true });
-    try {
-      const raw = new Uint8Array(model.config.dFfn * model.bundleBytes);
-      for (const entry of model.header.ffn.layers) {
-        await readExactly(file, raw, entry.offset, model.path);
-        layers.push(layerAsBundles(model, raw, new Uint8Array(raw.length)).slice());
-      }
-    } finally {
-      file.close();
-    }
-    return new DenseF16Ffn(model, resident, layers);
-  }
-
-  /** Decode the layer, out = Σ relu(up_i · x + b1_i) down_i + b2. */
-  forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
-    const { dModel, dFfn } = this.model.config;
-    const L = this.resident.layers[layer];
-    const t0 = performance.now();
-    decodeValues(this.layers[layer], this.model.dtype, this.bundles);
-    const t1 = performance.now();
-    ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);
-    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
-    this.stats.memoryMs += t1 - t0;
-    this.stats.computeMs += performance.now() - t1;
-    return Promise.resolve();
-  }
-
-  /** Nothing to release. */
-  close(): void {}
 }

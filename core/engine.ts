@@ -23,7 +23,20 @@ import {
   type ResidentPrecision,
   type ResidentWeights,
 } from "./weights.ts";
-import { type Budget, measuredPlanInputs, type MemoryPlan, planMemory } from "./memory_plan.ts";
+import {
+  type Budget,
+  measuredPlanInputs,
+  type MemoryLines,
+  type MemoryPlan,
+  planMemory,
+} from "./memory_plan.ts";
+import {
+  jsHeapBytes,
+  measureRuntime,
+  type RuntimeOverhead,
+  withHeapGrowth,
+} from "./memory_sizes.ts";
+import { heldBytes } from "./memory_use.ts";
 import { DEFAULT_LOAD_RECALL, deserializePredictor, parsePlanMeasurements } from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
 
@@ -32,7 +45,8 @@ import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./spa
 
 /**
  * How the FFN runs.
- * - `dense`: every weight in DRAM (the speed ceiling and the reference).
+ * - `dense`: every weight in DRAM (the speed ceiling and the reference); a flashlm
+ *   file's FFN as stored (its bundles at the file's dtype).
  * - `naive`: resident part in DRAM, every FFN bundle read from flash every token.
  * - `sparse`: the paper's method: predictor + window + neuron store, loading only
  *   the neurons the window lacks.
@@ -100,6 +114,11 @@ export interface LoadedModel {
   plan: MemoryPlan | null;
   /** Bytes of every FFN bundle in the flashlm file (what naive mode reads per token); null for HF directories. */
   ffnFileBytes: number | null;
+  /**
+   * The DRAM the model holds now, by the memory plan's lines, measured from its typed
+   * arrays (the check on `plan`); every model `loadModel` returns has it.
+   */
+  memoryInUse?(): MemoryLines;
   /** Release files and handles. */
   close(): void;
 }
@@ -144,6 +163,8 @@ async function isDirectory(path: string): Promise<boolean> {
  * ```
  */
 export async function loadModel(path: string, options: LoadOptions = {}): Promise<LoadedModel> {
+  const runtime = measureRuntime(); // before anything of the model is in DRAM
+  const heapBefore = jsHeapBytes();
   if (await isDirectory(path)) {
     const mode = options.mode ?? "dense";
     if (mode !== "dense") {
@@ -173,21 +194,25 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const file = await FlashModelFile.open(path);
   const mode = options.mode ?? "naive";
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
-  const resident = await loadResidentWeights(file.config, file, { precision: options.resident });
-  file.releaseResident(); // the loaded tensors are all that is needed now
-  let ffn: FfnProvider;
-  let plan: MemoryPlan | null = null;
   const contextLength = Math.min(
     options.contextLength ?? file.config.maxPositions,
     file.config.maxPositions,
   );
+  // Sparse mode plans from the header before any weight is loaded, so a budget that
+  // cannot hold the resident part is refused at once.
+  const plan = mode === "sparse"
+    ? planFromFile(file, options, contextLength, withHeapGrowth(runtime, heapBefore))
+    : null;
+  const resident = await loadResidentWeights(file.config, file, { precision: options.resident });
+  file.releaseResident(); // the loaded tensors are all that is needed now
+  let ffn: FfnProvider;
   if (mode === "dense") {
-    ffn = new DenseFfn(resident, await readAllFfn(file));
-  } else if (mode === "naive") {
+    ffn = await DenseFfn.open(file, resident);
+  } else if (plan === null) {
+    // naive: every bundle read every token
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new FlashNaiveFfn(file, resident, reader);
   } else {
-    plan = planFromFile(file, options, contextLength);
     const predictor = await sparsePredictor(file, resident, options);
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new SparseFlashFfn(file, resident, reader, {
@@ -277,6 +302,7 @@ export async function sparsePredictor(
  * predictor): what `loadModel` runs with and what `inspect --memory` prints. Reads only
  * the header: no weights are loaded. The measurements come from the predictor section
  * (`parsePlanMeasurements`); a malformed one throws a {@linkcode FlashlmError}.
+ * `runtime` is the process's resident set before the model was loaded (default: now).
  *
  * @example
  * ```ts
@@ -296,6 +322,7 @@ export function planFromFile(
   file: FlashModelFile,
   options: LoadOptions,
   contextLength: number,
+  runtime: RuntimeOverhead = measureRuntime(),
 ): MemoryPlan {
   const { dModel, dFfn, nLayers } = file.config;
   const oracle = options.predictor === "oracle";
@@ -304,14 +331,23 @@ export function planFromFile(
     measured,
     oracle ? "oracle" : "trained",
   );
-  // The trained predictor's DRAM, f32: A (rank, dModel), B (dFfn, rank), c (dFfn) per layer.
+  // The predictor's DRAM. Trained, f32: A (rank, dModel), B (dFfn, rank), c (dFfn) per
+  // layer, scratch (max rank + dFfn). The oracle: the whole FFN as f32 fc1 and fc2, its
+  // pre-activations (dFfn) and output (dModel). Either way the file keeps the serialized
+  // predictor it read.
   const meta = file.header.predictor?.meta as { layers?: { rank?: unknown }[] } | undefined;
-  const predictorBytes = oracle ? 0 : (meta?.layers ?? []).reduce(
-    (sum, l) => sum + 4 * ((Number(l.rank) || 0) * (dModel + dFfn) + dFfn),
-    0,
-  );
+  const ranks = (meta?.layers ?? []).map((l) => Number(l.rank) || 0);
+  const predictorBytes = (file.predictorBytes?.byteLength ?? 0) +
+    (oracle
+      ? nLayers * 2 * dModel * dFfn * 4 + (dFfn + dModel) * 4
+      : ranks.reduce((sum, r) => sum + 4 * (r * (dModel + dFfn) + dFfn), 0) +
+        4 * (Math.max(1, ...ranks) + dFfn));
   return planMemory({
     config: file.config,
+    dtype: file.dtype,
+    held: { resident: options.resident, kvCache: options.kvCache },
+    split: file.layout === "split",
+    runtime,
     predictorBytes,
     contextLength,
     budget: options.memory ?? null,
@@ -343,7 +379,25 @@ function assemble(
     metadata,
     plan,
     ffnFileBytes,
+    memoryInUse: () => memoryInUse(transformer),
     close: () => transformer.close(),
+  };
+}
+
+/**
+ * What `transformer` holds in DRAM by the plan's lines: its resident weights, its state
+ * (KV cache and activations) and its FFN provider's parts.
+ */
+function memoryInUse(transformer: Transformer): MemoryLines {
+  const ffn = transformer.ffn.memoryInUse?.() ??
+    { weights: 0, workspace: 0, predictor: 0, reader: 0 };
+  return {
+    residentWeights: heldBytes([transformer.weights]),
+    predictor: ffn.predictor,
+    kvCacheAndActivations: heldBytes([transformer], [transformer.weights, transformer.ffn]),
+    ffnWeights: ffn.weights,
+    ffnWorkspace: ffn.workspace,
+    reader: ffn.reader,
   };
 }
 

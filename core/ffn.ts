@@ -2,19 +2,22 @@
  * Where the FFN's weights come from: the one place the modes of flashlm differ.
  *
  * The transformer calls `ffn.forward(layer, x, out)` for every layer of every token.
- * - {@linkcode DenseFfn}: `fc1` and `fc2` in DRAM, the PyTorch reference computation.
+ * - {@linkcode DenseFfn}: every FFN weight in DRAM: a flashlm file's bundles as stored
+ *   (f32, f16 or int8), or a Hugging Face checkpoint's `fc1` and `fc2` as f32.
  * - {@linkcode FlashNaiveFfn}: the paper's "naive" baseline: every bundle of the layer is
- *   read from flash for every token, then the bundled kernel runs over all of them.
+ *   read from flash for every token, then the bundled kernel runs over all of them at
+ *   their stored precision.
  *
  * @module
  */
 
+import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
-import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
+import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
-import { decodeValues } from "./flash_format.ts";
+import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -30,7 +33,7 @@ export interface FfnStats {
   ioMs: number;
   /** Milliseconds computing (FFN kernels, and the predictor in sparse mode). */
   computeMs: number;
-  /** Milliseconds of DRAM management (window bookkeeping, inserts, deletes, dtype conversion). */
+  /** Milliseconds of DRAM management (window bookkeeping, inserts, deletes, a split layer reordered). */
   memoryMs: number;
   /** Neurons read from flash into DRAM (sparse mode; naive counts every neuron it reads). */
   neuronsLoaded: number;
@@ -69,6 +72,8 @@ export interface FfnProvider {
   readonly stats: FfnStats;
   /** Compute layer `layer`'s FFN of the normalised input `x` (dModel) into `out` (dModel). */
   forward(layer: number, x: Float32Array, out: Float32Array): Promise<void>;
+  /** The DRAM it holds, measured from its arrays (optional for wrappers). */
+  memoryInUse?(): FfnMemory;
   /** Release files and handles. */
   close(): void;
 }
@@ -106,12 +111,24 @@ export function newFfnStats(): FfnStats {
 // Dense: all FFN weights in DRAM
 
 /**
- * The dense reference FFN: fc1 → ReLU → fc2 with both matrices in DRAM.
+ * One layer of the dense FFN in DRAM: a flashlm file's row-column bundles as stored (any
+ * dtype), or a Hugging Face checkpoint's `fc1` (dFfn, dModel) and `fc2` (dModel, dFfn) as
+ * f32. A checkpoint has no bundles and is dense only (it is the reference the flash modes
+ * are checked against); a flashlm file always has them, and only ReLU models are
+ * converted to one (`convert` refuses others), which the bundled kernel computes.
+ */
+export type DenseFfnLayer = DenseFfnWeights | BundleMatrix;
+
+/**
+ * The dense FFN: every weight in DRAM, `out = fc2(relu(fc1 x + b1)) + b2` — over a
+ * flashlm file's bundles at their stored precision with the bundled kernel, or over a
+ * checkpoint's f32 `fc1` and `fc2` with two matrix-vector products.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { DenseFfn } from "./ffn.ts";
+ * import { bundleMatrix } from "../kernels/weights.ts";
  * import type { ResidentWeights } from "./weights.ts";
  * // d = 2, dFfn = 2: fc1 = identity, fc2 = identity, zero biases
  * const resident = { config: { dModel: 2, dFfn: 2 },
@@ -120,6 +137,12 @@ export function newFfnStats(): FfnStats {
  * const out = new Float32Array(2);
  * await ffn.forward(0, new Float32Array([3, -1]), out);
  * assert(out[0] === 3 && out[1] === 0); // ReLU removed the negative one
+ * // The same layer as f16 bundles [fc1 row i | fc2 column i]: 1 = 0x3c00 in f16
+ * const bundles = bundleMatrix("f16", 2, new Uint8Array(new Uint16Array([0x3c00, 0, 0x3c00, 0, 0, 0x3c00, 0, 0x3c00]).buffer));
+ * const held = new DenseFfn(resident, [bundles]);
+ * await held.forward(0, new Float32Array([3, -1]), out);
+ * assert(out[0] === 3 && out[1] === 0 && held.hidden[0] === 3 && held.hidden[1] === 0);
+ * assert.equal(held.memoryInUse().weights, 16);
  * ```
  */
 export class DenseFfn implements FfnProvider {
@@ -128,16 +151,38 @@ export class DenseFfn implements FfnProvider {
   /** Cumulative counters (no I/O in this mode). */
   readonly stats: FfnStats = newFfnStats();
   private resident: ResidentWeights;
-  /** fc1 and fc2 of every layer. */
-  readonly weights: DenseFfnWeights[];
+  /** The weights of every layer. */
+  readonly weights: DenseFfnLayer[];
   /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
   readonly hidden: Float32Array; // (dFfn)
 
-  /** Wrap per-layer fc1/fc2 matrices already in DRAM. */
-  constructor(resident: ResidentWeights, weights: DenseFfnWeights[]) {
+  /** Wrap per-layer weights already in DRAM. */
+  constructor(resident: ResidentWeights, weights: DenseFfnLayer[]) {
     this.resident = resident;
     this.weights = weights;
     this.hidden = new Float32Array(resident.config.dFfn);
+  }
+
+  /**
+   * Read every FFN layer of `model` into DRAM as stored (either layout, put in bundle
+   * order): the dense mode of a flashlm file.
+   */
+  static async open(model: FlashModelFile, resident: ResidentWeights): Promise<DenseFfn> {
+    const { dModel, dFfn } = model.config;
+    const layers: BundleMatrix[] = [];
+    const raw = new Uint8Array(model.layout === "split" ? dFfn * model.bundleBytes : 0); // (dFfn, bundleBytes) a split layer as read
+    const file = await Deno.open(model.path, { read: true });
+    try {
+      for (const entry of model.header.ffn.layers) {
+        const bytes = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) bundles as stored
+        await readExactly(file, model.layout === "split" ? raw : bytes, entry.offset, model.path);
+        if (model.layout === "split") layerAsBundles(model, raw, bytes);
+        layers.push(bundleMatrix(model.dtype, dModel, bytes));
+      }
+    } finally {
+      file.close();
+    }
+    return new DenseFfn(resident, layers);
   }
 
   /** out = fc2(relu(fc1 x + b1)) + b2. */
@@ -146,11 +191,26 @@ export class DenseFfn implements FfnProvider {
     const { dModel, dFfn } = this.resident.config;
     const L = this.resident.layers[layer];
     const W = this.weights[layer];
-    matvec(this.hidden, W.fc1, x, dFfn, dModel, L.fc1Bias);
-    relu(this.hidden, dFfn);
-    matvec(out, W.fc2, this.hidden, dModel, dFfn, L.fc2Bias);
+    if ("fc1" in W) {
+      matvec(this.hidden, W.fc1, x, dFfn, dModel, L.fc1Bias);
+      relu(this.hidden, dFfn);
+      matvec(out, W.fc2, this.hidden, dModel, dFfn, L.fc2Bias);
+    } else {
+      ffnBundles(out, W, L.fc1Bias, x, dFfn, this.hidden);
+      for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    }
     this.stats.computeMs += performance.now() - t0;
     return Promise.resolve();
+  }
+
+  /** Every layer's weights, and the activations. */
+  memoryInUse(): FfnMemory {
+    return {
+      weights: heldBytes([this.weights]),
+      workspace: this.hidden.byteLength,
+      predictor: 0,
+      reader: 0,
+    };
   }
 
   /** Nothing to release. */
@@ -162,8 +222,8 @@ export class DenseFfn implements FfnProvider {
 
 /**
  * The paper's naive baseline: for every token and layer, read all `dFfn` bundles of
- * the layer from flash (one large read, split into chunks with many in flight),
- * convert them to f32, and run the bundled kernel over all of them.
+ * the layer from flash (one large read, split into chunks with many in flight) into one
+ * preallocated buffer, and run the bundled kernel over them at their stored precision.
  *
  * @example
  * ```ts
@@ -202,9 +262,9 @@ export class FlashNaiveFfn implements FfnProvider {
   private resident: ResidentWeights;
   private reader: FlashReader;
   private batch = new ReadBatch(1);
-  private raw: Uint8Array; // (dFfn * bundleBytes) one layer as stored
-  private ordered: Uint8Array; // (dFfn * bundleBytes) a split layer reordered to bundles (else empty)
-  private bundles: Float32Array; // (dFfn, 2 * dModel) one layer as f32
+  private raw: Uint8Array; // (dFfn, bundleBytes) one layer as stored
+  private ordered: Uint8Array; // (dFfn, bundleBytes) a split layer reordered to bundles (else empty)
+  private bundles: BundleMatrix; // views of the layer in bundle order, for the kernel
 
   /** Stream the FFN of `model` through `reader`; the resident weights come from the same file. */
   constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader) {
@@ -214,10 +274,8 @@ export class FlashNaiveFfn implements FfnProvider {
     const { dModel, dFfn } = model.config;
     this.raw = new Uint8Array(dFfn * model.bundleBytes);
     this.ordered = new Uint8Array(model.layout === "split" ? this.raw.length : 0);
-    const inPlace = model.layout === "split" ? this.ordered : this.raw;
-    this.bundles = model.dtype === "f32"
-      ? new Float32Array(inPlace.buffer) // stored f32 bundles are used in place
-      : new Float32Array(dFfn * 2 * dModel);
+    const inBundleOrder = model.layout === "split" ? this.ordered : this.raw;
+    this.bundles = bundleMatrix(model.dtype, dModel, inBundleOrder);
   }
 
   /** Read layer `layer` entirely, then out = Σ relu(up_i · x + b1_i) down_i + b2. */
@@ -230,11 +288,10 @@ export class FlashNaiveFfn implements FfnProvider {
     this.batch.add(entry.offset, entry.length, this.raw, 0);
     await this.reader.read(this.batch);
     const t1 = performance.now();
-    const ordered = layerAsBundles(this.model, this.raw, this.ordered);
-    if (this.model.dtype === "f16") decodeValues(ordered, "f16", this.bundles);
+    layerAsBundles(this.model, this.raw, this.ordered); // split layout only: into bundle order
     const t2 = performance.now();
     const L = this.resident.layers[layer];
-    ffnBundled(out, this.bundles, L.fc1Bias, x, dFfn, dModel);
+    ffnBundles(out, this.bundles, L.fc1Bias, x, dFfn);
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     this.stats.bytesRead += entry.length;
     this.stats.reads += this.reader.stats.reads - before;
@@ -242,6 +299,16 @@ export class FlashNaiveFfn implements FfnProvider {
     this.stats.ioMs += t1 - t0;
     this.stats.memoryMs += t2 - t1;
     this.stats.computeMs += performance.now() - t2;
+  }
+
+  /** The layer buffer(s) and the reader's own. */
+  memoryInUse(): FfnMemory {
+    return {
+      weights: 0,
+      workspace: heldBytes([this.raw, this.ordered, this.batch]),
+      predictor: 0,
+      reader: heldBytes([this.reader], [this.raw, this.ordered, this.batch]),
+    };
   }
 
   /** Close the reader. */

@@ -1,185 +1,82 @@
 /**
  * The DRAM budget planner (*LLM in a Flash*, section 4: "memory budget").
  *
- * Fixed costs come first — resident weights (embeddings, attention, norms and
- * biases), the predictor, the KV cache and working buffers. Whatever remains of the
- * budget becomes neuron-store rows. The window size k is then the largest whose
- * expected union of active neurons (s_agg(k) + new(k): the previous k tokens' neurons
- * plus the current token's new ones, measured when the predictor was trained) fits
- * those rows; when even k = 1 does not fit, k = 1 and each layer's rows
- * are capped (the store then evicts its least recently active neurons). Layers differ
- * (in OPT the first layers fire far more neurons), so flashlm gives each layer its own
- * k, grown greedily where one more token of window saves the most reads per DRAM row.
+ * The budget is stated against the model as it is stored on flash: `--memory 50%` is half
+ * of the file's weights (resident tensors and FFN bundles at the file's dtype), as the
+ * paper means it. Fixed costs come first — resident weights at their stored precision,
+ * the predictor, the f16 KV cache of the requested context, the activations, the sparse
+ * FFN's bookkeeping and the flash reader's buffers (`core/memory_sizes.ts`). Whatever
+ * remains becomes neuron-store rows, each one bundle as stored. The runtime's own
+ * resident set, measured before loading, is stated beside the budget: the process's peak
+ * is the budget plus that.
+ *
+ * The window size k is the largest whose expected union of active neurons (s_agg(k) +
+ * new(k): the previous k tokens' neurons plus the current token's new ones, measured when
+ * the predictor was trained) fits the rows; when even k = 1 does not fit, k = 1 and each
+ * layer's rows are capped (the store then evicts its least recently active neurons).
+ * Layers differ (in OPT the first layers fire far more neurons), so flashlm gives each
+ * layer its own k, grown greedily where one more token of window saves the most reads per
+ * DRAM row; under frequency eviction the rows are split by measured load curves.
  *
  * The statistics the planner uses are measured by `train-predictor` and stored in the
  * model file's predictor section (`PlanMeasurements` in `core/predictor.ts`);
  * {@linkcode measuredPlanInputs} turns them into the planner's inputs.
- *
- * All sizes are bytes as flashlm holds them in DRAM (f32 weights).
  *
  * @module
  */
 
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { bundleBytes, type WeightDtype } from "../kernels/weights.ts";
+import {
+  type Budget,
+  fixedBytes,
+  type HeldPrecision,
+  modelBytesOnFlash,
+  type ModelFootprint,
+  modelFootprint,
+  readerBufferBytes,
+  type RuntimeOverhead,
+  sparseWorkspaceBytes,
+} from "./memory_sizes.ts";
 import { neuronStoreBytes } from "./neuron_store.ts";
 import type { PlanMeasurements } from "./predictor.ts";
-import { residentTensorSpecs } from "./weights.ts";
+import { type LoadCurve, splitRows, type WindowStats } from "./row_split.ts";
 
-// ---------------------------------------------------------------------------
-// Sizes
-
-/** DRAM bytes of the parts of a model, as flashlm holds them (f32). */
-export interface ModelFootprint {
-  /** Token and position embeddings, project_in/out, untied lm_head. */
-  embeddings: number;
-  /** q/k/v/out projections and their biases. */
-  attention: number;
-  /** LayerNorms and FFN biases. */
-  normsAndBiases: number;
-  /** The low-rank predictor. */
-  predictor: number;
-  /** Keys and values of every layer for the whole context. */
-  kvCache: number;
-  /** Activations, logits, reader staging and store bookkeeping. */
-  workspace: number;
-  /** All FFN bundles (what dense mode holds). */
-  ffnAll: number;
-}
-
-/**
- * The DRAM footprint of a model with this config.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { modelFootprint } from "./memory_plan.ts";
- * import type { ModelConfig } from "./config.ts";
- * const config = { dModel: 4, dFfn: 16, nLayers: 1, nHeads: 1, vocabSize: 10, maxPositions: 8,
- *   positionOffset: 2, wordEmbedProjDim: 4, layerNormBefore: true } as ModelConfig;
- * const f = modelFootprint(config, 0, 8);
- * assert.equal(f.ffnAll, 16 * 2 * 4 * 4);
- * assert.equal(f.kvCache, 2 * 1 * 8 * 4 * 4);
- * ```
- */
-export function modelFootprint(
-  config: ModelConfig,
-  predictorBytes: number,
-  contextLength: number,
-): ModelFootprint {
-  let embeddings = 0, attention = 0, normsAndBiases = 0;
-  for (const spec of residentTensorSpecs(config)) {
-    if (!spec.required) continue;
-    const bytes = spec.shape.reduce((a, b) => a * b, 1) * 4;
-    if (spec.name.includes("self_attn.")) attention += bytes;
-    else if (spec.name.includes("norm") || spec.name.endsWith(".bias")) normsAndBiases += bytes;
-    else embeddings += bytes;
-  }
-  const d = config.dModel;
-  const kvCache = 2 * config.nLayers * contextLength * d * 4;
-  const workspace = config.vocabSize * 4 + (10 * d + contextLength + config.dFfn) * 4;
-  return {
-    embeddings,
-    attention,
-    normsAndBiases,
-    predictor: predictorBytes,
-    kvCache,
-    workspace,
-    ffnAll: config.nLayers * config.dFfn * 2 * d * 4,
-  };
-}
-
-/** Sum of the parts that are in DRAM in every mode. */
-export function fixedBytes(f: ModelFootprint): number {
-  return f.embeddings + f.attention + f.normsAndBiases + f.predictor + f.kvCache + f.workspace;
-}
-
-// ---------------------------------------------------------------------------
-// Budgets
-
-/** A DRAM budget as the user states it. */
-export type Budget =
-  /** Total bytes. */
-  | { kind: "bytes"; bytes: number }
-  /** A share of the model's full DRAM footprint (dense mode). */
-  | { kind: "model-percent"; percent: number }
-  /** The fixed part plus a share of the FFN. */
-  | { kind: "ffn-percent"; percent: number };
-
-/**
- * Parse `--memory`: `2GB`, `512MiB`, `123456` (bytes), `50%` (of the model's full
- * DRAM footprint) or `ffn:30%` (the fixed part plus 30% of the FFN).
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { parseBudget } from "./memory_plan.ts";
- * assert.deepEqual(parseBudget("1.5GiB"), { kind: "bytes", bytes: 1.5 * 2 ** 30 });
- * assert.deepEqual(parseBudget("50%"), { kind: "model-percent", percent: 50 });
- * assert.deepEqual(parseBudget("ffn:30%"), { kind: "ffn-percent", percent: 30 });
- * ```
- */
-export function parseBudget(text: string): Budget {
-  const t = text.trim();
-  const bad = (why: string): never => {
-    const shown = JSON.stringify(text.length > 40 ? `${text.slice(0, 40)}...` : text); // one line
-    throw new FlashlmError(`--memory ${shown}: ${why}`, { kind: "usage" });
-  };
-  const pct = /^(ffn:)?(\d+(?:\.\d+)?)%$/i.exec(t);
-  if (pct) {
-    const percent = Number(pct[2]);
-    if (!(percent > 0 && percent <= 100)) bad("a percentage must be in (0, 100]");
-    return pct[1] ? { kind: "ffn-percent", percent } : { kind: "model-percent", percent };
-  }
-  const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?$/i.exec(t);
-  if (!m) {
-    return bad("expected bytes (e.g. 2GB, 512MiB), a percentage of the model (50%) or ffn:<p>%");
-  }
-  const units: Record<string, number> = {
-    B: 1,
-    KB: 1e3,
-    MB: 1e6,
-    GB: 1e9,
-    TB: 1e12,
-    KIB: 2 ** 10,
-    MIB: 2 ** 20,
-    GIB: 2 ** 30,
-    TIB: 2 ** 40,
-  };
-  const bytes = Number(m[1]) * units[(m[2] ?? "B").toUpperCase()];
-  if (!(bytes >= 1) || !Number.isSafeInteger(Math.floor(bytes))) {
-    bad("must be a positive size of at least 1 byte");
-  }
-  return { kind: "bytes", bytes: Math.floor(bytes) };
-}
+export type { LoadCurve, WindowStats } from "./row_split.ts";
+export {
+  type Budget,
+  fixedBytes,
+  type ModelFootprint,
+  modelFootprint,
+  parseBudget,
+} from "./memory_sizes.ts";
 
 // ---------------------------------------------------------------------------
 // The plan
-
-/** Window statistics measured with the trained predictor (see train_predictor.ts). */
-export interface WindowStats {
-  /** sAgg[l][k - 1]: mean distinct neurons of layer l predicted active over k tokens. */
-  sAgg: number[][];
-  /** newPerToken[l][k - 1]: mean neurons per token that the previous k tokens did not use. */
-  newPerToken: number[][];
-}
-
-/**
- * Rows layer `l` needs with window k: the previous k tokens' union plus what the
- * current token adds, s_agg(k) + new(k).
- */
-function windowNeed(stats: WindowStats, l: number, k: number): number {
-  return stats.sAgg[l][k - 1] + stats.newPerToken[l][k - 1];
-}
 
 /** How the budget is spent. */
 export interface MemoryPlan {
   /** The DRAM budget in bytes (with no budget: enough for every neuron). */
   budgetBytes: number;
+  /** The model's weights as stored on flash (what a percentage of the model is of). */
+  modelBytes: number;
   /** What the model needs in DRAM, part by part. */
   footprint: ModelFootprint;
-  /** Bytes of the neuron stores. */
+  /** Bytes of the neuron stores: rows (one bundle as stored each) and their bookkeeping. */
   ffnCacheBytes: number;
+  /** Bytes of the sparse FFN's per-token buffers and window state. */
+  ffnWorkspaceBytes: number;
+  /** Bound on the flash reader's buffers. */
+  readerBytes: number;
+  /** What the budget covers: every line above (at most `budgetBytes`). */
+  plannedBytes: number;
+  /** The runtime's own resident set, beside the budget: peak RSS ≈ budget + this. */
+  runtime: RuntimeOverhead;
+  /** Bytes of one store row (one bundle at the file's dtype). */
+  rowBytes: number;
+  /** A caveat on the budget (e.g. it holds every neuron and part of it is unused), or null. */
+  note: string | null;
   /** Rows of each layer's neuron store. */
   rowsPerLayer: number[];
   /** Window size k of each layer (tokens whose neurons stay in DRAM). */
@@ -199,19 +96,6 @@ export interface MemoryPlan {
    * no curves).
    */
   loadCurveRecall: number | null;
-}
-
-/** One layer's measured loads per token against store size (see `core/window.ts`). */
-export interface LoadCurve {
-  /** Store sizes, increasing; one below `minRows` counts as `minRows` rows. */
-  rows: number[];
-  /** Mean neurons read per token at each size. */
-  loads: number[];
-  /**
-   * The fewest rows the layer gets: the 99th percentile of a token's set size. A rarer,
-   * larger set drops its lowest-scoring neurons (counted as `neuronsDropped`).
-   */
-  minRows: number;
 }
 
 /**
@@ -260,7 +144,15 @@ export function measuredPlanInputs(
 export interface PlanInput {
   /** The model's dimensions. */
   config: ModelConfig;
-  /** Bytes of the activation predictor (DRAM-resident). */
+  /** Storage dtype of the weights (the flash file's); default f32. */
+  dtype?: WeightDtype;
+  /** How the resident part is held, when not at the file's dtype with an f16 KV cache. */
+  held?: HeldPrecision;
+  /** Whether the FFN is stored unbundled (two reads per neuron); default false. */
+  split?: boolean;
+  /** The runtime's resident set before loading (`measureRuntime`); default not measured. */
+  runtime?: RuntimeOverhead;
+  /** Bytes of the activation predictor in DRAM (weights, scratch, serialized copy). */
   predictorBytes: number;
   /** KV cache length in tokens. */
   contextLength: number;
@@ -277,13 +169,6 @@ export interface PlanInput {
   /** The load recall the curves were measured at; default 1 (every predicted neuron read). */
   loadCurveRecall?: number;
 }
-
-/**
- * Margin over the mean window union. 1: a token whose union is above the mean makes
- * the store evict its least recently active neurons (a slightly shorter window for
- * that token), which costs less than reserving rows that are idle on average.
- */
-const UNION_MARGIN = 1.0;
 
 /**
  * Fit resident weights, predictor, KV cache and neuron stores into the budget.
@@ -306,136 +191,103 @@ const UNION_MARGIN = 1.0;
  */
 export function planMemory(input: PlanInput): MemoryPlan {
   const { config } = input;
-  const footprint = modelFootprint(config, input.predictorBytes, input.contextLength);
+  const { nLayers, dFfn } = config;
+  const dtype = input.dtype ?? "f32";
+  const split = input.split ?? false;
+  const eviction = input.eviction ?? "frequency";
+  const footprint = modelFootprint(
+    config,
+    dtype,
+    input.predictorBytes,
+    input.contextLength,
+    input.held,
+  );
+  const modelBytes = modelBytesOnFlash(config, dtype);
   const fixed = fixedBytes(footprint);
-  const rowValues = 2 * config.dModel;
-  const perLayerFixed = neuronStoreBytes(0, config.dFfn, rowValues);
-  const rowBytes = neuronStoreBytes(1, config.dFfn, rowValues) - perLayerFixed + rowValues * 2; // + f16 staging
-  const allRows = config.nLayers * config.dFfn;
+  const rowBytes = bundleBytes(dtype, config.dModel);
+  const storeFixed = nLayers * neuronStoreBytes(0, dFfn, rowBytes); // reverse index, last active
+  const perRow = neuronStoreBytes(1, dFfn, rowBytes) - neuronStoreBytes(0, dFfn, rowBytes);
+  // The sparse FFN's buffers and the reader's, for stores of at most maxRows rows.
+  const buffers = (maxRows: number): number =>
+    sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split) +
+    readerBufferBytes(rowBytes, split, maxRows, dFfn);
+  const allRows = nLayers * dFfn;
+  const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
-  let budgetBytes: number;
+  // The rows the budget pays for. A share of the FFN gives them directly; bytes (or a
+  // share of the model) pay the fixed part first, then the most rows whose buffers fit
+  // too (a layer may get up to min(dFfn, rows) of them).
+  let budgetBytes = 0;
+  let rowsTotal: number;
   const b = input.budget;
-  if (!b) budgetBytes = fixed + config.nLayers * perLayerFixed + allRows * rowBytes;
-  else if (b.kind === "bytes") budgetBytes = b.bytes;
-  else if (b.kind === "model-percent") budgetBytes = ((fixed + footprint.ffnAll) * b.percent) / 100;
-  else {budgetBytes = fixed + config.nLayers * perLayerFixed +
-      (allRows * rowBytes * b.percent) / 100;}
-
-  const free = budgetBytes - fixed - config.nLayers * perLayerFixed;
-  if (free < config.nLayers * rowBytes) {
-    const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+  if (!b || b.kind === "ffn-percent") {
+    rowsTotal = Math.floor((allRows * (b ? b.percent : 100)) / 100);
+  } else {
+    budgetBytes = b.kind === "bytes" ? b.bytes : (modelBytes * b.percent) / 100;
+    const free = budgetBytes - fixed - storeFixed;
+    const fits = (rows: number): boolean => rows * perRow + buffers(Math.min(dFfn, rows)) <= free;
+    let lo = 0, hi = allRows;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (fits(mid)) lo = mid;
+      else hi = mid - 1;
+    }
+    rowsTotal = fits(lo) ? lo : -1;
+  }
+  if (rowsTotal < nLayers) {
+    const least = fixed + storeFixed + nLayers * perRow + buffers(1);
     throw new FlashlmError(
-      `the memory budget ${mb(budgetBytes)} is below what must stay in DRAM: ${mb(fixed)} ` +
-        `(embeddings ${mb(footprint.embeddings)}, attention ${mb(footprint.attention)}, KV cache ${
-          mb(footprint.kvCache)
-        }); ` +
-        `try --memory ffn:<percent>`,
+      `the memory budget ${mb(budgetBytes)} (${
+        (100 * budgetBytes / modelBytes).toFixed(1)
+      }% of the ${mb(modelBytes)} model on flash) is below what must stay in DRAM: ${
+        mb(least)
+      } (embeddings ${mb(footprint.embeddings)}, attention ${mb(footprint.attention)}, KV cache ${
+        mb(footprint.kvCache)
+      } for ${input.contextLength} positions, one neuron per layer); ` +
+        `try --memory ffn:<percent> or a shorter --context`,
       { kind: "usage" },
     );
   }
-  const rowsTotal = Math.min(allRows, Math.floor(free / rowBytes));
-  const even = Math.floor(rowsTotal / config.nLayers);
-
-  // Choose each layer's window k_l. With measured statistics: start at k = 1 and
-  // grow, one layer at a time, the window that saves the most flash reads per extra
-  // DRAM row, while the windows' expected unions fit the rows.
-  const stats = input.windowStats;
-  const layers = [...Array(config.nLayers).keys()];
-  const maxK = stats ? Math.min(...stats.sAgg.map((s) => s.length)) : 0;
-  const needOf = (l: number, k: number): number =>
-    Math.min(config.dFfn, windowNeed(stats!, l, Math.min(k, maxK)) * UNION_MARGIN);
-  let windowK: number[];
-  let windowReason: string;
-  let need: number[] | null = null;
-  if (input.windowK !== undefined) {
-    windowK = layers.map(() => input.windowK!);
-    windowReason = "set by --window";
-    if (stats) need = layers.map((l) => needOf(l, input.windowK!));
-  } else if (stats) {
-    windowK = layers.map(() => 1);
-    let total = layers.reduce((sum, l) => sum + needOf(l, 1), 0);
-    if (total > rowsTotal) {
-      windowReason = "k = 1 does not fit: rows capped per layer, least recently active evicted";
-    } else {
-      windowReason =
-        "per layer, grown where it saves the most reads per DRAM row (measured s_agg(k))";
-      for (;;) {
-        let best = -1;
-        let bestGain = 0;
-        for (const l of layers) {
-          const k = windowK[l];
-          if (k >= maxK) continue;
-          const extra = needOf(l, k + 1) - needOf(l, k);
-          if (total + extra > rowsTotal) continue;
-          const saved = stats.newPerToken[l][k - 1] - stats.newPerToken[l][k];
-          const gain = saved / Math.max(extra, 1e-9);
-          if (saved > 0 && gain > bestGain) {
-            best = l;
-            bestGain = gain;
-          }
-        }
-        if (best < 0) break;
-        total += needOf(best, windowK[best] + 1) - needOf(best, windowK[best]);
-        windowK[best]++;
-      }
-    }
-    need = layers.map((l) => needOf(l, windowK[l]));
-  } else {
-    windowK = layers.map(() => input.contextLength);
-    windowReason = "no window statistics: rows fixed by the budget, least recently active evicted";
+  // The rows per layer and their windows; a bytes budget was filled letting any layer
+  // take every row, and the reader's bound is that of the largest store: rows the
+  // budget still pays for once the split is known are added.
+  const cost = (rows: number[]): number =>
+    fixed + rows.reduce((a, r) => a + neuronStoreBytes(r, dFfn, rowBytes), 0) +
+    buffers(Math.max(...rows));
+  let plan = splitRows(input, rowsTotal, eviction);
+  for (let tries = 0; b && b.kind !== "ffn-percent" && tries < 8; tries++) {
+    const spare = Math.floor((budgetBytes - cost(plan.rowsPerLayer)) / perRow);
+    if (spare <= 0 || rowsTotal === allRows) break;
+    const more = splitRows(input, Math.min(allRows, rowsTotal + spare), eviction);
+    if (cost(more.rowsPerLayer) > budgetBytes) break;
+    rowsTotal = Math.min(allRows, rowsTotal + spare);
+    plan = more;
   }
-
-  // Rows per layer. Frequency eviction with measured load curves: the split that
-  // minimises the expected loads (splitByLoadCurves). Otherwise by the windows' need
-  // when known, evenly when not; capped at dFfn and the total.
-  const eviction = input.eviction ?? "frequency";
-  let rowsPerLayer: number[] | null = null;
-  let rowsReason = need ? "by each window's expected union" : "evenly";
-  let expectedLoadsPerToken: number | null = null;
-  let loadCurveRecall: number | null = null;
-  const curves = input.loadCurves;
-  if (eviction === "frequency" && curves && curves.length === config.nLayers) {
-    const split = splitByLoadCurves(curves, rowsTotal, config.dFfn);
-    if (split) {
-      rowsPerLayer = split.rows;
-      expectedLoadsPerToken = split.loads;
-      loadCurveRecall = input.loadCurveRecall ?? 1;
-      rowsReason = "split to minimise the measured loads per token (frequency eviction)";
-    }
+  const { rowsPerLayer, windowK, windowReason, rowsReason, expectedLoadsPerToken } = plan;
+  const loadCurveRecall = plan.loadCurveRecall;
+  const ffnCacheBytes = rowsPerLayer.reduce((a, r) => a + neuronStoreBytes(r, dFfn, rowBytes), 0);
+  const maxRows = Math.max(...rowsPerLayer);
+  const ffnWorkspaceBytes = sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split);
+  const readerBytes = readerBufferBytes(rowBytes, split, maxRows, dFfn);
+  const plannedBytes = fixed + ffnCacheBytes + ffnWorkspaceBytes + readerBytes;
+  let note: string | null = null;
+  if (!b || b.kind === "ffn-percent") budgetBytes = plannedBytes;
+  else if (rowsTotal === allRows && budgetBytes - plannedBytes >= 0.01 * budgetBytes) {
+    note = `the budget holds every FFN neuron (capped at 100%): ${
+      mb(budgetBytes - plannedBytes)
+    } of it is not needed`;
   }
-  if (rowsPerLayer === null && need) {
-    const total = need.reduce((a, c) => a + c, 0);
-    const scale = total > rowsTotal ? rowsTotal / total : 1;
-    rowsPerLayer = need.map((n) => Math.min(config.dFfn, Math.max(1, Math.floor(n * scale))));
-    // Rows the windows do not need stay available to absorb their spread.
-    let spare = rowsTotal - rowsPerLayer.reduce((a, c) => a + c, 0);
-    for (let l = 0; spare > 0 && l < config.nLayers; l++) {
-      const add = Math.min(
-        spare,
-        config.dFfn - rowsPerLayer[l],
-        Math.ceil(spare / (config.nLayers - l)),
-      );
-      rowsPerLayer[l] += add;
-      spare -= add;
-    }
-  } else if (rowsPerLayer === null) {
-    rowsPerLayer = new Array(config.nLayers).fill(Math.min(config.dFfn, even));
-  }
-  // Rows the split leaves over still save reads: spread them.
-  let spare = rowsTotal - rowsPerLayer.reduce((a, c) => a + c, 0);
-  for (let l = 0; spare > 0 && l < config.nLayers; l++) {
-    const add = Math.min(spare, config.dFfn - rowsPerLayer[l]);
-    rowsPerLayer[l] += add;
-    spare -= add;
-  }
-  const ffnCacheBytes = rowsPerLayer.reduce(
-    (a, r) => a + neuronStoreBytes(r, config.dFfn, rowValues),
-    0,
-  );
   return {
     budgetBytes,
+    modelBytes,
     footprint,
     ffnCacheBytes,
+    ffnWorkspaceBytes,
+    readerBytes,
+    plannedBytes,
+    runtime: input.runtime ?? { bytes: 0, source: "not measured" },
+    rowBytes,
+    note,
     rowsPerLayer,
     windowK,
     windowReason,
@@ -448,62 +300,8 @@ export function planMemory(input: PlanInput): MemoryPlan {
 }
 
 /**
- * Split `rowsTotal` rows between layers to minimise the sum of their measured loads
- * per token: a knapsack over each layer's curve points, solved exactly by dynamic
- * programming (in units of `rowsTotal / 4096` rows at most). A layer gets at least its
- * `minRows`. Null when even those do not fit.
- */
-function splitByLoadCurves(
-  curves: LoadCurve[],
-  rowsTotal: number,
-  dFfn: number,
-): { rows: number[]; loads: number } | null {
-  const unit = Math.max(1, Math.ceil(rowsTotal / 4096));
-  const budget = Math.floor(rowsTotal / unit);
-  // Per layer, its options: (units, rows, loads) for each curve point, raised to minRows.
-  const options = curves.map((c) =>
-    c.rows.map((r, j) => {
-      const rows = Math.min(dFfn, Math.max(r, Math.ceil(c.minRows)));
-      return { units: Math.ceil(rows / unit), rows, loads: c.loads[j] };
-    })
-  );
-  // best[l][u]: least loads of layers 0..l-1 in exactly u units; pick[l][u]: layer
-  // l-1's option on that path.
-  const best = [new Float64Array(budget + 1).fill(Infinity)];
-  best[0][0] = 0;
-  const pick: Int32Array[] = [new Int32Array(0)];
-  for (let l = 0; l < curves.length; l++) {
-    const prev = best[l];
-    const next = new Float64Array(budget + 1).fill(Infinity);
-    const chosen = new Int32Array(budget + 1).fill(-1);
-    for (let u = 0; u <= budget; u++) {
-      if (prev[u] === Infinity) continue;
-      for (const [j, o] of options[l].entries()) {
-        const v = u + o.units;
-        if (v <= budget && prev[u] + o.loads < next[v]) {
-          next[v] = prev[u] + o.loads;
-          chosen[v] = j;
-        }
-      }
-    }
-    best.push(next);
-    pick.push(chosen);
-  }
-  const last = best[curves.length];
-  let end = -1;
-  for (let u = 0; u <= budget; u++) if (last[u] < (end < 0 ? Infinity : last[end])) end = u;
-  if (end < 0) return null;
-  const rows = new Array<number>(curves.length);
-  for (let l = curves.length - 1, u = end; l >= 0; l--) {
-    const o = options[l][pick[l + 1][u]];
-    rows[l] = o.rows;
-    u -= o.units;
-  }
-  return { rows, loads: last[end] };
-}
-
-/**
- * The plan as the paper reports it: shares of the budget and the window.
+ * The plan as the paper reports it: the budget against the model on flash, what each
+ * part takes, the runtime beside it, and the window.
  *
  * @example
  * ```ts
@@ -512,27 +310,34 @@ function splitByLoadCurves(
  * import type { ModelConfig } from "./config.ts";
  * const config = { dModel: 8, dFfn: 100, nLayers: 2, nHeads: 2, vocabSize: 16, maxPositions: 8,
  *   positionOffset: 2, wordEmbedProjDim: 8, layerNormBefore: true } as ModelConfig;
- * const text = describePlan(planMemory({ config, predictorBytes: 0, contextLength: 8, budget: null }));
- * assert.match(text, /FFN cache/);
+ * const plan = planMemory({ config, dtype: "f16", predictorBytes: 0, contextLength: 8,
+ *   budget: { kind: "bytes", bytes: 1e6 }, runtime: { bytes: 5e7, source: "VmRSS before loading" } });
+ * const text = describePlan(plan);
+ * assert.match(text, /^memory plan: budget 1000000 B = 1\.00 MB = \d+% of the model on flash/);
+ * assert.match(text, /FFN cache .* rows of 32 B/);
+ * assert.match(text, /holds every FFN neuron \(capped at 100%\)/);
  * ```
  */
 export function describePlan(plan: MemoryPlan): string {
   const f = plan.footprint;
-  const used = fixedBytes(f) + plan.ffnCacheBytes;
+  const used = plan.plannedBytes;
   const pct = (n: number): string => `${((100 * n) / used).toFixed(1)}%`;
   const mb = (n: number): string => `${(n / 1e6).toFixed(2)} MB`;
+  const part = (name: string, n: number): string => `${name} ${mb(n)} (${pct(n)})`;
+  const ofModel = (100 * plan.budgetBytes) / plan.modelBytes;
   return [
-    `memory plan: budget ${mb(plan.budgetBytes)}, planned ${mb(used)}`,
-    `  embeddings ${mb(f.embeddings)} (${pct(f.embeddings)}) · attention ${mb(f.attention)} (${
-      pct(f.attention)
-    }) · ` +
-    `norms+biases ${mb(f.normsAndBiases)} (${pct(f.normsAndBiases)}) · predictor ${
-      mb(f.predictor)
-    } (${pct(f.predictor)}) · ` +
-    `KV cache ${mb(f.kvCache)} (${pct(f.kvCache)}) · workspace ${mb(f.workspace)} (${
-      pct(f.workspace)
-    }) · ` +
-    `FFN cache ${mb(plan.ffnCacheBytes)} (${pct(plan.ffnCacheBytes)})`,
+    `memory plan: budget ${Math.round(plan.budgetBytes)} B = ${mb(plan.budgetBytes)} = ` +
+    `${ofModel.toFixed(ofModel < 10 ? 1 : 0)}% of the model on flash (${
+      mb(plan.modelBytes)
+    } of ${f.dtype} weights), planned ${mb(used)}`,
+    `  ${part(`embeddings (${f.dtype})`, f.embeddings)} · ${
+      part(`attention (${f.dtype})`, f.attention)
+    } · ${part("norms+biases (f32)", f.normsAndBiases)} · ${part("predictor", f.predictor)} · ` +
+    `${part("KV cache (f16)", f.kvCache)} · ${part("activations", f.activations)} · ` +
+    `${part("FFN workspace", plan.ffnWorkspaceBytes)} · ${
+      part("reader buffers (bound)", plan.readerBytes)
+    } · ` +
+    `${part("FFN cache", plan.ffnCacheBytes)}: rows of ${plan.rowBytes} B (${f.dtype} bundles)`,
     `  FFN neurons in DRAM: ${(100 * plan.ffnShare).toFixed(1)}% (rows per layer ${
       plan.rowsPerLayer.join(", ")
     }, ${plan.rowsReason}) · ` +
@@ -545,5 +350,51 @@ export function describePlan(plan: MemoryPlan): string {
             (plan.loadCurveRecall === null || plan.loadCurveRecall >= 1
               ? "if every predicted one is read"
               : `at load recall ${plan.loadCurveRecall}`))),
+    `  beside the budget: the runtime's ${mb(plan.runtime.bytes)} (${plan.runtime.source}): ` +
+    `peak RSS ≈ ${mb(plan.budgetBytes + plan.runtime.bytes)}`,
+    ...(plan.note ? [`  note: ${plan.note}`] : []),
   ].join("\n");
+}
+
+/** The plan's DRAM by the lines `LoadedModel.memoryInUse` measures (bytes). */
+export interface MemoryLines {
+  /** Embeddings, attention, norms and biases. */
+  residentWeights: number;
+  /** The predictor (weights, scratch, serialized copy). */
+  predictor: number;
+  /** The transformer's state: the KV cache and the activations. */
+  kvCacheAndActivations: number;
+  /** FFN weights in DRAM: the neuron stores (or every bundle, dense). */
+  ffnWeights: number;
+  /** The FFN's per-token buffers and window state. */
+  ffnWorkspace: number;
+  /** The flash reader's buffers (planned: a bound). */
+  reader: number;
+}
+
+/**
+ * The plan's numbers by the lines {@linkcode MemoryLines} names.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { planLines, planMemory } from "./memory_plan.ts";
+ * import type { ModelConfig } from "./config.ts";
+ * const config = { dModel: 8, dFfn: 100, nLayers: 2, nHeads: 2, vocabSize: 16, maxPositions: 8,
+ *   positionOffset: 2, wordEmbedProjDim: 8, layerNormBefore: true } as ModelConfig;
+ * const plan = planMemory({ config, predictorBytes: 0, contextLength: 8, budget: null });
+ * const lines = planLines(plan);
+ * assert.equal(Object.values(lines).reduce((a, b) => a + b, 0), plan.plannedBytes);
+ * ```
+ */
+export function planLines(plan: MemoryPlan): MemoryLines {
+  const f = plan.footprint;
+  return {
+    residentWeights: f.embeddings + f.attention + f.normsAndBiases,
+    predictor: f.predictor,
+    kvCacheAndActivations: f.kvCache + f.activations,
+    ffnWeights: plan.ffnCacheBytes,
+    ffnWorkspace: plan.ffnWorkspaceBytes,
+    reader: plan.readerBytes,
+  };
 }

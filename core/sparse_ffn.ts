@@ -19,26 +19,28 @@
  *    threshold, calibrated to a recall of 90% where the paper's threshold aims at 95%:
  *    `LowRankPredictor.loadRecall`); a neuron already in DRAM is computed whatever its
  *    prediction, since that costs no read.
- * 4. **Compute** on the store's `matrix[0 : numUsed]` with the bundled kernel.
+ * 4. **Compute** on the store's rows `[0 : numUsed]` with the bundled kernel, at the
+ *    file's precision: each bundle is read straight into its store row as stored (f32,
+ *    f16 or int8), never decoded.
  *
  * Per token and layer this counts the paper's three latency columns: I/O (waiting
- * for flash), memory management (window bookkeeping, inserts, deletes, conversion),
- * and compute (predictor + FFN).
+ * for flash), memory management (window bookkeeping, inserts, deletes), and compute
+ * (predictor + FFN).
  *
  * @module
  */
 
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
-import { f16ToF32At } from "../kernels/f16.ts";
-import { ffnBundled } from "../kernels/ffn_bundled.ts";
 import { matvec } from "../kernels/matvec.ts";
+import { bundleBytes, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
+import { type DenseFfnLayer, type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_file.ts";
+import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import { DEFAULT_DECAY, type EvictionPolicy, FrequencyScores, NeuronWindow } from "./window.ts";
 import { NeuronStore } from "./neuron_store.ts";
 import { LowRankPredictor } from "./predictor.ts";
-import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
+import type { ResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Predictors
@@ -60,8 +62,10 @@ export interface ActivationPredictor {
 
 /**
  * The perfect predictor: computes every neuron's true pre-activation from the dense
- * fc1 in DRAM. Not a way to save I/O — it needs all of fc1 — but the floor any real
- * predictor is measured against, and the tests' way to check the sparse path exactly.
+ * fc1 in DRAM (f32 `fc1`, or a layer's bundles as stored, whose kernel gives each
+ * neuron's post-ReLU activation). Not a way to save I/O — it needs all of fc1 — but the
+ * floor any real predictor is measured against, and the tests' way to check the sparse
+ * path exactly.
  *
  * @example
  * ```ts
@@ -79,23 +83,27 @@ export interface ActivationPredictor {
  * ```
  */
 export class OraclePredictor implements ActivationPredictor {
-  private weights: DenseFfnWeights[];
+  private weights: DenseFfnLayer[];
   private fc1Bias: Float32Array[];
   private dModel: number;
-  private pre: Float32Array; // (dFfn) pre-activations
+  private pre: Float32Array; // (dFfn) pre-activations (bundles: post-ReLU activations)
+  private ffnOut: Float32Array; // (dModel) the bundled kernel's FFN output, unused
 
-  /** Use the dense fc1 matrices and biases of every layer. */
-  constructor(weights: DenseFfnWeights[], fc1Bias: Float32Array[], dModel: number) {
+  /** Use the dense fc1 (or bundles) and fc1 biases of every layer. */
+  constructor(weights: DenseFfnLayer[], fc1Bias: Float32Array[], dModel: number) {
     this.weights = weights;
     this.fc1Bias = fc1Bias;
     this.dModel = dModel;
     this.pre = new Float32Array(fc1Bias[0]?.length ?? 0);
+    this.ffnOut = new Float32Array(dModel);
   }
 
   /** Ids of the neurons whose true pre-activation is > 0. */
   predict(layer: number, x: Float32Array, out: Int32Array): number {
     const dFfn = this.pre.length;
-    matvec(this.pre, this.weights[layer].fc1, x, dFfn, this.dModel, this.fc1Bias[layer]);
+    const W = this.weights[layer];
+    if ("fc1" in W) matvec(this.pre, W.fc1, x, dFfn, this.dModel, this.fc1Bias[layer]);
+    else ffnBundles(this.ffnOut, W, this.fc1Bias[layer], x, dFfn, this.pre);
     let n = 0;
     for (let i = 0; i < dFfn; i++) if (this.pre[i] > 0) out[n++] = i;
     return n;
@@ -230,12 +238,8 @@ export class SparseFlashFfn implements FfnProvider {
   /** The activation predictor. */
   readonly predictor: ActivationPredictor;
   private active: Int32Array; // (dFfn) predicted ids of the current token
-  private batch: ReadBatch;
-  private staging: Uint8Array; // (maxRows, bundleBytes) f16 bundles as read, before conversion
-  private stagingHalf: Uint16Array; // the same bytes as f16 values
-  private loadRows: Int32Array; // (maxRows) store row of each bundle being loaded
+  private batch: ReadBatch; // (maxRows reads, two per neuron in the split layout) one layer's loads
   private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
-  private matrixBytes: Uint8Array[]; // per layer, the store matrix's bytes (f32 files read in place)
   private windows: NeuronWindow[]; // per layer, the window over its store
   private worthReading: ((neuron: number) => boolean) | null; // the predictor's load rule
   private truth: ActivationPredictor | null;
@@ -249,6 +253,12 @@ export class SparseFlashFfn implements FfnProvider {
     options: SparseFfnOptions,
   ) {
     const { dModel, dFfn, nLayers } = model.config;
+    if (model.bundleBytes !== bundleBytes(model.dtype, dModel)) {
+      throw new FlashlmError(
+        `FFN bundles of ${model.bundleBytes} bytes are not ${model.dtype} bundles of width ${dModel}`,
+        { file: model.path },
+      );
+    }
     const windowK = typeof options.windowK === "number"
       ? new Array<number>(nLayers).fill(options.windowK)
       : options.windowK;
@@ -273,7 +283,7 @@ export class SparseFlashFfn implements FfnProvider {
     this.truth = null;
     this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
-    this.stores = rows.map((r) => new NeuronStore(r, dFfn, 2 * dModel));
+    this.stores = rows.map((r) => new NeuronStore(r, dFfn, { dtype: model.dtype, d: dModel }));
     this.windows = this.stores.map((store, l) =>
       new NeuronWindow(store, {
         eviction: this.eviction,
@@ -288,13 +298,8 @@ export class SparseFlashFfn implements FfnProvider {
       : (neuron) => predictor.worthReading!(neuron);
     const maxRows = Math.max(1, ...rows);
     this.active = new Int32Array(dFfn);
-    this.batch = new ReadBatch(maxRows);
-    const stagingBytes = model.dtype === "f16" ? maxRows * model.bundleBytes : 0;
-    this.staging = new Uint8Array(stagingBytes);
-    this.stagingHalf = new Uint16Array(this.staging.buffer);
-    this.loadRows = new Int32Array(maxRows);
+    this.batch = new ReadBatch(model.layout === "split" ? 2 * maxRows : maxRows);
     this.loadNeurons = new Int32Array(maxRows);
-    this.matrixBytes = this.stores.map((s) => new Uint8Array(s.matrix.buffer));
   }
 
   /** One layer of one token: predict, update the window, load the difference, compute. */
@@ -322,34 +327,27 @@ export class SparseFlashFfn implements FfnProvider {
     s.neuronsHit += n - window.missing;
     s.neuronsEvicted += window.evicted;
 
-    // 3. Load the difference: one bundle read per missing neuron, all in one batch
-    //    (two reads per neuron, fc1 row and fc2 column, in the unbundled "split" layout).
-    const bundleBytes = this.model.bundleBytes;
-    const half = bundleBytes / 2;
+    // 3. Load the difference: one bundle read per missing neuron, straight into its
+    //    store row, all in one batch (two reads per neuron in the unbundled "split"
+    //    layout: the fc1 half and the fc2 half, each to its half of the row).
+    const rowBytes = store.rowBytes;
+    const half = rowBytes / 2;
     const layerOffset = this.model.header.ffn.layers[layer].offset;
-    const f16 = this.model.dtype === "f16";
     const split = this.model.layout === "split";
-    const fc2Offset = layerOffset + this.model.config.dFfn * half; // split: where the fc2 columns start
+    const fc2Offset = layerOffset + this.model.config.dFfn * half; // split: where the fc2 halves start
     this.batch.clear();
     let loads = 0;
     for (let i = 0; i < n; i++) {
       const neuron = this.active[i];
       if (store.has(neuron)) continue;
-      const row = store.insert(neuron, L.fc1Bias[neuron]);
-      let dest = this.matrixBytes[layer], at = row * bundleBytes;
-      this.loadRows[loads] = row;
-      this.loadNeurons[loads] = neuron;
-      if (f16) {
-        dest = this.staging;
-        at = loads * bundleBytes;
-      }
+      const at = store.insert(neuron, L.fc1Bias[neuron]) * rowBytes;
+      this.loadNeurons[loads++] = neuron;
       if (split) {
-        this.batch.add(layerOffset + neuron * half, half, dest, at);
-        this.batch.add(fc2Offset + neuron * half, half, dest, at + half);
+        this.batch.add(layerOffset + neuron * half, half, store.bytes, at);
+        this.batch.add(fc2Offset + neuron * half, half, store.bytes, at + half);
       } else {
-        this.batch.add(layerOffset + neuron * bundleBytes, bundleBytes, dest, at);
+        this.batch.add(layerOffset + neuron * rowBytes, rowBytes, store.bytes, at);
       }
-      loads++;
     }
     const t2 = performance.now();
     const readsBefore = this.reader.stats.reads;
@@ -363,31 +361,18 @@ export class SparseFlashFfn implements FfnProvider {
       }
     }
     const t3 = performance.now();
-    if (f16) {
-      const rowValues = 2 * dModel;
-      for (let j = 0; j < loads; j++) {
-        f16ToF32At(
-          this.stagingHalf,
-          j * rowValues,
-          store.matrix,
-          this.loadRows[j] * rowValues,
-          rowValues,
-        );
-      }
-    }
     s.neuronsLoaded += loads;
-    s.bytesRead += loads * bundleBytes;
+    s.bytesRead += loads * rowBytes;
     s.reads += this.reader.stats.reads - readsBefore;
-    const t4 = performance.now();
 
     // 4. Compute over the rows in DRAM: out = Σ relu(up_r · x + bias_r) down_r + b2.
-    ffnBundled(out, store.matrix, store.bias, x, store.numUsed, dModel);
+    ffnBundles(out, store.matrix, store.bias, x, store.numUsed);
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
-    const t5 = performance.now();
+    const t4 = performance.now();
 
     s.predictorMs += t1 - t0;
-    s.computeMs += t1 - t0 + (t5 - t4);
-    s.memoryMs += t2 - t1 + (t4 - t3);
+    s.computeMs += t1 - t0 + (t4 - t3);
+    s.memoryMs += t2 - t1;
     s.ioMs += t3 - t2;
 
     // Measuring only (eval): which truly active neurons did this layer compute?
@@ -422,6 +407,21 @@ export class SparseFlashFfn implements FfnProvider {
     for (const s of this.stores) s.clear();
     for (const f of this.scores) f.clear();
     this.token = -1;
+  }
+
+  /**
+   * The DRAM it holds, measured from its arrays: the stores (rows and bookkeeping), the
+   * per-token buffers with the window's state, the predictor, the reader's buffers.
+   */
+  memoryInUse(): FfnMemory {
+    const own = [this.stores, this.active, this.batch, this.loadNeurons, this.trulyActive];
+    const workspace = [this.active, this.batch, this.loadNeurons, this.trulyActive, this.windows];
+    return {
+      weights: heldBytes([this.stores]),
+      workspace: heldBytes([workspace, this.scores], [this.stores]),
+      predictor: heldBytes([this.predictor, this.model.predictorBytes]),
+      reader: heldBytes([this.reader], own),
+    };
   }
 
   /** Close the reader. */

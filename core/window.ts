@@ -148,7 +148,7 @@ export interface NeuronWindowOptions {
  * import { strict as assert } from "node:assert";
  * import { FrequencyScores, NeuronWindow } from "./window.ts";
  * import { NeuronStore } from "./neuron_store.ts";
- * const store = new NeuronStore(2, 4, 0); // 2 rows, 4 neurons, no weights (a simulation)
+ * const store = new NeuronStore(2, 4, null); // 2 rows, 4 neurons, no weights (a simulation)
  * const scores = new FrequencyScores(4);
  * const window = new NeuronWindow(store, { eviction: "frequency", windowK: 0, keepStale: true, scores });
  * const token = (t: number, set: number[], sure: number[]): number[] => {
@@ -345,7 +345,7 @@ export class CacheCurveAccumulator {
     this.capacities = capacities;
     this.scores = new FrequencyScores(numNeurons, decay);
     this.windows = capacities.map((c) =>
-      new NeuronWindow(new NeuronStore(c, numNeurons, 0), {
+      new NeuronWindow(new NeuronStore(c, numNeurons, null), {
         eviction: "frequency",
         windowK: 0,
         keepStale: true,

@@ -133,11 +133,11 @@ Deno.test("the hybrid baseline pins the first neurons of every layer and compute
     const h = hybrid! as HybridFfn;
     for (let l = 0; l < file.config.nLayers; l++) {
       assert.equal(h.pinned[l], pinnedCount);
-      assert.equal(h.pinnedBundles[l].length, pinnedCount * 2 * d);
+      assert.equal(h.pinnedBundles[l].f32.length, pinnedCount * 2 * d, "f32 as stored");
       for (const i of [0, 37, pinnedCount - 1]) {
         for (const j of [0, 5, d - 1]) {
-          assert.equal(h.pinnedBundles[l][i * 2 * d + j], dense[l].fc1[i * d + j]);
-          assert.equal(h.pinnedBundles[l][i * 2 * d + d + j], dense[l].fc2[j * dFfn + i]);
+          assert.equal(h.pinnedBundles[l].f32[i * 2 * d + j], dense[l].fc1[i * d + j]);
+          assert.equal(h.pinnedBundles[l].f32[i * 2 * d + d + j], dense[l].fc2[j * dFfn + i]);
         }
       }
     }

@@ -104,7 +104,7 @@ Deno.test("--help lists every command, and each command's help lists its options
 Deno.test("generate --memory --stats writes per-token telemetry whose sums match the summary", async () => {
   const dir = await Deno.makeTempDir();
   const out = `${dir}/stats.json`;
-  const r = await runCli(["--memory", "60%", "--max-tokens", "6", "--stats", out], {
+  const r = await runCli(["--memory", "ffn:60%", "--max-tokens", "6", "--stats", out], {
     FLASHLM_CACHE: await demoModelCache(),
   });
   assert.equal(r.code, 0, r.stderr);
@@ -128,7 +128,7 @@ Deno.test("inspect --memory and generate --memory print the same memory plan", a
     assert(at >= 0, `no memory plan in:\n${text}`);
     return lines.slice(at, at + 3).join("\n");
   };
-  for (const flags of [["--memory", "ffn:30%"], ["--memory", "60%", "--eviction", "window"]]) {
+  for (const flags of [["--memory", "ffn:30%"], ["--memory", "ffn:60%", "--eviction", "window"]]) {
     const inspect = await runCli(["inspect", flm, ...flags, "--context", "48"], env);
     assert.equal(inspect.code, 0, inspect.stderr);
     const generate = await runCli(

@@ -1,10 +1,11 @@
 import { strict as assert } from "node:assert";
 import { captureActivations, readCapturedLayer } from "../core/train/capture.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import { loadModel, type LoadOptions } from "../core/engine.ts";
+import { loadModel, type LoadOptions, readAllFfn } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { NeuronStore } from "../core/neuron_store.ts";
 import { Rng } from "../core/sampler.ts";
+import { bundleBytes } from "../kernels/weights.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import type { DenseFfn } from "../core/ffn.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
@@ -13,40 +14,47 @@ import { loadResidentWeights } from "../core/weights.ts";
 import { FlashReader } from "../io/reader.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds, TINY, tinyHfModel } from "./helpers.ts";
 
-Deno.test("swap-delete keeps the neuron store identical to a reference set over 10,000 random steps", () => {
-  const numNeurons = 300, capacity = 120, rowValues = 6;
-  const store = new NeuronStore(capacity, numNeurons, rowValues);
-  const reference = new Set<number>();
-  const rng = new Rng(11);
-  for (let step = 0; step < 10_000; step++) {
-    const neuron = Math.floor(rng.next() * numNeurons);
-    if (reference.has(neuron)) {
-      store.delete(neuron);
-      reference.delete(neuron);
-    } else if (reference.size < capacity) {
-      const row = store.insert(neuron, neuron + 0.5);
-      store.matrix.fill(neuron, row * rowValues, (row + 1) * rowValues);
-      reference.add(neuron);
-    }
-    assert.equal(store.numUsed, reference.size);
-    if (step % 97 === 0 || step === 9_999) {
-      const held = new Set(store.pointer.subarray(0, store.numUsed));
-      assert.deepEqual(held, reference);
-      for (let r = 0; r < store.numUsed; r++) {
-        const n = store.pointer[r];
-        assert.equal(store.rowOf[n], r);
-        assert.equal(store.bias[r], n + 0.5);
-        for (let j = 0; j < rowValues; j++) {
-          assert.equal(store.matrix[r * rowValues + j], n, "row moved with its neuron");
-        }
+for (const dtype of ["f32", "f16", "int8"] as const) {
+  Deno.test(`swap-delete keeps a neuron store of ${dtype} byte rows identical to a reference set over 10,000 random steps`, () => {
+    const numNeurons = 300, capacity = 120;
+    const store = new NeuronStore(capacity, numNeurons, { dtype, d: 8 });
+    const rowBytes = store.rowBytes;
+    assert.equal(rowBytes, bundleBytes(dtype, 8));
+    assert.equal(store.bytes.length, capacity * rowBytes);
+    // Each row's bytes: a pattern unique to its neuron (byte j of neuron n).
+    const pattern = (n: number, j: number): number => (n * 7 + j * 13) & 0xff;
+    const reference = new Set<number>();
+    const rng = new Rng(11);
+    for (let step = 0; step < 10_000; step++) {
+      const neuron = Math.floor(rng.next() * numNeurons);
+      if (reference.has(neuron)) {
+        store.delete(neuron);
+        reference.delete(neuron);
+      } else if (reference.size < capacity) {
+        const row = store.insert(neuron, neuron + 0.5);
+        for (let j = 0; j < rowBytes; j++) store.bytes[row * rowBytes + j] = pattern(neuron, j);
+        reference.add(neuron);
       }
-      for (let n = 0; n < numNeurons; n++) assert.equal(store.rowOf[n] >= 0, reference.has(n));
+      assert.equal(store.numUsed, reference.size);
+      if (step % 97 === 0 || step === 9_999) {
+        const held = new Set(store.pointer.subarray(0, store.numUsed));
+        assert.deepEqual(held, reference);
+        for (let r = 0; r < store.numUsed; r++) {
+          const n = store.pointer[r];
+          assert.equal(store.rowOf[n], r);
+          assert.equal(store.bias[r], n + 0.5);
+          for (let j = 0; j < rowBytes; j++) {
+            assert.equal(store.bytes[r * rowBytes + j], pattern(n, j), "row moved with its neuron");
+          }
+        }
+        for (let n = 0; n < numNeurons; n++) assert.equal(store.rowOf[n] >= 0, reference.has(n));
+      }
     }
-  }
-});
+  });
+}
 
 Deno.test("the neuron store refuses a full insert, a double insert and deleting an absent neuron", () => {
-  const store = new NeuronStore(1, 4, 2);
+  const store = new NeuronStore(1, 4, { dtype: "f32", d: 2 });
   store.insert(1, 0);
   assert.throws(() => store.insert(1, 0), /already in the store/);
   assert.throws(() => store.insert(2, 0), /full/);
@@ -247,8 +255,8 @@ class PreActivationPredictor implements ActivationPredictor {
 Deno.test("a neuron missing from DRAM is read only if the predictor finds it worth reading, and eval's recall counts what was computed", async () => {
   const { dir, flm } = await fixture();
   const dense = await loadModel(flm, { mode: "dense" });
-  const denseFfn = dense.transformer.ffn as DenseFfn;
-  const fc1 = denseFfn.weights.map((w) => w.fc1);
+  const denseFfn = dense.transformer.ffn as DenseFfn; // the file's bundles as stored
+  const fc1 = (await readAllFfn(await FlashModelFile.open(flm))).map((w) => w.fc1);
   const fc1Bias = dense.transformer.weights.layers.map((l) => l.fc1Bias);
   const dModel = TINY.dModel!;
   const loadLogit = 0.5;

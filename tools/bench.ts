@@ -39,6 +39,7 @@ import { type FlashHeader, parseFlashHeader, PREAMBLE_BYTES } from "../core/flas
 import { rewriteWithLayout } from "../core/flash_write.ts";
 import type { ModelConfig } from "../core/config.ts";
 import type { Budget } from "../core/memory_plan.ts";
+import { modelBytesOnFlash } from "../core/memory_sizes.ts";
 import {
   BENCH_CONFIGS,
   type BenchConfigName,
@@ -195,6 +196,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     },
     memory: options.memory,
     budgetBytes,
+    modelBytes: modelBytesOnFlash(model.config, model.header.dtype),
     tokens,
     rounds,
     prompt: options.prompt,

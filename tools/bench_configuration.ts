@@ -10,7 +10,8 @@
 import { evictFromPageCache } from "../io/page_cache.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
-import { fixedBytes, modelFootprint, planMemory } from "../core/memory_plan.ts";
+import { planFromFile } from "../core/engine.ts";
+import { fixedBytes, measureRuntime, modelFootprint } from "../core/memory_sizes.ts";
 import { OptTokenizer } from "../core/tokenizer.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadResidentWeights } from "../core/weights.ts";
@@ -64,6 +65,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     );
   }
   const loadBefore = loadAverage();
+  const runtime = measureRuntime(); // before the model is loaded
   const file = await FlashModelFile.open(path);
   const c = file.config;
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
@@ -76,13 +78,11 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   }
   const contextLength = Math.min(c.maxPositions, promptIds.length + spec.tokens);
 
-  // The budget, in bytes, as the sparse planner reads it (same number in every child).
-  const budgetBytes = planMemory({
-    config: c,
-    predictorBytes: file.predictorBytes?.length ?? 0,
-    contextLength,
-    budget: spec.memory,
-  }).budgetBytes;
+  // The budget, in bytes, as the sparse planner reads it (same number in every child
+  // that reads the same file).
+  const predictor = spec.predictor === "oracle" || !file.header.predictor ? "oracle" : "file";
+  const budgetBytes = planFromFile(file, { memory: spec.memory, predictor }, contextLength, runtime)
+    .budgetBytes;
   const setup = await CONFIG_SETUPS[spec.name]({
     spec,
     path,
@@ -91,9 +91,10 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     contextLength,
     depth: spec.readerDepth ?? 32,
     budgetBytes,
-    fixed: fixedBytes(modelFootprint(c, 0, contextLength)),
-    layerBuffers: c.dFfn * file.bundleBytes +
-      (file.dtype === "f16" ? c.dFfn * 2 * c.dModel * 4 : 0),
+    runtime,
+    fixed: fixedBytes(modelFootprint(c, file.dtype, 0, contextLength)),
+    // one layer as read (and reordered, split layout): what naive and hybrid read into
+    layerBuffers: (file.layout === "split" ? 2 : 1) * c.dFfn * file.bundleBytes,
   });
   if ("skipped" in setup) return skippedResult(spec, config, path, setup.skipped);
   const { ffn, reader, afterToken } = setup;

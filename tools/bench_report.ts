@@ -25,8 +25,10 @@ export interface BenchReport {
   config: { dModel: number; dFfn: number; nLayers: number; vocabSize: number; dtype: string };
   /** The DRAM budget as given. */
   memory: Budget;
-  /** The DRAM budget in bytes. */
+  /** The DRAM budget in bytes (every configuration's). */
   budgetBytes: number;
+  /** The model's weights as stored on flash (what a percentage budget is of). */
+  modelBytes: number;
   /** Tokens measured per configuration (after the prompt). */
   tokens: number;
   /** Runs per configuration (each row is the median one). */
@@ -65,7 +67,7 @@ export interface BenchReport {
  * const report = {
  *   model: "/models/m.flm", split: null, synthetic: false,
  *   config: { dModel: 64, dFfn: 256, nLayers: 2, vocabSize: 1256, dtype: "f16" },
- *   memory: { kind: "ffn-percent" as const, percent: 50 }, budgetBytes: 1e9, tokens: 8,
+ *   memory: { kind: "ffn-percent" as const, percent: 50 }, budgetBytes: 1e9, modelBytes: 4e9, tokens: 8,
  *   rounds: 1, prompt: "a", date: "2026-01-01T00:00:00.000Z",
  *   machine: { cpus: 2, memAvailableBytes: 1e10, loadAverage: 0.7, kernel: "6.1" },
  *   results: [row("naive", "naive", 20, 40), row("flashlm", "flashlm", 2, 10)],
@@ -94,14 +96,18 @@ export function formatBenchReport(report: BenchReport): string {
   const budget = report.memory.kind === "bytes"
     ? `${(report.memory.bytes / 1e9).toFixed(2)} GB`
     : report.memory.kind === "model-percent"
-    ? `${report.memory.percent}% of the model`
+    ? `${report.memory.percent}% of the model on flash`
     : `resident part + ${report.memory.percent}% of the FFN`;
   const out: string[] = [
     `flashlm bench: ${report.model}${
       report.synthetic ? " (SYNTHETIC weights: random, made by make-model)" : ""
     }`,
     `  OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · ${c.dtype} on flash · ` +
-    `budget ${budget} = ${(report.budgetBytes / 1e9).toFixed(3)} GB (f32 in DRAM)`,
+    `budget ${budget} = ${Math.round(report.budgetBytes)} B = ${
+      (report.budgetBytes / 1e6).toFixed(2)
+    } MB = ${(100 * report.budgetBytes / report.modelBytes).toFixed(1)}% of the ${
+      (report.modelBytes / 1e6).toFixed(2)
+    } MB model on flash (weights held at their stored precision)`,
     `  ${report.tokens} greedy tokens measured after a ${
       ok[0]?.promptTokens ?? "?"
     }-token prompt · ` +
@@ -207,7 +213,7 @@ export function formatBenchReport(report: BenchReport): string {
  * const report = {
  *   model: "/models/m.flm", split: null, synthetic: false,
  *   config: { dModel: 64, dFfn: 256, nLayers: 2, vocabSize: 1256, dtype: "f16" },
- *   memory: { kind: "ffn-percent" as const, percent: 50 }, budgetBytes: 1e9, tokens: 8,
+ *   memory: { kind: "ffn-percent" as const, percent: 50 }, budgetBytes: 1e9, modelBytes: 4e9, tokens: 8,
  *   rounds: 1, prompt: "a", date: "2026-01-01T00:00:00.000Z",
  *   machine: { cpus: 2, memAvailableBytes: 1e10, loadAverage: 0.7, kernel: "6.1" },
  *   results: [row("naive", "naive", 20, 40), row("flashlm", "flashlm", 2, 10)],

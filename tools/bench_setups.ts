@@ -11,11 +11,11 @@
 import { evictFromPageCache } from "../io/page_cache.ts";
 import { FlashReader } from "../io/reader.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { DenseF16Ffn, HybridFfn, hybridPinned, PageCacheFfn } from "../core/baselines.ts";
-import { planFromFile, readAllFfn, sparsePredictor } from "../core/engine.ts";
+import { HybridFfn, hybridPinned, PageCacheFfn } from "../core/baselines.ts";
+import { planFromFile, sparsePredictor } from "../core/engine.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import type { FlashModelFile } from "../core/flash_file.ts";
-import { modelFootprint } from "../core/memory_plan.ts";
+import type { RuntimeOverhead } from "../core/memory_sizes.ts";
 import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
 import { describeLoadRule, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import type { ResidentWeights } from "../core/weights.ts";
@@ -41,6 +41,8 @@ export interface SetupContext {
   depth: number;
   /** The DRAM budget in bytes, as the sparse planner reads it. */
   budgetBytes: number;
+  /** The process's resident set before the model was loaded. */
+  runtime: RuntimeOverhead;
   /** Bytes every configuration keeps in DRAM (resident weights, KV cache, buffers). */
   fixed: number;
   /** Bytes of one layer's read and decode buffers. */
@@ -79,38 +81,31 @@ function evictAfterToken(path: string): () => Promise<void> {
 // ---------------------------------------------------------------------------
 // dense-DRAM, naive, hybrid, page-cache
 
-/** Every FFN weight in DRAM before the run: f32 when it fits, else f16 decoded per layer. */
+/**
+ * Every FFN weight in DRAM before the run, as stored (dense mode): whatever the budget,
+ * when the machine has room for it (it is the speed ceiling, not a budgeted engine).
+ */
 async function setupDenseDram(ctx: SetupContext): Promise<SetupOutcome> {
-  const { file, resident, contextLength, fixed } = ctx;
+  const { file, resident, fixed } = ctx;
   const c = file.config;
   // What the FFN adds to the resident part already loaded, against what the machine has
   // left (keeping 2 GB for everything else on it).
-  const f32Extra = modelFootprint(c, 0, contextLength).ffnAll;
-  const f16Extra = c.nLayers * c.dFfn * file.bundleBytes + c.dFfn * 2 * c.dModel * 4;
+  const ffnBytes = c.nLayers * c.dFfn * file.bundleBytes;
   const available = memAvailable() - 2e9;
-  const gb = (b: number): string => `${(b / 1e9).toFixed(1)} GB`;
-  let ffn: FfnProvider;
-  let note: string;
-  if (f32Extra <= available) {
-    ffn = new DenseFfn(resident, await readAllFfn(file));
-    note = `f32 fc1/fc2 in DRAM (${gb(fixed + f32Extra)} in all)`;
-  } else if (file.dtype === "f16" && f16Extra <= available) {
-    ffn = await DenseF16Ffn.open(file, resident);
-    note = `FFN held in DRAM as f16 (${gb(fixed + f16Extra)} in all), decoded per layer per ` +
-      `token: the f32 FFN (${gb(f32Extra)}) does not fit the ${gb(available + 2e9)} left`;
-  } else {
+  const gb = (b: number): string => `${(b / 1e9).toFixed(2)} GB`;
+  if (ffnBytes > available) {
     return {
-      skipped: `does not fit in DRAM (the FFN needs ${gb(f16Extra)} more, ${
+      skipped: `does not fit in DRAM (the FFN needs ${gb(ffnBytes)} more, ${
         gb(available + 2e9)
       } left)`,
     };
   }
   return {
-    ffn,
+    ffn: await DenseFfn.open(file, resident),
     reader: null,
-    note,
+    note: `FFN held in DRAM as stored (${file.dtype} bundles, ${gb(fixed + ffnBytes)} in all)`,
     predictor: null,
-    memory: { weightsInDram: "all" },
+    memory: { weightsInDram: "all", dtype: file.dtype },
     afterToken: () => Promise.resolve(),
   };
 }
@@ -133,7 +128,7 @@ async function setupHybrid(ctx: SetupContext): Promise<SetupOutcome> {
   const c = ctx.file.config;
   const pinned = hybridPinned(
     ctx.budgetBytes - ctx.fixed - ctx.layerBuffers,
-    c.dModel,
+    ctx.file.bundleBytes,
     c.dFfn,
     c.nLayers,
   );
@@ -145,7 +140,7 @@ async function setupHybrid(ctx: SetupContext): Promise<SetupOutcome> {
     reader,
     note: `${(100 * share).toFixed(1)}% of FFN neurons pinned (first ${
       pinned[0]
-    } of each layer, f32)`,
+    } of each layer, ${ctx.file.dtype} as stored)`,
     predictor: null,
     memory: { pinnedPerLayer: pinned, pinnedShare: share },
     afterToken: evictAfterToken(ctx.path),
@@ -223,7 +218,7 @@ async function setupSparse(ctx: SetupContext, variant: SparseVariant): Promise<S
   const want = spec.predictor ?? "auto";
   const kind = want === "auto" ? (file.header.predictor ? "file" : "oracle") : want;
   const sparseOptions = { predictor: kind, memory: spec.memory, eviction, loadRecall } as const;
-  const plan = planFromFile(file, sparseOptions, ctx.contextLength);
+  const plan = planFromFile(file, sparseOptions, ctx.contextLength, ctx.runtime);
   const predictor = await sparsePredictor(file, ctx.resident, sparseOptions);
   const predictorName = kind === "file"
     ? (file.header.metadata.predictor ?? "trained predictor (in file)")
