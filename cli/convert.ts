@@ -13,13 +13,16 @@ export const spec = {
   usage: "flashlm convert <hf-dir> <out.flm> [options]",
   summary:
     "convert a Hugging Face OPT checkpoint (safetensors or pytorch_model.bin) into a flashlm file (row-column bundled FFN)",
-  examples: ["deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm"],
+  examples: [
+    "deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm",
+    "deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny-int8.flm --dtype int8",
+  ],
   flags: {
     dtype: {
       type: "string",
-      help: "storage dtype of the weights",
+      help: "storage dtype of the weights (int8: one f32 scale per row, about half of f16)",
       default: "f16",
-      choices: ["f16", "f32"],
+      choices: ["f16", "f32", "int8"],
     },
   },
 } as const satisfies CommandSpec;

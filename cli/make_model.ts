@@ -21,6 +21,7 @@ export const spec = {
   examples: [
     "deno run -A cli.ts make-model --shape tiny --out /tmp/tiny-synth.flm",
     "deno run -A cli.ts make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
+    "deno run -A cli.ts make-model --shape opt-6.7b --dtype int8 --out /tmp/opt-6.7b-int8.flm",
   ],
   flags: {
     shape: { type: "string", help: "model dimensions", default: "opt-1.3b", choices: SHAPE_NAMES },
@@ -33,7 +34,12 @@ export const spec = {
     },
     out: { type: "string", help: "the .flm file to write" },
     seed: { type: "integer", help: "random seed", shownDefault: "1" },
-    dtype: { type: "string", help: "storage dtype", shownDefault: "f16", choices: ["f16", "f32"] },
+    dtype: {
+      type: "string",
+      help: "storage dtype",
+      shownDefault: "f16",
+      choices: ["f16", "f32", "int8"],
+    },
     layout: {
       type: "string",
       help: "FFN layout (split: fc1 rows and fc2 columns apart, the unbundled baseline)",

@@ -14,7 +14,11 @@ import { ffnTensorSpecs } from "./weights.ts";
 
 /** Options of {@linkcode convertHfToFlash}. */
 export interface ConvertOptions {
-  /** Storage dtype of the weights in the flash file. Default `"f16"`. */
+  /**
+   * Storage dtype of the weights in the flash file. Default `"f16"`. `"int8"` quantizes
+   * every 2-D resident tensor row by row and every fc1 row and fc2 column (symmetric
+   * absmax, one f32 scale each; norms and biases stay f32): about half the bytes of f16.
+   */
   dtype?: StorageDtype;
   /** Called after each FFN layer is written. */
   onProgress?: (done: number, total: number) => void;
@@ -37,6 +41,9 @@ export interface ConvertOptions {
  * assert.equal(file.dtype, "f16");
  * assert.equal(file.config.dFfn, 32);
  * assert.equal(file.header.ffn.layers.length, 1);
+ * await convertHfToFlash(dir, `${dir}/int8.flm`, { dtype: "int8" });
+ * const int8 = await FlashModelFile.open(`${dir}/int8.flm`);
+ * assert.equal(int8.bundleBytes, 2 * 16 + 8, "two int8 halves of 16 values, each with its scale");
  * await Deno.remove(dir, { recursive: true });
  * ```
  */

@@ -1,7 +1,8 @@
 /**
  * An open flashlm model file (`.flm`, the format is in `core/flash_format.ts`):
  * {@linkcode FlashModelFile} validates the header and reads and checksums the tokenizer,
- * the resident tensors and the predictor; the FFN stays on flash, checked on demand by
+ * the resident tensors (handed out as f32 by `readF32`, or at their storage precision by
+ * `readMatrix`) and the predictor; the FFN stays on flash, checked on demand by
  * {@linkcode verifyFfn}; {@linkcode layerAsBundles} puts a layer read in either FFN
  * layout into bundle order.
  *
@@ -12,6 +13,7 @@ import { readExactly } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { ModelConfig } from "./config.ts";
+import type { WeightMatrix } from "../kernels/weights.ts";
 import {
   decodeValues,
   type FfnLayout,
@@ -19,10 +21,10 @@ import {
   MAX_HEADER_BYTES,
   parseFlashHeader,
   PREAMBLE_BYTES,
-  splitToBundlesBytes,
   type StorageDtype,
   type StoredTensor,
 } from "./flash_format.ts";
+import { matrixToF32, splitToBundlesBytes, storedMatrix } from "./flash_values.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -146,8 +148,55 @@ export class FlashModelFile implements TensorSource {
     return this.tensors.has(name);
   }
 
-  /** A resident tensor as f32 (a zero-copy view for f32 storage). */
+  /**
+   * A resident tensor as f32 (a zero-copy view for f32 storage; f16 decoded, int8
+   * dequantized: `scales[r] * q[r, c]`).
+   */
   readF32(name: string, shape: number[]): Promise<Float32Array> {
+    const { tensor, bytes } = this.stored(name, shape);
+    if (tensor.dtype === "int8") {
+      return Promise.resolve(matrixToF32(storedMatrix(bytes, "int8", shape[0], shape[1])));
+    }
+    return Promise.resolve(decodeValues(bytes, tensor.dtype));
+  }
+
+  /**
+   * A 2-D resident tensor at its storage precision, not decoded: views of the resident
+   * section's bytes (f32 values, f16 words, int8 values and per-row scales), so loading
+   * holds the section once. The views keep the section's buffer alive after
+   * {@linkcode releaseResident}, which only drops the file's own reference.
+   *
+   * @example
+   * ```ts
+   * import { strict as assert } from "node:assert";
+   * import { FlashModelFile } from "./flash_file.ts";
+   * import { convertHfToFlash } from "./convert.ts";
+   * import { buildSyntheticHfModel } from "../tools/demo_model.ts";
+   * const dir = await Deno.makeTempDir();
+   * const config = await buildSyntheticHfModel(dir, { dModel: 16, dFfn: 32, nLayers: 1,
+   *   nHeads: 2, extraTokens: 0 });
+   * await convertHfToFlash(dir, `${dir}/model.flm`, { dtype: "int8" });
+   * const file = await FlashModelFile.open(`${dir}/model.flm`);
+   * const wq = await file.readMatrix("layers.0.self_attn.q_proj.weight", [16, 16]);
+   * assert(wq.dtype === "int8" && wq.data.length === 256 && wq.scales.length === 16);
+   * const embedding = await file.readMatrix("embed_tokens.weight", [config.vocabSize, 16]);
+   * assert.equal(embedding.dtype, "int8");
+   * await Deno.remove(dir, { recursive: true });
+   * ```
+   */
+  readMatrix(name: string, shape: number[]): Promise<WeightMatrix> {
+    if (shape.length !== 2) {
+      throw new FlashlmError(`readMatrix needs a 2-D shape, got [${shape}] for ${name}`, {
+        file: this.path,
+        kind: "usage",
+      });
+    }
+    const { tensor, bytes } = this.stored(name, shape);
+    return Promise.resolve(storedMatrix(bytes, tensor.dtype, shape[0], shape[1]));
+  }
+
+  /** The entry and stored bytes of resident tensor `name`, checked against `shape`. */
+  private stored(name: string, shape: number[]): { tensor: StoredTensor; bytes: Uint8Array } {
     const t = this.tensors.get(name);
     if (!t) throw new FlashlmError(`no resident tensor ${name}`, { file: this.path });
     if (this.residentBytes === null) {
@@ -161,14 +210,13 @@ export class FlashModelFile implements TensorSource {
         file: this.path,
       });
     }
-    const bytes = this.residentBytes.subarray(t.offset, t.offset + t.length);
-    return Promise.resolve(decodeValues(bytes, this.header.dtype));
+    return { tensor: t, bytes: this.residentBytes.subarray(t.offset, t.offset + t.length) };
   }
 
   /**
-   * Drop the file's copy of the resident section once its tensors are loaded (f16
-   * tensors were decoded into their own arrays; f32 views keep what they use alive).
-   * Saves the section's size in DRAM — 4.7 GB for OPT-6.7B in f16.
+   * Drop the file's copy of the resident section once its tensors are loaded (f16 and
+   * int8 tensors were decoded or copied into their own arrays; f32 views keep what they
+   * use alive). Saves the section's size in DRAM — 4.7 GB for OPT-6.7B in f16.
    */
   releaseResident(): void {
     this.residentBytes = null;
@@ -179,7 +227,7 @@ export class FlashModelFile implements TensorSource {
     return this.header.ffn.layout;
   }
 
-  /** Storage dtype of the weights. */
+  /** Storage dtype of the FFN bundles and the 2-D resident tensors (see `StoredTensor.dtype`). */
   get dtype(): StorageDtype {
     return this.header.dtype;
   }

@@ -4,15 +4,33 @@
  * ```
  * offset 0      preamble (32 bytes): magic "FLASHLM\0", u32 version, u32 header length,
  *               u32 CRC-32 of the header, 12 reserved bytes
- * offset 32     header: JSON, padded with spaces (sections, shapes, dtype, checksums)
+ * offset 32     header: JSON, padded with spaces (sections, shapes, dtypes, checksums)
  * 4 KiB-aligned tokenizer section: vocab.json then merges.txt
- * 4 KiB-aligned resident section: embeddings, attention, norms, biases (DRAM in every mode)
+ * 4 KiB-aligned resident section: embeddings, attention, norms, biases (DRAM in every mode),
+ *               each tensor 64-byte aligned
  * 4 KiB-aligned FFN section: per layer (each 4 KiB-aligned), dFfn row-column bundles
- *               [fc1 row i | fc2 column i], 2 * dModel values each: one read = one neuron
- *               (layout "row-column-bundles", the default); or, in layout "split" (the
- *               paper's unbundled baseline), [all fc1 rows | all fc2 columns] per layer, so
- *               one neuron takes two reads dFfn * dModel values apart
+ *               [fc1 row i | fc2 column i]: one read = one neuron (layout
+ *               "row-column-bundles", the default); or, in layout "split" (the paper's
+ *               unbundled baseline), [all fc1 halves | all fc2 halves] per layer, so one
+ *               neuron takes two reads dFfn half-bundles apart
  * ```
+ *
+ * The file's storage dtype (`header.dtype`) says how the weights are stored:
+ *
+ * ```
+ * f32, f16   every tensor in that dtype; a bundle = [fc1 row i | fc2 column i], 2 * d values
+ * int8       2-D resident tensors (embeddings, projections, lm_head), (rows, cols):
+ *                [q (rows * cols int8, row-major) | zero padding to a multiple of 4 |
+ *                 scales (rows f32)],  w[r, c] ≈ scales[r] * q[r * cols + c]
+ *            1-D resident tensors (norm weights, biases): f32
+ *            a bundle = [fc1 row i (d int8) | its scale (f32) | fc2 column i (d int8) |
+ *                        its scale (f32)], 2 * d + 8 bytes (d a multiple of 4); each half
+ *                        [d int8 | f32 scale] stands alone, so the split layout stores halves
+ * ```
+ *
+ * Quantization is symmetric absmax per row (`quantizeRowsI8`): one scale per resident row,
+ * per fc1 row and per fc2 column. Version 2 headers name each resident tensor's dtype;
+ * version 1 files (f32 or f16 only, every tensor in the file's dtype) are still read.
  *
  * Every section carries a CRC-32 (the FFN one per layer). Opening a file verifies the
  * header, the tokenizer and the resident part; the FFN is verified on demand
@@ -20,19 +38,21 @@
  * fsynced and renamed: an interrupted write leaves nothing that looks valid. All
  * multi-byte values are little-endian.
  *
- * This module holds the format itself: its constants, the header's types, how values
- * of each storage dtype decode, the byte order of the two FFN layouts, and the parser
- * that checks every number of a header before anything trusts it.
- * `core/flash_file.ts` opens a file (`FlashModelFile`) and
- * `core/flash_write.ts` writes one.
+ * This module holds the format itself: its constants, the header's types, how stored
+ * values and bundles decode to f32, and the parser that checks every number of a header
+ * before anything trusts it. `core/flash_values.ts` holds the sizes of stored values and
+ * tensors, matrices at their storage precision and the split layout's byte order;
+ * `core/flash_file.ts` opens a file (`FlashModelFile`) and `core/flash_write.ts` writes one.
  *
  * @module
  */
 
 import { crc32 } from "../io/crc32.ts";
 import { f16ToF32 } from "../kernels/f16.ts";
+import { bundleBytes, type WeightDtype } from "../kernels/weights.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { FlashlmError, showValue } from "../io/errors.ts";
+import { dtypeBytes, residentTensorDtype, storedTensorBytes } from "./flash_values.ts";
 import { residentTensorSpecs } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -40,8 +60,10 @@ import { residentTensorSpecs } from "./weights.ts";
 
 /** The 8 bytes every flashlm model file starts with. */
 export const FLASH_MAGIC = "FLASHLM\0";
-/** The file format version this build writes and reads. */
-export const FLASH_VERSION = 1;
+/** The file format version this build writes (it reads this one and version 1). */
+export const FLASH_VERSION = 2;
+/** The versions this build reads: 1 (f32 or f16, no per-tensor dtype) and 2. */
+const READABLE_VERSIONS = [1, 2];
 /** Size of the binary preamble before the JSON header. */
 export const PREAMBLE_BYTES = 32;
 /** Sections and FFN layers start at multiples of this. */
@@ -49,22 +71,11 @@ export const SECTION_ALIGN = 4096;
 /** Largest JSON header a reader accepts (bounds the allocation before the header is trusted). */
 export const MAX_HEADER_BYTES = 64 << 20;
 
-/** How weights are stored in the file. */
-export type StorageDtype = "f16" | "f32";
-
 /**
- * Bytes per value of a storage dtype.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { dtypeBytes } from "./flash_format.ts";
- * assert.equal(dtypeBytes("f16"), 2);
- * ```
+ * How weights are stored in the file: float32, IEEE half, or int8 with one f32 scale per
+ * row (the FFN, and the 2-D resident tensors; 1-D tensors stay f32 in an int8 file).
  */
-export function dtypeBytes(dtype: StorageDtype): number {
-  return dtype === "f16" ? 2 : 4;
-}
+export type StorageDtype = WeightDtype;
 
 /** A stored resident tensor. Offsets are relative to the resident section. */
 export interface StoredTensor {
@@ -72,6 +83,8 @@ export interface StoredTensor {
   name: string;
   /** Shape, outermost first. */
   shape: number[];
+  /** How it is stored (a version 1 header has none: the parser fills in the file's dtype). */
+  dtype: StorageDtype;
   /** Byte offset in the resident section. */
   offset: number;
   /** Bytes stored. */
@@ -127,7 +140,7 @@ export interface FlashHeader {
   version: number;
   /** config.json as Hugging Face writes it (validated again on open). */
   config: Record<string, unknown>;
-  /** Storage dtype of every weight. */
+  /** Storage dtype of the FFN and the 2-D resident tensors (int8: 1-D ones are f32). */
   dtype: StorageDtype;
   /** Free-form provenance, e.g. `{ source: "hf:…", synthetic: "false" }`. */
   metadata: Record<string, string>;
@@ -142,7 +155,7 @@ export interface FlashHeader {
     layout: FfnLayout;
     offset: number;
     length: number;
-    /** Bytes of one bundle: 2 * dModel values. */
+    /** Bytes of one bundle: 2 * dModel values (int8: 2 * dModel + 8, with the scales). */
     bundleBytes: number;
     layers: FfnLayerEntry[];
   };
@@ -153,7 +166,9 @@ export interface FlashHeader {
 
 /**
  * The bytes of a storage dtype as f32 values (a view, no copy, for aligned f32); into
- * `out` when given.
+ * `out` when given. int8 bytes are FFN half-bundles `[d int8 | f32 scale]` (either FFN
+ * layout is a sequence of them) and need `out`, whose length gives their width: `n`
+ * halves of `bytes.length = n (d + 4)` bytes decode to `out.length = n d` values.
  *
  * @example
  * ```ts
@@ -163,6 +178,10 @@ export interface FlashHeader {
  * assert.deepEqual([...decodeValues(f16, "f16")], [1, -2]);
  * const f32 = new Uint8Array(new Float32Array([0.5]).buffer);
  * assert.deepEqual([...decodeValues(f32, "f32")], [0.5]);
+ * const half = new Uint8Array(8); // one int8 half of width 4: [2, -4, 0, 1] * 0.25
+ * half.set([2, 252, 0, 1]);
+ * new DataView(half.buffer).setFloat32(4, 0.25, true);
+ * assert.deepEqual([...decodeValues(half, "int8", new Float32Array(4))], [0.5, -1, 0, 0.25]);
  * ```
  */
 export function decodeValues(
@@ -170,6 +189,19 @@ export function decodeValues(
   dtype: StorageDtype,
   out?: Float32Array,
 ): Float32Array {
+  if (dtype === "int8") {
+    if (!out) throw new RangeError("int8 half-bundles decode into `out`, which gives their width");
+    const halves = (bytes.length - out.length) / 4;
+    if (halves === 0 && out.length === 0) return out;
+    const d = out.length / halves;
+    if (!Number.isInteger(halves) || halves <= 0 || !Number.isInteger(d)) {
+      throw new RangeError(
+        `${bytes.length} bytes of int8 half-bundles do not decode to ${out.length} values`,
+      );
+    }
+    decodeI8Halves(bytes, halves, d, out);
+    return out;
+  }
   const n = bytes.length / dtypeBytes(dtype);
   if (dtype === "f32") {
     if (bytes.byteOffset % 4 === 0) {
@@ -190,61 +222,48 @@ export function decodeValues(
   return dst;
 }
 
-// ---------------------------------------------------------------------------
-// The split (unbundled) layout
-
 /**
- * Reorder one layer's bytes from bundles `[fc1_i | fc2_i]` (dFfn, 2 * half) to split
- * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row.
+ * Row-column bundles of width `d` stored in `dtype` (as many as `bytes` holds, in bundle
+ * order) as f32 bundles `[fc1 row | fc2 column]`, (rows, 2 * d), into `out` when given.
+ * int8 values are dequantized: `scale * q`.
  *
- * @example
+ * @example One int8 bundle of width 4
  * ```ts
  * import { strict as assert } from "node:assert";
- * import { bundlesToSplitBytes, splitToBundlesBytes } from "./flash_format.ts";
- * const bundles = new Uint8Array([1, 2, 3, 4]); // two neurons, one byte per half
- * const split = new Uint8Array(4);
- * bundlesToSplitBytes(bundles, split, 2, 1);
- * assert.deepEqual([...split], [1, 3, 2, 4]);
- * const back = new Uint8Array(4);
- * splitToBundlesBytes(split, back, 2, 1);
- * assert.deepEqual([...back], [1, 2, 3, 4]);
+ * import { decodeBundles } from "./flash_format.ts";
+ * const bundle = new Uint8Array(16); // [up (4 int8) | scale | down (4 int8) | scale]
+ * const view = new DataView(bundle.buffer);
+ * bundle.set([1, 2, 3, 4], 0);
+ * view.setFloat32(4, 0.5, true);
+ * bundle.set([255, 0, 0, 127], 8); // -1, 0, 0, 127
+ * view.setFloat32(12, 2, true);
+ * assert.deepEqual([...decodeBundles(bundle, "int8", 4)], [0.5, 1, 1.5, 2, -2, 0, 0, 254]);
  * ```
  */
-export function bundlesToSplitBytes(
-  bundles: Uint8Array,
-  split: Uint8Array,
-  dFfn: number,
-  half: number,
-): void {
-  for (let i = 0; i < dFfn; i++) {
-    const from = i * 2 * half;
-    split.set(bundles.subarray(from, from + half), i * half);
-    split.set(bundles.subarray(from + half, from + 2 * half), (dFfn + i) * half);
+export function decodeBundles(
+  bytes: Uint8Array,
+  dtype: StorageDtype,
+  d: number,
+  out?: Float32Array,
+): Float32Array {
+  const rows = bytes.length / bundleBytes(dtype, d);
+  if (!Number.isInteger(rows)) {
+    throw new RangeError(`${bytes.length} bytes are not whole ${dtype} bundles of width ${d}`);
   }
+  const dst = out ?? new Float32Array(rows * 2 * d); // (rows, 2 * d)
+  if (dtype !== "int8") return decodeValues(bytes, dtype, dst);
+  decodeI8Halves(bytes, 2 * rows, d, dst);
+  return dst;
 }
 
-/**
- * The inverse of {@linkcode bundlesToSplitBytes}: split order back to bundles.
- *
- * @example
- * ```ts
- * import { strict as assert } from "node:assert";
- * import { splitToBundlesBytes } from "./flash_format.ts";
- * const out = new Uint8Array(4);
- * splitToBundlesBytes(new Uint8Array([1, 3, 2, 4]), out, 2, 1);
- * assert.deepEqual([...out], [1, 2, 3, 4]);
- * ```
- */
-export function splitToBundlesBytes(
-  split: Uint8Array,
-  bundles: Uint8Array,
-  dFfn: number,
-  half: number,
-): void {
-  for (let i = 0; i < dFfn; i++) {
-    const to = i * 2 * half;
-    bundles.set(split.subarray(i * half, (i + 1) * half), to);
-    bundles.set(split.subarray((dFfn + i) * half, (dFfn + i + 1) * half), to + half);
+/** `halves` int8 half-bundles `[d int8 | f32 scale]` of `bytes` into `out` (halves, d). */
+function decodeI8Halves(bytes: Uint8Array, halves: number, d: number, out: Float32Array): void {
+  const q = new Int8Array(bytes.buffer, bytes.byteOffset, bytes.length); // the same bytes as int8
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length); // for the scales
+  for (let h = 0; h < halves; h++) {
+    const at = h * (d + 4); // start of half h; its scale follows its d values
+    const scale = view.getFloat32(at + d, true);
+    for (let i = 0; i < d; i++) out[h * d + i] = scale * q[at + i];
   }
 }
 
@@ -281,8 +300,12 @@ export function parseFlashHeader(
   if (magic !== FLASH_MAGIC) fail("not a flashlm model file (bad magic bytes)");
   const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const version = view.getUint32(8, true);
-  if (version !== FLASH_VERSION) {
-    fail(`file format version ${version} is not supported (this flashlm reads ${FLASH_VERSION})`);
+  if (!READABLE_VERSIONS.includes(version)) {
+    fail(
+      `file format version ${version} is not supported (this flashlm reads ${
+        READABLE_VERSIONS.join(" and ")
+      })`,
+    );
   }
   const jsonLength = view.getUint32(12, true);
   if (jsonLength > MAX_HEADER_BYTES || PREAMBLE_BYTES + jsonLength > fileSize) {
@@ -302,7 +325,11 @@ export function parseFlashHeader(
   if (typeof h !== "object" || h === null || h.format !== "flashlm") {
     fail("header is not a flashlm header");
   }
-  if (h.dtype !== "f16" && h.dtype !== "f32") fail(`unknown storage dtype ${showValue(h.dtype)}`);
+  if (h.version !== version) {
+    fail(`header says version ${showValue(h.version)}, its preamble ${version}`);
+  }
+  const dtypes: unknown[] = version === 1 ? ["f16", "f32"] : ["f16", "f32", "int8"];
+  if (!dtypes.includes(h.dtype)) fail(`unknown storage dtype ${showValue(h.dtype)}`);
   if (!isObject(h.config)) fail("header has no config");
   let configText = "";
   try {
@@ -314,7 +341,7 @@ export function parseFlashHeader(
   if (!isObject(h.metadata) || !Object.values(h.metadata).every((v) => typeof v === "string")) {
     fail("header metadata is not an object of strings");
   }
-  validateLayout(h, config, fileSize, PREAMBLE_BYTES + jsonLength, fail);
+  validateLayout(h, version, config, fileSize, PREAMBLE_BYTES + jsonLength, fail);
   return { header: h, config };
 }
 
@@ -375,12 +402,21 @@ function checkPredictorJson(
 /** Check every offset, length and shape in the header against the config and file size. */
 function validateLayout(
   h: FlashHeader,
+  version: number,
   config: ModelConfig,
   fileSize: number,
   headerEnd: number,
   fail: (m: string) => never,
 ): void {
-  const bytes = dtypeBytes(h.dtype);
+  // The layer count first: the header's own list of layers bounds it, so a config that
+  // claims millions of layers is refused before its table of tensors is built.
+  const f = h.ffn;
+  if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) {
+    fail("FFN section is malformed");
+  }
+  if (f.layers.length !== config.nLayers) {
+    fail(`FFN section has ${f.layers.length} layers, config has ${config.nLayers}`);
+  }
   const ranges: [string, number, number][] = [];
   const range = (what: string, offset: unknown, length: unknown): void => {
     if (!isCount(offset) || !isCount(length)) fail(`${what} has an invalid offset or length`);
@@ -421,13 +457,26 @@ function validateLayout(
         }`,
       );
     }
-    const expected = spec!.shape.reduce((a, b) => a * b, 1) * bytes;
+    // Version 1 stores every tensor in the file's dtype and does not say so.
+    if (version === 1 && tensor.dtype === undefined) tensor.dtype = h.dtype;
+    const dtype = residentTensorDtype(h.dtype, spec!.shape);
+    if (tensor.dtype !== dtype) {
+      fail(
+        `resident tensor ${spec!.name} has dtype ${
+          showValue(tensor.dtype)
+        }, expected ${dtype} in a ${h.dtype} file`,
+      );
+    }
+    const expected = storedTensorBytes(dtype, spec!.shape);
     if (!isCount(tensor.offset) || tensor.length !== expected) {
       fail(
         `resident tensor ${spec!.name} has length ${
           showValue(tensor.length)
         }, expected ${expected}`,
       );
+    }
+    if (dtype === "int8" && tensor.offset % 4 !== 0) {
+      fail(`int8 resident tensor ${spec!.name} is not 4-byte aligned (offset ${tensor.offset})`);
     }
     if (tensor.offset + tensor.length > r.length) {
       fail(`resident tensor ${spec!.name} lies outside the resident section`);
@@ -451,19 +500,17 @@ function validateLayout(
     checkPredictorJson(p, config, fail);
   }
 
-  const f = h.ffn;
-  if (typeof f !== "object" || f === null || !Array.isArray(f.layers)) {
-    fail("FFN section is malformed");
-  }
   if (f.layout !== "row-column-bundles" && f.layout !== "split") {
     fail(`unknown FFN layout ${showValue(f.layout)}`);
   }
-  if (f.bundleBytes !== 2 * config.dModel * bytes) {
-    const want = `2 x ${config.dModel} ${h.dtype} values`;
-    fail(`FFN bundle size ${showValue(f.bundleBytes)} does not match ${want}`);
+  if (h.dtype === "int8" && config.dModel % 4 !== 0) {
+    fail(`int8 FFN bundles need a hidden size divisible by 4, the config has ${config.dModel}`);
   }
-  if (f.layers.length !== config.nLayers) {
-    fail(`FFN section has ${f.layers.length} layers, config has ${config.nLayers}`);
+  if (f.bundleBytes !== bundleBytes(h.dtype, config.dModel)) {
+    const want = h.dtype === "int8"
+      ? `2 x (${config.dModel} int8 values + an f32 scale)`
+      : `2 x ${config.dModel} ${h.dtype} values`;
+    fail(`FFN bundle size ${showValue(f.bundleBytes)} does not match ${want}`);
   }
   f.layers.forEach((layer, l) => {
     const want = config.dFfn * f.bundleBytes;

@@ -12,12 +12,11 @@ import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f32ToF16 } from "../kernels/f16.ts";
+import { quantizeRowsI8 } from "../kernels/matvec_i8.ts";
+import { bundleBytes, type WeightMatrix } from "../kernels/weights.ts";
 import { type ModelConfig, toHfConfigJson } from "./config.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import {
-  bundlesToSplitBytes,
-  decodeValues,
-  dtypeBytes,
   type FfnLayerEntry,
   type FfnLayout,
   FLASH_MAGIC,
@@ -30,7 +29,15 @@ import {
   type StorageDtype,
   type StoredTensor,
 } from "./flash_format.ts";
-import { residentTensorSpecs, type TensorSource } from "./weights.ts";
+import {
+  bundlesToSplitBytes,
+  i8ScalesOffset,
+  matrixToF32,
+  residentTensorDtype,
+  storedMatrixBytes,
+  storedTensorBytes,
+} from "./flash_values.ts";
+import { ffnTensorSpecs, residentTensorSpecs, type TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Layout planning
@@ -57,7 +64,6 @@ interface LayoutInput {
 /** Compute every offset of the file (checksums left at 0). */
 function planLayout(input: LayoutInput): FlashHeader {
   const { config, dtype } = input;
-  const bytes = dtypeBytes(dtype);
   let dataStart = SECTION_ALIGN;
   for (;;) {
     let at = dataStart;
@@ -73,8 +79,9 @@ function planLayout(input: LayoutInput): FlashHeader {
     let rel = 0;
     for (const spec of residentTensorSpecs(config)) {
       if (!input.residentNames.has(spec.name)) continue;
-      const length = spec.shape.reduce((a, b) => a * b, 1) * bytes;
-      tensors.push({ name: spec.name, shape: spec.shape, offset: rel, length });
+      const tensorDtype = residentTensorDtype(dtype, spec.shape);
+      const length = storedTensorBytes(tensorDtype, spec.shape);
+      tensors.push({ name: spec.name, shape: spec.shape, dtype: tensorDtype, offset: rel, length });
       rel = alignUp(rel + length, TENSOR_ALIGN);
     }
     at = alignUp(residentOffset + rel, SECTION_ALIGN);
@@ -85,10 +92,10 @@ function planLayout(input: LayoutInput): FlashHeader {
       at = alignUp(at + p.bytes.length, SECTION_ALIGN);
     }
     const ffnOffset = at;
-    const bundleBytes = 2 * config.dModel * bytes;
+    const bundle = bundleBytes(dtype, config.dModel);
     const layers: FfnLayerEntry[] = [];
     for (let l = 0; l < config.nLayers; l++) {
-      const length = config.dFfn * bundleBytes;
+      const length = config.dFfn * bundle;
       layers.push({ offset: at, length, crc32: 0 });
       at = alignUp(at + length, SECTION_ALIGN);
     }
@@ -105,7 +112,7 @@ function planLayout(input: LayoutInput): FlashHeader {
         layout: input.layout,
         offset: ffnOffset,
         length: at - ffnOffset,
-        bundleBytes,
+        bundleBytes: bundle,
         layers,
       },
     };
@@ -145,11 +152,26 @@ function encodeHeader(header: FlashHeader, total: number): Uint8Array {
 // ---------------------------------------------------------------------------
 // Writing
 
+/**
+ * Where the resident tensors come from: named f32 tensors, and optionally 2-D ones at
+ * their storage precision (`readMatrix`, as a flashlm file has), stored as they are when
+ * their dtype is the one the file stores them in (so a rewrite copies int8 values and
+ * scales without quantizing them again).
+ */
+export type ResidentSource = TensorSource & {
+  /** A 2-D tensor at its storage precision. */
+  readMatrix?: (name: string, shape: number[]) => Promise<WeightMatrix>;
+};
+
 /** Everything {@linkcode writeFlashModel} writes. */
 export interface FlashModelContents {
   /** The model's dimensions. */
   config: ModelConfig;
-  /** Storage dtype of every weight (f16 default in the converter). */
+  /**
+   * Storage dtype of the weights (f16 default in the converter); int8 quantizes each row
+   * of the 2-D resident tensors, each fc1 row and each fc2 column (absmax, one f32 scale
+   * each) and keeps 1-D tensors in f32. A NaN or infinite value is refused.
+   */
   dtype: StorageDtype;
   /** Provenance strings stored in the header. */
   metadata: Record<string, string>;
@@ -158,9 +180,12 @@ export interface FlashModelContents {
   /** The tokenizer's merges.txt text. */
   mergesText: string;
   /** The resident tensors (canonical names, see `residentTensorSpecs`). */
-  resident: TensorSource;
-  /** Layer `layer`'s row-column bundles, (dFfn, 2 * dModel) f32. */
-  ffnBundles: (layer: number) => Promise<Float32Array>;
+  resident: ResidentSource;
+  /**
+   * Layer `layer`'s row-column bundles: (dFfn, 2 * dModel) f32 values, encoded in `dtype`;
+   * or bytes already stored in `dtype`, (dFfn, bundleBytes) in bundle order, written as they are.
+   */
+  ffnBundles: (layer: number) => Promise<Float32Array | Uint8Array>;
   /** The trained activation predictor, if any. */
   predictor?: PredictorPayload | null;
   /** FFN layout on disk; default `"row-column-bundles"` (`ffnBundles` always returns bundles). */
@@ -204,6 +229,12 @@ export interface FlashModelContents {
  */
 export async function writeFlashModel(path: string, contents: FlashModelContents): Promise<void> {
   const { config, dtype } = contents;
+  if (dtype === "int8" && config.dModel % 4 !== 0) {
+    throw new FlashlmError(
+      `int8 storage needs a hidden size divisible by 4, the model's is ${config.dModel}`,
+      { file: contents.resident.description, kind: "config" },
+    );
+  }
   const enc = new TextEncoder();
   const vocab = enc.encode(contents.vocabJson);
   const merges = enc.encode(contents.mergesText);
@@ -247,7 +278,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
         residentCrc = crc32(pad, residentCrc);
         await padTo(target);
       }
-      const bytes = encodeValues(await contents.resident.readF32(t.name, t.shape), dtype);
+      const bytes = await encodeTensor(contents.resident, t);
       residentCrc = crc32(bytes, residentCrc);
       await writeAll(file, bytes);
       at += bytes.length;
@@ -268,18 +299,23 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
     }
 
     // FFN section: one layer of row-column bundles at a time.
-    const expected = config.dFfn * 2 * config.dModel;
+    const expected = config.dFfn * 2 * config.dModel; // f32 values of one layer
     for (let l = 0; l < config.nLayers; l++) {
       const entry = header.ffn.layers[l];
       await padTo(entry.offset);
       const bundles = await contents.ffnBundles(l);
-      if (bundles.length !== expected) {
+      const [what, want] = bundles instanceof Uint8Array
+        ? ["bytes", entry.length]
+        : ["values", expected];
+      if (bundles.length !== want) {
         throw new FlashlmError(
-          `layer ${l} bundles have ${bundles.length} values, expected ${expected}`,
+          `layer ${l} bundles have ${bundles.length} ${what}, expected ${want}`,
           { file: path, kind: "config" },
         );
       }
-      let bytes = encodeValues(bundles, dtype);
+      let bytes = bundles instanceof Uint8Array
+        ? bundles
+        : encodeBundles(bundles, dtype, config, l, contents.resident.description);
       if (header.ffn.layout === "split") {
         const split = new Uint8Array(bytes.length);
         bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / 2);
@@ -297,12 +333,81 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
   });
 }
 
-/** f32 values as the bytes of the storage dtype (a view, no copy, for f32). */
-function encodeValues(values: Float32Array, dtype: StorageDtype): Uint8Array {
+// ---------------------------------------------------------------------------
+// Encoding values in their storage dtype
+
+/** f32 values as f32 or f16 bytes (a view, no copy, for f32). */
+function encodeValues(values: Float32Array, dtype: "f32" | "f16"): Uint8Array {
   if (dtype === "f32") return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   const half = new Uint16Array(values.length);
   f32ToF16(values, half);
   return new Uint8Array(half.buffer);
+}
+
+/** The refusal of a non-finite value, which int8 cannot scale. */
+function nonFinite(name: string, element: number, value: number, source: string): FlashlmError {
+  return new FlashlmError(
+    `tensor ${name} holds ${value} at element ${element}; int8 quantization needs finite weights`,
+    { file: source },
+  );
+}
+
+/**
+ * Resident tensor `t` from `source` as its stored bytes (see `core/flash_values.ts`): a
+ * matrix already in `t.dtype` as it is, anything else from its f32 values.
+ */
+async function encodeTensor(source: ResidentSource, t: StoredTensor): Promise<Uint8Array> {
+  const [rows, cols] = t.shape;
+  const m = source.readMatrix && t.shape.length === 2
+    ? await source.readMatrix(t.name, t.shape)
+    : null;
+  if (m && (m.rows !== rows || m.cols !== cols)) {
+    throw new FlashlmError(`tensor ${t.name} is (${m.rows}, ${m.cols}), expected [${t.shape}]`, {
+      file: source.description,
+      kind: "config",
+    });
+  }
+  if (m && m.dtype === t.dtype) return storedMatrixBytes(m);
+  const values = m ? matrixToF32(m) : await source.readF32(t.name, t.shape); // (rows, cols)
+  if (t.dtype !== "int8") return encodeValues(values, t.dtype);
+  const out = new Uint8Array(storedTensorBytes("int8", t.shape)); // [q | padding | scales]
+  const q = new Int8Array(out.buffer, 0, rows * cols); // (rows, cols)
+  const scales = new Float32Array(out.buffer, i8ScalesOffset(rows, cols), rows); // (rows)
+  const bad = quantizeRowsI8(values, 0, rows, cols, q, 0, scales, 0);
+  if (bad >= 0) throw nonFinite(t.name, bad, values[bad], source.description);
+  return out;
+}
+
+/**
+ * One layer's f32 bundles (dFfn, 2d) as stored bundles of `dtype`; int8 quantizes each
+ * half (fc1 row i, fc2 column i) with its own scale into `[q (d) | scale (f32)]`.
+ */
+function encodeBundles(
+  bundles: Float32Array,
+  dtype: StorageDtype,
+  config: ModelConfig,
+  layer: number,
+  source: string,
+): Uint8Array {
+  if (dtype !== "int8") return encodeValues(bundles, dtype);
+  const { dModel: d, dFfn } = config;
+  const stride = bundleBytes("int8", d);
+  const out = new Uint8Array(dFfn * stride); // (dFfn, 2d + 8)
+  const q = new Int8Array(out.buffer); // the same bytes as int8 ...
+  const scales = new Float32Array(out.buffer); // ... and as f32, for the scales (d % 4 === 0)
+  for (let i = 0; i < dFfn; i++) {
+    for (let half = 0; half < 2; half++) {
+      const src = i * 2 * d + half * d; // fc1 row i, then fc2 column i
+      const dst = i * stride + half * (d + 4); // their int8 values; the scale follows
+      const bad = quantizeRowsI8(bundles, src, 1, d, q, dst, scales, (dst + d) / 4);
+      if (bad >= 0) {
+        const [fc1, fc2] = ffnTensorSpecs(config, layer);
+        const [name, element] = half === 0 ? [fc1.name, i * d + bad] : [fc2.name, bad * dFfn + i];
+        throw nonFinite(name, element, bundles[src + bad], source);
+      }
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -414,7 +519,11 @@ export function rewriteWithLayout(
   return rewriteFlashModel(model, outPath, predictor, layout, { layoutOf: model.path });
 }
 
-/** Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC. */
+/**
+ * Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC.
+ * The FFN and the 2-D resident tensors are copied as stored (int8 values and scales too);
+ * 1-D tensors go through f32, which f32 and f16 values survive exactly.
+ */
 async function rewriteFlashModel(
   model: FlashModelFile,
   outPath: string,
@@ -422,10 +531,8 @@ async function rewriteFlashModel(
   layout: FfnLayout,
   extraMetadata: Record<string, string> = {},
 ): Promise<void> {
-  const { dModel, dFfn } = model.config;
-  const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) one layer as stored
+  const raw = new Uint8Array(model.config.dFfn * model.bundleBytes); // (dFfn, bundleBytes) as stored
   const ordered = new Uint8Array(raw.length); // the same layer as bundles
-  const bundles = new Float32Array(dFfn * 2 * dModel); // (dFfn, 2 * dModel)
   const file = await Deno.open(model.path, { read: true });
   try {
     await writeFlashModel(outPath, {
@@ -445,7 +552,7 @@ async function rewriteFlashModel(
             file: model.path,
           });
         }
-        return decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
+        return layerAsBundles(model, raw, ordered); // stored bytes, copied as they are
       },
     });
   } finally {

@@ -4,7 +4,8 @@
  * real is the shape, the file layout, the FFN sparsity and its temporal correlation.
  *
  * The file is written directly, layer by layer (no Hugging Face checkpoint in between),
- * so an OPT-6.7B-shaped model (13 GB in f16, FFN 8.6 GB) needs about one layer in DRAM.
+ * so an OPT-6.7B-shaped model (13 GB in f16, FFN 8.6 GB; about half that in int8) needs
+ * about one layer in DRAM.
  *
  * ## The construction (why activations are sparse and correlated in time)
  *
@@ -39,6 +40,7 @@
  * @module
  */
 
+import { bundleBytes } from "../kernels/weights.ts";
 import { Rng } from "../core/sampler.ts";
 import { type ModelConfig, parseModelConfig } from "../core/config.ts";
 import { FlashlmError } from "../io/errors.ts";
@@ -109,7 +111,7 @@ export interface MakeModelOptions {
   sparsity?: number;
   /** Seed of every random draw. Default 1. */
   seed?: number;
-  /** Storage dtype. Default f16. */
+  /** Storage dtype (int8: quantized per row, per fc1 row and per fc2 column). Default f16. */
   dtype?: StorageDtype;
   /** FFN layout. Default row-column bundles. */
   layout?: FfnLayout;
@@ -508,8 +510,8 @@ export async function makeSyntheticModel(
     onProgress: options.onProgress,
   });
   const stat = await Deno.stat(path);
-  const ffnBytes = config.nLayers * config.dFfn * 2 * config.dModel *
-    (options.dtype === "f32" ? 4 : 2);
+  const ffnBytes = config.nLayers * config.dFfn *
+    bundleBytes(options.dtype ?? "f16", config.dModel);
   return {
     path,
     config,
