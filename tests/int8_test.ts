@@ -20,12 +20,14 @@ import {
 import { i8ScalesOffset } from "../core/flash_values.ts";
 import { rewriteWithLayout, writeFlashModel } from "../core/flash_write.ts";
 import { Generation } from "../core/generate.ts";
+import { agreement, perplexity } from "../core/eval.ts";
+import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { openHfModel } from "../core/hf_model.ts";
 import { ffnTensorSpecs, residentTensorSpecs } from "../core/weights.ts";
 import { makeSyntheticModel } from "../tools/make_model.ts";
 import { withFlashHeader } from "./fuzz_formats.ts";
 import { sharedHfModel } from "./fixtures.ts";
-import { exists, haveRealModel, REAL_MODEL_DIR } from "./helpers.ts";
+import { exists, haveRealModel, HELDOUT_TEXT, REAL_MODEL_DIR } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -504,6 +506,23 @@ Deno.test({
       }
       console.log(`  in all: int8 ${same8}/${all}, f16 ${same16}/${all}`);
       assert.equal(same16, all, "the f16 conversion is the reference");
+
+      // Held-out text: int8's perplexity within 1.5% of f16's, the same greedy choice at 97%.
+      if (exists(HELDOUT_TEXT)) {
+        const ids = await readCorpus(HELDOUT_TEXT, dense16.tokenizer);
+        const windows = corpusWindows(ids, 128, 4, 2, "end");
+        const p16 = await perplexity(dense16, windows);
+        const p8 = await perplexity(dense8, windows);
+        const change = p8.perplexity / p16.perplexity - 1;
+        const same = agreement(p16.argmax, p8.argmax);
+        console.log(
+          `  held-out perplexity: f16 ${p16.perplexity.toFixed(3)}, int8 ${
+            p8.perplexity.toFixed(3)
+          } (${(100 * change).toFixed(2)}%), top-1 agreement ${(100 * same).toFixed(2)}%`,
+        );
+        assert.ok(Math.abs(change) <= 0.015, `int8 perplexity ${(100 * change).toFixed(2)}% off`);
+        assert.ok(same >= 0.97, `top-1 agreement ${(100 * same).toFixed(2)}%`);
+      }
     } finally {
       dense8.close();
       dense16.close();
