@@ -29,7 +29,10 @@ function assertClose(a: Float32Array, b: Float32Array, tol: number, what: string
   }
 }
 
-const SHAPES: [number, number][] = [[1, 1], [3, 5], [4, 4], [7, 13], [16, 64], [33, 130]];
+const SHAPES: [number, number][] = [[1, 1], [3, 5], [4, 4], [5, 8], [7, 13], [16, 64], [33, 128], [
+  33,
+  130,
+]];
 
 // ---------------------------------------------------------------------------
 // f16
@@ -47,6 +50,12 @@ Deno.test("matvecF16 equals its reference and the f32 matvec on the decoded weig
     matvecF16Naive(ref, wHalf, x, rows, cols, bias);
     matvecNaive(f32, wFloat, x, rows, cols, bias);
     assertClose(fast, ref, 1e-6, `${rows}x${cols} tuned vs reference`);
+    // The same weights 2 bytes into a buffer: rows off 4-byte boundaries take the one-word path.
+    const shifted = new Uint16Array(rows * cols + 1).subarray(1);
+    shifted.set(wHalf);
+    const unaligned = new Float32Array(rows);
+    matvecF16(unaligned, shifted, x, rows, cols, bias);
+    assert.deepEqual(unaligned, fast, `${rows}x${cols} from an unaligned view`);
     assert.deepEqual(ref, f32, `${rows}x${cols}: same sums as f32 on the same values`);
   }
 });
