@@ -6,7 +6,8 @@
  *
  * This module is the curated API: load and generate, convert and pull checkpoints,
  * train the predictor, evaluate, plan a DRAM budget, and the pieces of the method for
- * reading and teaching. The kernels have their own entry point (`@flashlm/flashlm/kernels`).
+ * reading and teaching. The kernels have their own entry point (`@flashlm/flashlm/kernels`),
+ * and so has pulling from the Hugging Face hub (`@flashlm/flashlm/hub`).
  *
  * @example Generate four tokens from the demo model, streaming its FFN from flash
  * ```ts
@@ -36,16 +37,14 @@ export {
 export type { SamplerOptions } from "./core/sampler.ts";
 export { type KvDtype, Transformer } from "./core/transformer.ts";
 export type { LayerWeights, ResidentPrecision, ResidentWeights } from "./core/weights.ts";
-export type { WeightMatrix } from "./kernels/weights.ts";
+export type { WeightDtype, WeightMatrix } from "./kernels/weights.ts";
 export type { FfnProvider, FfnStats } from "./core/ffn.ts";
 export type { ModelConfig } from "./core/config.ts";
 export { OptTokenizer, TokenStreamDecoder } from "./core/tokenizer.ts";
 
-// Checkpoints: Hugging Face directories, the hub
+// Checkpoints: Hugging Face directories
 export { convertHfToFlash, type ConvertOptions } from "./core/convert.ts";
 export type { StorageDtype } from "./core/flash_format.ts";
-export { pullModel, type PullOptions } from "./tools/hub.ts";
-export type { DownloadOptions, DownloadProgress } from "./tools/hub_download.ts";
 
 // Training the predictor, evaluating the sparse model
 export {
@@ -64,10 +63,13 @@ export {
 } from "./core/eval.ts";
 
 // The DRAM budget
+export type { HeldPrecision, RuntimeOverhead } from "./core/memory_sizes.ts";
+export type { FfnMemory } from "./core/memory_use.ts";
 export {
   type Budget,
   describePlan,
   type LoadCurve,
+  type MemoryLines,
   type MemoryPlan,
   type ModelFootprint,
   parseBudget,

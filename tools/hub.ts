@@ -23,6 +23,10 @@ import {
 } from "./hub_download.ts";
 import { chooseWeights, type HubFile, listRevision, WEIGHT_LAYOUTS } from "./hub_listing.ts";
 
+// The types a caller of pullModel meets (this module is the `./hub` entry point).
+export type { DownloadOptions, DownloadProgress } from "./hub_download.ts";
+export type { StorageDtype } from "../core/flash_format.ts";
+
 // ---------------------------------------------------------------------------
 // Where things are
 
