@@ -16,19 +16,18 @@
  * for the whole context at once and written position by position from its start, so the
  * OS commits its pages only as positions are written.
  *
- * With `threads > 1` the resident matrices and the activations live in
- * `SharedArrayBuffer`s and the linear layers (q, k, v, out projections, project_in/out,
- * lm_head) run on a {@linkcode KernelPool}: rows split across the threads, logits
- * bit-identical to one thread's.
+ * With `threads > 1` the resident matrices, the activations and the KV cache live in
+ * `SharedArrayBuffer`s and a {@linkcode KernelPool} runs the linear layers (q, k, v, out
+ * projections, project_in/out, lm_head: rows split across the threads) and attention
+ * (heads split), each only when it is large enough to pay; logits bit-identical to one
+ * thread's.
  *
  * @module
  */
 
-import { attention } from "../kernels/attention.ts";
-import { attentionF16 } from "../kernels/attention_f16.ts";
 import { f32ToF16Bits } from "../kernels/f16.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { KernelPool, sharedFloat32, type SharedView } from "../kernels/pool.ts";
+import { KernelPool, type SharedView } from "../kernels/pool.ts";
 import { readRow, type WeightMatrix } from "../kernels/weights.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
@@ -60,11 +59,12 @@ interface RunState {
 /** Options of the {@linkcode Transformer} beyond its weights, FFN, context and KV cache. */
 export interface TransformerOptions {
   /**
-   * Threads the linear layers run on, the calling thread included (default 1: no
-   * workers). More than 1 moves the resident matrices into `SharedArrayBuffer`s, in place.
+   * Threads the linear layers and attention run on, the calling thread included (default
+   * 1: no workers). More than 1 moves the resident matrices the pool multiplies by into
+   * `SharedArrayBuffer`s, in place (see `shareResidentWeights`).
    */
   threads?: number;
-  /** Multiply-adds below which a linear layer runs on one thread (default `MIN_PARALLEL_WORK`). */
+  /** Multiply-adds below which a kernel runs on one thread (default `MIN_PARALLEL_WORK`). */
   minParallelWork?: number;
 }
 
@@ -169,8 +169,13 @@ export class Transformer {
       error: (message) => new FlashlmError(message, { kind: "io" }),
     });
     if (threads > 1) shareResidentWeights(weights);
-    // activations the pool's workers read or write live in SharedArrayBuffers
-    const vector = threads > 1 ? sharedFloat32 : (n: number) => new Float32Array(n);
+    // activations and the KV cache, which the pool's workers read or write, live in
+    // SharedArrayBuffers
+    const shared = threads > 1;
+    const vector = (n: number): Float32Array =>
+      shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
+    const words = (n: number): Uint16Array =>
+      shared ? new Uint16Array(new SharedArrayBuffer(2 * n)) : new Uint16Array(n);
     this.config = c;
     this.weights = weights;
     this.ffn = ffn;
@@ -193,10 +198,10 @@ export class Transformer {
       emb: vector(c.wordEmbedProjDim),
       posEmb: new Float32Array(d),
       logits: vector(c.vocabSize),
-      keys16: Array.from({ length: n16 }, () => new Uint16Array(T * d)), // (T, d) f16 per layer
-      values16: Array.from({ length: n16 }, () => new Uint16Array(T * d)),
-      keys32: Array.from({ length: n }, () => new Float32Array(T * d)), // (T, d) f32 per layer
-      values32: Array.from({ length: n }, () => new Float32Array(T * d)),
+      keys16: Array.from({ length: n16 }, () => words(T * d)), // (T, d) f16 per layer
+      values16: Array.from({ length: n16 }, () => words(T * d)),
+      keys32: Array.from({ length: n }, () => vector(T * d)), // (T, d) f32 per layer
+      values32: Array.from({ length: n }, () => vector(T * d)),
     };
     this.kvCacheBytes = kvCacheBytes(c, T, kvDtype);
   }
@@ -249,7 +254,7 @@ export class Transformer {
       if (this.kvDtype === "f16") {
         storeF16(s.keys16[l], pos * d, s.k);
         storeF16(s.values16[l], pos * d, s.v);
-        attentionF16(
+        this.pool.attention(
           s.att,
           s.q,
           s.keys16[l],
@@ -263,7 +268,7 @@ export class Transformer {
       } else {
         s.keys32[l].set(s.k, pos * d);
         s.values32[l].set(s.v, pos * d);
-        attention(
+        this.pool.attention(
           s.att,
           s.q,
           s.keys32[l],
@@ -338,6 +343,7 @@ export class Transformer {
         views.push(m.data);
         if (m.dtype === "int8") views.push(m.scales);
       }
+      views.push(...s.keys16, ...s.values16, ...s.keys32, ...s.values32);
       pool.share(...views); // one message per worker
     }
     this.poolShared = true;

@@ -6,9 +6,10 @@
  * its own rows, then waits in `Atomics.wait` until every worker has counted itself done:
  * no message per call, no allocation per call, and the call stays synchronous.
  *
- * Each output row is computed by exactly one thread with the one-thread kernel's loops
- * (`linearRows`; the ranges start at multiples of 4 so the 4-row blocks fall where
- * `linear`'s do), so the result is bit-identical for any number of threads. A matrix
+ * Two kernels: `linear` (rows split) and `attention` (heads split). Each output row or
+ * head is computed by exactly one thread with the one-thread kernel's loops (`linearRows`,
+ * whose ranges start at multiples of 4 so the 4-row blocks fall where `linear`'s do;
+ * `attentionHeads`), so the result is bit-identical for any number of threads. A matrix
  * with fewer than `minParallelWork` multiply-adds runs on the main thread alone: waking
  * the workers costs more than it saves there.
  *
@@ -21,6 +22,8 @@
  * @module
  */
 
+import { attentionHeads } from "./attention.ts";
+import { attentionF16Heads } from "./attention_f16.ts";
 import { linearRows, type WeightMatrix } from "./weights.ts";
 import {
   C_BIAS,
@@ -31,19 +34,27 @@ import {
   C_ERROR_LENGTH,
   C_FAULT,
   C_GEN,
+  C_HEAD_DIM,
+  C_HEADS,
+  C_K_CACHE,
   C_KERNEL,
   C_OUT,
+  C_POSITIONS,
+  C_Q,
   C_RANGES,
   C_READY,
   C_SCALES,
   C_STOPPED,
+  C_V_CACHE,
   C_W,
   C_X,
   CMD_STOP,
   CMD_TASK,
   CMD_YIELD,
-  controlWords,
+  controlLayout,
   ERROR_BYTES,
+  KERNEL_ATTENTION_F16,
+  KERNEL_ATTENTION_F32,
   KERNEL_LINEAR_F16,
   KERNEL_LINEAR_F32,
   KERNEL_LINEAR_I8,
@@ -57,10 +68,10 @@ export type { SharedView } from "./pool_protocol.ts";
 // Options
 
 /**
- * Multiply-adds below which `linear` runs on the main thread alone. Measured on this
- * 2-core machine (`deno run -A kernels/pool_bench.ts`): a call costs about 40 µs more
- * with 2 threads than with one at 256 × 256 (a wake-up and a wait), and 2 threads start
- * to win between 512 × 512 and 1024 × 1024 in f32.
+ * Multiply-adds below which a call runs on the main thread alone. Measured with
+ * `deno run -A kernels/mitata_bench.ts --threads` on this 2-core machine (shared with other
+ * jobs, so noisy): 2 threads lose at 256 x 256 f32 (a wake-up and a wait cost tens of
+ * microseconds against a 40 µs product), break even near 512 x 512 and win from 768 x 768.
  */
 export const MIN_PARALLEL_WORK = 512 * 1024;
 
@@ -120,7 +131,8 @@ export class KernelPool {
   private readonly timeoutMs: number;
   private readonly makeError: (message: string) => Error;
   private readonly workers: Worker[] = [];
-  private readonly control: Int32Array; // (controlWords(workers)) shared with the workers
+  private readonly control: Int32Array; // (controlLayout(workers).words) shared with the workers
+  private readonly scale: Float64Array; // (1) the attention scale, shared with the workers
   private readonly errorArea: Uint8Array; // (ERROR_BYTES) a failed worker's UTF-8 message
   private readonly ids = new Map<SharedView, number>(); // view -> its id in every worker
   private workerFailure: string | null = null; // an error event of a worker, if any
@@ -133,10 +145,11 @@ export class KernelPool {
     this.timeoutMs = options.timeoutMs ?? 60_000;
     this.makeError = options.error ?? ((message) => new Error(message));
     const n = this.threads - 1; // workers
-    const words = controlWords(n);
-    const buffer = new SharedArrayBuffer(4 * words + ERROR_BYTES);
-    this.control = new Int32Array(buffer, 0, words);
-    this.errorArea = new Uint8Array(buffer, 4 * words, ERROR_BYTES);
+    const layout = controlLayout(n);
+    const buffer = new SharedArrayBuffer(layout.bytes);
+    this.control = new Int32Array(buffer, 0, layout.words);
+    this.scale = new Float64Array(buffer, layout.scaleByte, 1);
+    this.errorArea = new Uint8Array(buffer, layout.errorByte, ERROR_BYTES);
     const url = new URL("./pool_worker.ts", import.meta.url).href;
     for (let i = 0; i < n; i++) {
       const worker = new Worker(url, { type: "module" });
@@ -144,7 +157,7 @@ export class KernelPool {
         event.preventDefault();
         this.workerFailure ??= `kernel worker ${i + 1} failed: ${event.message}`;
       };
-      const init: PoolMessage = { type: "init", control: buffer, index: i };
+      const init: PoolMessage = { type: "init", control: buffer, index: i, workers: n };
       worker.postMessage(init);
       this.workers.push(worker);
     }
@@ -188,7 +201,8 @@ export class KernelPool {
     if (this.workers.length === 0) return;
     const message: PoolMessage = { type: "views", views: fresh };
     for (const worker of this.workers) worker.postMessage(message);
-    this.command(CMD_YIELD);
+    this.start(CMD_YIELD);
+    this.finish();
   }
 
   /**
@@ -206,7 +220,7 @@ export class KernelPool {
     }
     this.check();
     const scales = w.dtype === "int8" ? w.scales : null;
-    if (!this.known(w.data, x, out, bias, scales)) {
+    if (!(this.has(w.data) && this.has(x) && this.has(out) && this.has(bias) && this.has(scales))) {
       this.share(w.data, x, out);
       if (bias) this.share(bias);
       if (scales) this.share(scales);
@@ -231,8 +245,77 @@ export class KernelPool {
       c[C_RANGES + 2 * i] = 4 * Math.floor((blocks * t) / T);
       c[C_RANGES + 2 * i + 1] = Math.min(rows, 4 * Math.floor((blocks * (t + 1)) / T));
     }
-    const mainEnd = Math.min(rows, 4 * Math.floor(blocks / T));
-    this.command(CMD_TASK, () => linearRows(out, w, x, 0, mainEnd, bias));
+    this.start(CMD_TASK);
+    let ownError: unknown = null;
+    try {
+      linearRows(out, w, x, 0, Math.min(rows, 4 * Math.floor(blocks / T)), bias);
+    } catch (e) {
+      ownError = e;
+    }
+    this.finish(ownError);
+  }
+
+  /**
+   * Causal attention of one query over `t` cached positions (see `attention` and
+   * `attentionF16`: the cache's type picks the kernel), heads split across the threads;
+   * bit-identical to the one-thread kernel. Each worker has its own scores scratch; the
+   * main thread uses `scores`. `out`, `q` and the caches must be views over
+   * `SharedArrayBuffer`s unless the work is small enough for the main thread alone.
+   *
+   * Shapes: `out` and `q` (nHeads*headDim), `kCache` and `vCache` (maxT, nHeads*headDim)
+   * with rows 0..t-1 valid, `scores` (>= t).
+   */
+  attention(
+    out: Float32Array,
+    q: Float32Array,
+    kCache: Float32Array | Uint16Array,
+    vCache: Float32Array | Uint16Array,
+    scores: Float32Array,
+    nHeads: number,
+    headDim: number,
+    t: number,
+    scale: number,
+  ): void {
+    const f16 = kCache instanceof Uint16Array;
+    const T = this.threads;
+    const parallel = this.workers.length > 0 && nHeads >= 2 &&
+      2 * t * nHeads * headDim >= this.minParallelWork;
+    if (parallel) {
+      this.check();
+      if (!(this.has(out) && this.has(q) && this.has(kCache) && this.has(vCache))) {
+        this.share(out, q, kCache, vCache);
+      }
+      const c = this.control;
+      c[C_KERNEL] = f16 ? KERNEL_ATTENTION_F16 : KERNEL_ATTENTION_F32;
+      c[C_OUT] = this.ids.get(out)!;
+      c[C_Q] = this.ids.get(q)!;
+      c[C_K_CACHE] = this.ids.get(kCache)!;
+      c[C_V_CACHE] = this.ids.get(vCache)!;
+      c[C_HEADS] = nHeads;
+      c[C_HEAD_DIM] = headDim;
+      c[C_POSITIONS] = t;
+      this.scale[0] = scale;
+      for (let i = 0; i < this.workers.length; i++) {
+        c[C_RANGES + 2 * i] = Math.floor((nHeads * (i + 1)) / T);
+        c[C_RANGES + 2 * i + 1] = Math.floor((nHeads * (i + 2)) / T);
+      }
+      this.start(CMD_TASK);
+    }
+    const end = parallel ? Math.floor(nHeads / T) : nHeads; // the main thread's heads: [0, end)
+    let ownError: unknown = null;
+    try {
+      if (f16) {
+        const v = vCache as Uint16Array;
+        attentionF16Heads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end);
+      } else {
+        const v = vCache as Float32Array;
+        attentionHeads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end);
+      }
+    } catch (e) {
+      ownError = e;
+    }
+    if (parallel) this.finish(ownError);
+    else if (ownError !== null) throw ownError;
   }
 
   /** Test hook: worker `index` (0-based) throws in its next task. */
@@ -274,10 +357,9 @@ export class KernelPool {
   // -------------------------------------------------------------------------
   // Commands
 
-  /** Whether every view given is already shared (a view that is null needs nothing). */
-  private known(...views: (SharedView | null | undefined)[]): boolean {
-    for (const view of views) if (view && !this.ids.has(view)) return false;
-    return true;
+  /** Whether the workers know `view` (none needs nothing). */
+  private has(view: SharedView | null | undefined): boolean {
+    return !view || this.ids.has(view);
   }
 
   /** Throw if the pool cannot take a call. */
@@ -286,24 +368,23 @@ export class KernelPool {
     if (this.workerFailure !== null) throw this.fail(this.workerFailure);
   }
 
-  /**
-   * Start `cmd` on every worker, run `own` (the main thread's share) meanwhile, and wait
-   * until every worker is done; then throw the first failure, the main thread's included.
-   */
-  private command(cmd: number, own?: () => void): void {
+  /** Start `cmd` on every worker (the task, if any, is in the control words). */
+  private start(cmd: number): void {
     const c = this.control;
-    const n = this.workers.length;
     Atomics.store(c, C_DONE, 0);
     Atomics.store(c, C_ERROR, 0);
     Atomics.store(c, C_CMD, cmd);
     Atomics.add(c, C_GEN, 1);
     Atomics.notify(c, C_GEN);
-    let ownError: unknown = null;
-    try {
-      own?.();
-    } catch (e) {
-      ownError = e;
-    }
+  }
+
+  /**
+   * Wait until every worker is done with the current command, then throw the first
+   * failure: the main thread's own (`ownError`, when its share threw), else a worker's.
+   */
+  private finish(ownError: unknown = null): void {
+    const c = this.control;
+    const n = this.workers.length;
     const deadline = performance.now() + this.timeoutMs;
     for (let done = Atomics.load(c, C_DONE); done < n; done = Atomics.load(c, C_DONE)) {
       const left = deadline - performance.now();

@@ -1,7 +1,8 @@
 /**
  * The words the kernel pool's main thread and its workers share: one `Int32Array` over a
  * `SharedArrayBuffer` (the control array) holds the command, the task and the counters
- * both sides wait on, followed by a byte area for a failed worker's message. Imported by
+ * both sides wait on, followed by the attention scale and a byte area for a failed
+ * worker's message. Imported by
  * `pool.ts` (the main thread) and `pool_worker.ts` (each worker), so neither imports the
  * other.
  *
@@ -41,16 +42,47 @@ export const C_OUT = 12;
 export const C_BIAS = 13;
 /** Task: columns of the matrix. */
 export const C_COLS = 14;
-/** Task: (workers, 2) the row range `[start, end)` of each worker. */
-export const C_RANGES = 16;
+/** Attention task: view id of the query. */
+export const C_Q = 16;
+/** Attention task: view id of the key cache. */
+export const C_K_CACHE = 17;
+/** Attention task: view id of the value cache. */
+export const C_V_CACHE = 18;
+/** Attention task: heads. */
+export const C_HEADS = 19;
+/** Attention task: values per head. */
+export const C_HEAD_DIM = 20;
+/** Attention task: cached positions attended to. */
+export const C_POSITIONS = 21;
+/** Task: (workers, 2) each worker's range `[start, end)` of rows (linear) or heads (attention). */
+export const C_RANGES = 24;
 
-/** Words of the control array of a pool with `workers` workers. */
-export function controlWords(workers: number): number {
-  return C_RANGES + 2 * workers;
+/** Bytes of the error area (a longer message is cut). */
+export const ERROR_BYTES = 1024;
+
+/**
+ * Where things are in the pool's control buffer: the control words (an `Int32Array`),
+ * then one float64 (the attention scale: a double, so the workers use the caller's), then
+ * the error area.
+ */
+export interface ControlLayout {
+  /** Int32 words at byte 0. */
+  words: number;
+  /** Byte offset of the float64 scale (a multiple of 8). */
+  scaleByte: number;
+  /** Byte offset of the error area. */
+  errorByte: number;
+  /** Bytes of the whole buffer. */
+  bytes: number;
 }
 
-/** Bytes of the error area after the control words (a longer message is cut). */
-export const ERROR_BYTES = 1024;
+/** The layout of the control buffer of a pool with `workers` workers. */
+export function controlLayout(workers: number): ControlLayout {
+  const words = C_RANGES + 2 * workers;
+  const scaleByte = 8 * Math.ceil((4 * words) / 8);
+  const errorByte = scaleByte + 8;
+  return { words, scaleByte, errorByte, bytes: errorByte + ERROR_BYTES };
+}
 
 // ---------------------------------------------------------------------------
 // Commands and kernels
@@ -68,11 +100,15 @@ export const KERNEL_LINEAR_F32 = 0;
 export const KERNEL_LINEAR_F16 = 1;
 /** `linearRows` over int8 weights with row scales. */
 export const KERNEL_LINEAR_I8 = 2;
+/** `attentionHeads` over an f32 KV cache. */
+export const KERNEL_ATTENTION_F32 = 3;
+/** `attentionF16Heads` over an f16 KV cache. */
+export const KERNEL_ATTENTION_F16 = 4;
 
 /** A typed array the pool computes over (always over a `SharedArrayBuffer`). */
 export type SharedView = Float32Array | Uint16Array | Int8Array;
 
 /** The messages a worker receives: its start, then views to add to its table. */
 export type PoolMessage =
-  | { type: "init"; control: SharedArrayBuffer; index: number }
+  | { type: "init"; control: SharedArrayBuffer; index: number; workers: number }
   | { type: "views"; views: SharedView[] };

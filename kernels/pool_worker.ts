@@ -2,7 +2,7 @@
  * One worker of the kernel pool (`pool.ts`). It learns the pool's control array from its
  * first message and the typed arrays it computes over from later ones, then serves: it
  * blocks in `Atomics.wait` until the main thread starts a new generation, runs that
- * generation's command over its row range, counts itself done and waits again. A task
+ * generation's command over its range (of rows, or of attention heads), counts itself done and waits again. A task
  * that throws is caught: its message goes to the error area and the worker still counts
  * itself done, so the main thread never waits for it in vain. `CMD_YIELD` returns to the
  * event loop so the next message (new views) is delivered; its handler serves again.
@@ -10,6 +10,8 @@
  * @module
  */
 
+import { attentionHeads } from "./attention.ts";
+import { attentionF16Heads } from "./attention_f16.ts";
 import { matvecRows } from "./matvec.ts";
 import { matvecF16Rows } from "./matvec_f16.ts";
 import { matvecI8Rows } from "./matvec_i8.ts";
@@ -22,19 +24,27 @@ import {
   C_ERROR_LENGTH,
   C_FAULT,
   C_GEN,
+  C_HEAD_DIM,
+  C_HEADS,
+  C_K_CACHE,
   C_KERNEL,
   C_OUT,
+  C_POSITIONS,
+  C_Q,
   C_RANGES,
   C_READY,
   C_SCALES,
   C_STOPPED,
+  C_V_CACHE,
   C_W,
   C_X,
   CMD_STOP,
   CMD_TASK,
   CMD_YIELD,
-  controlWords,
+  controlLayout,
   ERROR_BYTES,
+  KERNEL_ATTENTION_F16,
+  KERNEL_ATTENTION_F32,
   KERNEL_LINEAR_F16,
   KERNEL_LINEAR_F32,
   KERNEL_LINEAR_I8,
@@ -55,6 +65,8 @@ const scope = globalThis as unknown as WorkerScope;
 
 let control: Int32Array<SharedArrayBuffer> = new Int32Array(new SharedArrayBuffer(0)); // (controlWords(workers)) the pool's control words
 let errorArea: Uint8Array<SharedArrayBuffer> = new Uint8Array(new SharedArrayBuffer(0)); // (ERROR_BYTES) UTF-8 message of a failed task
+let scale: Float64Array<SharedArrayBuffer> = new Float64Array(new SharedArrayBuffer(8)); // (1) attention scale
+let scores = new Float32Array(0); // (>= positions) this worker's attention scores, grown as needed
 let index = 0; // this worker's index: its row range is C_RANGES + 2 * index
 let seen = 0; // the last generation this worker acted on
 const views: SharedView[] = []; // the typed arrays of the pool, by id
@@ -63,10 +75,10 @@ scope.onmessage = (event: MessageEvent<PoolMessage>): void => {
   const message = event.data;
   if (message.type === "init") {
     index = message.index;
-    const words = Math.floor((message.control.byteLength - ERROR_BYTES) / 4);
-    control = new Int32Array(message.control, 0, words);
-    errorArea = new Uint8Array(message.control, words * 4, ERROR_BYTES);
-    if (words < controlWords(index + 1)) throw new Error("control array too short");
+    const layout = controlLayout(message.workers);
+    control = new Int32Array(message.control, 0, layout.words);
+    scale = new Float64Array(message.control, layout.scaleByte, 1);
+    errorArea = new Uint8Array(message.control, layout.errorByte, ERROR_BYTES);
     Atomics.add(control, C_READY, 1);
     Atomics.notify(control, C_READY);
   } else {
@@ -116,6 +128,10 @@ function runTask(): void {
   const start = control[C_RANGES + 2 * index];
   const end = control[C_RANGES + 2 * index + 1];
   if (start >= end) return;
+  const kernel = control[C_KERNEL];
+  if (kernel === KERNEL_ATTENTION_F32 || kernel === KERNEL_ATTENTION_F16) {
+    return runAttention(kernel, start, end);
+  }
   const cols = control[C_COLS];
   const out = views[control[C_OUT]] as Float32Array;
   const x = views[control[C_X]] as Float32Array;
@@ -133,6 +149,23 @@ function runTask(): void {
     }
     default:
       throw new Error(`unknown kernel ${control[C_KERNEL]}`);
+  }
+}
+
+/** Heads `start .. end-1` of the attention task in the control words. */
+function runAttention(kernel: number, start: number, end: number): void {
+  const out = views[control[C_OUT]] as Float32Array;
+  const q = views[control[C_Q]] as Float32Array;
+  const positions = control[C_POSITIONS];
+  if (scores.length < positions) scores = new Float32Array(Math.max(positions, 2 * scores.length));
+  const nHeads = control[C_HEADS], headDim = control[C_HEAD_DIM];
+  const k = views[control[C_K_CACHE]], v = views[control[C_V_CACHE]];
+  if (kernel === KERNEL_ATTENTION_F16) {
+    const kc = k as Uint16Array, vc = v as Uint16Array;
+    attentionF16Heads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end);
+  } else {
+    const kc = k as Float32Array, vc = v as Float32Array;
+    attentionHeads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end);
   }
 }
 

@@ -9,9 +9,11 @@ import { strict as assert } from "node:assert";
 import { loadModelConfig } from "../core/config.ts";
 import { DenseFfn } from "../core/ffn.ts";
 import { HfTensorSource } from "../core/hf_model.ts";
-import { Transformer } from "../core/transformer.ts";
+import { type KvDtype, Transformer } from "../core/transformer.ts";
 import { loadDenseFfnWeights, loadResidentWeights, type ResidentWeights } from "../core/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { attention } from "../kernels/attention.ts";
+import { attentionF16 } from "../kernels/attention_f16.ts";
 import { f32ToF16 } from "../kernels/f16.ts";
 import { quantizeRowsI8 } from "../kernels/matvec_i8.ts";
 import { KernelPool, sharedFloat32, toShared } from "../kernels/pool.ts";
@@ -91,6 +93,40 @@ Deno.test("the pool's linear gives linear's bits for 1, 2 and 3 threads at tail 
             pool.linear(out, w, x, bias);
             const at = firstDifference(out, one);
             assert.equal(at, -1, `${dtype} (${rows}, ${cols}), ${pool.threads} threads, row ${at}`);
+          }
+        }
+      }
+    }
+  } finally {
+    for (const pool of pools) pool.close();
+  }
+});
+
+Deno.test("the pool's attention gives the one-thread kernel's bits for 1, 2 and 3 threads", async () => {
+  const pools = [1, 2, 3].map((threads) => new KernelPool({ threads, minParallelWork: 0 }));
+  try {
+    for (const pool of pools) await pool.ready();
+    for (const f16 of [false, true]) {
+      for (const nHeads of [1, 2, 3, 5]) {
+        for (const t of [1, 3, 9]) {
+          const headDim = 6, dim = nHeads * headDim, maxT = 12;
+          const q = sharedRandom(dim); // (dim)
+          const k32 = sharedRandom(maxT * dim), v32 = sharedRandom(maxT * dim); // (maxT, dim)
+          const k16 = toShared(new Uint16Array(maxT * dim)); // (maxT, dim) f16 words
+          const v16 = toShared(new Uint16Array(maxT * dim));
+          f32ToF16(k32, k16);
+          f32ToF16(v32, v16);
+          const [k, v] = f16 ? [k16, v16] : [k32, v32];
+          const scale = 1 / Math.sqrt(headDim);
+          const one = new Float32Array(dim); // (dim) the one-thread reference
+          if (f16) attentionF16(one, q, k16, v16, new Float32Array(t), nHeads, headDim, t, scale);
+          else attention(one, q, k32, v32, new Float32Array(t), nHeads, headDim, t, scale);
+          for (const pool of pools) {
+            const out = sharedFloat32(dim).fill(NaN); // (dim) an unwritten value stays NaN
+            pool.attention(out, q, k, v, new Float32Array(t), nHeads, headDim, t, scale);
+            const at = firstDifference(out, one);
+            const what = `${f16 ? "f16" : "f32"} cache, ${nHeads} heads, ${t} positions`;
+            assert.equal(at, -1, `${what}, ${pool.threads} threads, value ${at}`);
           }
         }
       }
@@ -207,20 +243,26 @@ Deno.test("a tiny model's logits are bit-identical for 1, 2 and 3 threads over s
     const config = await loadModelConfig(dir);
     const source = await HfTensorSource.open(dir);
     const ffnWeights = await loadDenseFfnWeights(config, source);
-    const variants: [string, () => Promise<ResidentWeights>][] = [
-      ["f16", () => loadResidentWeights(config, source)],
-      ["f32", () => loadResidentWeights(config, source, { precision: "f32", shared: true })],
+    // resident weights and KV cache: f16 and f16, f32 (loaded shared) and f32, int8 and f16
+    const variants: [string, KvDtype, () => Promise<ResidentWeights>][] = [
+      ["f16", "f16", () => loadResidentWeights(config, source)],
+      [
+        "f32",
+        "f32",
+        () => loadResidentWeights(config, source, { precision: "f32", shared: true }),
+      ],
       [
         "int8",
+        "f16",
         async () => int8Resident(await loadResidentWeights(config, source, { precision: "f32" })),
       ],
     ];
     const tokens = [2, 40, 7, 99, 13, 250];
-    for (const [name, load] of variants) {
+    for (const [name, kv, load] of variants) {
       let reference: Float32Array[] | null = null;
       for (const threads of [1, 2, 3]) {
         const resident = await load();
-        const model = new Transformer(resident, new DenseFfn(resident, ffnWeights), 8, "f16", {
+        const model = new Transformer(resident, new DenseFfn(resident, ffnWeights), 8, kv, {
           threads,
           minParallelWork: 0,
         });
