@@ -214,7 +214,7 @@ export class KernelPool {
    */
   linear(out: Float32Array, w: WeightMatrix, x: Float32Array, bias?: Float32Array | null): void {
     const rows = w.rows;
-    if (this.workers.length === 0 || rows * w.cols < this.minParallelWork || rows < 8) {
+    if (this.workers.length === 0 || rows * w.cols < this.minParallelWork) {
       linearRows(out, w, x, 0, rows, bias);
       return;
     }
