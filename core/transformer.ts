@@ -148,7 +148,7 @@ export class Transformer {
   readonly kvCacheBytes: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */
   residentMs = 0;
-  /** The threads the linear layers run on (one thread: no workers). */
+  /** The threads the linear layers and attention run on (one thread: no workers). */
   readonly pool: KernelPool;
   private poolShared = false; // whether the pool's workers know this model's arrays
   private s: RunState;
