@@ -69,9 +69,10 @@ export type { SharedView } from "./pool_protocol.ts";
 
 /**
  * Multiply-adds below which a call runs on the main thread alone. Measured with
- * `deno run -A kernels/mitata_bench.ts --threads` on this 2-core machine (shared with other
- * jobs, so noisy): 2 threads lose at 256 x 256 f32 (a wake-up and a wait cost tens of
- * microseconds against a 40 µs product), break even near 512 x 512 and win from 768 x 768.
+ * `deno run -A kernels/mitata_bench.ts --threads` on a 2-core machine at load 1.0: a call
+ * on 2 threads costs about 55 µs more than on one at 128 x 128 f32 (a wake-up and a
+ * wait), loses at 256 x 256 (0.45x), breaks even near 512 x 512 (0.87-1.04x) and wins
+ * from 768 x 768 (1.26-1.52x); this threshold is about 724 x 724.
  */
 export const MIN_PARALLEL_WORK = 512 * 1024;
 
