@@ -35,9 +35,10 @@ export {
   type TokenTelemetry,
 } from "./core/generate.ts";
 export type { SamplerOptions } from "./core/sampler.ts";
-export { type KvDtype, Transformer } from "./core/transformer.ts";
+export { type KvDtype, Transformer, type TransformerOptions } from "./core/transformer.ts";
 export type { LayerWeights, ResidentPrecision, ResidentWeights } from "./core/weights.ts";
 export type { WeightDtype, WeightMatrix } from "./kernels/weights.ts";
+export { KernelPool, type KernelPoolOptions, type SharedView } from "./kernels/pool.ts";
 export type { FfnProvider, FfnStats } from "./core/ffn.ts";
 export type { ModelConfig } from "./core/config.ts";
 export { OptTokenizer, TokenStreamDecoder } from "./core/tokenizer.ts";

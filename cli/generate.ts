@@ -77,6 +77,13 @@ export const spec = {
       shownDefault: "stored",
       choices: RESIDENT_PRECISIONS,
     },
+    threads: {
+      type: "integer",
+      help: "threads for the resident linear layers and attention (workers over shared memory)",
+      default: 1,
+      min: 1,
+      max: 256,
+    },
     ...SPARSE_FLAGS,
     stats: {
       type: "string",
@@ -110,6 +117,7 @@ export async function run(
     contextLength: flags.context,
     readerDepth: flags.depth,
     resident: flags.resident,
+    threads: flags.threads,
   });
   if (model.plan) info(describePlan(model.plan));
   try {

@@ -69,6 +69,11 @@ export interface LoadOptions {
   resident?: ResidentPrecision;
   /** The KV cache's dtype: `"f16"` (default, half the DRAM) or `"f32"` (the reference). */
   kvCache?: KvDtype;
+  /**
+   * Threads the resident linear layers and attention run on, this one included (default
+   * 1). More than 1 copies the resident matrices into shared memory for the workers.
+   */
+  threads?: number;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
@@ -184,7 +189,9 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       "hf",
       mode,
       tokenizer,
-      new Transformer(resident, ffn, options.contextLength, options.kvCache),
+      new Transformer(resident, ffn, options.contextLength, options.kvCache, {
+        threads: options.threads,
+      }),
       {},
       null,
       null,
@@ -223,7 +230,9 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       eviction: plan.eviction,
     });
   }
-  const transformer = new Transformer(resident, ffn, contextLength, options.kvCache);
+  const transformer = new Transformer(resident, ffn, contextLength, options.kvCache, {
+    threads: options.threads,
+  });
   const ffnFileBytes = file.header.ffn.layers.reduce((sum, l) => sum + l.length, 0);
   return assemble(
     path,

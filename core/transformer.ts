@@ -16,18 +16,23 @@
  * for the whole context at once and written position by position from its start, so the
  * OS commits its pages only as positions are written.
  *
+ * With `threads > 1` the resident matrices, the activations and the KV cache live in
+ * `SharedArrayBuffer`s and a {@linkcode KernelPool} runs the linear layers (q, k, v, out
+ * projections, project_in/out, lm_head: rows split across the threads) and attention
+ * (heads split), each only when it is large enough to pay; logits bit-identical to one
+ * thread's.
+ *
  * @module
  */
 
-import { attention } from "../kernels/attention.ts";
-import { attentionF16 } from "../kernels/attention_f16.ts";
 import { f32ToF16Bits } from "../kernels/f16.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
-import { linear, readRow } from "../kernels/weights.ts";
+import { KernelPool, type SharedView } from "../kernels/pool.ts";
+import { readRow, type WeightMatrix } from "../kernels/weights.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { FfnProvider } from "./ffn.ts";
-import type { ResidentWeights } from "./weights.ts";
+import { type ResidentWeights, shareResidentWeights } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Run state: activations and KV cache, preallocated
@@ -49,6 +54,18 @@ interface RunState {
   values16: Uint16Array[]; // f16 cache: per layer (contextLength, dModel) f16 words
   keys32: Float32Array[]; // f32 cache: per layer (contextLength, dModel) (else empty)
   values32: Float32Array[]; // f32 cache: per layer (contextLength, dModel)
+}
+
+/** Options of the {@linkcode Transformer} beyond its weights, FFN, context and KV cache. */
+export interface TransformerOptions {
+  /**
+   * Threads the linear layers and attention run on, the calling thread included (default
+   * 1: no workers). More than 1 moves the resident matrices the pool multiplies by into
+   * `SharedArrayBuffer`s, in place (see `shareResidentWeights`).
+   */
+  threads?: number;
+  /** Multiply-adds below which a kernel runs on one thread (default `MIN_PARALLEL_WORK`). */
+  minParallelWork?: number;
 }
 
 /**
@@ -131,6 +148,9 @@ export class Transformer {
   readonly kvCacheBytes: number;
   /** Cumulative milliseconds spent outside the FFN (attention, embeddings, lm_head). */
   residentMs = 0;
+  /** The threads the linear layers and attention run on (one thread: no workers). */
+  readonly pool: KernelPool;
+  private poolShared = false; // whether the pool's workers know this model's arrays
   private s: RunState;
 
   /** Allocate every buffer for sequences of up to `contextLength` tokens. */
@@ -139,8 +159,23 @@ export class Transformer {
     ffn: FfnProvider,
     contextLength?: number,
     kvDtype: KvDtype = "f16",
+    options: TransformerOptions = {},
   ) {
     const c = weights.config;
+    const threads = options.threads ?? 1;
+    this.pool = new KernelPool({
+      threads,
+      minParallelWork: options.minParallelWork,
+      error: (message) => new FlashlmError(message, { kind: "io" }),
+    });
+    if (threads > 1) shareResidentWeights(weights);
+    // activations and the KV cache, which the pool's workers read or write, live in
+    // SharedArrayBuffers
+    const shared = threads > 1;
+    const vector = (n: number): Float32Array =>
+      shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
+    const words = (n: number): Uint16Array =>
+      shared ? new Uint16Array(new SharedArrayBuffer(2 * n)) : new Uint16Array(n);
     this.config = c;
     this.weights = weights;
     this.ffn = ffn;
@@ -152,21 +187,21 @@ export class Transformer {
     const n = f16 ? 0 : c.nLayers; // layers of the f32 cache
     const n16 = f16 ? c.nLayers : 0; // layers of the f16 cache
     this.s = {
-      x: new Float32Array(d),
-      xb: new Float32Array(d),
-      xb2: new Float32Array(d),
-      q: new Float32Array(d),
-      k: new Float32Array(d),
-      v: new Float32Array(d),
-      att: new Float32Array(d),
+      x: vector(d),
+      xb: vector(d),
+      xb2: vector(d),
+      q: vector(d),
+      k: vector(d),
+      v: vector(d),
+      att: vector(d),
       scores: new Float32Array(T),
-      emb: new Float32Array(c.wordEmbedProjDim),
+      emb: vector(c.wordEmbedProjDim),
       posEmb: new Float32Array(d),
-      logits: new Float32Array(c.vocabSize),
-      keys16: Array.from({ length: n16 }, () => new Uint16Array(T * d)), // (T, d) f16 per layer
-      values16: Array.from({ length: n16 }, () => new Uint16Array(T * d)),
-      keys32: Array.from({ length: n }, () => new Float32Array(T * d)), // (T, d) f32 per layer
-      values32: Array.from({ length: n }, () => new Float32Array(T * d)),
+      logits: vector(c.vocabSize),
+      keys16: Array.from({ length: n16 }, () => words(T * d)), // (T, d) f16 per layer
+      values16: Array.from({ length: n16 }, () => words(T * d)),
+      keys32: Array.from({ length: n }, () => vector(T * d)), // (T, d) f32 per layer
+      values32: Array.from({ length: n }, () => vector(T * d)),
     };
     this.kvCacheBytes = kvCacheBytes(c, T, kvDtype);
   }
@@ -193,11 +228,12 @@ export class Transformer {
         kind: "usage",
       });
     }
+    if (!this.poolShared) await this.sharePool();
     let t0 = performance.now();
 
     // Token embedding (+ project_in) + learned position embedding (offset by 2 in OPT).
     readRow(w.tokenEmbedding, token, s.emb);
-    if (w.projectIn) linear(s.x, w.projectIn, s.emb, null);
+    if (w.projectIn) this.pool.linear(s.x, w.projectIn, s.emb, null);
     else s.x.set(s.emb);
     readRow(w.positionEmbedding, pos + c.positionOffset, s.posEmb);
     for (let i = 0; i < d; i++) s.x[i] += s.posEmb[i];
@@ -212,13 +248,13 @@ export class Transformer {
         layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
       } else s.xb.set(s.x);
       // q, k, v (d) = w (d, d) at its stored dtype @ xb (d) + bias (d); k and v go to the KV cache
-      linear(s.q, L.wq, s.xb, L.bq);
-      linear(s.k, L.wk, s.xb, L.bk);
-      linear(s.v, L.wv, s.xb, L.bv);
+      this.pool.linear(s.q, L.wq, s.xb, L.bq);
+      this.pool.linear(s.k, L.wk, s.xb, L.bk);
+      this.pool.linear(s.v, L.wv, s.xb, L.bv);
       if (this.kvDtype === "f16") {
         storeF16(s.keys16[l], pos * d, s.k);
         storeF16(s.values16[l], pos * d, s.v);
-        attentionF16(
+        this.pool.attention(
           s.att,
           s.q,
           s.keys16[l],
@@ -232,7 +268,7 @@ export class Transformer {
       } else {
         s.keys32[l].set(s.k, pos * d);
         s.values32[l].set(s.v, pos * d);
-        attention(
+        this.pool.attention(
           s.att,
           s.q,
           s.keys32[l],
@@ -244,7 +280,7 @@ export class Transformer {
           scale,
         );
       }
-      linear(s.xb2, L.wo, s.att, L.bo);
+      this.pool.linear(s.xb2, L.wo, s.att, L.bo);
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
       if (!c.layerNormBefore) {
         layerNorm(s.x, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
@@ -272,15 +308,44 @@ export class Transformer {
     if (w.finalNormWeight && w.finalNormBias) {
       layerNorm(s.x, s.x, w.finalNormWeight, w.finalNormBias, d, c.layerNormEps);
     }
-    if (w.projectOut) linear(s.emb, w.projectOut, s.x, null);
+    if (w.projectOut) this.pool.linear(s.emb, w.projectOut, s.x, null);
     else s.emb.set(s.x);
-    linear(s.logits, w.lmHead, s.emb, null);
+    this.pool.linear(s.logits, w.lmHead, s.emb, null);
     this.residentMs += performance.now() - t0;
     return s.logits;
   }
 
-  /** Release the FFN provider's resources. */
+  /** Release the FFN provider's resources and end the pool's workers. */
   close(): void {
+    this.pool.close();
     this.ffn.close();
+  }
+
+  /**
+   * Once, before the first token: wait for the pool's workers to start (reporting one
+   * that cannot), then tell them about every array the linear layers use.
+   */
+  private async sharePool(): Promise<void> {
+    const pool = this.pool;
+    if (pool.threads > 1) {
+      await pool.ready();
+      const w = this.weights;
+      const s = this.s;
+      const matrices: WeightMatrix[] = [w.lmHead];
+      if (w.projectIn) matrices.push(w.projectIn);
+      if (w.projectOut) matrices.push(w.projectOut);
+      const views: SharedView[] = [s.x, s.xb, s.xb2, s.q, s.k, s.v, s.att, s.emb, s.logits];
+      for (const L of w.layers) {
+        matrices.push(L.wq, L.wk, L.wv, L.wo);
+        views.push(L.bq, L.bk, L.bv, L.bo);
+      }
+      for (const m of matrices) {
+        views.push(m.data);
+        if (m.dtype === "int8") views.push(m.scales);
+      }
+      views.push(...s.keys16, ...s.values16, ...s.keys32, ...s.values32);
+      pool.share(...views); // one message per worker
+    }
+    this.poolShared = true;
   }
 }

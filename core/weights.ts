@@ -15,6 +15,7 @@
 
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { shareMatrix, toShared } from "../kernels/pool.ts";
 import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -115,6 +116,11 @@ export const RESIDENT_PRECISIONS: readonly ResidentPrecision[] = ["stored", "f32
 export interface ResidentLoadOptions {
   /** Matrices at their storage precision (default `"stored"`) or decoded to f32. */
   precision?: ResidentPrecision;
+  /**
+   * Put every matrix and vector in a `SharedArrayBuffer` as it is read (default false),
+   * so a kernel pool's workers can compute over them (a `Transformer` with `threads > 1`).
+   */
+  shared?: boolean;
 }
 
 /** A tensor the model needs: canonical name and expected shape. */
@@ -257,13 +263,19 @@ export async function loadResidentWeights(
       continue;
     }
     if (spec.shape.length === 1) {
-      vectors.set(spec.name, await source.readF32(spec.name, spec.shape));
-    } else if (precision === "stored" && source.readMatrix) {
-      matrices.set(spec.name, await source.readMatrix(spec.name, spec.shape));
+      const v = await source.readF32(spec.name, spec.shape);
+      vectors.set(spec.name, options.shared ? toShared(v) : v);
+      continue;
+    }
+    let m: WeightMatrix;
+    if (precision === "stored" && source.readMatrix) {
+      m = await source.readMatrix(spec.name, spec.shape);
     } else {
       const [rows, cols] = spec.shape;
-      matrices.set(spec.name, f32Matrix(await source.readF32(spec.name, spec.shape), rows, cols));
+      m = f32Matrix(await source.readF32(spec.name, spec.shape), rows, cols);
     }
+    if (options.shared) shareMatrix(m); // one tensor at a time: the old copy is collected
+    matrices.set(spec.name, m);
   }
   const vector = (name: string): Float32Array => vectors.get(name)!;
   const matrix = (name: string): WeightMatrix => matrices.get(name)!;
@@ -299,6 +311,45 @@ export async function loadResidentWeights(
     lmHead: matrices.get("lm_head.weight") ?? tokenEmbedding,
     layers,
   };
+}
+
+/**
+ * Move what a kernel pool computes over into `SharedArrayBuffer`s, in place: the
+ * attention, project_in/out and lm_head matrices (the same matrix objects, their arrays
+ * replaced by shared copies) and the attention biases. Arrays already shared (loaded
+ * with `{ shared: true }`) are left as they are. Returns `w`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { shareResidentWeights, type ResidentWeights } from "./weights.ts";
+ * import { f32Matrix } from "../kernels/weights.ts";
+ * const m = () => f32Matrix(new Float32Array(4), 2, 2);
+ * const v = () => new Float32Array(2);
+ * const layer = { wq: m(), wk: m(), wv: m(), wo: m(), bq: v(), bk: v(), bv: v(), bo: v() };
+ * const head = m();
+ * const w = { tokenEmbedding: head, lmHead: head, projectIn: null, projectOut: null,
+ *   layers: [layer] } as unknown as ResidentWeights;
+ * shareResidentWeights(w);
+ * assert(w.lmHead.data.buffer instanceof SharedArrayBuffer && w.tokenEmbedding === w.lmHead);
+ * assert(w.layers[0].bo.buffer instanceof SharedArrayBuffer);
+ * ```
+ */
+export function shareResidentWeights(w: ResidentWeights): ResidentWeights {
+  shareMatrix(w.lmHead);
+  if (w.projectIn) shareMatrix(w.projectIn);
+  if (w.projectOut) shareMatrix(w.projectOut);
+  for (const L of w.layers) {
+    shareMatrix(L.wq);
+    shareMatrix(L.wk);
+    shareMatrix(L.wv);
+    shareMatrix(L.wo);
+    L.bq = toShared(L.bq);
+    L.bk = toShared(L.bk);
+    L.bv = toShared(L.bv);
+    L.bo = toShared(L.bo);
+  }
+  return w;
 }
 
 /**

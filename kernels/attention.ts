@@ -99,9 +99,43 @@ export function attention(
   t: number,
   scale: number,
 ): void {
+  attentionHeads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads);
+}
+
+/**
+ * Heads `headStart .. headEnd-1` of {@linkcode attention}: one thread's share. Each head is
+ * computed alone, so a head gets the same bits whichever range it falls in.
+ *
+ * Shapes: as `attention`; only the heads' columns of `out` are written.
+ *
+ * @example The second of two heads, alone
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { attentionHeads } from "./attention.ts";
+ * const q = new Float32Array([1, 0, 0, 1]); // (2 heads * 2)
+ * const k = new Float32Array([1, 2, 3, 4]); // (1, 4)
+ * const v = new Float32Array([5, 6, 7, 8]); // (1, 4)
+ * const out = new Float32Array(4);
+ * attentionHeads(out, q, k, v, new Float32Array(1), 2, 2, 1, 1 / Math.sqrt(2), 1, 2);
+ * assert.deepEqual([...out], [0, 0, 7, 8]);
+ * ```
+ */
+export function attentionHeads(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Float32Array,
+  vCache: Float32Array,
+  scores: Float32Array,
+  nHeads: number,
+  headDim: number,
+  t: number,
+  scale: number,
+  headStart: number,
+  headEnd: number,
+): void {
   const dim = nHeads * headDim; // row stride of the caches
   const t4 = t - (t % 4); // positions covered by the 4-position blocks
-  for (let h = 0; h < nHeads; h++) {
+  for (let h = headStart; h < headEnd; h++) {
     const hOff = h * headDim; // offset of head h within a row
     const hEnd = hOff + headDim;
 

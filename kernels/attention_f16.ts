@@ -106,10 +106,44 @@ export function attentionF16(
   t: number,
   scale: number,
 ): void {
+  attentionF16Heads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads);
+}
+
+/**
+ * Heads `headStart .. headEnd-1` of {@linkcode attentionF16}: one thread's share. Each head is
+ * computed alone, so a head gets the same bits whichever range it falls in.
+ *
+ * Shapes: as `attentionF16`; only the heads' columns of `out` are written.
+ *
+ * @example The second of two heads, alone
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { attentionF16Heads } from "./attention_f16.ts";
+ * const q = new Float32Array([1, 0, 0, 1]); // (2 heads * 2)
+ * const k = new Uint16Array([0x3c00, 0x4000, 0x4200, 0x4400]); // (1, 4) f16: 1, 2, 3, 4
+ * const v = new Uint16Array([0x4500, 0x4600, 0x4700, 0x4800]); // (1, 4) f16: 5, 6, 7, 8
+ * const out = new Float32Array(4);
+ * attentionF16Heads(out, q, k, v, new Float32Array(1), 2, 2, 1, 1 / Math.sqrt(2), 1, 2);
+ * assert.deepEqual([...out], [0, 0, 7, 8]);
+ * ```
+ */
+export function attentionF16Heads(
+  out: Float32Array,
+  q: Float32Array,
+  kCache: Uint16Array,
+  vCache: Uint16Array,
+  scores: Float32Array,
+  nHeads: number,
+  headDim: number,
+  t: number,
+  scale: number,
+  headStart: number,
+  headEnd: number,
+): void {
   const tab = getF16Table(); // (65536) bit pattern -> value
   const dim = nHeads * headDim; // row stride of the caches
   const t4 = t - (t % 4); // positions covered by the 4-position blocks
-  for (let h = 0; h < nHeads; h++) {
+  for (let h = headStart; h < headEnd; h++) {
     const hOff = h * headDim; // offset of head h within a row
     const hEnd = hOff + headDim;
 

@@ -71,9 +71,39 @@ export function matvec(
   cols: number,
   bias?: Float32Array | null,
 ): void {
+  matvecRows(out, w, x, 0, rows, cols, bias);
+}
+
+/**
+ * Rows `rowStart .. rowEnd-1` of {@linkcode matvec}: the 4-row blocks start at `rowStart`
+ * and the rows past the last whole block are the tail. A row gets the bits `matvec` gives
+ * it when `rowStart` is a multiple of 4 and `rowEnd` is a multiple of 4 or `rows` (the
+ * split the kernel pool makes: one range per thread).
+ *
+ * Shapes: `out` (>= rowEnd), `w` (>= rowEnd, cols) row-major, `x` (cols), `bias` (>= rowEnd)
+ * or none.
+ *
+ * @example The second row alone
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { matvecRows } from "./matvec.ts";
+ * const out = new Float32Array(2);
+ * matvecRows(out, new Float32Array([1, 2, 3, 4]), new Float32Array([1, 1]), 1, 2, 2);
+ * assert(out[0] === 0 && out[1] === 7);
+ * ```
+ */
+export function matvecRows(
+  out: Float32Array,
+  w: Float32Array,
+  x: Float32Array,
+  rowStart: number,
+  rowEnd: number,
+  cols: number,
+  bias?: Float32Array | null,
+): void {
   const cols4 = cols - (cols % 4); // columns covered by the unrolled loop
-  const rows4 = rows - (rows % 4); // rows covered by the 4-row blocks
-  let r = 0;
+  const rows4 = rowEnd - ((rowEnd - rowStart) % 4); // end of the 4-row blocks
+  let r = rowStart;
   for (; r < rows4; r += 4) {
     const w0 = r * cols; // start of row r in w
     const w1 = w0 + cols;
@@ -106,7 +136,7 @@ export function matvec(
     out[r + 2] = s2;
     out[r + 3] = s3;
   }
-  for (; r < rows; r++) {
+  for (; r < rowEnd; r++) {
     const w0 = r * cols;
     let s = 0;
     let c = 0;

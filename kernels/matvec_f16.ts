@@ -76,14 +76,44 @@ export function matvecF16(
   cols: number,
   bias?: Float32Array | null,
 ): void {
+  matvecF16Rows(out, w, x, 0, rows, cols, bias);
+}
+
+/**
+ * Rows `rowStart .. rowEnd-1` of {@linkcode matvecF16}, blocked from `rowStart` as
+ * `matvecRows` (matvec.ts) is: bit-identical to `matvecF16` for ranges that start at a
+ * multiple of 4 and end at a multiple of 4 or at `rows`.
+ *
+ * Shapes: `out` (>= rowEnd), `w` (>= rowEnd, cols) f16 row-major, `x` (cols), `bias`
+ * (>= rowEnd) or none.
+ *
+ * @example The second row of [[1, 2], [-1, 0.5]] times [1, 2]
+ * ```ts
+ * import assert from "node:assert";
+ * import { matvecF16Rows } from "./matvec_f16.ts";
+ * const w = new Uint16Array([0x3c00, 0x4000, 0xbc00, 0x3800]); // (2, 2)
+ * const out = new Float32Array([9, 9]);
+ * matvecF16Rows(out, w, new Float32Array([1, 2]), 1, 2, 2, null);
+ * assert(out[0] === 9 && out[1] === 0);
+ * ```
+ */
+export function matvecF16Rows(
+  out: Float32Array,
+  w: Uint16Array,
+  x: Float32Array,
+  rowStart: number,
+  rowEnd: number,
+  cols: number,
+  bias?: Float32Array | null,
+): void {
   if (cols % 4 === 0 && w.byteOffset % 4 === 0) {
-    matvecF16Pairs(out, words32(w), x, rows, cols, bias);
+    matvecF16PairRows(out, words32(w), x, rowStart, rowEnd, cols, bias);
     return;
   }
   const t = getF16Table(); // (65536) bit pattern -> value
   const cols4 = cols - (cols % 4); // columns covered by the unrolled loop
-  const rows4 = rows - (rows % 4); // rows covered by the 4-row blocks
-  let r = 0;
+  const rows4 = rowEnd - ((rowEnd - rowStart) % 4); // end of the 4-row blocks
+  let r = rowStart;
   for (; r < rows4; r += 4) {
     const w0 = r * cols; // start of row r in w
     const w1 = w0 + cols;
@@ -120,7 +150,7 @@ export function matvecF16(
     out[r + 2] = s2;
     out[r + 3] = s3;
   }
-  for (; r < rows; r++) {
+  for (; r < rowEnd; r++) {
     const w0 = r * cols;
     let s = 0;
     for (let c = 0; c < cols; c++) s += t[w[w0 + c]] * x[c];
@@ -143,19 +173,20 @@ function words32(w: Uint16Array): Uint32Array {
   return view;
 }
 
-// matvecF16 for cols % 4 === 0: each 32-bit load brings two f16 weights.
-function matvecF16Pairs(
+// matvecF16Rows for cols % 4 === 0: each 32-bit load brings two f16 weights.
+function matvecF16PairRows(
   out: Float32Array,
   w: Uint32Array,
   x: Float32Array,
-  rows: number,
+  rowStart: number,
+  rowEnd: number,
   cols: number,
   bias?: Float32Array | null,
 ): void {
   const t = getF16Table(); // (65536) bit pattern -> value
   const half = cols >> 1; // 32-bit words per row
-  const rows4 = rows - (rows % 4); // rows covered by the 4-row blocks
-  let r = 0;
+  const rows4 = rowEnd - ((rowEnd - rowStart) % 4); // end of the 4-row blocks
+  let r = rowStart;
   for (; r < rows4; r += 4) {
     const w0 = r * half; // start of row r in w
     const w1 = w0 + half;
@@ -187,7 +218,7 @@ function matvecF16Pairs(
     out[r + 2] = s2;
     out[r + 3] = s3;
   }
-  for (; r < rows; r++) {
+  for (; r < rowEnd; r++) {
     const w0 = r * half;
     let s = 0;
     for (let c = 0, k = 0; c < cols; c += 2, k++) {

@@ -123,9 +123,41 @@ export function matvecI8(
   cols: number,
   bias?: Float32Array | null,
 ): void {
+  matvecI8Rows(out, w, scales, x, 0, rows, cols, bias);
+}
+
+/**
+ * Rows `rowStart .. rowEnd-1` of {@linkcode matvecI8}, blocked from `rowStart` as
+ * `matvecRows` (matvec.ts) is: bit-identical to `matvecI8` for ranges that start at a
+ * multiple of 4 and end at a multiple of 4 or at `rows` (the tail rows sum one product at
+ * a time, the blocks four, so a row's bits depend on which it falls in).
+ *
+ * Shapes: `out` (>= rowEnd), `w` (>= rowEnd, cols) int8 row-major, `scales` (>= rowEnd),
+ * `x` (cols), `bias` (>= rowEnd) or none.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert";
+ * import { matvecI8Rows } from "./matvec_i8.ts";
+ * const out = new Float32Array(2);
+ * matvecI8Rows(out, new Int8Array([2, 4, -1, 0]), new Float32Array([0.5, 2]),
+ *   new Float32Array([1, 1]), 1, 2, 2, null);
+ * assert(out[0] === 0 && out[1] === -2);
+ * ```
+ */
+export function matvecI8Rows(
+  out: Float32Array,
+  w: Int8Array,
+  scales: Float32Array,
+  x: Float32Array,
+  rowStart: number,
+  rowEnd: number,
+  cols: number,
+  bias?: Float32Array | null,
+): void {
   const cols4 = cols - (cols % 4); // columns covered by the unrolled loop
-  const rows4 = rows - (rows % 4); // rows covered by the 4-row blocks
-  let r = 0;
+  const rows4 = rowEnd - ((rowEnd - rowStart) % 4); // end of the 4-row blocks
+  let r = rowStart;
   for (; r < rows4; r += 4) {
     const w0 = r * cols; // start of row r in w
     const w1 = w0 + cols;
@@ -152,7 +184,7 @@ export function matvecI8(
     out[r + 2] = (bias ? bias[r + 2] : 0) + scales[r + 2] * s2;
     out[r + 3] = (bias ? bias[r + 3] : 0) + scales[r + 3] * s3;
   }
-  for (; r < rows; r++) {
+  for (; r < rowEnd; r++) {
     const w0 = r * cols;
     let s = 0;
     for (let c = 0; c < cols; c++) s += w[w0 + c] * x[c];

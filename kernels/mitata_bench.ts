@@ -8,18 +8,23 @@
  * `cc`).
  *
  * Run: `deno task bench:kernels` (or `deno run -A kernels/mitata_bench.ts [--quick]`).
- * `--quick` runs OPT-125m only. Nothing runs on import (`deno bench` finds this file by
+ * Then `linear` on 1 thread vs a kernel pool of 2 (kernels/pool.ts): the 4096x4096 matvec
+ * and an lm_head of 50272x2048 with 16-bit weights, and small f32 squares where the
+ * parallel threshold lies ("vs baseline" is the speed-up over 1 thread).
+ * `--quick` runs OPT-125m only, without the threaded rows; `--threads` the threaded rows only. Nothing runs on import (`deno bench` finds this file by
  * its name and must not start it).
  *
  * @module
  */
 
 import { bench, run } from "npm:mitata@1";
-import { f16ToF32, f16ToF32Naive, f32ToF16 } from "./f16.ts";
+import { f16ToF32, f16ToF32Naive, f32ToF16, f32ToF16Bits } from "./f16.ts";
 import { ffnBundled, ffnBundledNaive } from "./ffn_bundled.ts";
 import { matvec, matvecNaive } from "./matvec.ts";
 import { matvecF16, matvecF16Naive } from "./matvec_f16.ts";
 import { matvecI8, matvecI8Naive, quantizeRowsI8 } from "./matvec_i8.ts";
+import { KernelPool, sharedFloat32, toShared } from "./pool.ts";
+import { f32Matrix, linear, type WeightMatrix } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Shapes and data
@@ -63,6 +68,9 @@ function randomArray(n: number): Float32Array {
   for (let i = 0; i < n; i++) a[i] = random();
   return a;
 }
+
+/** The variants the others of their kernel and shape are compared to ("vs baseline"). */
+const BASELINES = ["reference", "1 thread"];
 
 /** What one benchmark moves and computes per call. */
 interface Work {
@@ -116,6 +124,59 @@ function registerResident(): void {
     () => matvecI8Naive(out, quant, scales, x, n, n, bias),
   );
   add({ ...cost("int8"), variant: "tuned" }, () => matvecI8(out, quant, scales, x, n, n, bias));
+}
+
+/** Rows and columns of an lm_head the size of OPT-1.3b's (vocab x d). */
+const LM_HEAD = { rows: 50272, cols: 2048 };
+/** Sides of the square f32 matrices the parallel threshold is measured at. */
+const THRESHOLD_SIDES = [128, 256, 512, 768, 1024];
+/** Pools the threaded benchmarks run on, closed after the run. */
+const pools: KernelPool[] = [];
+
+/**
+ * Register `linear` on 1 thread and on a pool of 2 (every row split, no threshold) with
+ * 16-bit weights at the resident shape and the lm_head shape, and in f32 at small square
+ * shapes: where 2 threads start to pay is `MIN_PARALLEL_WORK` (kernels/pool.ts).
+ */
+function registerThreads(): void {
+  const pool = new KernelPool({ threads: 2, minParallelWork: 0 });
+  pools.push(pool);
+  const f16Shapes = [
+    {
+      kernel: residentKernel("f16"),
+      shape: "resident",
+      ...{ rows: RESIDENT_SIDE, cols: RESIDENT_SIDE },
+    },
+    { kernel: `lm_head f16 (${LM_HEAD.rows}x${LM_HEAD.cols})`, shape: "lm_head", ...LM_HEAD },
+  ];
+  for (const { kernel, shape, rows, cols } of f16Shapes) {
+    const half = toShared(new Uint16Array(rows * cols)); // (rows, cols) f16
+    for (let i = 0; i < half.length; i++) half[i] = f32ToF16Bits(random());
+    const w: WeightMatrix = { dtype: "f16", rows, cols, data: half };
+    const x = toShared(randomArray(cols)); // (cols)
+    const out = sharedFloat32(rows); // (rows)
+    const cost = {
+      kernel,
+      shape: `${shape} threads`,
+      flops: 2 * rows * cols,
+      bytes: 2 * rows * cols,
+    };
+    add({ ...cost, variant: "1 thread" }, () => linear(out, w, x));
+    add({ ...cost, variant: "2 threads" }, () => pool.linear(out, w, x));
+  }
+  for (const n of THRESHOLD_SIDES) {
+    const w = f32Matrix(toShared(randomArray(n * n)), n, n); // (n, n)
+    const x = toShared(randomArray(n)); // (n)
+    const out = sharedFloat32(n); // (n)
+    const cost = {
+      kernel: `linear f32 (${n}x${n})`,
+      shape: "threshold",
+      flops: 2 * n * n,
+      bytes: 4 * n * n,
+    };
+    add({ ...cost, variant: "1 thread" }, () => linear(out, w, x));
+    add({ ...cost, variant: "2 threads" }, () => pool.linear(out, w, x));
+  }
 }
 
 /** Register every benchmark of `shapes` with mitata. */
@@ -315,10 +376,19 @@ async function cReference(jobs: CJob[]): Promise<Map<string, number> | null> {
 // Run and report
 
 async function main(): Promise<void> {
-  const shapes = Deno.args.includes("--quick") ? SHAPES.slice(0, 1) : SHAPES;
+  const threadsOnly = Deno.args.includes("--threads");
+  const shapes = threadsOnly ? [] : Deno.args.includes("--quick") ? SHAPES.slice(0, 1) : SHAPES;
   register(shapes);
-  registerResident();
-  const result = await run({ format: "quiet" } as never);
+  if (!threadsOnly) registerResident();
+  const threaded = !Deno.args.includes("--quick");
+  if (threaded) registerThreads();
+  let result;
+  try {
+    if (threaded) await Promise.all(pools.map((pool) => pool.ready()));
+    result = await run({ format: "quiet" } as never);
+  } finally {
+    for (const pool of pools) pool.close();
+  }
   const rows: string[][] = [];
   const seen = new Map<string, number>(); // kernel+shape → reference ns
   for (const b of result.benchmarks) {
@@ -328,7 +398,7 @@ async function main(): Promise<void> {
     if (!w || !stats) continue;
     const ns = stats.avg;
     const key = `${w.kernel} ${w.shape}`;
-    if (w.variant === "reference") seen.set(key, ns);
+    if (BASELINES.includes(w.variant)) seen.set(key, ns);
     const ref = seen.get(key);
     rows.push([
       w.shape,
@@ -337,11 +407,11 @@ async function main(): Promise<void> {
       (ns / 1e6).toFixed(3),
       w.flops ? (w.flops / ns).toFixed(2) : "-",
       (w.bytes / ns).toFixed(2),
-      ref && w.variant !== "reference" ? `${(ref / ns).toFixed(2)}x` : "",
+      ref && !BASELINES.includes(w.variant) ? `${(ref / ns).toFixed(2)}x` : "",
     ]);
   }
-  const jobs = cJobs(shapes);
-  const c = await cReference(jobs);
+  const jobs = threadsOnly ? [] : cJobs(shapes);
+  const c = jobs.length > 0 ? await cReference(jobs) : null;
   if (c) {
     for (const job of jobs) {
       for (const [label] of C_VARIANTS) {
@@ -360,7 +430,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  const head = ["shape", "kernel", "variant", "ms/call", "GFLOP/s", "GB/s", "vs reference"];
+  const head = ["shape", "kernel", "variant", "ms/call", "GFLOP/s", "GB/s", "vs baseline"];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]): string =>
     cells.map((x, i) => (i < 3 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join("  ");
@@ -372,8 +442,10 @@ async function main(): Promise<void> {
   console.log(line(head));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows) console.log(line(r));
-  if (!c) console.log("(no C reference: `cc` is not on this machine)");
-  else console.log("C: mean over about a second of calls of a plain C loop compiled here by `cc`.");
+  if (!c && jobs.length > 0) console.log("(no C reference: `cc` is not on this machine)");
+  else if (c) {
+    console.log("C: mean over about a second of calls of a plain C loop compiled here by `cc`.");
+  }
 }
 
 if (import.meta.main) await main();

@@ -17,9 +17,9 @@ import { f16ToF32At } from "./f16.ts";
 import { ffnBundled } from "./ffn_bundled.ts";
 import { ffnBundledF16 } from "./ffn_bundled_f16.ts";
 import { ffnBundledI8, i8BundleBytes } from "./ffn_bundled_i8.ts";
-import { matvec } from "./matvec.ts";
-import { matvecF16 } from "./matvec_f16.ts";
-import { matvecI8 } from "./matvec_i8.ts";
+import { matvecRows } from "./matvec.ts";
+import { matvecF16Rows } from "./matvec_f16.ts";
+import { matvecI8Rows } from "./matvec_i8.ts";
 
 // ---------------------------------------------------------------------------
 // Dtypes
@@ -90,13 +90,43 @@ export function linear(
   x: Float32Array,
   bias?: Float32Array | null,
 ): void {
+  linearRows(out, w, x, 0, w.rows, bias);
+}
+
+/**
+ * Rows `rowStart .. rowEnd-1` of {@linkcode linear}: one thread's share of the product.
+ * Bit-identical to `linear` for ranges that start at a multiple of 4 and end at a multiple
+ * of 4 or at `w.rows` (see `matvecRows`).
+ *
+ * Shapes: `out` (w.rows), `x` (w.cols), `bias` (w.rows) or none.
+ *
+ * @example Two halves give the whole product
+ * ```ts
+ * import assert from "node:assert";
+ * import { f32Matrix, linear, linearRows } from "./weights.ts";
+ * const w = f32Matrix(new Float32Array(Array.from({ length: 18 }, (_, i) => i - 9)), 6, 3);
+ * const x = new Float32Array([0.1, 0.2, 0.3]), whole = new Float32Array(6), parts = new Float32Array(6);
+ * linear(whole, w, x);
+ * linearRows(parts, w, x, 0, 4);
+ * linearRows(parts, w, x, 4, 6);
+ * assert.deepEqual(parts, whole);
+ * ```
+ */
+export function linearRows(
+  out: Float32Array,
+  w: WeightMatrix,
+  x: Float32Array,
+  rowStart: number,
+  rowEnd: number,
+  bias?: Float32Array | null,
+): void {
   switch (w.dtype) {
     case "f32":
-      return matvec(out, w.data, x, w.rows, w.cols, bias);
+      return matvecRows(out, w.data, x, rowStart, rowEnd, w.cols, bias);
     case "f16":
-      return matvecF16(out, w.data, x, w.rows, w.cols, bias);
+      return matvecF16Rows(out, w.data, x, rowStart, rowEnd, w.cols, bias);
     case "int8":
-      return matvecI8(out, w.data, w.scales, x, w.rows, w.cols, bias);
+      return matvecI8Rows(out, w.data, w.scales, x, rowStart, rowEnd, w.cols, bias);
   }
 }
 
