@@ -11,6 +11,7 @@
  * @module
  */
 
+import { controlLayout } from "../kernels/pool_protocol.ts";
 import { kvCacheBytes, type KvDtype } from "./transformer.ts";
 import type { ResidentPrecision } from "./weights.ts";
 import { FlashlmError } from "../io/errors.ts";
@@ -112,8 +113,10 @@ export function modelFootprint(
     predictor: predictorBytes,
     kvCache: kvCacheBytes(config, contextLength, held.kvCache ?? "f16"),
     // x, xb, xb2, q, k, v, att, position embedding (d each); scores (context);
-    // embedding (wordEmbedProjDim); logits (vocab): all f32
-    activations: 4 * (8 * d + contextLength + config.wordEmbedProjDim + config.vocabSize),
+    // embedding (wordEmbedProjDim); logits (vocab): all f32; the kernel pool's control
+    // block (one thread: no workers)
+    activations: 4 * (8 * d + contextLength + config.wordEmbedProjDim + config.vocabSize) +
+      controlLayout(0).bytes,
     ffnAll: config.nLayers * config.dFfn * bundleBytes(dtype, d),
   };
 }

@@ -31,8 +31,12 @@ import { safetensorsToTorch } from "./torch_writer.ts";
 
 /** Allowed peak beyond a comparison run: run-to-run variation (GC timing, buffers in flight). */
 const SLACK_BYTES = 16 << 20;
-/** Allowed growth while reading beyond twice the largest tensor (garbage collected after each). */
-const READ_SLACK_BYTES = 4 << 20;
+/**
+ * Allowed growth while reading beyond twice the largest tensor (garbage collected after
+ * each): 3-4 MiB measured alone, up to 5 MiB with the rest of the suite running beside
+ * it. A shard read whole would add its 48 MiB.
+ */
+const READ_SLACK_BYTES = 8 << 20;
 
 // ---------------------------------------------------------------------------
 // The child
@@ -122,7 +126,7 @@ if (!haveProc) {
 
 Deno.test({
   name:
-    "reading every tensor of a sharded pytorch_model.bin raises the peak RSS by at most twice the largest tensor + 4 MiB",
+    "reading every tensor of a sharded pytorch_model.bin raises the peak RSS by at most twice the largest tensor + 8 MiB",
   ignore: !haveProc,
   fn: async () => {
     const model = await torchModel("big");
