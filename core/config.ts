@@ -47,6 +47,11 @@ export interface ModelConfig {
   wordEmbedProjDim: number;
   /** Pre-LayerNorm (true) or post-LayerNorm (false). OPT: `do_layer_norm_before ?? true`; GPT-2: true. */
   layerNormBefore: boolean;
+  /**
+   * Whether lm_head is the token embedding (`tie_word_embeddings ?? true`): a checkpoint's
+   * own `lm_head.weight` is then ignored, as Hugging Face ties it after loading.
+   */
+  tieWordEmbeddings: boolean;
   /** Activation of the feed-forward block. */
   activation: "relu" | "gelu" | "gelu_new";
   /** Offset added to positions before the position-embedding lookup: 2 for OPT, 0 for GPT-2. */
@@ -183,6 +188,7 @@ function parseOpt(f: Fields): ModelConfig {
     maxPositions: f.positive("max_position_embeddings"),
     wordEmbedProjDim: f.positiveOr("word_embed_proj_dim", dModel),
     layerNormBefore: f.bool("do_layer_norm_before", true),
+    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     activation: f.activation("relu"),
     positionOffset: 2,
     layerNormEps: 1e-5,
@@ -216,6 +222,7 @@ function parseGpt2(f: Fields): ModelConfig {
     maxPositions: f.positive("n_positions"),
     wordEmbedProjDim: dModel,
     layerNormBefore: true,
+    tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     activation: f.activation("gelu_new"),
     positionOffset: 0,
     layerNormEps: f.positiveNumber("layer_norm_epsilon", 1e-5),
@@ -354,6 +361,7 @@ export function toHfConfigJson(config: ModelConfig): Record<string, unknown> {
       max_position_embeddings: config.maxPositions,
       word_embed_proj_dim: config.wordEmbedProjDim,
       do_layer_norm_before: config.layerNormBefore,
+      tie_word_embeddings: config.tieWordEmbeddings,
       activation_function: config.activation,
       bos_token_id: config.bosTokenId,
       eos_token_id: config.eosTokenId,

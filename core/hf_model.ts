@@ -55,18 +55,26 @@ export class HfTensorSource implements TensorSource {
   /** The underlying checkpoint (safetensors or PyTorch). */
   readonly checkpoint: TensorFile;
 
-  private constructor(checkpoint: TensorFile, prefix: string) {
+  /** Whether lm_head is the token embedding: the checkpoint's `lm_head.weight` is then not read. */
+  readonly tiedLmHead: boolean;
+
+  private constructor(checkpoint: TensorFile, prefix: string, tiedLmHead: boolean) {
     this.checkpoint = checkpoint;
     this.prefix = prefix;
+    this.tiedLmHead = tiedLmHead;
     this.description = checkpoint.path;
   }
 
-  /** Open the checkpoint in `dir` (safetensors, else pytorch_model.bin) and work out its name prefix. */
-  static async open(dir: string): Promise<HfTensorSource> {
+  /**
+   * Open the checkpoint in `dir` (safetensors, else pytorch_model.bin) and work out its
+   * name prefix; with `tiedLmHead` (config.json's `tie_word_embeddings`) a stored
+   * `lm_head.weight` is left unread.
+   */
+  static async open(dir: string, options: { tiedLmHead?: boolean } = {}): Promise<HfTensorSource> {
     const checkpoint = await openCheckpoint(dir);
     for (const prefix of ["model.decoder.", "decoder.", ""]) {
       if (checkpoint.has(prefix + "embed_tokens.weight")) {
-        return new HfTensorSource(checkpoint, prefix);
+        return new HfTensorSource(checkpoint, prefix, options.tiedLmHead ?? false);
       }
     }
     throw new FlashlmError(
@@ -82,6 +90,7 @@ export class HfTensorSource implements TensorSource {
 
   /** Whether the checkpoint has the tensor with this canonical name. */
   has(name: string): boolean {
+    if (name === "lm_head.weight" && this.tiedLmHead) return false; // the embedding serves
     return this.checkpoint.has(this.fullName(name));
   }
 
@@ -188,7 +197,7 @@ export async function openHfModel(dir: string): Promise<HfModelFiles> {
       { file: `${dir}/config.json`, kind: "config" },
     );
   }
-  const source = await HfTensorSource.open(dir);
+  const source = await HfTensorSource.open(dir, { tiedLmHead: config.tieWordEmbeddings });
   const vocabJson = await readText(`${dir}/vocab.json`);
   const mergesText = await readText(`${dir}/merges.txt`);
   return { dir, config, source, vocabJson, mergesText };

@@ -7,6 +7,7 @@
 import { strict as assert } from "node:assert";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
 import { Generation } from "../core/generate.ts";
 import { openCheckpoint } from "../io/checkpoint.ts";
 import { FlashlmError } from "../io/errors.ts";
@@ -356,4 +357,23 @@ Deno.test("an index naming a tensor its shard lacks is a clear error naming the 
   } finally {
     await Deno.remove(src, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "a .bin checkpoint whose lm_head shares the embedding converts with the head tied, as the safetensors one",
+  ignore: !haveSharedFixture(REAL_BIN_DIR),
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "flashlm-tied-" });
+    try {
+      await convertHfToFlash(REAL_BIN_DIR, `${dir}/bin.flm`);
+      const file = await FlashModelFile.open(`${dir}/bin.flm`);
+      assert.equal(file.header.resident.tensors.some((t) => t.name === "lm_head.weight"), false);
+      const model = await loadModel(`${dir}/bin.flm`, { mode: "dense" });
+      assert.equal(model.transformer.weights.lmHead, model.transformer.weights.tokenEmbedding);
+      model.close();
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

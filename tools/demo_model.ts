@@ -48,7 +48,10 @@ export interface SyntheticModelOptions {
    * rank (plain random weights, which no small-rank predictor can follow).
    */
   fc1Rank?: number;
-  /** Write an explicit `lm_head.weight` (a copy of the embedding). Default false (tied). */
+  /**
+   * Write an explicit `lm_head.weight` (a copy of the embedding) and declare it untied
+   * (`tie_word_embeddings: false`). Default false (tied).
+   */
   writeLmHead?: boolean;
   /** `do_layer_norm_before`. Default true (false is OPT-350m's post-LayerNorm). */
   layerNormBefore?: boolean;
@@ -92,6 +95,7 @@ export async function buildSyntheticHfModel(
     vocab_size: vocabSize,
     word_embed_proj_dim: options.wordEmbedProjDim ?? options.dModel ?? 64,
     do_layer_norm_before: options.layerNormBefore ?? true,
+    tie_word_embeddings: !options.writeLmHead,
     enable_bias: true,
     bos_token_id: 2,
     eos_token_id: 2,
