@@ -13,12 +13,13 @@
  *
  * Each command lives in `cli/<command>.ts`; this file finds the command, runs it, and
  * turns errors into one line on stderr and a non-zero exit (2 for usage errors, 1 for
- * bad files and failed I/O, 70 for bugs); `--debug` adds the stack trace.
+ * bad files and failed I/O, 70 for bugs); `--debug` adds the stack trace. A closed stdout
+ * (`generate | head`) ends the command quietly with exit 0.
  *
  * @module
  */
 
-import { type Command, command, helpText, usage } from "./cli/common.ts";
+import { type Command, command, endProgress, helpText, StdoutClosed, usage } from "./cli/common.ts";
 import * as bench from "./cli/bench.ts";
 import * as convert from "./cli/convert.ts";
 import * as evalCommand from "./cli/eval.ts";
@@ -28,7 +29,7 @@ import * as makeModel from "./cli/make_model.ts";
 import * as pull from "./cli/pull.ts";
 import * as trainPredictor from "./cli/train_predictor.ts";
 import * as verify from "./cli/verify.ts";
-import { FlashlmError } from "./io/errors.ts";
+import { FlashlmError, osError } from "./io/errors.ts";
 
 // ---------------------------------------------------------------------------
 // The commands, in the order `--help` lists them
@@ -87,7 +88,12 @@ export async function main(argv: string[]): Promise<number> {
     }
     await COMMANDS[name].main(rest);
     return 0;
-  } catch (e) {
+  } catch (caught) {
+    // stdout's reader went away (`generate | head`): stop quietly, as a finished command.
+    if (caught instanceof StdoutClosed) return 0;
+    endProgress();
+    // An OS condition (disk full, read-only, out of memory, …) is the user's to fix, not a bug.
+    const e = osError(caught) ?? caught;
     if (e instanceof FlashlmError) {
       console.error(`flashlm: error: ${e.message}`);
       if (debug) console.error(e.stack);

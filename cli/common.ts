@@ -10,7 +10,7 @@ import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags } from "./args
 import type { LoadOptions } from "../core/engine.ts";
 import { parseBudget } from "../core/memory_plan.ts";
 import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
-import { FlashlmError } from "../io/errors.ts";
+import { FlashlmError, isBrokenPipe } from "../io/errors.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
 
 // ---------------------------------------------------------------------------
@@ -211,18 +211,43 @@ export function sparseOptions(flags: SparseFlags): LoadOptions {
 // ---------------------------------------------------------------------------
 // Output
 
-/** Write all of `bytes` to stdout. */
+/**
+ * Thrown by {@linkcode write} when stdout's reader went away (`… | head`): the command stops
+ * and flashlm exits 0 without an error line, as there is no one left to read its output.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { StdoutClosed } from "./common.ts";
+ * assert.ok(new StdoutClosed() instanceof Error);
+ * ```
+ */
+export class StdoutClosed extends Error {
+  /** Make one; the message is only seen with --debug. */
+  constructor() {
+    super("stdout was closed by its reader");
+    this.name = "StdoutClosed";
+  }
+}
+
+/** Write all of `bytes` to stdout; throws {@linkcode StdoutClosed} on a broken pipe. */
 export function write(bytes: Uint8Array): void {
   let done = 0;
-  while (done < bytes.length) done += Deno.stdout.writeSync(bytes.subarray(done));
+  try {
+    while (done < bytes.length) done += Deno.stdout.writeSync(bytes.subarray(done));
+  } catch (err) {
+    throw isBrokenPipe(err) ? new StdoutClosed() : err;
+  }
 }
 
 /** A note for the user on stderr (stdout carries only the command's result). */
 export function info(line: string): void {
+  progressOpen = false; // a note after a bar comes from the command, which ended the bar
   console.error(line);
 }
 
 let lastProgress = 0;
+let progressOpen = false; // a bar is on stderr without its newline
 
 /** A progress bar on stderr, redrawn at most 10 times a second (and at the end). */
 export function progress(label: string, done: number, total: number): void {
@@ -233,6 +258,25 @@ export function progress(label: string, done: number, total: number): void {
   const filled = Math.round((done / total) * width);
   const bar = "#".repeat(filled) + "-".repeat(width - filled);
   Deno.stderr.writeSync(new TextEncoder().encode(`\r${label} [${bar}] ${done}/${total}`));
+  progressOpen = true;
+}
+
+/**
+ * End a progress bar left on stderr with a newline, so the next line (an error) starts on
+ * its own line; does nothing when no bar is open.
+ *
+ * @example
+ * ```ts
+ * import { endProgress } from "./common.ts";
+ * endProgress(); // no bar drawn: writes nothing
+ * ```
+ */
+export function endProgress(): void {
+  if (!progressOpen) return;
+  progressOpen = false;
+  try {
+    Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  } catch { /* stderr gone too: nothing to end */ }
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError, osError, osErrorCode } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Loops over short reads and writes
@@ -95,8 +95,14 @@ export async function readExactly(
 // ---------------------------------------------------------------------------
 // Atomic write
 
-/** Wrap an operating-system error as a FlashlmError (kind "io") naming `path`. */
+/**
+ * Wrap an operating-system error as a FlashlmError (kind "io") naming `path`, the user's
+ * destination: a known condition (disk full, read-only, …) says what to do, any other says
+ * `what` failed and the system's message. A FlashlmError passes unchanged.
+ */
 function ioError(what: string, path: string, cause: unknown): FlashlmError {
+  const known = osError(cause, path, `its directory ${dirname(path)} does not exist`);
+  if (known) return known;
   const detail = cause instanceof Error ? cause.message : String(cause);
   return new FlashlmError(`${what}: ${detail}`, { file: path, kind: "io", cause });
 }
@@ -105,8 +111,9 @@ function ioError(what: string, path: string, cause: unknown): FlashlmError {
  * Write `path` atomically: `write` fills a temporary file `.<name>.tmp-<pid>-<random>` in the
  * same directory, which is then fsynced and renamed over `path`, and the directory is fsynced.
  * If anything fails (including `write` throwing), the temporary file is removed, `path` keeps its
- * old content, and the error is rethrown (errors of `write` unchanged, system errors as
- * {@linkcode FlashlmError} of kind "io").
+ * old content, and the error is rethrown: errors of `write` unchanged, except OS conditions
+ * (disk full, read-only, …, see {@linkcode osError}), which become a {@linkcode FlashlmError}
+ * of kind "io" naming `path`, like every system error of the create, flush and rename.
  *
  * @param path The file to create or replace.
  * @param write Writes the new content to the open temporary file (which it must not close).
@@ -135,7 +142,7 @@ export async function atomicWriteFile(
   try {
     file = await Deno.open(tmp, { write: true, createNew: true });
   } catch (err) {
-    throw ioError("cannot create temporary file", tmp, err);
+    throw ioError("cannot create its temporary file", path, err);
   }
 
   let open = true;
@@ -144,14 +151,14 @@ export async function atomicWriteFile(
     try {
       await file.sync();
     } catch (err) {
-      throw ioError("cannot flush to disk", tmp, err);
+      throw ioError("cannot flush to disk", path, err);
     }
     file.close();
     open = false;
     try {
       await Deno.rename(tmp, path);
     } catch (err) {
-      throw ioError(`cannot rename ${tmp} to it`, path, err);
+      throw ioError("cannot rename its temporary file to it", path, err);
     }
   } catch (err) {
     if (open) {
@@ -162,7 +169,9 @@ export async function atomicWriteFile(
     try {
       await Deno.remove(tmp);
     } catch { /* gone already (or never renamed away): nothing more to clean */ }
-    throw err;
+    // The writer's own errors pass unchanged; an OS condition it met names `path`.
+    // (A missing file there is the writer's own input, not `path`: it passes unchanged.)
+    throw (osErrorCode(err) === "ENOENT" ? undefined : osError(err, path)) ?? err;
   }
 
   // Make the rename itself durable. Best effort: some platforms cannot open a directory.

@@ -77,3 +77,136 @@ export function showValue(value: unknown): string {
   }
   return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 }
+
+/** What to tell the user for each operating-system error code flashlm expects to meet. */
+const OS_ADVICE: Record<string, string> = {
+  ENOSPC: "no space left on device: free space or write elsewhere",
+  EDQUOT: "disk quota exceeded: free space or write elsewhere",
+  EROFS: "read-only file system: write elsewhere",
+  EACCES: "permission denied: check the file's and its directory's permissions, or write elsewhere",
+  EPERM: "operation not permitted: check permissions, or write elsewhere",
+  EMFILE: "too many open files: raise the limit (ulimit -n) or close other programs",
+  ENFILE: "too many open files in the system: close other programs",
+  EPIPE: "broken pipe: the reader went away",
+  ENOMEM: "out of memory: try a smaller --memory budget or close other programs",
+  EIO: "input/output error: the disk may be failing",
+};
+
+/** The `(os error N)` numbers of Linux and macOS that Deno leaves without a `code`. */
+const ERRNO: Record<string, Record<number, string>> = {
+  linux: {
+    1: "EPERM",
+    5: "EIO",
+    12: "ENOMEM",
+    13: "EACCES",
+    23: "ENFILE",
+    24: "EMFILE",
+    28: "ENOSPC",
+    30: "EROFS",
+    32: "EPIPE",
+    122: "EDQUOT",
+  },
+  darwin: {
+    1: "EPERM",
+    5: "EIO",
+    12: "ENOMEM",
+    13: "EACCES",
+    23: "ENFILE",
+    24: "EMFILE",
+    28: "ENOSPC",
+    30: "EROFS",
+    32: "EPIPE",
+    69: "EDQUOT",
+  },
+};
+
+/**
+ * The errno name (`"ENOSPC"`, `"EPIPE"`, …) of an operating-system error, or `undefined`
+ * when `err` is not one: from its `code`, else from the `(os error N)` in its message.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { osErrorCode } from "./errors.ts";
+ * assert.equal(osErrorCode(new Error("No space left on device (os error 28)")), "ENOSPC");
+ * assert.equal(osErrorCode(new Error("something else")), undefined);
+ * ```
+ */
+export function osErrorCode(err: unknown): string | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === "string" && code.startsWith("E")) return code;
+  const errno = /\(os error (\d+)\)/.exec(err.message)?.[1];
+  if (errno === undefined) return undefined;
+  const table = ERRNO[typeof Deno !== "undefined" ? Deno.build?.os ?? "linux" : "linux"] ??
+    ERRNO.linux;
+  return table[Number(errno)];
+}
+
+/**
+ * `err` as a {@linkcode FlashlmError} of kind "io" naming `path` (the user's path, not a
+ * temporary file) and what to do, if it is an operating-system condition a user can meet —
+ * disk full, quota, read-only, permission, too many open files, broken pipe, a missing
+ * directory, or failing to allocate memory; otherwise `undefined`. A FlashlmError is
+ * returned unchanged.
+ *
+ * @param err What was thrown.
+ * @param path The file the user named, put in front of the message (default: the path in
+ *   Deno's message, if any).
+ * @param missing What a missing file (ENOENT) means here, e.g. "its directory does not exist".
+ * @returns The error to report, or `undefined` when `err` is not such a condition.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { osError } from "./errors.ts";
+ * const full = osError(new Error("No space left on device (os error 28)"), "out.flm");
+ * assert.equal(full?.message, "out.flm: no space left on device: free space or write elsewhere");
+ * assert.equal(full?.kind, "io");
+ * assert.equal(osError(new RangeError("Array buffer allocation failed"))?.kind, "io");
+ * assert.equal(osError(new TypeError("x is undefined"), "out.flm"), undefined);
+ * ```
+ */
+export function osError(
+  err: unknown,
+  path?: string,
+  missing = "no such file or directory",
+): FlashlmError | undefined {
+  if (err instanceof FlashlmError) return err;
+  if (!(err instanceof Error)) return undefined;
+  // Without a path, the one Deno names (`…: open '/x/y'`), if any.
+  const file = path ?? /: \w+ '([^']+)'$/.exec(err.message)?.[1];
+  if (
+    err instanceof RangeError && /allocation failed|out of memory|Invalid array buffer length/i
+      .test(err.message)
+  ) {
+    return new FlashlmError(`out of memory (${err.message}): ${OS_ADVICE.ENOMEM.slice(15)}`, {
+      file,
+      kind: "io",
+      cause: err,
+    });
+  }
+  const code = osErrorCode(err);
+  if (code === "ENOENT") return new FlashlmError(missing, { file, kind: "io", cause: err });
+  const advice = code !== undefined ? OS_ADVICE[code] : undefined;
+  return advice !== undefined
+    ? new FlashlmError(advice, { file, kind: "io", cause: err })
+    : undefined;
+}
+
+/**
+ * Whether `err` is a broken pipe (the reader of our output went away).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { isBrokenPipe } from "./errors.ts";
+ * assert.ok(isBrokenPipe(new Error("Broken pipe (os error 32)")));
+ * assert.ok(!isBrokenPipe(new Error("No space left on device (os error 28)")));
+ * ```
+ */
+export function isBrokenPipe(err: unknown): boolean {
+  // (Deno's class where there is one: the Bun shim's Deno may lack it, and Node's errors carry `code`.)
+  const brokenPipe = typeof Deno !== "undefined" ? Deno.errors?.BrokenPipe : undefined;
+  return (brokenPipe !== undefined && err instanceof brokenPipe) || osErrorCode(err) === "EPIPE";
+}

@@ -17,7 +17,7 @@
  */
 
 import { writeAll } from "../../io/atomic_write.ts";
-import { FlashlmError } from "../../io/errors.ts";
+import { FlashlmError, osError } from "../../io/errors.ts";
 import type { LoadedModel } from "../engine.ts";
 import { DenseFfn, type FfnProvider, type FfnStats } from "../ffn.ts";
 
@@ -134,10 +134,10 @@ export async function captureActivations(
       kind: "usage",
     });
   }
-  await Deno.mkdir(dir, { recursive: true });
   const files: { x: Deno.FsFile; mask: Deno.FsFile }[] = [];
   const dense = transformer.ffn;
   try {
+    await Deno.mkdir(dir, { recursive: true });
     for (let l = 0; l < nLayers; l++) {
       files.push({
         x: await Deno.open(`${dir}/layer-${l}.x`, { write: true, create: true, truncate: true }),
@@ -163,12 +163,38 @@ export async function captureActivations(
       transformer.ffn = dense;
     }
     return { dir, samples: capturing.written[0], windowTokens, dModel, dFfn, nLayers };
+  } catch (err) {
+    throw captureError(err, dir);
   } finally {
     for (const f of files) {
       f.x.close();
       f.mask.close();
     }
   }
+}
+
+/**
+ * `err` as the error to report for the capture files in `dir`: an OS condition (disk full,
+ * read-only, …, see {@linkcode osError}) becomes a one-line {@linkcode FlashlmError} of kind
+ * "io" naming `dir` and TMPDIR, which chooses where they go; anything else is returned as is.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { captureError } from "./capture.ts";
+ * const err = captureError(new Error("No space left on device (os error 28)"), "/tmp/c");
+ * assert.match(String((err as Error).message), /^\/tmp\/c: no space left on device: .*TMPDIR/);
+ * ```
+ */
+export function captureError(err: unknown, dir: string): unknown {
+  if (err instanceof FlashlmError) return err;
+  const known = osError(err, dir, "no such directory");
+  return known
+    ? new FlashlmError(
+      `${known.message} (activation capture files; set TMPDIR to put them elsewhere)`,
+      { kind: "io", cause: err },
+    )
+    : err;
 }
 
 /**

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { captureActivations, readCapturedLayer } from "./capture.ts";
+import { captureActivations, captureError, readCapturedLayer } from "./capture.ts";
 import { corpusWindows, readCorpus } from "../corpus.ts";
 import { loadModel } from "../engine.ts";
 import { FlashlmError } from "../../io/errors.ts";
@@ -185,7 +185,12 @@ export async function trainPredictor(
     });
   }
 
-  const tmp = await Deno.makeTempDir({ prefix: "flashlm-capture-" });
+  let tmp: string;
+  try {
+    tmp = await Deno.makeTempDir({ prefix: "flashlm-capture-" });
+  } catch (err) {
+    throw captureError(err, tempRoot());
+  }
   try {
     const capture = await captureActivations(
       model,
@@ -399,4 +404,14 @@ export function formatReport(report: PredictorReport): string {
     );
   }
   return lines.join("\n");
+}
+
+/** Where {@linkcode Deno.makeTempDir} puts directories: $TMPDIR, else /tmp. */
+function tempRoot(): string {
+  try {
+    return Deno.env.get("TMPDIR") ?? "/tmp";
+  } catch {
+    /* no permission to read the environment */
+    return "$TMPDIR";
+  }
 }
