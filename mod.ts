@@ -64,19 +64,21 @@ export {
 } from "./core/eval.ts";
 
 // The DRAM budget
-export type { HeldPrecision, RuntimeOverhead } from "./core/memory_sizes.ts";
-export type { FfnMemory } from "./core/memory_use.ts";
 export {
   type Budget,
-  describePlan,
-  type LoadCurve,
-  type MemoryLines,
-  type MemoryPlan,
+  type HeldPrecision,
   type ModelFootprint,
   parseBudget,
+  type RuntimeOverhead,
+} from "./core/memory_sizes.ts";
+export type { LoadCurve, WindowStats } from "./core/row_split.ts";
+export type { FfnMemory } from "./core/memory_use.ts";
+export {
+  describePlan,
+  type MemoryLines,
+  type MemoryPlan,
   type PlanInput,
   planMemory,
-  type WindowStats,
 } from "./core/memory_plan.ts";
 export type { PredictorMetrics } from "./core/train/fit.ts";
 export type { LayerMeasurements, PlanMeasurements } from "./core/predictor.ts";

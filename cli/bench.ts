@@ -8,7 +8,7 @@
 
 import type { ParsedFlags } from "./args.ts";
 import { type CommandSpec, info, usage } from "./common.ts";
-import { parseBudget } from "../core/memory_plan.ts";
+import { parseBudget } from "../core/memory_sizes.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type BackendName, BACKENDS } from "../io/read_backends.ts";
 import { BENCH_CONFIGS, type BenchConfigName } from "../tools/bench_configs.ts";

@@ -6,9 +6,10 @@
  * @module
  */
 
+import { RESIDENT_PRECISIONS } from "../core/weights.ts";
 import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags } from "./args.ts";
 import type { LoadOptions } from "../core/engine.ts";
-import { parseBudget } from "../core/memory_plan.ts";
+import { parseBudget } from "../core/memory_sizes.ts";
 import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
 import { FlashlmError, isBrokenPipe } from "../io/errors.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
@@ -124,6 +125,14 @@ export function usage(message: string): FlashlmError {
 
 // ---------------------------------------------------------------------------
 // The sparse-mode flags (generate, eval, inspect)
+
+/** `--resident`, shared by generate and eval. */
+export const RESIDENT_FLAG = {
+  type: "string",
+  help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
+  shownDefault: "stored",
+  choices: RESIDENT_PRECISIONS,
+} as const;
 
 /** Flags of the paper's sparse mode. */
 export const SPARSE_FLAGS = {

@@ -10,6 +10,7 @@ import {
   type CommandSpec,
   info,
   progress,
+  RESIDENT_FLAG,
   SPARSE_FLAGS,
   sparseOptions,
   usage,
@@ -19,7 +20,6 @@ import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { loadModel } from "../core/engine.ts";
 import { evaluate, formatEvalReport } from "../core/eval.ts";
 import { describePlan } from "../core/memory_plan.ts";
-import { RESIDENT_PRECISIONS } from "../core/weights.ts";
 
 /** Usage, summary, examples and flags of `eval`. */
 export const spec = {
@@ -45,12 +45,7 @@ export const spec = {
       min: 1,
       max: 1024,
     },
-    resident: {
-      type: "string",
-      help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
-      shownDefault: "stored",
-      choices: RESIDENT_PRECISIONS,
-    },
+    resident: RESIDENT_FLAG,
     ...SPARSE_FLAGS,
     stats: { type: "string", help: "write the results as JSON to this file" },
   },

@@ -9,6 +9,7 @@ import type { ParsedFlags } from "./args.ts";
 import {
   type CommandSpec,
   info,
+  RESIDENT_FLAG,
   SPARSE_FLAGS,
   sparseOptions,
   usage,
@@ -17,7 +18,6 @@ import {
 } from "./common.ts";
 import { loadModel, MODES } from "../core/engine.ts";
 import { describePlan } from "../core/memory_plan.ts";
-import { RESIDENT_PRECISIONS } from "../core/weights.ts";
 import { Generation, summarize } from "../core/generate.ts";
 import { ensureDemoModel } from "../tools/demo_model.ts";
 
@@ -71,12 +71,7 @@ export const spec = {
       min: 1,
       max: 1024,
     },
-    resident: {
-      type: "string",
-      help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
-      shownDefault: "stored",
-      choices: RESIDENT_PRECISIONS,
-    },
+    resident: RESIDENT_FLAG,
     threads: {
       type: "integer",
       help: "threads for the resident linear layers and attention (workers over shared memory)",

@@ -23,8 +23,8 @@ import {
   type ResidentPrecision,
   type ResidentWeights,
 } from "./weights.ts";
+import { type Budget } from "./memory_sizes.ts";
 import {
-  type Budget,
   measuredPlanInputs,
   type MemoryLines,
   type MemoryPlan,

@@ -43,15 +43,6 @@ import { neuronStoreBytes } from "./neuron_store.ts";
 import type { PlanMeasurements } from "./predictor.ts";
 import { type LoadCurve, splitRows, type WindowStats } from "./row_split.ts";
 
-export type { LoadCurve, WindowStats } from "./row_split.ts";
-export {
-  type Budget,
-  fixedBytes,
-  type ModelFootprint,
-  modelFootprint,
-  parseBudget,
-} from "./memory_sizes.ts";
-
 // ---------------------------------------------------------------------------
 // The plan
 

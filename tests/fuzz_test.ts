@@ -18,7 +18,7 @@ import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
-import { parseBudget } from "../core/memory_plan.ts";
+import { parseBudget } from "../core/memory_sizes.ts";
 import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
 import { Rng } from "../core/sampler.ts";
 import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";

@@ -38,7 +38,7 @@ import { FlashModelFile } from "../core/flash_file.ts";
 import { type FlashHeader, parseFlashHeader, PREAMBLE_BYTES } from "../core/flash_format.ts";
 import { rewriteWithLayout } from "../core/flash_write.ts";
 import type { ModelConfig } from "../core/config.ts";
-import type { Budget } from "../core/memory_plan.ts";
+import type { Budget } from "../core/memory_sizes.ts";
 import { modelBytesOnFlash } from "../core/memory_sizes.ts";
 import {
   BENCH_CONFIGS,

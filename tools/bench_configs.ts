@@ -7,7 +7,7 @@
 
 import type { EvictMethod } from "../io/page_cache.ts";
 import { FlashlmError } from "../io/errors.ts";
-import type { Budget } from "../core/memory_plan.ts";
+import type { Budget } from "../core/memory_sizes.ts";
 
 // ---------------------------------------------------------------------------
 // Configurations

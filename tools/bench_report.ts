@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Budget } from "../core/memory_plan.ts";
+import type { Budget } from "../core/memory_sizes.ts";
 import type { ConfigResult } from "./bench_configs.ts";
 import { stackedBarChart } from "./svg_chart.ts";
 
