@@ -23,7 +23,7 @@ import {
   type ResidentPrecision,
   type ResidentWeights,
 } from "./weights.ts";
-import { type Budget } from "./memory_sizes.ts";
+import type { Budget } from "./memory_sizes.ts";
 import {
   measuredPlanInputs,
   type MemoryLines,
