@@ -10,7 +10,7 @@
  */
 
 import { basename, dirname, join } from "node:path";
-import { FlashlmError, osError, osErrorCode } from "./errors.ts";
+import { FlashlmError, ioError, osError, osErrorCode } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Loops over short reads and writes
@@ -100,11 +100,9 @@ export async function readExactly(
  * destination: a known condition (disk full, read-only, …) says what to do, any other says
  * `what` failed and the system's message. A FlashlmError passes unchanged.
  */
-function ioError(what: string, path: string, cause: unknown): FlashlmError {
-  const known = osError(cause, path, `its directory ${dirname(path)} does not exist`);
-  if (known) return known;
-  const detail = cause instanceof Error ? cause.message : String(cause);
-  return new FlashlmError(`${what}: ${detail}`, { file: path, kind: "io", cause });
+function writeError(what: string, path: string, cause: unknown): FlashlmError {
+  return osError(cause, path, `its directory ${dirname(path)} does not exist`) ??
+    ioError(what, path, cause);
 }
 
 /**
@@ -142,7 +140,7 @@ export async function atomicWriteFile(
   try {
     file = await Deno.open(tmp, { write: true, createNew: true });
   } catch (err) {
-    throw ioError("cannot create its temporary file", path, err);
+    throw writeError("cannot create its temporary file", path, err);
   }
 
   let open = true;
@@ -151,14 +149,14 @@ export async function atomicWriteFile(
     try {
       await file.sync();
     } catch (err) {
-      throw ioError("cannot flush to disk", path, err);
+      throw writeError("cannot flush to disk", path, err);
     }
     file.close();
     open = false;
     try {
       await Deno.rename(tmp, path);
     } catch (err) {
-      throw ioError("cannot rename its temporary file to it", path, err);
+      throw writeError("cannot rename its temporary file to it", path, err);
     }
   } catch (err) {
     if (open) {

@@ -6,7 +6,7 @@
  */
 
 import { basename, join } from "node:path";
-import { FlashlmError } from "./errors.ts";
+import { FlashlmError, ioError } from "./errors.ts";
 import { Checkpoint } from "./safetensors_read.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import { TorchCheckpoint } from "./torch_checkpoint.ts";
@@ -51,11 +51,7 @@ export async function openCheckpoint(pathOrDir: string): Promise<TensorFile> {
   try {
     stat = await Deno.stat(pathOrDir);
   } catch (err) {
-    throw new FlashlmError(`cannot open checkpoint: ${(err as Error).message}`, {
-      file: pathOrDir,
-      kind: "io",
-      cause: err,
-    });
+    throw ioError("cannot open checkpoint", pathOrDir, err);
   }
   if (stat.isFile) {
     const name = basename(pathOrDir);

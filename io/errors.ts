@@ -78,6 +78,24 @@ export function showValue(value: unknown): string {
   return text.length > 60 ? `${text.slice(0, 60)}...` : text;
 }
 
+/**
+ * A failed system call as a {@linkcode FlashlmError} of kind "io": `<what>: <the system's
+ * message>`, naming `path`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ioError } from "./errors.ts";
+ * const e = ioError("cannot open", "m.bin", new Error("No such file or directory (os error 2)"));
+ * assert.equal(e.message, "m.bin: cannot open: No such file or directory (os error 2)");
+ * assert.equal(e.kind, "io");
+ * ```
+ */
+export function ioError(what: string, path: string, cause: unknown): FlashlmError {
+  const detail = cause instanceof Error ? cause.message : String(cause);
+  return new FlashlmError(`${what}: ${detail}`, { file: path, kind: "io", cause });
+}
+
 /** What to tell the user for each operating-system error code flashlm expects to meet. */
 const OS_ADVICE: Record<string, string> = {
   ENOSPC: "no space left on device: free space or write elsewhere",

@@ -8,7 +8,7 @@
  */
 
 import { dirname, join } from "node:path";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, ioError, showValue } from "./errors.ts";
 import { readExactly } from "./atomic_write.ts";
 import {
   parseCheckpointIndex,
@@ -18,11 +18,6 @@ import {
   type TensorInfo,
 } from "./safetensors.ts";
 import { bytesToF32, type TensorFile } from "./tensor_file.ts";
-
-function ioError(what: string, path: string, cause: unknown): FlashlmError {
-  const detail = cause instanceof Error ? cause.message : String(cause);
-  return new FlashlmError(`${what}: ${detail}`, { file: path, kind: "io", cause });
-}
 
 // ---------------------------------------------------------------------------
 // Reading one file

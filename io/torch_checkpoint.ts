@@ -16,7 +16,7 @@
 
 import { dirname, join } from "node:path";
 import { readExactly } from "./atomic_write.ts";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, ioError, showValue } from "./errors.ts";
 import { type PickleCallable, PickleGlobal, type PickleValue, unpickle } from "./pickle.ts";
 import {
   parseCheckpointIndex,
@@ -226,11 +226,7 @@ async function checkSignature(path: string): Promise<void> {
     }
   } catch (err) {
     if (err instanceof FlashlmError) throw err;
-    throw new FlashlmError(`cannot open: ${(err as Error).message}`, {
-      file: path,
-      kind: "io",
-      cause: err,
-    });
+    throw ioError("cannot open", path, err);
   }
   if (head.length === 4 && head[0] === 0x50 && head[1] === 0x4b) return; // "PK"
   if (head[0] === 0x80) {
@@ -256,11 +252,7 @@ async function readRange(path: string, offset: number, length: number): Promise<
   try {
     file = await Deno.open(path, { read: true });
   } catch (err) {
-    throw new FlashlmError(`cannot open: ${(err as Error).message}`, {
-      file: path,
-      kind: "io",
-      cause: err,
-    });
+    throw ioError("cannot open", path, err);
   }
   try {
     // In pieces: the runtime may stage each read in a buffer of its own, as large as the read.
@@ -397,11 +389,7 @@ export class TorchCheckpoint implements TensorFile {
     try {
       stat = await Deno.stat(pathOrDir);
     } catch (err) {
-      throw new FlashlmError(`cannot open checkpoint: ${(err as Error).message}`, {
-        file: pathOrDir,
-        kind: "io",
-        cause: err,
-      });
+      throw ioError("cannot open checkpoint", pathOrDir, err);
     }
     if (stat.isFile) {
       if (pathOrDir.endsWith(".json")) {
@@ -481,7 +469,7 @@ async function exists(path: string): Promise<boolean> {
     return true;
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) return false;
-    throw new FlashlmError(`cannot stat: ${(err as Error).message}`, { file: path, kind: "io" });
+    throw ioError("cannot stat", path, err);
   }
 }
 
@@ -502,11 +490,7 @@ async function openIndex(
   try {
     text = await Deno.readTextFile(indexPath);
   } catch (err) {
-    throw new FlashlmError(`cannot read checkpoint index: ${(err as Error).message}`, {
-      file: indexPath,
-      kind: "io",
-      cause: err,
-    });
+    throw ioError("cannot read checkpoint index", indexPath, err);
   }
   const shardOf = parseCheckpointIndex(text, indexPath);
   const shards = new Map<string, Map<string, Located>>();

@@ -12,7 +12,7 @@
  */
 
 import { readExactly } from "./atomic_write.ts";
-import { FlashlmError, showValue } from "./errors.ts";
+import { FlashlmError, ioError, showValue } from "./errors.ts";
 
 // ---------------------------------------------------------------------------
 // Types and constants
@@ -108,11 +108,7 @@ export async function readZipDirectory(path: string): Promise<ZipDirectory> {
   try {
     file = await Deno.open(path, { read: true });
   } catch (err) {
-    throw new FlashlmError(`cannot open: ${(err as Error).message}`, {
-      file: path,
-      kind: "io",
-      cause: err,
-    });
+    throw ioError("cannot open", path, err);
   }
   try {
     const fileSize = (await file.stat()).size;
