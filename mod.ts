@@ -41,7 +41,7 @@ export type { WeightDtype, WeightMatrix } from "./kernels/weights.ts";
 export { KernelPool, type KernelPoolOptions, type SharedView } from "./kernels/pool.ts";
 export type { FfnProvider, FfnStats } from "./core/ffn.ts";
 export type { ModelConfig } from "./core/config.ts";
-export { OptTokenizer, TokenStreamDecoder } from "./core/tokenizer.ts";
+export { OptTokenizer, type Tokenizer, TokenStreamDecoder } from "./core/tokenizer.ts";
 
 // Checkpoints: Hugging Face directories
 export { convertHfToFlash, type ConvertOptions } from "./core/convert.ts";

@@ -7,7 +7,7 @@
  */
 
 import { FlashlmError } from "../io/errors.ts";
-import type { OptTokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
 
 /**
  * Where windows are taken from in the corpus: consecutive from its start or its end,
@@ -31,7 +31,7 @@ export type WindowPlacement = "start" | "end" | "spread";
  * assert.equal((await readCorpus(path, tok)).length, 3);
  * ```
  */
-export async function readCorpus(path: string, tokenizer: OptTokenizer): Promise<number[]> {
+export async function readCorpus(path: string, tokenizer: Tokenizer): Promise<number[]> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);

@@ -14,7 +14,7 @@ import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
 import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { decodeValues } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
-import { OptTokenizer } from "./tokenizer.ts";
+import { OptTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { type KvDtype, Transformer } from "./transformer.ts";
 import {
   type DenseFfnWeights,
@@ -110,7 +110,7 @@ export interface LoadedModel {
   /** The model's dimensions. */
   config: ModelConfig;
   /** Text to token ids and back. */
-  tokenizer: OptTokenizer;
+  tokenizer: Tokenizer;
   /** The forward pass, one token at a time, with its KV cache. */
   transformer: Transformer;
   /** Free-form provenance from the file (e.g. `synthetic: "true"`). */
@@ -372,7 +372,7 @@ function assemble(
   path: string,
   format: "hf" | "flash",
   mode: Mode,
-  tokenizer: OptTokenizer,
+  tokenizer: Tokenizer,
   transformer: Transformer,
   metadata: Record<string, string>,
   plan: MemoryPlan | null,

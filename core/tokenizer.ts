@@ -43,6 +43,43 @@ import {
 } from "./gpt2_bpe.ts";
 
 // ---------------------------------------------------------------------------
+// What every tokenizer offers
+
+/**
+ * Text to model ids and back: what the engine, generation and evaluation need of a tokenizer,
+ * whatever its kind (OPT's byte-level BPE here; others implement the same interface).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { buildByteLevelVocab } from "./gpt2_bpe.ts";
+ * import { OptTokenizer, type Tokenizer } from "./tokenizer.ts";
+ * const tok: Tokenizer = OptTokenizer.fromFiles(buildByteLevelVocab(0).vocabJson, null, "vocab.json");
+ * assert(tok.decode(tok.encode("hi")) === "hi");
+ * ```
+ */
+export interface Tokenizer {
+  /** Number of ids the tokenizer knows. */
+  readonly vocabCount: number;
+  /** Id that starts every prompt. */
+  readonly bosId: number;
+  /** Id that ends generation. */
+  readonly eosId: number;
+  /** Id of the padding token, or -1. */
+  readonly padId: number;
+  /** Id of the unknown token, or -1. */
+  readonly unkId: number;
+  /** Text -> ids; with `addBos` (the default) the ids start with {@linkcode Tokenizer.bosId}. */
+  encode(text: string, options?: { addBos?: boolean }): number[];
+  /** Ids -> text; control tokens give "". */
+  decode(ids: ArrayLike<number>): string;
+  /** The raw UTF-8 bytes one id stands for (shared: do not modify). */
+  tokenBytes(id: number): Uint8Array;
+  /** A decoder that turns generated ids into text one at a time. */
+  streamDecoder(): TokenStreamDecoder;
+}
+
+// ---------------------------------------------------------------------------
 // Parsing vocab.json and merges.txt
 
 /** Token strings that are control tokens, not text: they decode to "" (`<unk>` excepted). */
@@ -177,7 +214,7 @@ const STREAM = { stream: true };
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export class OptTokenizer {
+export class OptTokenizer implements Tokenizer {
   /** Number of entries in `vocab.json`. */
   readonly vocabCount: number;
   /** Id that starts every prompt: `</s>`. */
@@ -430,11 +467,11 @@ export class OptTokenizer {
  * ```
  */
 export class TokenStreamDecoder {
-  private readonly tokenizer: OptTokenizer;
+  private readonly tokenizer: Tokenizer;
   private decoder: TextDecoder = new TextDecoder();
 
   /** Make a decoder for `tokenizer`'s ids (or call `tokenizer.streamDecoder()`). */
-  constructor(tokenizer: OptTokenizer) {
+  constructor(tokenizer: Tokenizer) {
     this.tokenizer = tokenizer;
   }
 
