@@ -27,6 +27,7 @@ import * as generate from "./cli/generate.ts";
 import * as inspect from "./cli/inspect.ts";
 import * as makeModel from "./cli/make_model.ts";
 import * as pull from "./cli/pull.ts";
+import * as stats from "./cli/stats.ts";
 import * as trainPredictor from "./cli/train_predictor.ts";
 import * as verify from "./cli/verify.ts";
 import { FlashlmError, osError } from "./io/errors.ts";
@@ -41,6 +42,7 @@ const COMMANDS: Record<string, Command> = {
   eval: command(evalCommand),
   inspect: command(inspect),
   verify: command(verify),
+  stats: command(stats),
   "make-model": command(makeModel),
   pull: command(pull),
   bench: command(bench),
