@@ -7,7 +7,12 @@
 
 import type { ParsedFlags } from "./args.ts";
 import { type CommandSpec, info, progress, usage } from "./common.ts";
-import { formatNeuronStats, neuronStats, writeNeuronStats } from "../tools/neuron_stats.ts";
+import {
+  formatNeuronStats,
+  neuronStats,
+  writeFriendBundled,
+  writeNeuronStats,
+} from "../tools/neuron_stats.ts";
 
 /** Usage, summary, examples and flags of `stats`. */
 export const spec = {
@@ -37,6 +42,15 @@ export const spec = {
       min: 1,
       max: 1024,
     },
+    friends: {
+      type: "string",
+      help: "also write the model with each neuron stored beside its closest friend to this .flm",
+    },
+    "friend-hot": {
+      type: "string",
+      help: "with --friends: exclude (hot neurons pair only among themselves) or include",
+      default: "exclude",
+    },
     "hot-percentile": {
       type: "number",
       help: "neurons more active than this percentile are hot (nobody's friend in `no hot`)",
@@ -54,12 +68,17 @@ export async function run(
 ): Promise<void> {
   if (positional.length !== 1) throw usage("stats needs one <model.flm>");
   if (flags.text === undefined) throw usage("stats needs --text <file>");
+  const hot = flags["friend-hot"];
+  if (hot !== "exclude" && hot !== "include") {
+    throw usage(`--friend-hot takes exclude or include, got "${hot}"`);
+  }
   const report = await neuronStats(positional[0], {
     textPath: flags.text,
     windows: flags.windows,
     windowTokens: flags["window-tokens"],
     maxWindow: flags["max-window"],
     hotPercentile: flags["hot-percentile"],
+    friends: flags.friends === undefined ? undefined : `${hot}-hot`,
     onProgress: (phase, done, total) => progress(phase.padEnd(10), done, total),
   });
   info("");
@@ -67,5 +86,9 @@ export async function run(
   if (flags.out !== undefined) {
     const paths = await writeNeuronStats(report, flags.out);
     info(`flashlm: wrote ${paths.join(", ")}`);
+  }
+  if (flags.friends !== undefined && report.friendOrder) {
+    await writeFriendBundled(positional[0], flags.friends, report.friendOrder, `${hot}-hot`);
+    info(`flashlm: wrote ${flags.friends} (closest friends side by side, hot neurons ${hot}d)`);
   }
 }

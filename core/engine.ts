@@ -15,6 +15,7 @@ import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { decodeValues } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
 import { OptTokenizer, type Tokenizer } from "./tokenizer.ts";
+import { ClusterPredictor, friendClusterSize } from "./friends.ts";
 import { type KvDtype, Transformer } from "./transformer.ts";
 import {
   type DenseFfnWeights,
@@ -270,6 +271,18 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
  * ```
  */
 export async function sparsePredictor(
+  file: FlashModelFile,
+  resident: ResidentWeights,
+  options: LoadOptions,
+): Promise<ActivationPredictor> {
+  const predictor = await ownPredictor(file, resident, options);
+  // A friend-bundled file: a predicted neuron brings its cluster (core/friends.ts).
+  const clusters = friendClusterSize(file.header.metadata, file.path);
+  return clusters > 1 ? new ClusterPredictor(predictor, clusters, file.config.dFfn) : predictor;
+}
+
+/** The oracle or the file's trained predictor, as `options` ask. */
+async function ownPredictor(
   file: FlashModelFile,
   resident: ResidentWeights,
   options: LoadOptions,

@@ -37,7 +37,7 @@ import {
   storedMatrixBytes,
   storedTensorBytes,
 } from "./flash_values.ts";
-import { ffnTensorSpecs, residentTensorSpecs, type TensorSource } from "./weights.ts";
+import { ffnBiasName, ffnTensorSpecs, residentTensorSpecs, type TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Layout planning
@@ -520,6 +520,75 @@ export function rewriteWithLayout(
 }
 
 /**
+ * Write `model` again to `outPath` with each layer's neurons stored in a new order:
+ * position p of layer l holds neuron `order[l][p]` (bundle and fc1 bias move together, so
+ * the FFN computes the same sum in another order). `predictor` must already be in the new
+ * order (or null); `metadata` is added to the file's. `flashlm stats --friends` uses it to
+ * store friends side by side.
+ *
+ * @example Reversing one layer's neurons
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { rewriteWithNeuronOrder, writeFlashModel } from "./flash_write.ts";
+ * import { residentTensorSpecs } from "./weights.ts";
+ * import { parseModelConfig } from "./config.ts";
+ * const config = parseModelConfig(JSON.stringify({ model_type: "opt", vocab_size: 8,
+ *   hidden_size: 4, ffn_dim: 8, num_hidden_layers: 1, num_attention_heads: 1,
+ *   max_position_embeddings: 4, activation_function: "relu" }), "config.json");
+ * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
+ * const path = await Deno.makeTempFile({ suffix: ".flm" });
+ * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
+ * await writeFlashModel(path, {
+ *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   resident: {
+ *     description: "ramps",
+ *     has: (name) => names.has(name),
+ *     readF32: (_n, shape) => Promise.resolve(Float32Array.from({ length: shape[0] * (shape[1] ?? 1) }, (_, i) => i)),
+ *   },
+ *   ffnBundles: () => Promise.resolve(bundles),
+ * });
+ * const out = await Deno.makeTempFile({ suffix: ".flm" });
+ * const reversed = Int32Array.from({ length: 8 }, (_, p) => 7 - p);
+ * await rewriteWithNeuronOrder(await FlashModelFile.open(path), out, [reversed], null, { note: "r" });
+ * const file = await FlashModelFile.open(out);
+ * assert.deepEqual([...await file.readF32("layers.0.fc1.bias", [8])], [7, 6, 5, 4, 3, 2, 1, 0]);
+ * const raw = await Deno.readFile(out);
+ * const first = file.header.ffn.layers[0].offset;
+ * assert.deepEqual(new Float32Array(raw.slice(first, first + 32).buffer), bundles.subarray(7 * 8));
+ * assert.equal(file.header.metadata.note, "r");
+ * await Deno.remove(path);
+ * await Deno.remove(out);
+ * ```
+ */
+export function rewriteWithNeuronOrder(
+  model: FlashModelFile,
+  outPath: string,
+  order: Int32Array[],
+  predictor: PredictorPayload | null,
+  metadata: Record<string, string>,
+): Promise<void> {
+  const { dFfn, nLayers } = model.config;
+  if (order.length !== nLayers || order.some((o) => !isPermutation(o, dFfn))) {
+    throw new FlashlmError(`a neuron order must be a permutation of 0..${dFfn - 1} per layer`, {
+      kind: "usage",
+    });
+  }
+  return rewriteFlashModel(model, outPath, predictor, model.layout, metadata, order);
+}
+
+/** Whether `order` holds each of 0…n-1 exactly once. */
+function isPermutation(order: Int32Array, n: number): boolean {
+  if (order.length !== n) return false;
+  const seen = new Uint8Array(n);
+  for (const i of order) {
+    if (!(i >= 0 && i < n) || seen[i]) return false;
+    seen[i] = 1;
+  }
+  return true;
+}
+
+/**
  * Copy `model` to `outPath` with `predictor` and `layout`, checking each FFN layer's CRC.
  * The FFN and the 2-D resident tensors are copied as stored (int8 values and scales too);
  * 1-D tensors go through f32, which f32 and f16 values survive exactly.
@@ -530,9 +599,12 @@ async function rewriteFlashModel(
   predictor: PredictorPayload | null,
   layout: FfnLayout,
   extraMetadata: Record<string, string> = {},
+  order: Int32Array[] | null = null,
 ): Promise<void> {
   const raw = new Uint8Array(model.config.dFfn * model.bundleBytes); // (dFfn, bundleBytes) as stored
   const ordered = new Uint8Array(raw.length); // the same layer as bundles
+  const permuted = new Uint8Array(order ? raw.length : 0); // the same bundles in the new order
+  const resident: ResidentSource = order ? inNeuronOrder(model, order) : model;
   const file = await Deno.open(model.path, { read: true });
   try {
     await writeFlashModel(outPath, {
@@ -541,7 +613,7 @@ async function rewriteFlashModel(
       metadata: { ...model.header.metadata, ...extraMetadata },
       vocabJson: model.vocabJson,
       mergesText: model.mergesText,
-      resident: model,
+      resident,
       predictor,
       layout,
       ffnBundles: async (layer) => {
@@ -552,10 +624,32 @@ async function rewriteFlashModel(
             file: model.path,
           });
         }
-        return layerAsBundles(model, raw, ordered); // stored bytes, copied as they are
+        const bundles = layerAsBundles(model, raw, ordered); // stored bytes, copied as they are
+        if (!order) return bundles;
+        const size = model.bundleBytes;
+        order[layer].forEach((neuron, p) =>
+          permuted.set(bundles.subarray(neuron * size, (neuron + 1) * size), p * size)
+        );
+        return permuted;
       },
     });
   } finally {
     file.close();
   }
+}
+
+/** `model`'s resident tensors with each layer's per-neuron vectors (fc1 bias) in `order`. */
+function inNeuronOrder(model: FlashModelFile, order: Int32Array[]): ResidentSource {
+  const neuronVectors = new Map<string, Int32Array>();
+  order.forEach((o, l) => neuronVectors.set(ffnBiasName(l), o));
+  return {
+    description: model.description,
+    has: (name) => model.has(name),
+    readMatrix: (name, shape) => model.readMatrix(name, shape),
+    readF32: async (name, shape) => {
+      const values = await model.readF32(name, shape);
+      const o = neuronVectors.get(name);
+      return o ? Float32Array.from(o, (neuron) => values[neuron]) : values;
+    },
+  };
 }

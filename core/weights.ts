@@ -183,7 +183,7 @@ export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
     specs.push(
       { name: p + "final_layer_norm.weight", shape: [d], required: true },
       { name: p + "final_layer_norm.bias", shape: [d], required: true },
-      { name: p + "fc1.bias", shape: [config.dFfn], required: true },
+      { name: ffnBiasName(l), shape: [config.dFfn], required: true },
       { name: p + "fc2.bias", shape: [d], required: true },
     );
   }
@@ -193,6 +193,21 @@ export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
     required: false,
   });
   return specs;
+}
+
+/**
+ * Canonical name of layer `layer`'s per-neuron bias (fc1's): the one resident tensor that
+ * follows the FFN's neuron order.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnBiasName } from "./weights.ts";
+ * assert.equal(ffnBiasName(2), "layers.2.fc1.bias");
+ * ```
+ */
+export function ffnBiasName(layer: number): string {
+  return `layers.${layer}.fc1.bias`;
 }
 
 /**
@@ -295,7 +310,7 @@ export async function loadResidentWeights(
       bo: vector(p + "self_attn.out_proj.bias"),
       ffnNormWeight: vector(p + "final_layer_norm.weight"),
       ffnNormBias: vector(p + "final_layer_norm.bias"),
-      fc1Bias: vector(p + "fc1.bias"),
+      fc1Bias: vector(ffnBiasName(l)),
       fc2Bias: vector(p + "fc2.bias"),
     });
   }

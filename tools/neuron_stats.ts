@@ -20,12 +20,15 @@ import { basename, join } from "node:path";
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
-import { deserializePredictor, type LowRankPredictor } from "../core/predictor.ts";
+import { rewriteWithNeuronOrder } from "../core/flash_write.ts";
+import { FRIEND_CLUSTERS_KEY } from "../core/friends.ts";
+import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
 import { captureActivations, captureError, readCapturedLayer } from "../core/train/capture.ts";
 import {
   CoactivationCounter,
   type CoactivationStats,
   coactivationStats,
+  friendOrder,
   type RateSummary,
 } from "../core/train/coactivation.ts";
 import { WindowStatsAccumulator } from "../core/train/window_stats.ts";
@@ -74,6 +77,8 @@ export interface NeuronStatsReport {
   hotPercentile: number;
   /** Layers, in order. */
   layers: LayerNeuronStats[];
+  /** Per layer, the closest-friend storage order (with the `friends` option; not in JSON). */
+  friendOrder?: Int32Array[];
 }
 
 /** Options of {@linkcode neuronStats}. */
@@ -90,6 +95,12 @@ export interface NeuronStatsOptions {
   maxRank?: number;
   /** Activity percentile above which neurons are hot (default 99). */
   hotPercentile?: number;
+  /**
+   * Also compute each layer's closest-friend storage order (`friendOrder` in the result):
+   * `"exclude-hot"` pairs the hot neurons only among themselves (the paper's fix),
+   * `"include-hot"` lets everyone pair with their closest friend, hot or not.
+   */
+  friends?: "exclude-hot" | "include-hot";
   /** Called as the capture and the per-layer analysis advance. */
   onProgress?: (phase: string, done: number, total: number) => void;
 }
@@ -151,12 +162,21 @@ export async function neuronStats(
     );
     model.close();
     const layers: LayerNeuronStats[] = [];
+    const friendOrders: Int32Array[] = [];
     for (let l = 0; l < config.nLayers; l++) {
       const samples = await readCapturedLayer(capture, l);
-      layers.push(layerStats(l, samples, windowTokens, maxWindow, predictor, {
+      const { stats, counter } = layerStats(l, samples, windowTokens, maxWindow, predictor, {
         maxRank: options.maxRank,
         hotPercentile,
-      }));
+      });
+      layers.push(stats);
+      if (options.friends) {
+        const hot = new Uint8Array(config.dFfn);
+        if (options.friends === "exclude-hot") {
+          for (const i of stats.coactivation.hotNeurons) hot[i] = 1;
+        }
+        friendOrders.push(friendOrder(counter, hot));
+      }
       options.onProgress?.("analysis", l + 1, config.nLayers);
     }
     return {
@@ -167,6 +187,7 @@ export async function neuronStats(
       dFfn: config.dFfn,
       hotPercentile,
       layers,
+      friendOrder: options.friends ? friendOrders : undefined,
     };
   } finally {
     model.close();
@@ -197,7 +218,7 @@ function layerStats(
   maxWindow: number,
   predictor: LowRankPredictor | null,
   options: { maxRank?: number; hotPercentile: number },
-): LayerNeuronStats {
+): { stats: LayerNeuronStats; counter: CoactivationCounter } {
   const dFfn = samples.mask.length / samples.n;
   const dModel = samples.x.length / samples.n;
   const counter = new CoactivationCounter(dFfn);
@@ -231,7 +252,7 @@ function layerStats(
   }
   const t = trueWindows.result();
   const p = predictedWindows.result();
-  return {
+  const stats = {
     layer,
     meanActive: coactivation.meanActive,
     activity,
@@ -241,6 +262,7 @@ function layerStats(
     newPerToken: t.newPerToken,
     predicted: predictor ? { sAgg: p.sAgg, newPerToken: p.newPerToken } : undefined,
   };
+  return { stats, counter };
 }
 
 // ---------------------------------------------------------------------------
@@ -404,7 +426,7 @@ export async function writeNeuronStats(report: NeuronStatsReport, dir: string): 
     throw osError(err, dir) ?? ioError("cannot create the output directory", dir, err);
   }
   const files: [string, string][] = [
-    ["neuron-stats.json", JSON.stringify(report, null, 1) + "\n"],
+    ["neuron-stats.json", JSON.stringify({ ...report, friendOrder: undefined }, null, 1) + "\n"],
     ["neuron-stats.txt", formatNeuronStats(report) + "\n"],
     ["coactivation.svg", coactivationChart(report)],
     ["windowing.svg", windowChart(report)],
@@ -416,4 +438,44 @@ export async function writeNeuronStats(report: NeuronStatsReport, dir: string): 
     paths.push(path);
   }
   return paths;
+}
+
+// ---------------------------------------------------------------------------
+// Closest-friend bundling
+
+/**
+ * Write `path`'s model to `outPath` with each layer's neurons in `order` (pairs of friends
+ * side by side, from {@linkcode neuronStats} with `friends`), its predictor permuted to
+ * match, and `friendClusters: "2"` in the metadata: the sparse FFN then reads and keeps
+ * each pair as one (core/friends.ts).
+ */
+export async function writeFriendBundled(
+  path: string,
+  outPath: string,
+  order: Int32Array[],
+  variant: string,
+): Promise<void> {
+  const file = await FlashModelFile.open(path);
+  let predictor = null;
+  const p = file.header.predictor;
+  if (p && file.predictorBytes) {
+    const { dModel, dFfn, nLayers } = file.config;
+    const low = deserializePredictor(p.meta, file.predictorBytes, dModel, dFfn, nLayers, path);
+    const permuted = low.layers.map((layer, l) => {
+      const b = new Float32Array(layer.b.length); // (dFfn, rank) rows in the new order
+      const c = new Float32Array(layer.c.length); // (dFfn)
+      order[l].forEach((neuron, q) => {
+        b.set(layer.b.subarray(neuron * layer.rank, (neuron + 1) * layer.rank), q * layer.rank);
+        c[q] = layer.c[neuron];
+      });
+      return { ...layer, b, c };
+    });
+    const serialized = serializePredictor(new LowRankPredictor(permuted));
+    predictor = { meta: serialized.meta, bytes: serialized.bytes, report: p.report };
+  }
+  await rewriteWithNeuronOrder(file, outPath, order, predictor, {
+    [FRIEND_CLUSTERS_KEY]: "2",
+    friendsOf: path,
+    friendsVariant: variant,
+  });
 }

@@ -133,7 +133,7 @@ export interface CoactivationOptions {
  * }
  * const s = coactivationStats(c, { maxRank: 2, hotPercentile: 80, minFires: 1 });
  * assert.deepEqual(s.hotNeurons, [0]);
- * assert.equal(s.all[0].mean, 1); // the first friend always fires along
+ * assert.equal(s.all[0].mean, 0.9); // 1 for neurons 1-4; ½ for neuron 0, which fires alone half the time
  * assert.equal(s.withoutHot[0].mean, 1); // without neuron 0: 1<->2 and 3<->4
  * assert.deepEqual(s.closestFriend, [-1, 2, 1, 4, 3]);
  * ```
@@ -227,4 +227,56 @@ function summarise(values: number[]): RateSummary {
   let sum = 0;
   for (const v of s) sum += v;
   return { mean: sum / s.length, p10: at(0.1), p50: at(0.5), p90: at(0.9) };
+}
+
+// ---------------------------------------------------------------------------
+// Closest-friend bundling
+
+/**
+ * A storage order of a layer's neurons that puts each neuron beside a close friend: pairs
+ * at positions (2k, 2k+1), so one read of two bundles fetches a neuron and its friend.
+ * Greedy: neurons in decreasing activity, each unpaired one taking the unpaired neuron it
+ * fires with most often. With `hot` (a mask), hot neurons are nobody's friend — they pair
+ * only among themselves, the paper's fix for "everyone's closest friend is a hot neuron".
+ * Returns `order`, a permutation of 0…dFfn-1: position p holds neuron `order[p]`.
+ *
+ * @example Two couples and a hot neuron
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { CoactivationCounter, friendOrder } from "./coactivation.ts";
+ * const c = new CoactivationCounter(4);
+ * for (let t = 0; t < 6; t++) c.add(new Int32Array(t % 2 ? [0, 2] : [1, 3]), 2);
+ * assert.deepEqual([...friendOrder(c, null)], [0, 2, 1, 3]);
+ * // Neuron 0 hot: it may not pair with 2, its best friend, only with another hot neuron.
+ * assert.deepEqual([...friendOrder(c, new Uint8Array([1, 1, 0, 0]))], [0, 1, 2, 3]);
+ * ```
+ */
+export function friendOrder(counter: CoactivationCounter, hot: Uint8Array | null): Int32Array {
+  const d = counter.dFfn;
+  const byActivity = Array.from({ length: d }, (_, i) => i).sort((a, b) =>
+    counter.together(b, b) - counter.together(a, a) || a - b
+  );
+  const paired = new Uint8Array(d);
+  const order = new Int32Array(d);
+  let p = 0;
+  const leftover: number[] = []; // neurons with no partner of their kind
+  for (const i of byActivity) {
+    if (paired[i]) continue;
+    paired[i] = 1;
+    const row = counter.row(i);
+    let best = -1;
+    for (let j = 0; j < d; j++) {
+      if (paired[j] || (hot !== null && hot[j] !== hot[i])) continue;
+      if (best < 0 || row[j] > row[best]) best = j;
+    }
+    if (best < 0) {
+      leftover.push(i);
+      continue;
+    }
+    paired[best] = 1;
+    order[p++] = i;
+    order[p++] = best;
+  }
+  for (const i of leftover) order[p++] = i; // at most one of each kind
+  return order;
 }
