@@ -78,6 +78,16 @@ export const spec = {
       help: "bench <model>: the unbundled copy of the model to use",
       shownDefault: "made in the output directory",
     },
+    friends: {
+      type: "string",
+      help: "bench <model>: its closest-friend copy (stats --friends --friend-hot include): " +
+        "adds that row",
+    },
+    "friends-no-hot": {
+      type: "string",
+      help: "bench <model>: its closest-friend copy without hot neurons (stats --friends): " +
+        "adds that row",
+    },
     depth: {
       type: "integer",
       help: "bench <model>: flash reads in flight",
@@ -236,6 +246,7 @@ async function runModelBench(positional: string[], flags: BenchFlags): Promise<v
     prompt,
     outDir: out,
     split: flags.split,
+    friends: { withHot: flags.friends, noHot: flags["friends-no-hot"] },
     configs,
     readerDepth: flags.depth,
     predictor: flags.predictor,

@@ -5,6 +5,7 @@ import { ClusterPredictor } from "../core/friends.ts";
 import { Rng } from "../core/sampler.ts";
 import type { SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { CoactivationCounter, friendOrder } from "../core/train/coactivation.ts";
+import { runBench } from "../tools/bench.ts";
 import { neuronStats, writeFriendBundled } from "../tools/neuron_stats.ts";
 import { demoModel } from "./fixtures.ts";
 import { logitsPerPosition, maxAbsDiff, promptIds } from "./helpers.ts";
@@ -73,5 +74,26 @@ Deno.test("a friend-bundled file gives the same logits as the plain file, readin
   assert.equal(ffn.stats.neuronsLoaded % 2, 0);
   assert.ok(ffn.stats.reads <= ffn.stats.neuronsLoaded / 2, `${ffn.stats.reads} reads`);
   model.close();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("bench runs the friends rows only with a friend-bundled copy, and refuses a plain file as one", async () => {
+  const plain = await demoModel();
+  const dir = await Deno.makeTempDir();
+  const common = {
+    model: plain,
+    memory: { kind: "ffn-percent", percent: 50 } as const,
+    tokens: 1,
+    prompt: "a b",
+    outDir: `${dir}/bench`,
+  };
+  await assert.rejects(
+    runBench({ ...common, configs: ["friends"] }),
+    /configuration friends needs a friend-bundled copy \(--friends\)/,
+  );
+  await assert.rejects(
+    runBench({ ...common, configs: ["naive"], friends: { noHot: plain } }),
+    /is not a friend-bundled copy/,
+  );
   await Deno.remove(dir, { recursive: true });
 });

@@ -73,6 +73,11 @@ export interface BenchOptions {
   outDir: string;
   /** The unbundled copy to use (made in `outDir` when absent). */
   split?: string;
+  /**
+   * Closest-friend copies of the model (`flashlm stats --friends`): with them the friends
+   * rows run (by default only then).
+   */
+  friends?: { withHot?: string; noHot?: string };
   /** Configurations to run (default all). */
   configs?: BenchConfigName[];
   /** Reads in flight. Default 32. */
@@ -105,8 +110,29 @@ export interface BenchOptions {
  */
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const say = options.onLine ?? (() => {});
-  const names = options.configs ?? BENCH_CONFIGS.map((c) => c.name);
-  names.forEach(configOf);
+  const friends = {
+    withHot: options.friends?.withHot ?? null,
+    noHot: options.friends?.noHot ?? null,
+  };
+  const friendFile = (layout: string): string | null | undefined =>
+    layout === "friends"
+      ? friends.withHot
+      : layout === "friends-no-hot"
+      ? friends.noHot
+      : undefined;
+  const names = options.configs ??
+    BENCH_CONFIGS.filter((c) => friendFile(c.layout) !== null).map((c) => c.name);
+  for (const name of names) {
+    const { layout } = configOf(name);
+    if (friendFile(layout) === null) {
+      throw new FlashlmError(`configuration ${name} needs a friend-bundled copy (--${layout})`, {
+        kind: "usage",
+      });
+    }
+  }
+  for (const f of [friends.withHot, friends.noHot]) {
+    if (f !== null) await checkFriendCopy(f, options.model);
+  }
   const model = await readHeader(options.model); // header only: the children load the weights
   if (model.header.ffn.layout !== "row-column-bundles") {
     throw new FlashlmError("bench needs the bundled model (the split copy is made from it)", {
@@ -145,11 +171,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   async function runOnce(name: BenchConfigName, round: number): Promise<ConfigResult> {
     await evictFromPageCache(options.model);
     if (split) await evictFromPageCache(split);
+    for (const f of [friends.withHot, friends.noHot]) if (f) await evictFromPageCache(f);
     say(`running ${name}${rounds > 1 ? ` (round ${round + 1} of ${rounds})` : ""} ...`);
     const spec: ConfigRunSpec = {
       name,
       model: options.model,
       split,
+      friends,
       memory: options.memory,
       tokens,
       prompt: options.prompt,
@@ -215,6 +243,25 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   await writeText(`${options.outDir}/bench.txt`, text);
   await writeText(`${options.outDir}/bench.svg`, benchChart(report));
   return report;
+}
+
+/** Refuse a file that is not a friend-bundled copy of the same model shape. */
+async function checkFriendCopy(path: string, source: string): Promise<void> {
+  const [{ header, config }, model] = [await readHeader(path), await readHeader(source)];
+  if (!header.metadata.friendClusters) {
+    throw new FlashlmError("is not a friend-bundled copy (make one with `stats --friends`)", {
+      file: path,
+      kind: "usage",
+    });
+  }
+  if (
+    JSON.stringify(config) !== JSON.stringify(model.config) || header.dtype !== model.header.dtype
+  ) {
+    throw new FlashlmError(`is not a copy of ${source} (another shape or dtype)`, {
+      file: path,
+      kind: "usage",
+    });
+  }
 }
 
 /** Whether `split` exists and is the split copy of `source` made after `source` was last written. */

@@ -21,6 +21,8 @@ export type BenchConfigName =
   | "predictor-only"
   | "windowing"
   | "bundling"
+  | "friends"
+  | "friends-no-hot"
   | "flashlm";
 
 /** What a configuration is, for the tables. */
@@ -29,8 +31,11 @@ export interface BenchConfigSpec {
   name: BenchConfigName;
   /** Row label (Table 2 style). */
   label: string;
-  /** Which file it reads: the bundled model or its unbundled ("split") copy. */
-  layout: "row-column-bundles" | "split";
+  /**
+   * Which file it reads: the bundled model, its unbundled ("split") copy, or a copy with
+   * closest friends side by side (`flashlm stats --friends`, with or without hot neurons).
+   */
+  layout: "row-column-bundles" | "split" | "friends" | "friends-no-hot";
   /** Whether it streams FFN weights from flash (evicted from the page cache after each token). */
   flash: boolean;
   /** One line on what it does. */
@@ -90,6 +95,22 @@ export const BENCH_CONFIGS: readonly BenchConfigSpec[] = [
     description: "windowing with one row-column bundle read per neuron (the paper's method)",
   },
   {
+    name: "friends",
+    label: "+ closest-friend bundling",
+    layout: "friends",
+    flash: true,
+    description: "bundling, each neuron stored beside its closest friend and read with it " +
+      "(--friends; run only when given)",
+  },
+  {
+    name: "friends-no-hot",
+    label: "+ friends without hot neurons",
+    layout: "friends-no-hot",
+    flash: true,
+    description: "the same with the hottest neurons nobody's friend, the paper's fix " +
+      "(--friends-no-hot; run only when given)",
+  },
+  {
     name: "flashlm",
     label: "+ frequency eviction, load threshold (flashlm)",
     layout: "row-column-bundles",
@@ -135,6 +156,8 @@ export interface ConfigRunSpec {
   model: string;
   /** Its unbundled copy (needed by predictor-only and windowing). */
   split: string | null;
+  /** Its closest-friend copies (needed by friends and friends-no-hot). */
+  friends?: { withHot: string | null; noHot: string | null };
   /** The DRAM budget. */
   memory: Budget;
   /** Tokens to generate and measure (after the prompt). */

@@ -57,10 +57,17 @@ import { CONFIG_SETUPS } from "./bench_setups.ts";
  */
 export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResult> {
   const config = configOf(spec.name);
-  const path = config.layout === "split" ? spec.split : spec.model;
+  const path = {
+    "row-column-bundles": spec.model,
+    split: spec.split,
+    friends: spec.friends?.withHot ?? null,
+    "friends-no-hot": spec.friends?.noHot ?? null,
+  }[config.layout];
   if (!path) {
     throw new FlashlmError(
-      `configuration ${spec.name} needs the unbundled (split) copy of the model`,
+      config.layout === "split"
+        ? `configuration ${spec.name} needs the unbundled (split) copy of the model`
+        : `configuration ${spec.name} needs a friend-bundled copy (--${config.layout})`,
       { kind: "usage" },
     );
   }

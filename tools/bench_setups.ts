@@ -283,5 +283,7 @@ export const CONFIG_SETUPS: Readonly<Record<BenchConfigName, ConfigSetupFn>> = {
   "predictor-only": (ctx) => setupSparse(ctx, PREDICTOR_ONLY),
   "windowing": (ctx) => setupSparse(ctx, WINDOWING),
   "bundling": (ctx) => setupSparse(ctx, WINDOWING),
+  "friends": (ctx) => setupSparse(ctx, WINDOWING),
+  "friends-no-hot": (ctx) => setupSparse(ctx, WINDOWING),
   "flashlm": (ctx) => setupSparse(ctx, FLASHLM),
 };
