@@ -59,7 +59,8 @@ export function friendClusterSize(metadata: Record<string, string>, file: string
  * ```
  */
 export class ClusterPredictor implements ActivationPredictor {
-  private readonly inner: ActivationPredictor;
+  /** The predictor whose predictions are widened. */
+  readonly inner: ActivationPredictor;
   private readonly size: number;
   private readonly dFfn: number;
   private readonly named: Int32Array; // (dFfn) the inner predictor's ids of the current token

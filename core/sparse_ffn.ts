@@ -58,6 +58,8 @@ export interface ActivationPredictor {
    * neuron is read). See `LowRankPredictor.loadRecall`.
    */
   worthReading?(neuron: number): boolean;
+  /** The predictor this one widens (closest-friend clusters, core/friends.ts), if any. */
+  readonly inner?: ActivationPredictor;
 }
 
 /**
@@ -128,6 +130,7 @@ export class OraclePredictor implements ActivationPredictor {
  * ```
  */
 export function describeLoadRule(predictor: ActivationPredictor): string {
+  if (predictor.inner) return `${describeLoadRule(predictor.inner)}, with its friend`;
   if (predictor instanceof LowRankPredictor) {
     if (predictor.loadRecall >= 1) return "every predicted neuron read (load recall 1)";
     if (!predictor.hasRecallCurve()) {
