@@ -1,12 +1,14 @@
 /**
  * Opening a model's weights whatever format they are in: safetensors (preferred when a folder
- * has both) or PyTorch's `pytorch_model.bin`, each as one file or shards listed by an index.
+ * has both) or PyTorch's `pytorch_model.bin`, each as one file or shards listed by an index, or
+ * a llama2.c `model.bin`.
  *
  * @module
  */
 
 import { basename, join } from "node:path";
 import { FlashlmError, ioError } from "./errors.ts";
+import { isLlama2cFile, Llama2cCheckpoint } from "./llama2c_checkpoint.ts";
 import { Checkpoint } from "./safetensors_read.ts";
 import type { TensorFile } from "./tensor_file.ts";
 import { TorchCheckpoint } from "./torch_checkpoint.ts";
@@ -20,13 +22,15 @@ const LAYOUTS: readonly { file: string; open: (path: string) => Promise<TensorFi
   { file: "model.safetensors", open: (path) => Checkpoint.open(path) },
   { file: "pytorch_model.bin.index.json", open: (path) => TorchCheckpoint.open(path) },
   { file: "pytorch_model.bin", open: (path) => TorchCheckpoint.open(path) },
+  { file: "model.bin", open: (path) => Llama2cCheckpoint.open(path) },
 ];
 
 /**
  * Open the checkpoint in a folder (the first of `model.safetensors.index.json`,
- * `model.safetensors`, `pytorch_model.bin.index.json`, `pytorch_model.bin` it holds), or a
- * weights file or index given directly (`.safetensors` and `model.safetensors.index.json` are
- * safetensors; any other file is read as a torch.save file or its index).
+ * `model.safetensors`, `pytorch_model.bin.index.json`, `pytorch_model.bin`, llama2.c's
+ * `model.bin` it holds), or a weights file or index given directly (`.safetensors` and
+ * `model.safetensors.index.json` are safetensors; `.json` a torch index; a file that is neither
+ * a zip nor a pickle is read as llama2.c's; any other as a torch.save file).
  *
  * @param pathOrDir A folder or a file.
  * @returns The checkpoint, as a {@linkcode TensorFile}.
@@ -38,7 +42,7 @@ const LAYOUTS: readonly { file: string; open: (path: string) => Promise<TensorFi
  * import { openCheckpoint } from "./checkpoint.ts";
  * import { writeSafetensors } from "./safetensors_write.ts";
  * const dir = await Deno.makeTempDir();
- * await assert.rejects(openCheckpoint(dir), /no model\.safetensors.* or pytorch_model\.bin/);
+ * await assert.rejects(openCheckpoint(dir), /no model\.safetensors.* or model\.bin \(llama2\.c\)/);
  * await writeSafetensors(`${dir}/model.safetensors`, [
  *   { name: "w", dtype: "F32", shape: [1], data: new Float32Array([5]) },
  * ]);
@@ -56,7 +60,11 @@ export async function openCheckpoint(pathOrDir: string): Promise<TensorFile> {
   if (stat.isFile) {
     const name = basename(pathOrDir);
     const safetensors = name.endsWith(".safetensors") || name === "model.safetensors.index.json";
-    return safetensors ? await Checkpoint.open(pathOrDir) : await TorchCheckpoint.open(pathOrDir);
+    if (safetensors) return await Checkpoint.open(pathOrDir);
+    if (!name.endsWith(".json") && await isLlama2cFile(pathOrDir)) {
+      return await Llama2cCheckpoint.open(pathOrDir);
+    }
+    return await TorchCheckpoint.open(pathOrDir);
   }
   for (const layout of LAYOUTS) {
     try {
@@ -67,8 +75,8 @@ export async function openCheckpoint(pathOrDir: string): Promise<TensorFile> {
     return await layout.open(pathOrDir);
   }
   throw new FlashlmError(
-    "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or " +
-      "pytorch_model.bin.index.json in this directory",
+    "no model.safetensors, model.safetensors.index.json, pytorch_model.bin, " +
+      "pytorch_model.bin.index.json or model.bin (llama2.c) in this directory",
     { file: pathOrDir, kind: "io" },
   );
 }
