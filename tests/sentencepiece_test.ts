@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
-import { type Piece, SentencePieceTokenizer } from "../core/sentencepiece.ts";
+import { SentencePieceTokenizer } from "../core/sentencepiece.ts";
+import type { Piece } from "../core/sentencepiece_files.ts";
 import { haveSharedFixture } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------

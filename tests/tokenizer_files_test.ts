@@ -1,0 +1,133 @@
+import { strict as assert } from "node:assert";
+import { HfTokenizer } from "../core/hf_tokenizer.ts";
+import { SentencePieceTokenizer } from "../core/sentencepiece.ts";
+import { OptTokenizer } from "../core/tokenizer.ts";
+import {
+  loadTokenizer,
+  readTokenizerFiles,
+  TOKENIZER_FILE_NAMES,
+  tokenizerFromFiles,
+} from "../core/tokenizer_files.ts";
+import { FlashlmError } from "../io/errors.ts";
+import { haveRealModel, haveSharedFixture, REAL_MODEL_DIR } from "./helpers.ts";
+
+const RANDOM = new URL("../../shared/models/tiny-llama-random/silu", import.meta.url).pathname;
+const haveRandom = haveSharedFixture(
+  `${RANDOM}/hf/tokenizer.model`,
+  `${RANDOM}/llama2c/tokenizer.bin`,
+);
+const enc = new TextEncoder();
+
+const SAMPLES = ["Once upon a time", " two  spaces ", "naïve 日本 🙂 42\n"];
+
+Deno.test("the tokenizer file names are the seven a model folder's tokenizer may consist of", () => {
+  assert.deepEqual([...TOKENIZER_FILE_NAMES], [
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.bin",
+  ]);
+});
+
+Deno.test({
+  name:
+    "a Hugging Face Llama folder gets SentencePiece from tokenizer.model, a llama2.c folder from tokenizer.bin, with the same ids",
+  ignore: !haveRandom,
+  fn: async () => {
+    const hf = await loadTokenizer(`${RANDOM}/hf`);
+    const c = await loadTokenizer(`${RANDOM}/llama2c`);
+    assert.ok(hf instanceof SentencePieceTokenizer && c instanceof SentencePieceTokenizer);
+    assert.deepEqual(hf.encode("Once upon a time"), [1, 9038, 2501, 263, 931]);
+    for (const text of SAMPLES) assert.deepEqual(hf.encode(text), c.encode(text));
+    assert.deepEqual([hf.bosId, hf.eosId], [1, 2]);
+  },
+});
+
+Deno.test({
+  name: "tokenizer_config.json's add_bos_token, bos_token and eos_token are honoured",
+  ignore: !haveRandom,
+  fn: async () => {
+    const files = await readTokenizerFiles(`${RANDOM}/hf`);
+    assert.deepEqual([...files.keys()], ["tokenizer.model", "tokenizer_config.json"]);
+    files.set(
+      "tokenizer_config.json",
+      enc.encode(JSON.stringify({
+        add_bos_token: false,
+        bos_token: { content: "</s>", lstrip: false },
+        eos_token: "<unk>",
+      })),
+    );
+    const tok = tokenizerFromFiles(files, "m");
+    assert.deepEqual(tok.encode("Once"), [9038]);
+    assert.deepEqual(tok.encode("Once", { addBos: true }), [2, 9038]);
+    assert.equal(tok.eosId, 0);
+    files.set("tokenizer_config.json", enc.encode('{"bos_token": "<nope>"}'));
+    assert.throws(
+      () => tokenizerFromFiles(files, "m"),
+      /^FlashlmError: m\/tokenizer\.model: bos_token "<nope>" is not a piece of the vocabulary$/,
+    );
+    files.set("tokenizer_config.json", enc.encode('{"add_bos_token": "yes"}'));
+    assert.throws(
+      () => tokenizerFromFiles(files, "m"),
+      /^FlashlmError: m\/tokenizer_config\.json: add_bos_token is "yes", expected true or false$/,
+    );
+    files.set("tokenizer_config.json", enc.encode("{"));
+    assert.throws(
+      () => tokenizerFromFiles(files, "m"),
+      /m\/tokenizer_config\.json: not valid JSON/,
+    );
+  },
+});
+
+Deno.test({
+  name: "an OPT folder gets its vocab.json and merges.txt tokenizer",
+  ignore: !haveRealModel(),
+  fn: async () => {
+    const tok = await loadTokenizer(REAL_MODEL_DIR);
+    assert.ok(tok instanceof OptTokenizer);
+    const direct = await OptTokenizer.load(REAL_MODEL_DIR);
+    for (const text of SAMPLES) assert.deepEqual(tok.encode(text), direct.encode(text));
+  },
+});
+
+Deno.test("tokenizer.json wins over tokenizer.model, and special_tokens_map.json gives EOS when the config does not", () => {
+  const json = JSON.stringify({
+    model: { type: "BPE", vocab: { "<s>": 0, "<eot>": 1, "a": 2 }, merges: [] },
+    added_tokens: [{ id: 0, content: "<s>", special: true }, {
+      id: 1,
+      content: "<eot>",
+      special: true,
+    }],
+  });
+  const files = new Map([
+    ["tokenizer.json", enc.encode(json)],
+    ["tokenizer.model", new Uint8Array([1, 2, 3])], // not read
+    ["special_tokens_map.json", enc.encode('{"eos_token": {"content": "<eot>"}}')],
+    ["tokenizer_config.json", enc.encode('{"add_bos_token": true}')],
+  ]);
+  const tok = tokenizerFromFiles(files, "m");
+  assert.ok(tok instanceof HfTokenizer);
+  assert.deepEqual(tok.encode("aa"), [0, 2, 2]);
+  assert.equal(tok.eosId, 1);
+});
+
+Deno.test("a folder with no tokenizer is one line naming it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/tokenizer_config.json`, "{}");
+    await assert.rejects(loadTokenizer(dir), (err: unknown) => {
+      assert.ok(err instanceof FlashlmError);
+      assert.equal(
+        err.message,
+        `${dir}: no tokenizer: none of tokenizer.json, tokenizer.model, vocab.json (with ` +
+          "merges.txt) or tokenizer.bin (llama2.c) is there",
+      );
+      return true;
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
