@@ -120,7 +120,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly added: AddedToken[];
   private readonly addedRegex: RegExp | null;
   private readonly normalize: Normalize | null;
-  private preTokenizers: PreTokenize[];
+  private readonly preTokenizers: PreTokenize[];
   private readonly byteFallback: boolean;
   private readonly ignoreMerges: boolean;
   private readonly fuseUnk: boolean;
@@ -204,10 +204,12 @@ export class HfTokenizer implements Tokenizer {
       : new RegExp(byLength.map((a) => escapeRegex(a.content)).join("|"), "gu");
     this.normalize = makeNormalizer(json.normalizer, "normalizer", file);
     this.preTokenizers = makePreTokenizer(json.pre_tokenizer, "pre_tokenizer", file);
-    if (this.preTokenizers.length === 0 && ![...this.vocab.keys()].some((t) => /[^▁]▁/u.test(t))) {
-      // SentencePiece-style (no pre-tokenizer): no token holds "▁" after another character, so
-      // no merge crosses the start of a word and words can merge apart, with the same result.
-      this.preTokenizers = [(word) => splitBy(word, /▁/gu, "MergedWithNext", false)];
+    const byteLevel = usesByteLevel(json.decoder) || usesByteLevel(json.pre_tokenizer);
+    if (!byteLevel && ![...this.vocab.keys()].some((t) => /[^▁]▁/u.test(t))) {
+      // SentencePiece-style (no pre-tokenizer, or Metaspace without split): no token holds "▁"
+      // after another character, so no merge crosses the start of a word, and cutting the text
+      // into words first gives the same ids, without merging a whole text at once.
+      this.preTokenizers.push((word) => splitBy(word, /▁/gu, "MergedWithNext", false));
     }
     this.vocabCount = maxId + 1;
 
@@ -233,7 +235,6 @@ export class HfTokenizer implements Tokenizer {
     this.addBosByDefault = bos >= 0 && (options.addBos ?? template !== null);
 
     // Id -> bytes, and how the decoder treats spaces.
-    const byteLevel = usesByteLevel(json.decoder) || usesByteLevel(json.pre_tokenizer);
     this.byteIds = new Int32Array(256).fill(-1);
     this.idBytes = new Array<Uint8Array>(this.vocabCount).fill(EMPTY_BYTES);
     for (const [token, id] of this.vocab) {
