@@ -59,6 +59,7 @@ function gpt2Parts(): { vocab: Record<string, number>; merges: string[] } {
   return gpt2Cache;
 }
 
+const WIKI = new URL("../../shared/data/wikitext2-heldout.txt", import.meta.url).pathname;
 const ENDOFTEXT = { id: GPT2_ENDOFTEXT, content: "<|endoftext|>", special: true };
 
 // ---------------------------------------------------------------------------
@@ -97,13 +98,15 @@ Deno.test("GPT-2's BPE as a tokenizer.json gives gpt-tokenizer's r50k_base ids, 
       decoder: { type: "ByteLevel" },
     }),
   ];
+  // Held-out WikiText (a real text's mix of words, numbers and markup), when present.
+  const wiki = haveSharedFixture(WIKI) ? Deno.readTextFileSync(WIKI).slice(0, 50_000) : "";
   for (const json of forms) {
     const tok = HfTokenizer.fromJson(json, "gpt2/tokenizer.json", { addBos: false });
     assert.equal(tok.vocabCount, 50257);
     assert.equal(tok.eosId, GPT2_ENDOFTEXT);
-    for (const text of SAMPLES) {
+    for (const text of [...SAMPLES, wiki]) {
       const ids = tok.encode(text);
-      assert.deepEqual(ids, encodeGpt2Text(text), JSON.stringify(text));
+      assert.deepEqual(ids, encodeGpt2Text(text), JSON.stringify(text.slice(0, 50)));
       assert.equal(tok.decode(ids), text);
     }
     // A special token in the text is matched before BPE and decodes to nothing.
