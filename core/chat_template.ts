@@ -45,6 +45,7 @@ import {
   equal,
   Namespace,
   show,
+  toNumber,
   truthy,
   UNDEFINED,
 } from "./chat_template_values.ts";
@@ -76,6 +77,9 @@ export interface ChatContext {
 
 // ---------------------------------------------------------------------------
 // The interpreter
+
+/** The longest list `range` makes and the longest string `*` repeats: a template is small. */
+const MAX_ITEMS = 1 << 20;
 
 /** Thrown by `raise_exception` (and turned into a FlashlmError naming the template). */
 class TemplateRaise extends Error {}
@@ -126,11 +130,13 @@ export class ChatTemplate {
     );
     globals.set("range", (...args: unknown[]) => {
       const [start, stop, step] = args.length === 1
-        ? [0, Number(args[0]), 1]
-        : [Number(args[0]), Number(args[1]), Number(args[2] ?? 1)];
-      const out: number[] = [];
-      for (let i = start; step > 0 ? i < stop : i > stop; i += step) out.push(i);
-      return out;
+        ? [0, toNumber(args[0]), 1]
+        : [toNumber(args[0]), toNumber(args[1]), toNumber(args[2] ?? 1)];
+      const count = step === 0 ? NaN : Math.max(0, Math.ceil((stop - start) / step));
+      if (!(count <= MAX_ITEMS)) {
+        throw new TemplateRaise(`range(${args.map(show).join(", ")}) is too long or not a range`);
+      }
+      return Array.from({ length: count }, (_, k) => start + k * step);
     });
     globals.set("add_generation_prompt", false);
     for (const [key, value] of Object.entries(context)) globals.set(key, value);
@@ -193,7 +199,12 @@ export class ChatTemplate {
           const inner = new Scope(scope);
           const bind = (item: unknown): void => {
             if (stmt.targets.length === 1) inner.set(stmt.targets[0], item);
-            else stmt.targets.forEach((t, k) => inner.set(t, (item as unknown[])[k]));
+            else if (Array.isArray(item) && item.length === stmt.targets.length) {
+              stmt.targets.forEach((t, k) => inner.set(t, item[k]));
+            } else {this.fail(
+                `cannot unpack ${showValue(show(item))} into ${stmt.targets.join(", ")}`,
+                stmt.line,
+              );}
           };
           if (stmt.filter !== null) {
             items = items.filter((item) => {
@@ -255,7 +266,7 @@ export class ChatTemplate {
         const value = object as unknown[] | string;
         const bound = (
           e: Expr | null,
-        ): number | undefined => (e === null ? undefined : Number(this.eval(e, scope)));
+        ): number | undefined => (e === null ? undefined : toNumber(this.eval(e, scope)));
         const step = bound(expr.step) ?? 1;
         if (step === 1) return value.slice(bound(expr.start), bound(expr.stop));
         if (step === -1 && expr.start === null && expr.stop === null) {
@@ -267,7 +278,7 @@ export class ChatTemplate {
       }
       case "unary": {
         const value = this.eval(expr.operand, scope);
-        return expr.op === "not" ? !truthy(value) : -Number(value);
+        return expr.op === "not" ? !truthy(value) : -toNumber(value);
       }
       case "binary":
         return this.binary(expr.op, expr.left, expr.right, scope, line);
@@ -339,30 +350,37 @@ export class ChatTemplate {
           line,
         );
       case "-":
-        return Number(left) - Number(right);
+        return toNumber(left) - toNumber(right);
       case "*":
-        if (typeof left === "string" && typeof right === "number") return left.repeat(right);
-        return Number(left) * Number(right);
+        if (typeof left === "string" && typeof right === "number") {
+          if (!(left.length * Math.max(0, right) <= MAX_ITEMS)) {
+            this.fail("a string repeated too many times", line);
+          }
+          return left.repeat(Math.max(0, Math.trunc(right)));
+        }
+        return toNumber(left) * toNumber(right);
       case "/":
-        return Number(left) / Number(right);
+        return toNumber(left) / toNumber(right);
       case "//":
-        return Math.floor(Number(left) / Number(right));
+        return Math.floor(toNumber(left) / toNumber(right));
       case "%": {
-        const m = Number(left) % Number(right);
-        return m !== 0 && (m < 0) !== (Number(right) < 0) ? m + Number(right) : m;
+        const m = toNumber(left) % toNumber(right);
+        return m !== 0 && (m < 0) !== (toNumber(right) < 0) ? m + toNumber(right) : m;
       }
       case "==":
         return equal(left, right);
       case "!=":
         return !equal(left, right);
       case "<":
-        return (left as number) < (right as number);
       case ">":
-        return (left as number) > (right as number);
       case "<=":
-        return (left as number) <= (right as number);
-      case ">=":
-        return (left as number) >= (right as number);
+      case ">=": {
+        // Strings compare as strings, anything else as numbers (NaN compares false).
+        const [a, b] = typeof left === "string" && typeof right === "string"
+          ? [left, right]
+          : [toNumber(left), toNumber(right)];
+        return op === "<" ? a < b : op === ">" ? a > b : op === "<=" ? a <= b : a >= b;
+      }
       case "in":
       case "not in": {
         let found: boolean;

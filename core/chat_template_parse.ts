@@ -150,7 +150,9 @@ function tokenize(
           value += e === "n" ? "\n" : e === "t" ? "\t" : e === "r" ? "\r" : e;
         } else value += source[j];
       }
-      if (j >= source.length) fail(`a string is not closed: ${source.slice(i, i + 30)}`, line);
+      if (j >= source.length) {
+        fail(`a string is not closed: ${JSON.stringify(source.slice(i, i + 30))}`, line);
+      }
       tokens.push({ type: "string", value });
       i = j + 1;
     } else {

@@ -16,6 +16,17 @@ export class Namespace {
   constructor(readonly values: Map<string, unknown>) {}
 }
 
+/**
+ * A value as a number: numbers as they are, booleans as 0 and 1, numeric strings parsed, and
+ * NaN for anything else (so arithmetic on `undefined` gives NaN, never a thrown TypeError).
+ */
+export function toNumber(value: unknown): number {
+  if (typeof value === "number") return value;
+  if (typeof value === "boolean") return value ? 1 : 0;
+  if (typeof value === "string" && value.trim() !== "") return Number(value);
+  return NaN;
+}
+
 /** Python's truthiness. */
 export function truthy(value: unknown): boolean {
   if (value === UNDEFINED || value === null || value === undefined) return false;
@@ -107,9 +118,9 @@ export function applyTest(
     case "eq":
       return equal(value, args[0]);
     case "even":
-      return Number(value) % 2 === 0;
+      return toNumber(value) % 2 === 0;
     case "odd":
-      return Number(value) % 2 === 1;
+      return toNumber(value) % 2 === 1;
   }
   return fail(`the test "${name}" is not supported`);
 }
@@ -140,7 +151,7 @@ export function applyFilter(
     case "string":
       return show(value);
     case "int":
-      return Math.trunc(Number(value)) || 0;
+      return Math.trunc(toNumber(value)) || 0;
     case "list":
       return Array.isArray(value) ? value : typeof value === "string" ? Array.from(value) : [];
     case "first":

@@ -82,7 +82,7 @@ export function hfRegex(pattern: string, field: string, file = ""): RegExp {
 
 /** `text` as a regex that matches it literally. */
 export function escapeRegex(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
 // ---------------------------------------------------------------------------
@@ -91,6 +91,25 @@ export function escapeRegex(text: string): string {
 export type Normalize = (text: string) => string;
 /** Splits words further: each pre-tokenizer maps a word to its parts. */
 export type PreTokenize = (word: string, first: boolean) => string[];
+
+/** `spec[key]` if it is a string, `fallback` if absent; anything else is an error naming it. */
+function stringField(
+  spec: Json,
+  key: string,
+  fallback: string,
+  field: string,
+  file: string,
+): string {
+  const value = spec[key];
+  if (value === undefined || value === null) return fallback;
+  if (typeof value !== "string") {
+    throw new FlashlmError(`${field}.${key} is ${showValue(value)}, expected a string`, {
+      file,
+      kind: "config",
+    });
+  }
+  return value;
+}
 
 /** A `Split` pre-tokenizer's (or Replace normalizer's) pattern: `{String: …}` or `{Regex: …}`. */
 function patternOf(spec: Json, field: string, file: string): RegExp {
@@ -124,12 +143,12 @@ export function makeNormalizer(spec: unknown, field: string, file: string): Norm
     case "Lowercase":
       return (text) => text.toLowerCase();
     case "Prepend": {
-      const prepend = String(s.prepend ?? "");
+      const prepend = stringField(s, "prepend", "", field, file);
       return (text) => text === "" ? text : prepend + text;
     }
     case "Replace": {
       const pattern = patternOf(s, field, file);
-      const content = String(s.content ?? "");
+      const content = stringField(s, "content", "", field, file);
       return (text) => text.replace(pattern, () => content);
     }
     case "Sequence": {
@@ -200,7 +219,7 @@ export function makePreTokenizer(spec: unknown, field: string, file: string): Pr
     }
     case "Split": {
       const regex = patternOf(s, field, file);
-      const behavior = String(s.behavior ?? "Isolated");
+      const behavior = stringField(s, "behavior", "Isolated", field, file);
       if (!SPLIT_BEHAVIORS.has(behavior)) {
         throw new FlashlmError(`${field}.behavior ${showValue(behavior)} is not supported`, {
           file,
@@ -211,9 +230,13 @@ export function makePreTokenizer(spec: unknown, field: string, file: string): Pr
       return [(word) => splitBy(word, regex, behavior, invert)];
     }
     case "Metaspace": {
-      const replacement = String(s.replacement ?? "▁");
-      const scheme = String(
-        s.prepend_scheme ?? (s.add_prefix_space === false ? "never" : "always"),
+      const replacement = stringField(s, "replacement", "▁", field, file);
+      const scheme = stringField(
+        s,
+        "prepend_scheme",
+        s.add_prefix_space === false ? "never" : "always",
+        field,
+        file,
       );
       const split = s.split !== false;
       const space = new RegExp(escapeRegex(replacement), "gu");

@@ -93,6 +93,8 @@ interface AddedToken {
 
 const EMPTY_BYTES = new Uint8Array(0);
 const UTF8_ENCODER = new TextEncoder();
+/** The largest id may exceed the number of tokens by at most this (the id tables stay small). */
+const MAX_ID_GAP = 1 << 16;
 /** Most words remembered by the BPE cache. */
 const WORD_CACHE_SIZE = 1 << 16;
 
@@ -210,6 +212,12 @@ export class HfTokenizer implements Tokenizer {
       // after another character, so no merge crosses the start of a word, and cutting the text
       // into words first gives the same ids, without merging a whole text at once.
       this.preTokenizers.push((word) => splitBy(word, /▁/gu, "MergedWithNext", false));
+    }
+    if (maxId >= this.vocab.size + this.added.length + MAX_ID_GAP) {
+      fail(
+        `the largest id is ${maxId} but there are only ${this.vocab.size + this.added.length} ` +
+          `tokens (ids may skip at most ${MAX_ID_GAP} values in all)`,
+      );
     }
     this.vocabCount = maxId + 1;
 
@@ -423,7 +431,7 @@ function usesByteLevel(spec: unknown): boolean {
 /** Whether a decoder drops the first leading space: Strip (start ≥ 1) or Metaspace. */
 function stripsFirstSpace(spec: unknown): boolean {
   if (!isObject(spec)) return false;
-  if (spec.type === "Strip") return Number(spec.start ?? 0) >= 1;
+  if (spec.type === "Strip") return typeof spec.start === "number" && spec.start >= 1;
   if (spec.type === "Metaspace") {
     return spec.add_prefix_space !== false && spec.prepend_scheme !== "never";
   }
