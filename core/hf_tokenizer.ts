@@ -60,7 +60,7 @@ import {
   type PreTokenize,
   splitBy,
 } from "./hf_pretokenize.ts";
-import { type Tokenizer, TokenStreamDecoder } from "./tokenizer.ts";
+import { decodeTokenBytes, type Tokenizer, TokenStreamDecoder } from "./tokenizer.ts";
 
 // ---------------------------------------------------------------------------
 // Options from tokenizer_config.json
@@ -375,24 +375,7 @@ export class HfTokenizer implements Tokenizer {
 
   /** Ids -> text; special added tokens give "", and a Strip decoder drops the first space. */
   decode(ids: ArrayLike<number>): string {
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    let first = this.stripFirstSpace;
-    for (let i = 0; i < ids.length; i++) {
-      let bytes = this.tokenBytes(ids[i]);
-      if (bytes.length === 0) continue;
-      if (first && bytes[0] === 0x20) bytes = bytes.subarray(1);
-      first = false;
-      parts.push(bytes);
-      total += bytes.length;
-    }
-    const all = new Uint8Array(total);
-    let offset = 0;
-    for (const part of parts) {
-      all.set(part, offset);
-      offset += part.length;
-    }
-    return new TextDecoder().decode(all);
+    return decodeTokenBytes(this, ids, this.stripFirstSpace ? () => true : undefined);
   }
 
   /** The raw bytes an id stands for; empty for special tokens and unknown ids. */

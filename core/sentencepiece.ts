@@ -41,7 +41,7 @@ import {
   type SpecialTokenOverrides,
   withOverrides,
 } from "./sentencepiece_files.ts";
-import { type Tokenizer, TokenStreamDecoder } from "./tokenizer.ts";
+import { decodeTokenBytes, type Tokenizer, TokenStreamDecoder } from "./tokenizer.ts";
 
 // ---------------------------------------------------------------------------
 // The merge agenda: a binary max-heap of candidate pairs
@@ -417,26 +417,8 @@ export class SentencePieceTokenizer implements Tokenizer {
    * stands for the dummy prefix, as SentencePiece's decoder does.
    */
   decode(ids: ArrayLike<number>): string {
-    const parts: Uint8Array[] = [];
-    let total = 0;
-    let first = this.options.addDummyPrefix;
-    for (let i = 0; i < ids.length; i++) {
-      let bytes = this.tokenBytes(ids[i]);
-      if (bytes.length === 0) continue;
-      if (first && bytes[0] === 0x20 && this.pieces[ids[i]].type !== "byte") {
-        bytes = bytes.subarray(1);
-      }
-      first = false;
-      parts.push(bytes);
-      total += bytes.length;
-    }
-    const all = new Uint8Array(total);
-    let offset = 0;
-    for (const part of parts) {
-      all.set(part, offset);
-      offset += part.length;
-    }
-    return new TextDecoder().decode(all);
+    const dropSpace = (id: number): boolean => this.pieces[id].type !== "byte";
+    return decodeTokenBytes(this, ids, this.options.addDummyPrefix ? dropSpace : undefined);
   }
 
   /** The raw bytes an id stands for (`▁` as a space); empty for control and unknown ids. */

@@ -393,16 +393,7 @@ export class OptTokenizer implements Tokenizer {
    * ```
    */
   decode(ids: ArrayLike<number>): string {
-    let total = 0;
-    for (let i = 0; i < ids.length; i++) total += this.tokenBytes(ids[i]).length;
-    const bytes = new Uint8Array(total);
-    let offset = 0;
-    for (let i = 0; i < ids.length; i++) {
-      const b = this.tokenBytes(ids[i]);
-      bytes.set(b, offset);
-      offset += b.length;
-    }
-    return UTF8_DECODER.decode(bytes);
+    return decodeTokenBytes(this, ids);
   }
 
   /**
@@ -442,6 +433,49 @@ export class OptTokenizer implements Tokenizer {
   streamDecoder(): TokenStreamDecoder {
     return new TokenStreamDecoder(this);
   }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding
+
+/**
+ * Ids -> text as byte-based tokenizers decode: the tokens' bytes back to back, then UTF-8
+ * (invalid sequences replaced). With `dropFirstSpace`, the first token that has bytes loses
+ * its leading space when `dropFirstSpace(id)` says so (SentencePiece's dummy prefix).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { decodeTokenBytes } from "./tokenizer.ts";
+ * const bytes = [new Uint8Array(0), new TextEncoder().encode(" Hi"), new TextEncoder().encode(" you")];
+ * const tok = { tokenBytes: (id: number) => bytes[id] };
+ * assert.equal(decodeTokenBytes(tok, [0, 1, 2]), " Hi you");
+ * assert.equal(decodeTokenBytes(tok, [0, 1, 2], () => true), "Hi you");
+ * ```
+ */
+export function decodeTokenBytes(
+  tokenizer: Pick<Tokenizer, "tokenBytes">,
+  ids: ArrayLike<number>,
+  dropFirstSpace?: (id: number) => boolean,
+): string {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  let first = dropFirstSpace !== undefined;
+  for (let i = 0; i < ids.length; i++) {
+    let bytes = tokenizer.tokenBytes(ids[i]);
+    if (bytes.length === 0) continue;
+    if (first && bytes[0] === 0x20 && dropFirstSpace!(ids[i])) bytes = bytes.subarray(1);
+    first = false;
+    parts.push(bytes);
+    total += bytes.length;
+  }
+  const all = new Uint8Array(total);
+  let offset = 0;
+  for (const part of parts) {
+    all.set(part, offset);
+    offset += part.length;
+  }
+  return UTF8_DECODER.decode(all);
 }
 
 // ---------------------------------------------------------------------------

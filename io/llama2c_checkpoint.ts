@@ -26,10 +26,10 @@
  */
 
 import { basename, join } from "node:path";
-import { readExactly } from "./atomic_write.ts";
 import { FlashlmError, ioError } from "./errors.ts";
 import type { TensorInfo } from "./safetensors.ts";
 import { bytesToF32, type TensorFile } from "./tensor_file.ts";
+import { readRange } from "./torch_checkpoint.ts";
 
 // ---------------------------------------------------------------------------
 // The header
@@ -340,25 +340,14 @@ export class Llama2cCheckpoint implements TensorFile {
    */
   static async open(pathOrDir: string): Promise<Llama2cCheckpoint> {
     let file = pathOrDir;
-    let handle: Deno.FsFile;
     let size: number;
     try {
       if ((await Deno.stat(pathOrDir)).isDirectory) file = join(pathOrDir, "model.bin");
-      handle = await Deno.open(file, { read: true });
+      size = (await Deno.stat(file)).size;
     } catch (err) {
       throw ioError("cannot open checkpoint", file, err);
     }
-    let head: Uint8Array;
-    try {
-      size = (await handle.stat()).size;
-      head = new Uint8Array(Math.min(size, V1_HEADER_BYTES));
-      await readExactly(handle, head, 0, file);
-    } catch (err) {
-      if (err instanceof FlashlmError) throw err;
-      throw ioError("cannot read", file, err);
-    } finally {
-      handle.close();
-    }
+    const head = await readRange(file, 0, Math.min(size, V1_HEADER_BYTES));
     return new Llama2cCheckpoint(pathOrDir, file, parseLlama2cHeader(head, size, file));
   }
 
@@ -467,43 +456,14 @@ export function llama2cConfigJson(h: Llama2cHeader): Record<string, unknown> {
  * ```
  */
 export async function isLlama2cFile(path: string): Promise<boolean> {
-  let head: Uint8Array;
+  let size: number;
   try {
-    const file = await Deno.open(path, { read: true });
-    try {
-      head = new Uint8Array(Math.min(4, (await file.stat()).size));
-      await readExactly(file, head, 0, path);
-    } finally {
-      file.close();
-    }
+    size = (await Deno.stat(path)).size;
   } catch (err) {
-    if (err instanceof FlashlmError) throw err;
     throw ioError("cannot open", path, err);
   }
+  const head = await readRange(path, 0, Math.min(4, size));
   if (head.length < 4) return false;
   const zip = head[0] === 0x50 && head[1] === 0x4b;
   return !zip && head[0] !== 0x80 && basename(path) !== "pytorch_model.bin";
-}
-
-/** The most read from a file in one call. */
-const READ_CHUNK_BYTES = 1 << 20;
-
-/** Read `length` bytes of `path` at `offset` into a new array. */
-async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
-  const bytes = new Uint8Array(length);
-  let file: Deno.FsFile;
-  try {
-    file = await Deno.open(path, { read: true });
-  } catch (err) {
-    throw ioError("cannot open", path, err);
-  }
-  try {
-    for (let done = 0; done < length; done += READ_CHUNK_BYTES) {
-      const piece = bytes.subarray(done, Math.min(length, done + READ_CHUNK_BYTES));
-      await readExactly(file, piece, offset + done, path);
-    }
-  } finally {
-    file.close();
-  }
-  return bytes;
 }

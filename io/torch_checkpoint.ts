@@ -245,8 +245,13 @@ async function readMember(path: string, member: ZipMember): Promise<Uint8Array> 
 /** The most read from a file in one call. */
 const READ_CHUNK_BYTES = 1 << 20;
 
-/** Read `length` bytes of `path` at `offset` into a new array. */
-async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
+/**
+ * Read `length` bytes of `path` at `offset` into a new array, in pieces of at most 1 MiB (the
+ * llama2.c reader uses it too).
+ *
+ * @throws {FlashlmError} naming `path` when it cannot be opened or is shorter than asked.
+ */
+export async function readRange(path: string, offset: number, length: number): Promise<Uint8Array> {
   const bytes = new Uint8Array(length);
   let file: Deno.FsFile;
   try {
