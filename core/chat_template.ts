@@ -41,10 +41,12 @@ import { type Expr, parseTemplate, type Stmt } from "./chat_template_parse.ts";
 import {
   applyFilter,
   applyTest,
+  attributeOf,
   callMethod,
   equal,
   Namespace,
   show,
+  strftime,
   toNumber,
   truthy,
   UNDEFINED,
@@ -138,6 +140,7 @@ export class ChatTemplate {
       }
       return Array.from({ length: count }, (_, k) => start + k * step);
     });
+    globals.set("strftime_now", (format: unknown) => strftime(show(format), new Date()));
     globals.set("add_generation_prompt", false);
     for (const [key, value] of Object.entries(context)) globals.set(key, value);
     const out: string[] = [];
@@ -248,7 +251,7 @@ export class ChatTemplate {
           expr.entries.map(([k, v]) => [show(this.eval(k, scope)), this.eval(v, scope)]),
         );
       case "attr":
-        return this.attribute(this.eval(expr.object, scope), expr.name);
+        return attributeOf(this.eval(expr.object, scope), expr.name);
       case "index": {
         const object = this.eval(expr.object, scope);
         const key = this.eval(expr.index, scope);
@@ -256,7 +259,7 @@ export class ChatTemplate {
           const at = key < 0 ? object.length + key : key;
           return at >= 0 && at < object.length ? object[at] : UNDEFINED;
         }
-        return this.attribute(object, show(key));
+        return attributeOf(object, show(key));
       }
       case "slice": {
         const object = this.eval(expr.object, scope);
@@ -393,17 +396,6 @@ export class ChatTemplate {
       }
     }
     return this.fail(`unknown operator ${op}`, line);
-  }
-
-  private attribute(object: unknown, name: string): unknown {
-    if (object instanceof Namespace) {
-      return object.values.has(name) ? object.values.get(name) : UNDEFINED;
-    }
-    if (object instanceof Map) return object.has(name) ? object.get(name) : UNDEFINED;
-    if (object !== null && typeof object === "object" && Object.hasOwn(object, name)) {
-      return (object as Record<string, unknown>)[name];
-    }
-    return UNDEFINED;
   }
 }
 

@@ -81,6 +81,75 @@ export function equal(a: unknown, b: unknown): boolean {
   return a === b;
 }
 
+/** `object.name` or `object[name]` as Jinja looks it up; `undefined` when there is none. */
+export function attributeOf(object: unknown, name: string): unknown {
+  if (object instanceof Namespace) {
+    return object.values.has(name) ? object.values.get(name) : UNDEFINED;
+  }
+  if (object instanceof Map) return object.has(name) ? object.get(name) : UNDEFINED;
+  if (object !== null && typeof object === "object" && Object.hasOwn(object, name)) {
+    return (object as Record<string, unknown>)[name];
+  }
+  return UNDEFINED;
+}
+
+/** A list as filters take it: a list as is, a string's characters, else nothing. */
+function listOf(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : typeof value === "string" ? Array.from(value) : [];
+}
+
+const MONTHS = [
+  "January",
+  "February",
+  "March",
+  "April",
+  "May",
+  "June",
+  "July",
+  "August",
+  "September",
+  "October",
+  "November",
+  "December",
+];
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+
+/**
+ * The date `now` formatted as Python's `strftime` does for the common codes (`%d %m %Y %y %b
+ * %B %a %A %H %I %M %S %p %j %%`): what transformers' `strftime_now` gives templates (Llama 3.1
+ * writes today's date into its system prompt). Local time.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { strftime } from "./chat_template_values.ts";
+ * assert.equal(strftime("%d %b %Y, %A %H:%M %%", new Date(2024, 6, 26, 9, 5)), "26 Jul 2024, Friday 09:05 %");
+ * ```
+ */
+export function strftime(format: string, now: Date): string {
+  const two = (n: number): string => String(n).padStart(2, "0");
+  const start = new Date(now.getFullYear(), 0, 1);
+  const day = Math.floor((now.getTime() - start.getTime()) / 86_400_000) + 1;
+  const codes: Record<string, string> = {
+    d: two(now.getDate()),
+    m: two(now.getMonth() + 1),
+    Y: String(now.getFullYear()),
+    y: two(now.getFullYear() % 100),
+    b: MONTHS[now.getMonth()].slice(0, 3),
+    B: MONTHS[now.getMonth()],
+    a: DAYS[now.getDay()].slice(0, 3),
+    A: DAYS[now.getDay()],
+    H: two(now.getHours()),
+    I: two(now.getHours() % 12 || 12),
+    M: two(now.getMinutes()),
+    S: two(now.getSeconds()),
+    p: now.getHours() < 12 ? "AM" : "PM",
+    j: String(day).padStart(3, "0"),
+    "%": "%",
+  };
+  return format.replace(/%(.)/g, (whole, code: string) => codes[code] ?? whole);
+}
+
 // ---------------------------------------------------------------------------
 // Tests, filters and methods
 
@@ -136,6 +205,34 @@ export function applyFilter(
   switch (name) {
     case "trim":
       return show(value).trim();
+    case "select":
+    case "reject": {
+      // items that pass the test named by args[0] (or are true), or that do not
+      const test = (x: unknown): boolean =>
+        args.length === 0 ? truthy(x) : applyTest(show(args[0]), x, args.slice(1), fail);
+      return listOf(value).filter((x) => test(x) === (name === "select"));
+    }
+    case "selectattr":
+    case "rejectattr": {
+      const attr = show(args[0]);
+      const test = (x: unknown): boolean =>
+        args.length < 2 ? truthy(x) : applyTest(show(args[1]), x, args.slice(2), fail);
+      return listOf(value).filter((x) => test(attributeOf(x, attr)) === (name === "selectattr"));
+    }
+    case "map":
+      if (kwargs.has("attribute")) {
+        return listOf(value).map((x) => attributeOf(x, show(kwargs.get("attribute"))));
+      }
+      if (args.length === 0) return fail('map needs a filter name or attribute="..."');
+      return listOf(value).map((x) =>
+        applyFilter(show(args[0]), x, args.slice(1), new Map(), fail)
+      );
+    case "abs":
+      return Math.abs(toNumber(value));
+    case "float":
+      return toNumber(value) || 0;
+    case "safe":
+      return value;
     case "length":
     case "count":
       if (Array.isArray(value) || typeof value === "string") return value.length;

@@ -168,6 +168,33 @@ Deno.test("whitespace control, indentation before block tags, namespaces, loops,
   assert.equal(render("{# a comment #}{{ 'é' + \"\\n\" }}", two), "é\n");
 });
 
+Deno.test("select, reject, selectattr, map and strftime_now work as Llama 3.1's template uses them", () => {
+  const tools = { builtin_tools: ["brave_search", "code_interpreter", "wolfram_alpha"] };
+  assert.equal(
+    render("{{ builtin_tools | reject('equalto', 'code_interpreter') | join(', ') }}", [], tools),
+    "brave_search, wolfram_alpha",
+  );
+  assert.equal(render("{{ [0, 1, 2, ''] | select | list | length }}", []), "2");
+  assert.equal(
+    render(
+      "{{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') | join('|') }}",
+      CHAT,
+    ),
+    "Hi |Bye",
+  );
+  assert.equal(
+    render("{{ messages | rejectattr('role', 'equalto', 'user') | length }}", CHAT),
+    "2",
+  );
+  assert.equal(render("{{ ['a', 'B'] | map('upper') | join }}", []), "AB");
+  const dated = render(
+    '{%- if strftime_now is defined %}{%- set date_string = strftime_now("%d %b %Y") %}' +
+      '{%- else %}{%- set date_string = "26 Jul 2024" %}{%- endif %}Today Date: {{ date_string }}',
+    [],
+  );
+  assert.match(dated, /^Today Date: \d\d [A-Z][a-z]{2} \d{4}$/);
+});
+
 Deno.test("a template that does not parse, or uses what is not supported, is one line naming the file and line", () => {
   const check = (template: string, message: RegExp): void => {
     assert.throws(() => ChatTemplate.parse(template, "m/tokenizer_config.json"), (err: unknown) => {
