@@ -12,6 +12,8 @@
  * which tokens are BOS and EOS (`bos_token`, `eos_token`, as text or `{content}` objects) and
  * whether prompts start with BOS (`add_bos_token`).
  *
+ * {@linkcode chatFormatFromFiles} gives the model's chat template, when it has one.
+ *
  * The files are taken as a map name -> bytes, so a converted model can carry them inside its
  * own file and rebuild the same tokenizer; {@linkcode readTokenizerFiles} reads them from a folder.
  *
@@ -21,6 +23,8 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { FlashlmError, ioError, showValue } from "../io/errors.ts";
+import { type ChatMessage, chatTemplateFromConfig } from "./chat_template.ts";
+import { escapeRegex } from "./hf_pretokenize.ts";
 import { HfTokenizer, type HfTokenizerOptions } from "./hf_tokenizer.ts";
 import { SentencePieceTokenizer } from "./sentencepiece.ts";
 import type { SpecialTokenOverrides } from "./sentencepiece_files.ts";
@@ -173,6 +177,90 @@ export function tokenizerFromFiles(
       "tokenizer.bin (llama2.c) is there",
     { file: source, kind: "config" },
   );
+}
+
+/** A model's chat format: its chat template, with its BOS and EOS text filled in. */
+export interface ChatFormat {
+  /**
+   * The prompt text of a conversation, ending with the start of an assistant turn when
+   * `addGenerationPrompt` (templates write BOS themselves).
+   */
+  render(messages: ChatMessage[], addGenerationPrompt?: boolean): string;
+  /**
+   * The prompt ids of a conversation: the rendered text with its BOS and EOS text as those
+   * ids (a tokenizer encodes such text as plain characters) and the rest encoded without an
+   * added BOS, as transformers' `apply_chat_template(tokenize=True)` does.
+   */
+  encode(messages: ChatMessage[], addGenerationPrompt?: boolean): number[];
+}
+
+/**
+ * The chat format in a model's tokenizer files: `tokenizer_config.json`'s `chat_template`, with
+ * `bos_token` and `eos_token` from the same files, encoding with `tokenizer`; null when there is
+ * no template.
+ *
+ * @throws {FlashlmError} naming the file when the config or its template is malformed.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { chatFormatFromFiles, tokenizerFromFiles } from "./tokenizer_files.ts";
+ * const enc = new TextEncoder();
+ * const files = new Map([
+ *   ["tokenizer.json", enc.encode(JSON.stringify({
+ *     model: { type: "BPE", vocab: { "<s>": 0, "H": 1, "i": 2, "Hi": 3, "[": 4, "]": 5 }, merges: ["H i"] },
+ *   }))],
+ *   ["tokenizer_config.json", enc.encode(JSON.stringify({
+ *     bos_token: "<s>",
+ *     chat_template: "{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}",
+ *   }))],
+ * ]);
+ * const chat = chatFormatFromFiles(files, "m", tokenizerFromFiles(files, "m"));
+ * assert.equal(chat?.render([{ role: "user", content: "Hi" }]), "<s>[Hi]");
+ * assert.deepEqual(chat?.encode([{ role: "user", content: "Hi" }]), [0, 4, 3, 5]);
+ * ```
+ */
+export function chatFormatFromFiles(
+  files: ReadonlyMap<string, Uint8Array>,
+  source: string,
+  tokenizer: Tokenizer,
+): ChatFormat | null {
+  const bytes = files.get("tokenizer_config.json");
+  if (bytes === undefined) return null;
+  const template = chatTemplateFromConfig(
+    UTF8.decode(bytes),
+    join(source, "tokenizer_config.json"),
+  );
+  if (template === null) return null;
+  const { bosToken, eosToken } = readConfig(files, source);
+  const render = (messages: ChatMessage[], addGenerationPrompt = false): string =>
+    template.render({
+      messages,
+      add_generation_prompt: addGenerationPrompt,
+      bos_token: bosToken ?? "",
+      eos_token: eosToken ?? "",
+    });
+  const specials = new Map<string, number>();
+  if (bosToken && tokenizer.bosId >= 0) specials.set(bosToken, tokenizer.bosId);
+  if (eosToken && tokenizer.eosId >= 0) specials.set(eosToken, tokenizer.eosId);
+  const encode = (messages: ChatMessage[], addGenerationPrompt = false): number[] => {
+    const text = render(messages, addGenerationPrompt);
+    const ids: number[] = [];
+    let last = 0;
+    if (specials.size > 0) {
+      const pattern = [...specials.keys()].map(escapeRegex);
+      for (const match of text.matchAll(new RegExp(pattern.join("|"), "g"))) {
+        if (match.index! > last) {
+          ids.push(...tokenizer.encode(text.slice(last, match.index), { addBos: false }));
+        }
+        ids.push(specials.get(match[0])!);
+        last = match.index! + match[0].length;
+      }
+    }
+    if (last < text.length) ids.push(...tokenizer.encode(text.slice(last), { addBos: false }));
+    return ids;
+  };
+  return { render, encode };
 }
 
 /**

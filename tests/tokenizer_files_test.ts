@@ -3,6 +3,7 @@ import { HfTokenizer } from "../core/hf_tokenizer.ts";
 import { SentencePieceTokenizer } from "../core/sentencepiece.ts";
 import { OptTokenizer } from "../core/tokenizer.ts";
 import {
+  chatFormatFromFiles,
   loadTokenizer,
   readTokenizerFiles,
   TOKENIZER_FILE_NAMES,
@@ -79,6 +80,53 @@ Deno.test({
       () => tokenizerFromFiles(files, "m"),
       /m\/tokenizer_config\.json: not valid JSON/,
     );
+  },
+});
+
+/** Llama 2's chat template, as its tokenizer_config.json holds it. */
+const LLAMA2_CHAT =
+  "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}" +
+  "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}" +
+  "{% set system_message = false %}{% endif %}{% for message in loop_messages %}" +
+  "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}" +
+  "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}" +
+  "{% endif %}{% if loop.index0 == 0 and system_message != false %}" +
+  "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}" +
+  "{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}" +
+  "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}" +
+  "{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+Deno.test({
+  name:
+    "Llama 2's chat template with tokenizer.model gives BOS and EOS as ids and [INST] as 518, 25580, 29962",
+  ignore: !haveRandom,
+  fn: async () => {
+    const files = await readTokenizerFiles(`${RANDOM}/hf`);
+    const config = JSON.parse(new TextDecoder().decode(files.get("tokenizer_config.json")));
+    files.set(
+      "tokenizer_config.json",
+      enc.encode(JSON.stringify({ ...config, chat_template: LLAMA2_CHAT })),
+    );
+    const tok = tokenizerFromFiles(files, "m");
+    const chat = chatFormatFromFiles(files, "m", tok)!;
+    const turns = [
+      { role: "user", content: "Hi" },
+      { role: "assistant", content: "Hello" },
+      { role: "user", content: "Bye" },
+    ];
+    const text = chat.render(turns);
+    assert.equal(text, "<s>[INST] Hi [/INST] Hello </s><s>[INST] Bye [/INST]");
+    const ids = chat.encode(turns);
+    // "[INST]" after BOS is "▁[", "INST", "]" in Llama 2's vocabulary (the published chat prompts).
+    assert.deepEqual(ids.slice(0, 4), [1, 518, 25580, 29962]);
+    assert.equal(ids.filter((id) => id === 1).length, 2);
+    assert.equal(ids.filter((id) => id === 2).length, 1);
+    // After </s><s> the next piece starts with its own dummy-prefix "▁" (as transformers'
+    // legacy Llama tokenizer encodes it), so the decoded text has two spaces there.
+    assert.equal(tok.decode(ids), "[INST] Hi [/INST] Hello  [INST] Bye [/INST]");
+    // Each piece between the special tokens encodes as plain text does.
+    const eos = ids.indexOf(2);
+    assert.deepEqual(ids.slice(1, eos), tok.encode("[INST] Hi [/INST] Hello ", { addBos: false }));
   },
 });
 
