@@ -62,7 +62,17 @@ export async function openCheckpoint(pathOrDir: string): Promise<TensorFile> {
     const safetensors = name.endsWith(".safetensors") || name === "model.safetensors.index.json";
     if (safetensors) return await Checkpoint.open(pathOrDir);
     if (!name.endsWith(".json") && await isLlama2cFile(pathOrDir)) {
-      return await Llama2cCheckpoint.open(pathOrDir);
+      try {
+        return await Llama2cCheckpoint.open(pathOrDir);
+      } catch (err) {
+        // Neither zip nor pickle: say so, with why it is no llama2.c checkpoint either.
+        if (!(err instanceof FlashlmError) || err.kind !== "format") throw err;
+        const why = err.message.slice(pathOrDir.length + 2);
+        throw new FlashlmError(`not a PyTorch checkpoint (not a zip) nor llama2.c's: ${why}`, {
+          file: pathOrDir,
+          cause: err,
+        });
+      }
     }
     return await TorchCheckpoint.open(pathOrDir);
   }

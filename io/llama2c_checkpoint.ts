@@ -231,7 +231,7 @@ function locateAll(h: Llama2cHeader): Map<string, Located> {
         const info: TensorInfo = {
           name,
           dtype: "F32",
-          shape: block.shape,
+          shape: [...block.shape],
           begin: offset,
           end: offset + bytes,
         };

@@ -321,6 +321,20 @@ Deno.test("non-positive sizes, heads that do not divide dim and unsupported vers
   );
 });
 
+Deno.test("a weights file given directly that is neither a zip, a pickle nor llama2.c's says all three", () =>
+  withTempDir(async (dir) => {
+    const path = `${dir}/weights.bin`;
+    await Deno.writeFile(path, new TextEncoder().encode("hello, this is not a checkpoint at all"));
+    await assert.rejects(openCheckpoint(path), (err: unknown) => {
+      assert.ok(err instanceof FlashlmError);
+      assert.match(
+        err.message,
+        /^\S+\/weights\.bin: not a PyTorch checkpoint \(not a zip\) nor llama2\.c's: llama2\.c header field n_heads is \d+, which does not divide dim \d+$/,
+      );
+      return true;
+    });
+  }));
+
 Deno.test("parseLlama2cHeader checks the head size is even (RoPE rotates pairs)", () => {
   const head = new Uint8Array(Int32Array.from([12, 8, 1, 4, 4, 5, 2]).buffer);
   assert.throws(
