@@ -130,6 +130,39 @@ Deno.test({
   },
 });
 
+Deno.test("a Qwen2-style folder (ChatML, no BOS) encodes a chat with its special tokens as their ids", () => {
+  // Byte-level pieces: "Ċ" is "\n", "Ġ" a space.
+  const vocab = { "u": 0, "s": 1, "e": 2, "r": 3, "user": 4, "Ċ": 5, "H": 6, "i": 7, "Hi": 8 };
+  const merges = ["u s", "e r", "us er", "H i"];
+  const json = {
+    model: { type: "BPE", vocab, merges },
+    added_tokens: [
+      { id: 9, content: "<|endoftext|>", special: true },
+      { id: 10, content: "<|im_start|>", special: true },
+      { id: 11, content: "<|im_end|>", special: true },
+    ],
+    normalizer: { type: "NFC" },
+    pre_tokenizer: { type: "ByteLevel", add_prefix_space: false, use_regex: true },
+    decoder: { type: "ByteLevel" },
+  };
+  const config = {
+    bos_token: null,
+    eos_token: "<|im_end|>",
+    chat_template: "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + " +
+      "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}",
+  };
+  const files = new Map([
+    ["tokenizer.json", enc.encode(JSON.stringify(json))],
+    ["tokenizer_config.json", enc.encode(JSON.stringify(config))],
+  ]);
+  const tok = tokenizerFromFiles(files, "qwen");
+  assert.deepEqual([tok.bosId, tok.eosId], [11, 11]); // no BOS: EOS stands in where one is needed
+  assert.deepEqual(tok.encode("Hi"), [8]); // and none is added
+  const chat = chatFormatFromFiles(files, "qwen", tok)!;
+  assert.deepEqual(chat.encode([{ role: "user", content: "Hi" }]), [10, 4, 5, 8, 11, 5]);
+  assert.equal(tok.decode(chat.encode([{ role: "user", content: "Hi" }])), "user\nHi\n");
+});
+
 Deno.test({
   name: "an OPT folder gets its vocab.json and merges.txt tokenizer",
   ignore: !haveRealModel(),
