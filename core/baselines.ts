@@ -163,6 +163,7 @@ export class HybridFfn implements FfnProvider {
     this.stats.reads += this.reader.stats.reads - before;
     this.stats.neuronsLoaded += rest;
     this.stats.ioMs += t1 - t0;
+    this.stats.ioWaitMs += t1 - t0; // nothing computes while the layer is read
     this.stats.computeMs += t2 - t1;
   }
 

@@ -15,6 +15,7 @@ import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { matvec } from "../kernels/matvec.ts";
+import type { KernelPool } from "../kernels/pool.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
@@ -29,8 +30,16 @@ export interface FfnStats {
   bytesRead: number;
   /** Positioned reads issued. */
   reads: number;
-  /** Milliseconds waiting for flash. */
+  /**
+   * Milliseconds of flash reads: from issuing a layer's reads to knowing they are done
+   * (in sparse mode compute runs meanwhile, so this bounds the reads' own time from above).
+   */
   ioMs: number;
+  /**
+   * Milliseconds the compute waited on flash reads: the part of `ioMs` not hidden under
+   * compute (equal to `ioMs` where nothing overlaps the reads).
+   */
+  ioWaitMs: number;
   /** Milliseconds computing (FFN kernels, and the predictor in sparse mode). */
   computeMs: number;
   /** Milliseconds of DRAM management (window bookkeeping, inserts, deletes, a split layer reordered). */
@@ -74,6 +83,11 @@ export interface FfnProvider {
   forward(layer: number, x: Float32Array, out: Float32Array): Promise<void>;
   /** The DRAM it holds, measured from its arrays (optional for wrappers). */
   memoryInUse?(): FfnMemory;
+  /**
+   * Compute on `pool`'s threads from now on (optional: a provider without it computes on
+   * the calling thread). The transformer calls it once its pool's workers have started.
+   */
+  usePool?(pool: KernelPool): void;
   /** Release files and handles. */
   close(): void;
 }
@@ -93,6 +107,7 @@ export function newFfnStats(): FfnStats {
     bytesRead: 0,
     reads: 0,
     ioMs: 0,
+    ioWaitMs: 0,
     computeMs: 0,
     memoryMs: 0,
     neuronsLoaded: 0,
@@ -297,6 +312,7 @@ export class FlashNaiveFfn implements FfnProvider {
     this.stats.reads += this.reader.stats.reads - before;
     this.stats.neuronsLoaded += dFfn;
     this.stats.ioMs += t1 - t0;
+    this.stats.ioWaitMs += t1 - t0; // nothing computes while the layer is read
     this.stats.memoryMs += t2 - t1;
     this.stats.computeMs += performance.now() - t2;
   }

@@ -91,9 +91,16 @@ export class NeuronStore {
 
   /**
    * Preallocate a store of `capacity` rows for a layer of `numNeurons` neurons, each row
-   * one bundle of `bundle`'s shape (null: rows of no bytes, for simulation).
+   * one bundle of `bundle`'s shape (null: rows of no bytes, for simulation). With
+   * `options.shared` the rows and their biases live in `SharedArrayBuffer`s, for the
+   * kernel pool's workers.
    */
-  constructor(capacity: number, numNeurons: number, bundle: BundleShape | null) {
+  constructor(
+    capacity: number,
+    numNeurons: number,
+    bundle: BundleShape | null,
+    options: { shared?: boolean } = {},
+  ) {
     if (!Number.isInteger(capacity) || capacity < 0 || capacity > numNeurons) {
       throw new FlashlmError(`neuron store capacity ${capacity} must be in [0, ${numNeurons}]`, {
         kind: "usage",
@@ -102,12 +109,18 @@ export class NeuronStore {
     this.capacity = capacity;
     this.numNeurons = numNeurons;
     this.rowBytes = bundle === null ? 0 : bundleBytes(bundle.dtype, bundle.d);
-    this.bytes = new Uint8Array(capacity * this.rowBytes);
+    const shared = options.shared ?? false;
+    const rowsBytes = capacity * this.rowBytes;
+    this.bytes = shared
+      ? new Uint8Array(new SharedArrayBuffer(rowsBytes))
+      : new Uint8Array(rowsBytes);
     this.matrix = bundle === null
       ? emptyBundleMatrix()
       : bundleMatrix(bundle.dtype, bundle.d, this.bytes);
     this.pointer = new Int32Array(capacity);
-    this.bias = new Float32Array(capacity);
+    this.bias = shared
+      ? new Float32Array(new SharedArrayBuffer(4 * capacity))
+      : new Float32Array(capacity);
     this.rowOf = new Int32Array(numNeurons).fill(-1);
     this.lastActive = new Int32Array(numNeurons).fill(-1);
   }

@@ -19,19 +19,25 @@
  *    threshold, calibrated to a recall of 90% where the paper's threshold aims at 95%:
  *    `LowRankPredictor.loadRecall`); a neuron already in DRAM is computed whatever its
  *    prediction, since that costs no read.
- * 4. **Compute** on the store's rows `[0 : numUsed]` with the bundled kernel, at the
- *    file's precision: each bundle is read straight into its store row as stored (f32,
- *    f16 or int8), never decoded.
+ * 4. **Compute under the reads** (PowerInfer-2's neuron-cluster pipeline): the reads
+ *    are issued, then the neurons already in the store are computed while they are in
+ *    flight, then the arriving ones — the store's rows `[0 : numUsed]` with the bundled
+ *    kernel, at the file's precision (each bundle is read straight into its store row as
+ *    stored, f32, f16 or int8, never decoded). Given a kernel pool (`usePool`), the rows'
+ *    activations and the output's columns are split across its threads (`KernelPool.ffn`),
+ *    bit-identically to one thread.
  *
- * Per token and layer this counts the paper's three latency columns: I/O (waiting
- * for flash), memory management (window bookkeeping, inserts, deletes), and compute
- * (predictor + FFN).
+ * Per token and layer this counts the paper's three latency columns: I/O (from issuing
+ * the reads to knowing they are done), memory management (window bookkeeping, inserts,
+ * deletes), and compute (predictor + FFN); and the I/O wait: the part of the I/O the
+ * compute waited for, not hidden under it.
  *
  * @module
  */
 
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { matvec } from "../kernels/matvec.ts";
+import { KernelPool, type SharedView } from "../kernels/pool.ts";
 import { bundleBytes, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type DenseFfnLayer, type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
@@ -175,6 +181,11 @@ export interface SparseFfnOptions {
   eviction?: EvictionPolicy;
   /** Per-token decay of the frequency score (default {@linkcode DEFAULT_DECAY}). */
   decay?: number;
+  /**
+   * Keep the neuron stores and the activations in `SharedArrayBuffer`s, so a kernel pool
+   * can compute over them (`usePool`); default false.
+   */
+  shared?: boolean;
 }
 
 // ---------------------------------------------------------------------------
@@ -247,6 +258,9 @@ export class SparseFlashFfn implements FfnProvider {
   private worthReading: ((neuron: number) => boolean) | null; // the predictor's load rule
   private truth: ActivationPredictor | null;
   private trulyActive: Int32Array; // (dFfn) ids of the truly active neurons (measuring only)
+  private act: Float64Array; // (maxRows) each store row's activation, for the two-pass kernel
+  private shared: boolean; // whether the stores and `act` are in SharedArrayBuffers
+  private pool: KernelPool = new KernelPool({ threads: 1 }); // the calling thread alone, until usePool
 
   /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
   constructor(
@@ -286,7 +300,9 @@ export class SparseFlashFfn implements FfnProvider {
     this.truth = null;
     this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
-    this.stores = rows.map((r) => new NeuronStore(r, dFfn, { dtype: model.dtype, d: dModel }));
+    this.shared = options.shared ?? false;
+    const bundle = { dtype: model.dtype, d: dModel };
+    this.stores = rows.map((r) => new NeuronStore(r, dFfn, bundle, { shared: this.shared }));
     this.windows = this.stores.map((store, l) =>
       new NeuronWindow(store, {
         eviction: this.eviction,
@@ -303,6 +319,26 @@ export class SparseFlashFfn implements FfnProvider {
     this.active = new Int32Array(dFfn);
     this.batch = new ReadBatch(model.layout === "split" ? 2 * maxRows : maxRows);
     this.loadNeurons = new Int32Array(maxRows);
+    this.act = this.shared
+      ? new Float64Array(new SharedArrayBuffer(8 * maxRows))
+      : new Float64Array(maxRows);
+  }
+
+  /**
+   * Split the FFN kernel across `pool`'s threads from now on (a pool of one thread, or a
+   * sparse FFN built without `shared`, keeps it on the calling thread): tells the workers
+   * about every store and the activations, once.
+   */
+  usePool(pool: KernelPool): void {
+    if (pool.threads < 2 || !this.shared) return;
+    const views: SharedView[] = [this.act];
+    for (const store of this.stores) {
+      const m = store.matrix;
+      views.push(m.dtype === "f32" ? m.f32 : m.dtype === "f16" ? m.u16 : m.i8, store.bias);
+      if (m.dtype === "int8") views.push(m.scales);
+    }
+    pool.share(...views);
+    this.pool = pool;
   }
 
   /** One layer of one token: predict, update the window, load the difference, compute. */
@@ -339,6 +375,7 @@ export class SparseFlashFfn implements FfnProvider {
     const split = this.model.layout === "split";
     const fc2Offset = layerOffset + this.model.config.dFfn * half; // split: where the fc2 halves start
     this.batch.clear();
+    const kept = store.numUsed; // rows [0, kept) are in DRAM already
     let loads = 0;
     for (let i = 0; i < n; i++) {
       const neuron = this.active[i];
@@ -354,29 +391,47 @@ export class SparseFlashFfn implements FfnProvider {
     }
     const t2 = performance.now();
     const readsBefore = this.reader.stats.reads;
-    if (loads > 0) {
+    const reading = loads > 0 ? this.reader.read(this.batch) : null; // in flight from here
+    const t3 = performance.now();
+
+    // 4. Compute out = Σ relu(up_r · x + bias_r) down_r + b2 over the store's rows: first
+    //    those already in DRAM, while the reads are in flight (up to a multiple of 4, so
+    //    the kernel's 4-row blocks fall where they would in one pass), then the rest once
+    //    the reads are done.
+    const early = reading ? kept - (kept % 4) : store.numUsed;
+    let failure: unknown = null;
+    out.fill(0, 0, dModel);
+    try {
+      this.pool.ffn(out, store.matrix, store.bias, x, this.act, 0, early);
+    } catch (e) {
+      failure = e; // the reads still land in the store: wait for them before throwing
+    }
+    const t4 = performance.now();
+    if (reading) {
       try {
-        await this.reader.read(this.batch);
+        await reading;
       } catch (e) {
         // The rows inserted for this batch hold no valid bundle: take them out again.
         this.forgetLoads(store, loads);
-        throw e;
+        throw failure ?? e;
       }
     }
-    const t3 = performance.now();
+    if (failure !== null) throw failure;
+    const t5 = performance.now();
+    this.pool.ffn(out, store.matrix, store.bias, x, this.act, early, store.numUsed);
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+    const t6 = performance.now();
     s.neuronsLoaded += loads;
     s.bytesRead += loads * rowBytes;
     s.reads += this.reader.stats.reads - readsBefore;
 
-    // 4. Compute over the rows in DRAM: out = Σ relu(up_r · x + bias_r) down_r + b2.
-    ffnBundles(out, store.matrix, store.bias, x, store.numUsed);
-    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
-    const t4 = performance.now();
-
     s.predictorMs += t1 - t0;
-    s.computeMs += t1 - t0 + (t4 - t3);
+    s.computeMs += t1 - t0 + (t4 - t3) + (t6 - t5);
     s.memoryMs += t2 - t1;
-    s.ioMs += t3 - t2;
+    if (reading) {
+      s.ioMs += t5 - t2;
+      s.ioWaitMs += t3 - t2 + (t5 - t4); // issuing the reads, and waiting for the rest
+    }
 
     // Measuring only (eval): which truly active neurons did this layer compute?
     if (this.truth) {
@@ -417,8 +472,22 @@ export class SparseFlashFfn implements FfnProvider {
    * per-token buffers with the window's state, the predictor, the reader's buffers.
    */
   memoryInUse(): FfnMemory {
-    const own = [this.stores, this.active, this.batch, this.loadNeurons, this.trulyActive];
-    const workspace = [this.active, this.batch, this.loadNeurons, this.trulyActive, this.windows];
+    const own = [
+      this.stores,
+      this.active,
+      this.batch,
+      this.loadNeurons,
+      this.trulyActive,
+      this.act,
+    ];
+    const workspace = [
+      this.active,
+      this.batch,
+      this.loadNeurons,
+      this.trulyActive,
+      this.act,
+      this.windows,
+    ];
     return {
       weights: heldBytes([this.stores]),
       workspace: heldBytes([workspace, this.scores], [this.stores]),

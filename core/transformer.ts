@@ -323,7 +323,8 @@ export class Transformer {
 
   /**
    * Once, before the first token: wait for the pool's workers to start (reporting one
-   * that cannot), then tell them about every array the linear layers use.
+   * that cannot), then tell them about every array the linear layers use, and hand the
+   * pool to the FFN provider.
    */
   private async sharePool(): Promise<void> {
     const pool = this.pool;
@@ -345,6 +346,7 @@ export class Transformer {
       }
       views.push(...s.keys16, ...s.values16, ...s.keys32, ...s.values32);
       pool.share(...views); // one message per worker
+      this.ffn.usePool?.(pool);
     }
     this.poolShared = true;
   }

@@ -32,3 +32,4 @@ export * from "./ffn_bundled_i8.ts";
 export * from "./weights.ts";
 export * from "./attention_f16.ts";
 export * from "./pool.ts";
+export * from "./ffn_split.ts";

@@ -6,12 +6,14 @@
  * its own rows, then waits in `Atomics.wait` until every worker has counted itself done:
  * no message per call, no allocation per call, and the call stays synchronous.
  *
- * Two kernels: `linear` (rows split) and `attention` (heads split). Each output row or
- * head is computed by exactly one thread with the one-thread kernel's loops (`linearRows`,
- * whose ranges start at multiples of 4 so the 4-row blocks fall where `linear`'s do;
- * `attentionHeads`), so the result is bit-identical for any number of threads. A matrix
- * with fewer than `minParallelWork` multiply-adds runs on the main thread alone: waking
- * the workers costs more than it saves there.
+ * Three kernels: `linear` (rows split), `attention` (heads split) and `ffn`, the bundled
+ * FFN over a range of neuron-store rows (activations with the rows split, then the down
+ * projection with the output columns split: `ffn_split.ts`). Each output row, head or
+ * element is computed by exactly one thread with the one-thread kernel's loops
+ * (`linearRows`, whose ranges start at multiples of 4 so the 4-row blocks fall where
+ * `linear`'s do; `attentionHeads`; `ffnActs`, `ffnDown`), so the result is bit-identical
+ * for any number of threads. Work of fewer than `minParallelWork` multiply-adds runs on
+ * the main thread alone: waking the workers costs more than it saves there.
  *
  * A task that throws in a worker ends the call with the pool's error (one line naming the
  * worker); a worker that does not answer within `timeoutMs` ends it too, and closes the
@@ -24,8 +26,10 @@
 
 import { attentionHeads } from "./attention.ts";
 import { attentionF16Heads } from "./attention_f16.ts";
-import { linearRows, type WeightMatrix } from "./weights.ts";
+import { ffnActs, ffnDown } from "./ffn_split.ts";
+import { type BundleMatrix, linearRows, type WeightMatrix } from "./weights.ts";
 import {
+  C_ACT,
   C_BIAS,
   C_CMD,
   C_COLS,
@@ -33,6 +37,7 @@ import {
   C_ERROR,
   C_ERROR_LENGTH,
   C_FAULT,
+  C_FROM,
   C_GEN,
   C_HEAD_DIM,
   C_HEADS,
@@ -45,6 +50,7 @@ import {
   C_READY,
   C_SCALES,
   C_STOPPED,
+  C_TO,
   C_V_CACHE,
   C_W,
   C_X,
@@ -55,6 +61,12 @@ import {
   ERROR_BYTES,
   KERNEL_ATTENTION_F16,
   KERNEL_ATTENTION_F32,
+  KERNEL_FFN_ACTS_F16,
+  KERNEL_FFN_ACTS_F32,
+  KERNEL_FFN_ACTS_I8,
+  KERNEL_FFN_DOWN_F16,
+  KERNEL_FFN_DOWN_F32,
+  KERNEL_FFN_DOWN_I8,
   KERNEL_LINEAR_F16,
   KERNEL_LINEAR_F32,
   KERNEL_LINEAR_I8,
@@ -317,6 +329,96 @@ export class KernelPool {
     }
     if (parallel) this.finish(ownError);
     else if (ownError !== null) throw ownError;
+  }
+
+  /**
+   * The bundled FFN over rows `[start, end)` of `m`, added to `out`:
+   * `out += Σ_r relu(up_r · x + bias[r]) down_r` (`start` a multiple of 4; the caller
+   * zeroes `out` before the first range). Bit-identical to `ffnBundles` over rows
+   * `[0, end)` when the ranges are run in order from 0, for any number of threads: the
+   * activations are computed with the rows split, then the down projection with the
+   * output columns split (`ffnActs`, `ffnDown`). `act` receives each row's activation.
+   * `m`'s views, `bias`, `x`, `out` and `act` must be over `SharedArrayBuffer`s unless
+   * the work is small enough for the main thread alone.
+   *
+   * Shapes: `out` and `x` (m.d), `bias` and `act` (>= end).
+   */
+  ffn(
+    out: Float32Array,
+    m: BundleMatrix,
+    bias: Float32Array,
+    x: Float32Array,
+    act: Float64Array,
+    start: number,
+    end: number,
+  ): void {
+    const d = m.d;
+    if (start >= end) return;
+    if (this.workers.length === 0 || 2 * (end - start) * d < this.minParallelWork) {
+      ffnActs(act, m, bias, x, start, end);
+      ffnDown(out, m, act, start, end, 0, d);
+      return;
+    }
+    this.check();
+    const w = m.dtype === "f32" ? m.f32 : m.dtype === "f16" ? m.u16 : m.i8;
+    const scales = m.dtype === "int8" ? m.scales : null;
+    if (
+      !(this.has(w) && this.has(scales) && this.has(bias) && this.has(x) && this.has(out) &&
+        this.has(act))
+    ) {
+      this.share(w, bias, x, out, act);
+      if (scales) this.share(scales);
+    }
+    const c = this.control;
+    const T = this.threads;
+    c[C_W] = this.ids.get(w)!;
+    c[C_SCALES] = scales ? this.ids.get(scales)! : -1;
+    c[C_BIAS] = this.ids.get(bias)!;
+    c[C_X] = this.ids.get(x)!;
+    c[C_OUT] = this.ids.get(out)!;
+    c[C_ACT] = this.ids.get(act)!;
+    c[C_COLS] = d;
+    c[C_FROM] = start;
+    c[C_TO] = end;
+    // 1. Activations: thread t gets blocks of 4 rows [start + 4*floor(blocks*t/T), ...).
+    c[C_KERNEL] = m.dtype === "f32"
+      ? KERNEL_FFN_ACTS_F32
+      : m.dtype === "f16"
+      ? KERNEL_FFN_ACTS_F16
+      : KERNEL_FFN_ACTS_I8;
+    const blocks = Math.ceil((end - start) / 4);
+    for (let i = 0; i < this.workers.length; i++) {
+      const t = i + 1; // thread 0 is the main thread
+      c[C_RANGES + 2 * i] = start + 4 * Math.floor((blocks * t) / T);
+      c[C_RANGES + 2 * i + 1] = Math.min(end, start + 4 * Math.floor((blocks * (t + 1)) / T));
+    }
+    this.start(CMD_TASK);
+    let ownError: unknown = null;
+    try {
+      ffnActs(act, m, bias, x, start, Math.min(end, start + 4 * Math.floor(blocks / T)));
+    } catch (e) {
+      ownError = e;
+    }
+    this.finish(ownError);
+    // 2. Down projection: thread t gets columns [4*floor(quads*t/T), ...), the last the tail.
+    c[C_KERNEL] = m.dtype === "f32"
+      ? KERNEL_FFN_DOWN_F32
+      : m.dtype === "f16"
+      ? KERNEL_FFN_DOWN_F16
+      : KERNEL_FFN_DOWN_I8;
+    const quads = Math.ceil(d / 4);
+    for (let i = 0; i < this.workers.length; i++) {
+      const t = i + 1;
+      c[C_RANGES + 2 * i] = 4 * Math.floor((quads * t) / T);
+      c[C_RANGES + 2 * i + 1] = Math.min(d, 4 * Math.floor((quads * (t + 1)) / T));
+    }
+    this.start(CMD_TASK);
+    try {
+      ffnDown(out, m, act, start, end, 0, Math.min(d, 4 * Math.floor(quads / T)));
+    } catch (e) {
+      ownError = e;
+    }
+    this.finish(ownError);
   }
 
   /** Test hook: worker `index` (0-based) throws in its next task. */

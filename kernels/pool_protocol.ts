@@ -40,8 +40,10 @@ export const C_X = 11;
 export const C_OUT = 12;
 /** Task: view id of the bias, or -1. */
 export const C_BIAS = 13;
-/** Task: columns of the matrix. */
+/** Task: columns of the matrix (FFN tasks: the bundles' width d). */
 export const C_COLS = 14;
+/** FFN task: view id of the activations (float64, one per row). */
+export const C_ACT = 15;
 /** Attention task: view id of the query. */
 export const C_Q = 16;
 /** Attention task: view id of the key cache. */
@@ -54,7 +56,14 @@ export const C_HEADS = 19;
 export const C_HEAD_DIM = 20;
 /** Attention task: cached positions attended to. */
 export const C_POSITIONS = 21;
-/** Task: (workers, 2) each worker's range `[start, end)` of rows (linear) or heads (attention). */
+/** FFN down-projection task: first row summed. */
+export const C_FROM = 22;
+/** FFN down-projection task: end of the rows summed. */
+export const C_TO = 23;
+/**
+ * Task: (workers, 2) each worker's range `[start, end)` of rows (linear, FFN
+ * activations), heads (attention) or output columns (FFN down projection).
+ */
 export const C_RANGES = 24;
 
 /** Bytes of the error area (a longer message is cut). */
@@ -104,9 +113,21 @@ export const KERNEL_LINEAR_I8 = 2;
 export const KERNEL_ATTENTION_F32 = 3;
 /** `attentionF16Heads` over an f16 KV cache. */
 export const KERNEL_ATTENTION_F16 = 4;
+/** `ffnActs` over f32 bundles (the weights view: their f32 values). */
+export const KERNEL_FFN_ACTS_F32 = 5;
+/** `ffnActs` over f16 bundles (the weights view: their 16-bit words). */
+export const KERNEL_FFN_ACTS_F16 = 6;
+/** `ffnActs` over int8 bundles (the weights view: int8; the scales view: the same bytes as f32). */
+export const KERNEL_FFN_ACTS_I8 = 7;
+/** `ffnDown` over f32 bundles. */
+export const KERNEL_FFN_DOWN_F32 = 8;
+/** `ffnDown` over f16 bundles. */
+export const KERNEL_FFN_DOWN_F16 = 9;
+/** `ffnDown` over int8 bundles. */
+export const KERNEL_FFN_DOWN_I8 = 10;
 
 /** A typed array the pool computes over (always over a `SharedArrayBuffer`). */
-export type SharedView = Float32Array | Uint16Array | Int8Array;
+export type SharedView = Float32Array | Float64Array | Uint16Array | Int8Array;
 
 /** The messages a worker receives: its start, then views to add to its table. */
 export type PoolMessage =

@@ -2,7 +2,7 @@
  * One worker of the kernel pool (`pool.ts`). It learns the pool's control array from its
  * first message and the typed arrays it computes over from later ones, then serves: it
  * blocks in `Atomics.wait` until the main thread starts a new generation, runs that
- * generation's command over its range (of rows, or of attention heads), counts itself done and waits again. A task
+ * generation's command over its range (of rows, attention heads or output columns), counts itself done and waits again. A task
  * that throws is caught: its message goes to the error area and the worker still counts
  * itself done, so the main thread never waits for it in vain. `CMD_YIELD` returns to the
  * event loop so the next message (new views) is delivered; its handler serves again.
@@ -12,10 +12,13 @@
 
 import { attentionHeads } from "./attention.ts";
 import { attentionF16Heads } from "./attention_f16.ts";
+import { ffnActs, ffnDown } from "./ffn_split.ts";
 import { matvecRows } from "./matvec.ts";
 import { matvecF16Rows } from "./matvec_f16.ts";
 import { matvecI8Rows } from "./matvec_i8.ts";
+import type { BundleMatrix } from "./weights.ts";
 import {
+  C_ACT,
   C_BIAS,
   C_CMD,
   C_COLS,
@@ -23,6 +26,7 @@ import {
   C_ERROR,
   C_ERROR_LENGTH,
   C_FAULT,
+  C_FROM,
   C_GEN,
   C_HEAD_DIM,
   C_HEADS,
@@ -35,6 +39,7 @@ import {
   C_READY,
   C_SCALES,
   C_STOPPED,
+  C_TO,
   C_V_CACHE,
   C_W,
   C_X,
@@ -45,6 +50,12 @@ import {
   ERROR_BYTES,
   KERNEL_ATTENTION_F16,
   KERNEL_ATTENTION_F32,
+  KERNEL_FFN_ACTS_F16,
+  KERNEL_FFN_ACTS_F32,
+  KERNEL_FFN_ACTS_I8,
+  KERNEL_FFN_DOWN_F16,
+  KERNEL_FFN_DOWN_F32,
+  KERNEL_FFN_DOWN_I8,
   KERNEL_LINEAR_F16,
   KERNEL_LINEAR_F32,
   KERNEL_LINEAR_I8,
@@ -70,6 +81,17 @@ let scores = new Float32Array(0); // (>= positions) this worker's attention scor
 let index = 0; // this worker's index: its row range is C_RANGES + 2 * index
 let seen = 0; // the last generation this worker acted on
 const views: SharedView[] = []; // the typed arrays of the pool, by id
+// The FFN tasks' bundles, its fields set per task (no object per call).
+const bundles: BundleMatrix = {
+  dtype: "f32",
+  d: 0,
+  rowBytes: 0,
+  bytes: new Uint8Array(0),
+  f32: new Float32Array(0),
+  u16: new Uint16Array(0),
+  i8: new Int8Array(0),
+  scales: new Float32Array(0),
+};
 
 scope.onmessage = (event: MessageEvent<PoolMessage>): void => {
   const message = event.data;
@@ -132,6 +154,9 @@ function runTask(): void {
   if (kernel === KERNEL_ATTENTION_F32 || kernel === KERNEL_ATTENTION_F16) {
     return runAttention(kernel, start, end);
   }
+  if (kernel >= KERNEL_FFN_ACTS_F32 && kernel <= KERNEL_FFN_DOWN_I8) {
+    return runFfn(kernel, start, end);
+  }
   const cols = control[C_COLS];
   const out = views[control[C_OUT]] as Float32Array;
   const x = views[control[C_X]] as Float32Array;
@@ -166,6 +191,35 @@ function runAttention(kernel: number, start: number, end: number): void {
   } else {
     const kc = k as Float32Array, vc = v as Float32Array;
     attentionHeads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end);
+  }
+}
+
+/**
+ * The FFN task in the control words: activations of rows `start .. end-1`, or the down
+ * projection of rows `C_FROM .. C_TO-1` into output columns `start .. end-1`.
+ */
+function runFfn(kernel: number, start: number, end: number): void {
+  const m = bundles;
+  const w = views[control[C_W]];
+  m.d = control[C_COLS];
+  if (kernel === KERNEL_FFN_ACTS_F32 || kernel === KERNEL_FFN_DOWN_F32) {
+    m.dtype = "f32";
+    m.f32 = w as Float32Array;
+  } else if (kernel === KERNEL_FFN_ACTS_F16 || kernel === KERNEL_FFN_DOWN_F16) {
+    m.dtype = "f16";
+    m.u16 = w as Uint16Array;
+  } else {
+    m.dtype = "int8";
+    m.i8 = w as Int8Array;
+    m.scales = views[control[C_SCALES]] as Float32Array;
+  }
+  const act = views[control[C_ACT]] as Float64Array;
+  if (kernel <= KERNEL_FFN_ACTS_I8) {
+    const bias = views[control[C_BIAS]] as Float32Array;
+    ffnActs(act, m, bias, views[control[C_X]] as Float32Array, start, end);
+  } else {
+    const out = views[control[C_OUT]] as Float32Array;
+    ffnDown(out, m, act, control[C_FROM], control[C_TO], start, end);
   }
 }
 

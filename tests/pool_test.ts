@@ -1,12 +1,16 @@
 /**
  * The kernel pool (kernels/pool.ts): every parallel kernel gives the one-thread kernel's
- * bits for 1, 2 and 3 threads, at tail shapes and on a tiny model's logits; a worker that
+ * bits for 1, 2 and 3 threads, at tail shapes and on a tiny model's logits, dense and
+ * sparse (the FFN split across threads and computed under its reads); a worker that
  * throws ends the call with one clear error; `close()` ends the workers. Part of the Bun
  * subset (package.json `test:bun`).
  */
 
 import { strict as assert } from "node:assert";
 import { loadModelConfig } from "../core/config.ts";
+import { convertHfToFlash } from "../core/convert.ts";
+import { loadModel } from "../core/engine.ts";
+import { parseBudget } from "../core/memory_sizes.ts";
 import { DenseFfn } from "../core/ffn.ts";
 import { HfTensorSource } from "../core/hf_model.ts";
 import { type KvDtype, Transformer } from "../core/transformer.ts";
@@ -14,10 +18,16 @@ import { loadDenseFfnWeights, loadResidentWeights, type ResidentWeights } from "
 import { FlashlmError } from "../io/errors.ts";
 import { attention } from "../kernels/attention.ts";
 import { attentionF16 } from "../kernels/attention_f16.ts";
-import { f32ToF16 } from "../kernels/f16.ts";
+import { f32ToF16, f32ToF16Bits } from "../kernels/f16.ts";
 import { quantizeRowsI8 } from "../kernels/matvec_i8.ts";
 import { KernelPool, sharedFloat32, toShared } from "../kernels/pool.ts";
-import { linear, type WeightMatrix } from "../kernels/weights.ts";
+import {
+  bundleBytes,
+  bundleMatrix,
+  ffnBundles,
+  linear,
+  type WeightMatrix,
+} from "../kernels/weights.ts";
 import { buildSyntheticHfModel } from "../tools/demo_model.ts";
 
 // ---------------------------------------------------------------------------
@@ -127,6 +137,63 @@ Deno.test("the pool's attention gives the one-thread kernel's bits for 1, 2 and 
             const at = firstDifference(out, one);
             const what = `${f16 ? "f16" : "f32"} cache, ${nHeads} heads, ${t} positions`;
             assert.equal(at, -1, `${what}, ${pool.threads} threads, value ${at}`);
+          }
+        }
+      }
+    }
+  } finally {
+    for (const pool of pools) pool.close();
+  }
+});
+
+/** `rows` random bundles of width `d` in `dtype` over a SharedArrayBuffer; about `active` of the rows fire for x = 1. */
+function sharedBundles(dtype: WeightMatrix["dtype"], rows: number, d: number) {
+  const bytes = new Uint8Array(new SharedArrayBuffer(rows * bundleBytes(dtype, d))); // (rows, bundleBytes)
+  const m = bundleMatrix(dtype, d, bytes);
+  for (let r = 0; r < rows; r++) {
+    // rows in runs: some blocks of 4 all active (up weights positive), some mixed
+    const sign = Math.floor(r / 4) % 3 === 0 ? 1 : random();
+    for (let i = 0; i < 2 * d; i++) {
+      const v = i < d ? Math.abs(random()) * sign : random();
+      if (dtype === "f32") m.f32[r * 2 * d + i] = v;
+      else if (dtype === "f16") m.u16[r * 2 * d + i] = f32ToF16Bits(v);
+    }
+    if (dtype === "int8") {
+      const at = r * (2 * d + 8); // [up (d) | upScale | down (d) | downScale]
+      for (let i = 0; i < d; i++) {
+        m.i8[at + i] = Math.round(127 * Math.abs(random()) * Math.sign(sign));
+        m.i8[at + d + 4 + i] = Math.round(127 * random());
+      }
+      m.scales[(at + d) / 4] = 0.01;
+      m.scales[(at + 2 * d + 4) / 4] = 0.02;
+    }
+  }
+  return m;
+}
+
+Deno.test("the pool's FFN over store rows gives ffnBundles' bits for 1, 2 and 3 threads, in one range or two", async () => {
+  const pools = [1, 2, 3].map((threads) => new KernelPool({ threads, minParallelWork: 0 }));
+  try {
+    for (const pool of pools) await pool.ready();
+    for (const dtype of ["f32", "f16", "int8"] as const) {
+      for (const rows of [1, 3, 4, 9, 16, 37, 130]) {
+        for (const d of [4, 12, 36]) {
+          const m = sharedBundles(dtype, rows, d);
+          const bias = sharedRandom(rows); // (rows)
+          const x = sharedRandom(d).fill(1); // (d)
+          const one = new Float32Array(d); // (d) the one-pass kernel
+          ffnBundles(one, m, bias, x, rows);
+          for (const pool of pools) {
+            // the whole range, then the range split where the sparse FFN splits it
+            for (const split of [0, 4 * Math.floor(rows / 8)]) {
+              const out = sharedFloat32(d); // (d)
+              const act = new Float64Array(new SharedArrayBuffer(8 * rows)); // (rows)
+              pool.ffn(out, m, bias, x, act, 0, split);
+              pool.ffn(out, m, bias, x, act, split, rows);
+              const at = firstDifference(out, one);
+              const what = `${dtype} (${rows}, ${d}) split at ${split}, ${pool.threads} threads`;
+              assert.equal(at, -1, `${what}, column ${at}: ${out[at]} != ${one[at]}`);
+            }
           }
         }
       }
@@ -309,6 +376,51 @@ Deno.test("a worker fault in a forward pass rejects it with a FlashlmError; clos
     model.close();
     assert.equal(model.pool.stoppedWorkers(), 1, "close() stopped the worker");
     await assert.rejects(model.forward(5, 1), { message: "the kernel pool is closed" });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a sparse model's logits are bit-identical for 1, 2 and 3 threads, its FFN split and computed under its reads", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "flashlm-pool-" });
+  try {
+    await buildSyntheticHfModel(`${dir}/hf`, {
+      dModel: 32,
+      dFfn: 96,
+      nLayers: 2,
+      nHeads: 2,
+      extraTokens: 20,
+    });
+    for (const dtype of ["f16", "int8"] as const) {
+      await convertHfToFlash(`${dir}/hf`, `${dir}/${dtype}.flm`, { dtype });
+      const tokens = [2, 40, 7, 99, 13, 250, 31, 8];
+      let reference: Float32Array[] | null = null;
+      for (const threads of [1, 2, 3]) {
+        const model = await loadModel(`${dir}/${dtype}.flm`, {
+          mode: "sparse",
+          predictor: "oracle",
+          memory: parseBudget("ffn:40%"), // a full store: every token reads some neurons
+          threads,
+          minParallelWork: 0,
+        });
+        try {
+          const logits: Float32Array[] = [];
+          for (let pos = 0; pos < tokens.length; pos++) {
+            logits.push((await model.transformer.forward(tokens[pos], pos)).slice());
+          }
+          const s = model.transformer.ffn.stats;
+          assert.ok(s.neuronsLoaded > 0 && s.neuronsHit > 0, "tokens read neurons and hit others");
+          assert.ok(s.ioWaitMs <= s.ioMs, "the wait is part of the I/O");
+          reference ??= logits;
+          for (let pos = 0; pos < tokens.length; pos++) {
+            const at = firstDifference(logits[pos], reference[pos]);
+            assert.equal(at, -1, `${dtype}, ${threads} threads, position ${pos}, logit ${at}`);
+          }
+        } finally {
+          model.close();
+        }
+      }
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
