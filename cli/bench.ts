@@ -7,7 +7,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, usage } from "./common.ts";
+import { type CommandSpec, info, THREADS_FLAG, usage } from "./common.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type BackendName, BACKENDS } from "../io/read_backends.ts";
@@ -15,6 +15,7 @@ import { BENCH_CONFIGS, type BenchConfigName } from "../tools/bench_configs.ts";
 import { runBench } from "../tools/bench.ts";
 import { benchIo } from "../tools/bench_io.ts";
 import { parseByteSize } from "../tools/byte_size.ts";
+import { machineThreads } from "../kernels/pool.ts";
 
 /** Usage, summary, examples and flags of `bench` (both forms). */
 export const spec = {
@@ -95,6 +96,7 @@ export const spec = {
       min: 1,
       max: 1024,
     },
+    threads: { ...THREADS_FLAG, help: `bench <model>: ${THREADS_FLAG.help}` },
     predictor: {
       type: "string",
       help:
@@ -249,6 +251,7 @@ async function runModelBench(positional: string[], flags: BenchFlags): Promise<v
     friends: { withHot: flags.friends, noHot: flags["friends-no-hot"] },
     configs,
     readerDepth: flags.depth,
+    threads: flags.threads ?? machineThreads(),
     predictor: flags.predictor,
     onLine: info,
   });

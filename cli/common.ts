@@ -134,6 +134,16 @@ export const RESIDENT_FLAG = {
   choices: RESIDENT_PRECISIONS,
 } as const;
 
+/** `--threads`, shared by the commands that run a model. */
+export const THREADS_FLAG = {
+  type: "integer",
+  help: "threads the kernels run on (linear layers, attention, the sparse FFN), this one " +
+    "included: workers over shared memory, results bit-identical to 1",
+  shownDefault: "the machine's cores",
+  min: 1,
+  max: 256,
+} as const;
+
 /** Flags of the paper's sparse mode. */
 export const SPARSE_FLAGS = {
   memory: {

@@ -13,6 +13,7 @@ import {
   RESIDENT_FLAG,
   SPARSE_FLAGS,
   sparseOptions,
+  THREADS_FLAG,
   usage,
   writeJson,
 } from "./common.ts";
@@ -20,6 +21,7 @@ import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { loadModel } from "../core/engine.ts";
 import { evaluate, formatEvalReport } from "../core/eval.ts";
 import { describePlan } from "../core/memory_plan.ts";
+import { machineThreads } from "../kernels/pool.ts";
 
 /** Usage, summary, examples and flags of `eval`. */
 export const spec = {
@@ -46,6 +48,7 @@ export const spec = {
       max: 1024,
     },
     resident: RESIDENT_FLAG,
+    threads: THREADS_FLAG,
     ...SPARSE_FLAGS,
     stats: { type: "string", help: "write the results as JSON to this file" },
   },
@@ -59,12 +62,14 @@ export async function run(
   if (positional.length !== 1) throw usage("eval needs one <model.flm>");
   if (flags.text === undefined) throw usage("eval needs --text <file>");
   const path = positional[0];
+  const threads = flags.threads ?? machineThreads();
   const sparse = await loadModel(path, {
     ...sparseOptions({ ...flags, mode: "sparse" }),
     readerDepth: flags.depth,
     resident: flags.resident,
+    threads,
   });
-  const dense = await loadModel(path, { mode: "dense", resident: flags.resident });
+  const dense = await loadModel(path, { mode: "dense", resident: flags.resident, threads });
   try {
     const windowTokens = flags["window-tokens"] ?? Math.min(256, dense.transformer.contextLength);
     const ids = await readCorpus(flags.text, dense.tokenizer);

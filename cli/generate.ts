@@ -12,6 +12,7 @@ import {
   RESIDENT_FLAG,
   SPARSE_FLAGS,
   sparseOptions,
+  THREADS_FLAG,
   usage,
   write,
   writeJson,
@@ -20,6 +21,7 @@ import { loadModel, MODES } from "../core/engine.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { Generation, summarize } from "../core/generate.ts";
 import { ensureDemoModel } from "../tools/demo_model.ts";
+import { machineThreads } from "../kernels/pool.ts";
 
 /** The prompt when none is given. */
 const DEFAULT_PROMPT = "Once upon a time";
@@ -72,13 +74,7 @@ export const spec = {
       max: 1024,
     },
     resident: RESIDENT_FLAG,
-    threads: {
-      type: "integer",
-      help: "threads for the resident linear layers and attention (workers over shared memory)",
-      default: 1,
-      min: 1,
-      max: 256,
-    },
+    threads: THREADS_FLAG,
     ...SPARSE_FLAGS,
     stats: {
       type: "string",
@@ -112,7 +108,7 @@ export async function run(
     contextLength: flags.context,
     readerDepth: flags.depth,
     resident: flags.resident,
-    threads: flags.threads,
+    threads: flags.threads ?? machineThreads(),
   });
   if (model.plan) info(describePlan(model.plan));
   try {
@@ -126,7 +122,7 @@ export async function run(
     });
     const c = model.config;
     info(
-      `flashlm: ${path} · OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · mode ${model.mode}` +
+      `flashlm: ${path} · OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · mode ${model.mode} · threads ${model.transformer.pool.threads}` +
         (model.metadata.synthetic === "true" ? " · synthetic weights" : ""),
     );
     const out = new TextEncoder();

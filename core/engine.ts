@@ -71,10 +71,19 @@ export interface LoadOptions {
   /** The KV cache's dtype: `"f16"` (default, half the DRAM) or `"f32"` (the reference). */
   kvCache?: KvDtype;
   /**
-   * Threads the resident linear layers and attention run on, this one included (default
-   * 1). More than 1 copies the resident matrices into shared memory for the workers.
+   * Threads the linear layers, attention and the sparse FFN's kernel run on, this one
+   * included (default 1; the CLI's default is the machine's cores, `machineThreads()`).
+   * More than 1 starts `threads - 1` workers over shared memory: a flashlm file's
+   * resident section is read into a `SharedArrayBuffer` whatever the threads, so its
+   * matrices are shared as they are; a Hugging Face directory's are loaded into shared
+   * memory one by one.
    */
   threads?: number;
+  /**
+   * Multiply-adds below which a kernel runs on the calling thread alone (default the
+   * pool's `MIN_PARALLEL_WORK`; 0 splits every kernel, as the tests do).
+   */
+  minParallelWork?: number;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
@@ -183,6 +192,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     const tokenizer = OptTokenizer.fromFiles(hf.vocabJson, hf.mergesText, `${path}/vocab.json`);
     const resident = await loadResidentWeights(hf.config, hf.source, {
       precision: options.resident,
+      shared: (options.threads ?? 1) > 1,
     });
     const ffn = new DenseFfn(resident, await loadDenseFfnWeights(hf.config, hf.source));
     return assemble(
@@ -192,6 +202,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       tokenizer,
       new Transformer(resident, ffn, options.contextLength, options.kvCache, {
         threads: options.threads,
+        minParallelWork: options.minParallelWork,
       }),
       {},
       null,
@@ -211,7 +222,10 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   const plan = mode === "sparse"
     ? planFromFile(file, options, contextLength, withHeapGrowth(runtime, heapBefore))
     : null;
-  const resident = await loadResidentWeights(file.config, file, { precision: options.resident });
+  const resident = await loadResidentWeights(file.config, file, {
+    precision: options.resident,
+    shared: (options.threads ?? 1) > 1,
+  });
   file.releaseResident(); // the loaded tensors are all that is needed now
   let ffn: FfnProvider;
   if (mode === "dense") {
@@ -229,10 +243,12 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       rowsPerLayer: plan.rowsPerLayer,
       keepStale: options.keepStale,
       eviction: plan.eviction,
+      shared: (options.threads ?? 1) > 1,
     });
   }
   const transformer = new Transformer(resident, ffn, contextLength, options.kvCache, {
     threads: options.threads,
+    minParallelWork: options.minParallelWork,
   });
   const ffnFileBytes = file.header.ffn.layers.reduce((sum, l) => sum + l.length, 0);
   return assemble(
@@ -367,7 +383,7 @@ export function planFromFile(
   return planMemory({
     config: file.config,
     dtype: file.dtype,
-    held: { resident: options.resident, kvCache: options.kvCache },
+    held: { resident: options.resident, kvCache: options.kvCache, threads: options.threads },
     split: file.layout === "split",
     runtime,
     predictorBytes,

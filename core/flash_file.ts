@@ -120,7 +120,9 @@ export class FlashModelFile implements TensorSource {
       const vocabJson = dec.decode(tok.subarray(0, h.tokenizer.vocabLength));
       const mergesText = dec.decode(tok.subarray(h.tokenizer.vocabLength));
 
-      const resident = new Uint8Array(h.resident.length);
+      // In a SharedArrayBuffer: the kernel pool's workers then compute over the resident
+      // matrices (views of this section) as they are, with no second copy.
+      const resident = new Uint8Array(new SharedArrayBuffer(h.resident.length));
       await readExactly(file, resident, h.resident.offset, path);
       if (crc32Chunked(resident) !== h.resident.crc32) {
         throw new FlashlmError("resident section checksum mismatch (the file is corrupt)", {
@@ -163,7 +165,8 @@ export class FlashModelFile implements TensorSource {
   /**
    * A 2-D resident tensor at its storage precision, not decoded: views of the resident
    * section's bytes (f32 values, f16 words, int8 values and per-row scales), so loading
-   * holds the section once. The views keep the section's buffer alive after
+   * holds the section once. The section is read into a `SharedArrayBuffer`, so the views
+   * are shared with the kernel pool's workers as they are. The views keep the section's buffer alive after
    * {@linkcode releaseResident}, which only drops the file's own reference.
    *
    * @example

@@ -59,6 +59,8 @@ export interface GenerationStats {
   ffn: FfnStats;
   /** Milliseconds in attention, embeddings and lm_head. */
   residentMs: number;
+  /** Threads the kernels ran on, this one included (1 where not known). */
+  threads?: number;
   /** Per forward pass telemetry, when `GenerateOptions.telemetry` is set. */
   perToken: TokenTelemetry[];
   /** Why it stopped. */
@@ -136,6 +138,7 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       decodeMs: 0,
       ffn: newFfnStats(),
       residentMs: 0,
+      threads: model.transformer.pool?.threads ?? 1,
       perToken: [],
       stopReason: "running",
     };
@@ -237,12 +240,15 @@ export function summarize(stats: GenerationStats, mode: string): string {
     `${perSec.toFixed(1)} tok/s`,
     `prompt ${stats.promptTokens} tokens in ${stats.prefillMs.toFixed(0)} ms`,
     `mode ${mode}`,
+    `threads ${stats.threads ?? 1}`,
   ];
   if (mode !== "dense") {
     parts.push(
       `${(f.bytesRead / passes / 1e6).toFixed(3)} MB read/token`,
       `${(f.reads / passes).toFixed(0)} reads/token`,
-      `I/O ${(f.ioMs / passes).toFixed(2)} ms/token`,
+      `I/O ${(f.ioMs / passes).toFixed(2)} ms/token (compute waited ${
+        (f.ioWaitMs / passes).toFixed(2)
+      })`,
       `memory mgmt ${(f.memoryMs / passes).toFixed(2)} ms/token`,
     );
   }

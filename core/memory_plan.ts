@@ -32,6 +32,7 @@ import {
   type Budget,
   fixedBytes,
   type HeldPrecision,
+  kernelWorkersBytes,
   modelBytesOnFlash,
   type ModelFootprint,
   modelFootprint,
@@ -62,8 +63,12 @@ export interface MemoryPlan {
   readerBytes: number;
   /** What the budget covers: every line above (at most `budgetBytes`). */
   plannedBytes: number;
-  /** The runtime's own resident set, beside the budget: peak RSS ≈ budget + this. */
+  /** The runtime's own resident set, beside the budget: peak RSS ≈ budget + this + `workersBytes`. */
   runtime: RuntimeOverhead;
+  /** Threads the kernels run on, this one included. */
+  threads: number;
+  /** The kernel pool's workers' own resident set (`kernelWorkersBytes`), beside the budget. */
+  workersBytes: number;
   /** Bytes of one store row (one bundle at the file's dtype). */
   rowBytes: number;
   /** A caveat on the budget (e.g. it holds every neuron and part of it is unused), or null. */
@@ -143,6 +148,8 @@ export interface PlanInput {
   split?: boolean;
   /** The runtime's resident set before loading (`measureRuntime`); default not measured. */
   runtime?: RuntimeOverhead;
+  /** Threads the kernels run on, this one included (default 1; also read from `held.threads`). */
+  threads?: number;
   /** Bytes of the activation predictor in DRAM (weights, scratch, serialized copy). */
   predictorBytes: number;
   /** KV cache length in tokens. */
@@ -186,12 +193,13 @@ export function planMemory(input: PlanInput): MemoryPlan {
   const dtype = input.dtype ?? "f32";
   const split = input.split ?? false;
   const eviction = input.eviction ?? "frequency";
+  const threads = Math.max(1, Math.floor(input.threads ?? input.held?.threads ?? 1));
   const footprint = modelFootprint(
     config,
     dtype,
     input.predictorBytes,
     input.contextLength,
-    input.held,
+    { ...input.held, threads },
   );
   const modelBytes = modelBytesOnFlash(config, dtype);
   const fixed = fixedBytes(footprint);
@@ -277,6 +285,8 @@ export function planMemory(input: PlanInput): MemoryPlan {
     readerBytes,
     plannedBytes,
     runtime: input.runtime ?? { bytes: 0, source: "not measured" },
+    threads,
+    workersBytes: kernelWorkersBytes(threads, input.contextLength),
     rowBytes,
     note,
     rowsPerLayer,
@@ -341,8 +351,13 @@ export function describePlan(plan: MemoryPlan): string {
             (plan.loadCurveRecall === null || plan.loadCurveRecall >= 1
               ? "if every predicted one is read"
               : `at load recall ${plan.loadCurveRecall}`))),
-    `  beside the budget: the runtime's ${mb(plan.runtime.bytes)} (${plan.runtime.source}): ` +
-    `peak RSS ≈ ${mb(plan.budgetBytes + plan.runtime.bytes)}`,
+    `  beside the budget: the runtime's ${mb(plan.runtime.bytes)} (${plan.runtime.source})` +
+    (plan.threads > 1
+      ? ` + ${mb(plan.workersBytes)} for ${plan.threads - 1} kernel worker${
+        plan.threads > 2 ? "s" : ""
+      } (isolates and scratch; the weights are shared)`
+      : "") +
+    `: peak RSS ≈ ${mb(plan.budgetBytes + plan.runtime.bytes + plan.workersBytes)}`,
     ...(plan.note ? [`  note: ${plan.note}`] : []),
   ].join("\n");
 }

@@ -32,6 +32,8 @@ export interface HeldPrecision {
   resident?: ResidentPrecision;
   /** `"f32"`: an f32 KV cache. */
   kvCache?: KvDtype;
+  /** Threads the kernels run on, this one included (default 1): sizes the pool's control block. */
+  threads?: number;
 }
 
 /** DRAM bytes of the parts of a model, as flashlm holds them (weights at the file's dtype). */
@@ -114,9 +116,9 @@ export function modelFootprint(
     kvCache: kvCacheBytes(config, contextLength, held.kvCache ?? "f16"),
     // x, xb, xb2, q, k, v, att, position embedding (d each); scores (context);
     // embedding (wordEmbedProjDim); logits (vocab): all f32; the kernel pool's control
-    // block (one thread: no workers)
+    // block (its workers' own memory is beside the budget: kernelWorkersBytes)
     activations: 4 * (8 * d + contextLength + config.wordEmbedProjDim + config.vocabSize) +
-      controlLayout(0).bytes,
+      controlLayout(Math.max(1, held.threads ?? 1) - 1).bytes,
     ffnAll: config.nLayers * config.dFfn * bundleBytes(dtype, d),
   };
 }
@@ -156,14 +158,15 @@ export function modelBytesOnFlash(config: ModelConfig, dtype: WeightDtype): numb
  * DRAM of the sparse FFN besides its neuron stores, for stores of at most `maxRows`
  * rows: per layer the window's eviction candidates and (frequency eviction) the decaying
  * scores; once, the predicted ids, the neurons being loaded and their read batch (three
- * f64 per read, two reads per neuron in the split layout).
+ * f64 per read, two reads per neuron in the split layout), and each row's activation (f64,
+ * the two-pass kernel's).
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { sparseWorkspaceBytes } from "./memory_sizes.ts";
  * assert.equal(sparseWorkspaceBytes(2, 100, 10, "frequency", false),
- *   2 * 100 * 8 + 100 * 4 + 10 * 4 + 10 * 24);
+ *   2 * 100 * 8 + 100 * 4 + 10 * 4 + 10 * 24 + 10 * 8);
  * ```
  */
 export function sparseWorkspaceBytes(
@@ -175,7 +178,7 @@ export function sparseWorkspaceBytes(
 ): number {
   const requests = (split ? 2 : 1) * maxRows;
   const perLayer = dFfn * (eviction === "frequency" ? 8 : 4); // candidates (Int32), scores (f32)
-  return nLayers * perLayer + (dFfn + maxRows) * 4 + requests * 24;
+  return nLayers * perLayer + (dFfn + maxRows) * 4 + requests * 24 + maxRows * 8;
 }
 
 /**
@@ -291,6 +294,33 @@ export function measureRuntime(): RuntimeOverhead {
     // no /proc here
   }
   return { bytes: ASSUMED_RUNTIME_BYTES, source: "assumed: no /proc/self/status here" };
+}
+
+/**
+ * Resident set one kernel-pool worker adds to the process: its V8 isolate, the pool's
+ * modules and their compiled kernels. Measured (VmHWM of a child process, Deno 2.9 on
+ * x86-64 Linux) as 6-10 MiB per idle worker and about 11 MiB per worker after computing
+ * every kernel; `tests/threads_test.ts` checks a pool's workers stay within this bound.
+ */
+export const KERNEL_WORKER_BYTES = 16 << 20;
+
+/**
+ * The resident set of the `threads - 1` workers of a kernel pool with `threads` threads
+ * computing over a context of `contextLength` positions: {@linkcode KERNEL_WORKER_BYTES}
+ * each, plus each one's attention scores (f32, one per position). The weights, KV cache
+ * and activations they compute over are shared, counted once in the plan. Beside the
+ * budget, as the runtime is.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { KERNEL_WORKER_BYTES, kernelWorkersBytes } from "./memory_sizes.ts";
+ * assert.equal(kernelWorkersBytes(1, 2048), 0); // one thread: no workers
+ * assert.equal(kernelWorkersBytes(3, 2048), 2 * (KERNEL_WORKER_BYTES + 4 * 2048));
+ * ```
+ */
+export function kernelWorkersBytes(threads: number, contextLength: number): number {
+  return Math.max(0, Math.floor(threads) - 1) * (KERNEL_WORKER_BYTES + 4 * contextLength);
 }
 
 // ---------------------------------------------------------------------------

@@ -306,7 +306,7 @@ Deno.test("bench <model> runs configurations in child processes and writes the t
     }
     assert(exists(`${out}/bench.svg`) && exists(`${out}/bench.txt`));
     const svg = await Deno.readTextFile(`${out}/bench.svg`);
-    assert(svg.startsWith("<svg") && svg.includes("I/O (flash)"));
+    assert(svg.startsWith("<svg") && svg.includes("I/O wait (flash)"));
     assert.equal(formatBenchReport(report), await Deno.readTextFile(`${out}/bench.txt`));
     assert.equal(benchChart(report), svg);
   } finally {

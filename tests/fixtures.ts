@@ -22,7 +22,7 @@ import { buildSyntheticHfModel, ensureDemoModel } from "../tools/demo_model.ts";
 import type { SyntheticModelOptions } from "../tools/demo_model.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import type { StorageDtype } from "../core/flash_format.ts";
-import { exists, TINY } from "./helpers.ts";
+import { exists, REAL_MODEL_DIR, TINY } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Where fixtures live and what their keys cover
@@ -218,4 +218,22 @@ export async function sharedFlashModel(
     await convertHfToFlash(hf, `${out}/model.flm`, { dtype });
   });
   return `${dir}/model.flm`;
+}
+
+/**
+ * The real checkpoint (`../shared/models/tiny-opt-wikitext2`) converted to an f16 flashlm
+ * file, once. Only where the checkpoint is present (`haveRealModel`). Read only.
+ */
+export async function realFlashModel(): Promise<string> {
+  const weights = await Deno.stat(`${REAL_MODEL_DIR}/model.safetensors`);
+  const recipe = {
+    name: "real-opt",
+    // The checkpoint is outside the sources the key covers: its size and time stand for it.
+    options: { dir: REAL_MODEL_DIR, size: weights.size, mtime: weights.mtime?.getTime() },
+    builtBy: import.meta.url,
+  };
+  const dir = await fixture(recipe, async (out) => {
+    await convertHfToFlash(REAL_MODEL_DIR, `${out}/tiny.flm`, { dtype: "f16" });
+  });
+  return `${dir}/tiny.flm`;
 }

@@ -1,5 +1,4 @@
 import { strict as assert } from "node:assert";
-import { convertHfToFlash } from "../core/convert.ts";
 import { type LoadedModel, loadModel } from "../core/engine.ts";
 import { Generation } from "../core/generate.ts";
 import { referenceLogits } from "./reference_forward.ts";
@@ -13,7 +12,7 @@ import {
   maxAbsDiff,
   REAL_MODEL_DIR,
 } from "./helpers.ts";
-import { fixture } from "./fixtures.ts";
+import { realFlashModel } from "./fixtures.ts";
 
 interface ReferencePrompt {
   text: string;
@@ -25,21 +24,6 @@ interface ReferencePrompt {
 }
 
 const present = haveRealModel();
-
-/** The real checkpoint converted to an f16 flashlm file, once (shared: read only). */
-async function realFlashModel(): Promise<string> {
-  const weights = await Deno.stat(`${REAL_MODEL_DIR}/model.safetensors`);
-  const recipe = {
-    name: "real-opt",
-    // The checkpoint is outside the sources the key covers: its size and time stand for it.
-    options: { dir: REAL_MODEL_DIR, size: weights.size, mtime: weights.mtime?.getTime() },
-    builtBy: import.meta.url,
-  };
-  const dir = await fixture(recipe, async (out) => {
-    await convertHfToFlash(REAL_MODEL_DIR, `${out}/tiny.flm`, { dtype: "f16" });
-  });
-  return `${dir}/tiny.flm`;
-}
 
 async function greedy(model: LoadedModel, ids: number[], n: number): Promise<number[]> {
   const gen = new Generation(model, ids, { maxTokens: n, stopAtEos: false });

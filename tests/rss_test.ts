@@ -1,13 +1,14 @@
 /**
  * The memory budget: with `--memory`, the process's peak resident set (VmHWM in
  * /proc/self/status, measured in a child process) stays within the budget plus the
- * runtime's own resident set the plan states (VmRSS before loading) plus a stated
- * tolerance, across a 500-token generation at three budgets; and the plan's lines are the
+ * runtime's own resident set the plan states (VmRSS before loading) plus its kernel
+ * workers' (none on one thread) plus a stated tolerance, across a 500-token generation at
+ * three budgets on one thread and at one on two; and the plan's lines are the
  * bytes the loaded model actually holds (`LoadedModel.memoryInUse`, measured from its
  * typed arrays).
  *
- * This file is also the child: `deno run -A tests/rss_test.ts child <model> <budget>`
- * prints one JSON line.
+ * This file is also the child: `deno run -A tests/rss_test.ts child <model> <budget>
+ * <threads>` prints one JSON line.
  */
 
 import { strict as assert } from "node:assert";
@@ -49,9 +50,13 @@ function procStatusBytes(field: string): number {
   }
 }
 
-/** Sparse generation under the budget, as `cli.ts generate <model> --memory <budget>` runs it. */
-async function generate(path: string, budget: string): Promise<Record<string, number>> {
-  const model = await loadModel(path, { mode: "sparse", memory: parseBudget(budget) });
+/** Sparse generation under the budget, as `cli.ts generate <model> --memory <budget> --threads <threads>` runs it. */
+async function generate(
+  path: string,
+  budget: string,
+  threads: number,
+): Promise<Record<string, number>> {
+  const model = await loadModel(path, { mode: "sparse", memory: parseBudget(budget), threads });
   try {
     const gen = new Generation(model, PROMPT, { maxTokens: TOKENS, stopAtEos: false });
     let tokens = 0;
@@ -62,6 +67,7 @@ async function generate(path: string, budget: string): Promise<Record<string, nu
       budgetBytes: plan.budgetBytes,
       plannedBytes: plan.plannedBytes,
       runtimeBytes: plan.runtime.bytes,
+      workersBytes: plan.workersBytes,
       denseBytes: fixedBytes(plan.footprint) + plan.footprint.ffnAll,
     };
   } finally {
@@ -70,8 +76,8 @@ async function generate(path: string, budget: string): Promise<Record<string, nu
 }
 
 if (import.meta.main && Deno.args[0] === "child") {
-  const [, path, budget] = Deno.args;
-  const result = await generate(path, budget);
+  const [, path, budget, threads] = Deno.args;
+  const result = await generate(path, budget, Number(threads));
   console.log(
     JSON.stringify({ ...result, vmHWM: procStatusBytes("VmHWM"), vmRSS: procStatusBytes("VmRSS") }),
   );
@@ -142,20 +148,24 @@ const mb = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
 const haveProc = Deno.build.os === "linux";
 if (!haveProc) console.warn("ignoring the peak-RSS test: it reads /proc/self/status (Linux only)");
 
-for (const budget of BUDGETS) {
+const RUNS: [string, number][] = [...BUDGETS.map((b): [string, number] => [b, 1]), ["50%", 2]];
+
+for (const [budget, threads] of RUNS) {
   Deno.test({
-    name:
-      `with --memory ${budget} the peak RSS of a 500-token generation stays within budget + the plan's runtime + 24 MiB`,
+    name: `with --memory ${budget} on ${threads} thread${
+      threads > 1 ? "s" : ""
+    } the peak RSS of a 500-token generation stays within budget + the plan's runtime and workers + 24 MiB`,
     ignore: !haveProc,
     fn: async () => {
-      const run = await child([await getModel(), budget]);
+      const run = await child([await getModel(), budget, String(threads)]);
       assert.equal(run.tokens, TOKENS);
-      const allowed = run.budgetBytes + run.runtimeBytes + TOLERANCE_BYTES;
+      const allowed = run.budgetBytes + run.runtimeBytes + run.workersBytes + TOLERANCE_BYTES;
       console.log(
         `budget ${budget} = ${mb(run.budgetBytes)} (planned ${mb(run.plannedBytes)}; dense would ` +
-          `hold ${mb(run.denseBytes)}); runtime before loading ${mb(run.runtimeBytes)}\n` +
-          `peak during ${TOKENS} tokens ${mb(run.vmHWM)} = budget + runtime + ${
-            mb(run.vmHWM - run.budgetBytes - run.runtimeBytes)
+          `hold ${mb(run.denseBytes)}); runtime before loading ${mb(run.runtimeBytes)}; ` +
+          `${threads - 1} kernel workers ${mb(run.workersBytes)}\n` +
+          `peak during ${TOKENS} tokens ${mb(run.vmHWM)} = budget + runtime + workers + ${
+            mb(run.vmHWM - run.budgetBytes - run.runtimeBytes - run.workersBytes)
           }; allowed ${mb(allowed)}`,
       );
       // The bound must be able to fail: holding the rest of the FFN would break it.
@@ -165,31 +175,41 @@ for (const budget of BUDGETS) {
   });
 }
 
-for (const budget of BUDGETS) {
-  Deno.test(`the memory plan at ${budget} is what the loaded sparse model holds, line by line`, async () => {
-    const model = await loadModel(await getModel(), {
-      mode: "sparse",
-      memory: parseBudget(budget),
-    });
-    const plan = model.plan!;
-    const planned = planLines(plan);
-    const held = model.memoryInUse!();
-    const show = (l: MemoryLines): string =>
-      Object.entries(l).map(([k, v]) => `${k} ${mb(v)}`).join(", ");
-    console.log(`planned: ${show(planned)}\nheld:    ${show(held)}`);
-    assert.equal(held.ffnWeights, planned.ffnWeights, "neuron stores");
-    assert.equal(held.predictor, planned.predictor, "predictor: weights, scratch, serialized copy");
-    assert.equal(held.ffnWorkspace, planned.ffnWorkspace, "FFN workspace and window state");
-    assert.ok(held.reader <= planned.reader, `reader ${held.reader} B over its bound`);
-    assert.ok(
-      held.residentWeights >= planned.residentWeights &&
-        held.residentWeights <= planned.residentWeights + 64 * 64,
-      `resident weights ${held.residentWeights} B, planned ${planned.residentWeights} B ` +
-        "(f32 views pin the section's 64-byte alignment padding)",
-    );
-    assert.equal(held.kvCacheAndActivations, planned.kvCacheAndActivations, "KV cache");
-    const total = Object.values(held).reduce((a, b) => a + b, 0);
-    assert.ok(total <= plan.budgetBytes, `holds ${mb(total)}, over the budget`);
-    model.close();
-  });
+for (const [budget, threads] of RUNS) {
+  Deno.test(
+    `the memory plan at ${budget} on ${threads} thread${
+      threads > 1 ? "s" : ""
+    } is what the loaded sparse model holds, line by line`,
+    async () => {
+      const model = await loadModel(await getModel(), {
+        mode: "sparse",
+        memory: parseBudget(budget),
+        threads,
+      });
+      const plan = model.plan!;
+      const planned = planLines(plan);
+      const held = model.memoryInUse!();
+      const show = (l: MemoryLines): string =>
+        Object.entries(l).map(([k, v]) => `${k} ${mb(v)}`).join(", ");
+      console.log(`planned: ${show(planned)}\nheld:    ${show(held)}`);
+      assert.equal(held.ffnWeights, planned.ffnWeights, "neuron stores");
+      assert.equal(
+        held.predictor,
+        planned.predictor,
+        "predictor: weights, scratch, serialized copy",
+      );
+      assert.equal(held.ffnWorkspace, planned.ffnWorkspace, "FFN workspace and window state");
+      assert.ok(held.reader <= planned.reader, `reader ${held.reader} B over its bound`);
+      assert.ok(
+        held.residentWeights >= planned.residentWeights &&
+          held.residentWeights <= planned.residentWeights + 64 * 64,
+        `resident weights ${held.residentWeights} B, planned ${planned.residentWeights} B ` +
+          "(f32 views pin the section's 64-byte alignment padding)",
+      );
+      assert.equal(held.kvCacheAndActivations, planned.kvCacheAndActivations, "KV cache");
+      const total = Object.values(held).reduce((a, b) => a + b, 0);
+      assert.ok(total <= plan.budgetBytes, `holds ${mb(total)}, over the budget`);
+      model.close();
+    },
+  );
 }

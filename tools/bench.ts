@@ -82,6 +82,8 @@ export interface BenchOptions {
   configs?: BenchConfigName[];
   /** Reads in flight. Default 32. */
   readerDepth?: number;
+  /** Threads the kernels run on in every configuration, this one included. Default 1. */
+  threads?: number;
   /** Predictor choice of the sparse configurations. Default auto. */
   predictor?: "auto" | "file" | "oracle";
   /** Progress and result lines. */
@@ -182,6 +184,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       tokens,
       prompt: options.prompt,
       readerDepth: options.readerDepth,
+      threads: options.threads,
       predictor: options.predictor,
       verbose: true,
     };

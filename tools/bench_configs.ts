@@ -166,6 +166,8 @@ export interface ConfigRunSpec {
   prompt: string;
   /** Reads in flight. Default 32. */
   readerDepth?: number;
+  /** Threads the kernels run on, this one included. Default 1. */
+  threads?: number;
   /** `auto`: the file's trained predictor, else the oracle. Default auto. */
   predictor?: "auto" | "file" | "oracle";
   /** Print a progress line per pass to stderr. Default false. */
@@ -184,8 +186,10 @@ export interface PerToken {
   kernelReadBytes: number;
   /** Positioned reads issued to the OS. */
   reads: number;
-  /** Milliseconds waiting for flash reads. */
+  /** Milliseconds of flash reads, from issuing them to knowing they are done. */
   ioMs: number;
+  /** Of those, the milliseconds compute waited (not hidden under compute). */
+  ioWaitMs: number;
   /** Milliseconds of memory management (neuron store updates, copies). */
   memoryMs: number;
   /** FFN compute, the predictor included. */
@@ -227,6 +231,8 @@ export interface ConfigResult {
   predictor: string | null;
   /** Reader backend (flash configurations). */
   backend: string | null;
+  /** Threads the kernels ran on, this one included. */
+  threads: number;
   /** How the page cache was emptied before the first token. */
   evictMethod: EvictMethod;
   /** Budget and how it is spent. */
@@ -276,6 +282,7 @@ export function emptyPerToken(): PerToken {
     kernelReadBytes: 0,
     reads: 0,
     ioMs: 0,
+    ioWaitMs: 0,
     memoryMs: 0,
     ffnComputeMs: 0,
     predictorMs: 0,

@@ -76,7 +76,8 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   const file = await FlashModelFile.open(path);
   const c = file.config;
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
-  const resident = await loadResidentWeights(c, file);
+  const threads = spec.threads ?? 1;
+  const resident = await loadResidentWeights(c, file, { shared: threads > 1 });
   file.releaseResident();
   (globalThis as { gc?: () => void }).gc?.(); // free the f16 copy now (children run with --expose-gc)
   let promptIds = tokenizer.encode(spec.prompt);
@@ -99,14 +100,14 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     depth: spec.readerDepth ?? 32,
     budgetBytes,
     runtime,
-    fixed: fixedBytes(modelFootprint(c, file.dtype, 0, contextLength)),
+    fixed: fixedBytes(modelFootprint(c, file.dtype, 0, contextLength, { threads })),
     // one layer as read (and reordered, split layout): what naive and hybrid read into
     layerBuffers: (file.layout === "split" ? 2 : 1) * c.dFfn * file.bundleBytes,
   });
   if ("skipped" in setup) return skippedResult(spec, config, path, setup.skipped);
   const { ffn, reader, afterToken } = setup;
 
-  const transformer = new Transformer(resident, ffn, contextLength);
+  const transformer = new Transformer(resident, ffn, contextLength, "f16", { threads });
   const evictMethod = await evictFromPageCache(path);
   const loadPeakRssBytes = procStatusBytes("VmHWM");
   resetPeakRss();
@@ -147,6 +148,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
         sum.reads += reader ? reader.stats.reads - reader0!.reads : 0;
         sum.kernelReadBytes += kernelReadBytes() - kernel0;
         sum.ioMs += s.ioMs - stats0.ioMs;
+        sum.ioWaitMs += s.ioWaitMs - stats0.ioWaitMs;
         sum.memoryMs += s.memoryMs - stats0.memoryMs;
         sum.ffnComputeMs += s.computeMs - stats0.computeMs;
         sum.predictorMs += s.predictorMs - stats0.predictorMs;
@@ -180,6 +182,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
     note: setup.note,
     predictor: setup.predictor,
     backend: reader?.backend ?? null,
+    threads,
     evictMethod,
     budgetBytes,
     memory: setup.memory,
@@ -227,6 +230,7 @@ export function skippedResult(
     note: why,
     predictor: null,
     backend: null,
+    threads: spec.threads ?? 1,
     evictMethod: "none",
     budgetBytes: 0,
     memory: {},

@@ -217,7 +217,13 @@ async function setupSparse(ctx: SetupContext, variant: SparseVariant): Promise<S
   const { eviction, loadRecall, keepNothing } = variant;
   const want = spec.predictor ?? "auto";
   const kind = want === "auto" ? (file.header.predictor ? "file" : "oracle") : want;
-  const sparseOptions = { predictor: kind, memory: spec.memory, eviction, loadRecall } as const;
+  const sparseOptions = {
+    predictor: kind,
+    memory: spec.memory,
+    eviction,
+    loadRecall,
+    threads: spec.threads,
+  } as const;
   const plan = planFromFile(file, sparseOptions, ctx.contextLength, ctx.runtime);
   const predictor = await sparsePredictor(file, ctx.resident, sparseOptions);
   const predictorName = kind === "file"
@@ -236,6 +242,7 @@ async function setupSparse(ctx: SetupContext, variant: SparseVariant): Promise<S
     rowsPerLayer: plan.rowsPerLayer,
     keepStale: !keepNothing,
     eviction,
+    shared: (spec.threads ?? 1) > 1,
   });
   const kept = eviction === "frequency"
     ? `frequency eviction, rows per layer ${plan.rowsPerLayer.join(",")} (${plan.rowsReason})`
