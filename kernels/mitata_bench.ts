@@ -9,7 +9,8 @@
  *
  * Run: `deno task bench:kernels` (or `deno run -A kernels/mitata_bench.ts [--quick]`).
  * Then `linear` on 1 thread vs a kernel pool of 2 (kernels/pool.ts): the 4096x4096 matvec
- * and an lm_head of 50272x2048 with 16-bit weights, and small f32 squares where the
+ * and an lm_head of 50272x2048 with 16-bit weights, the sparse FFN over a neuron store of
+ * 4096 f16 bundles of width 2048 (`KernelPool.ffn`), and small f32 squares where the
  * parallel threshold lies ("vs baseline" is the speed-up over 1 thread).
  * `--quick` runs OPT-125m only, without the threaded rows; `--threads` the threaded rows only. Nothing runs on import (`deno bench` finds this file by
  * its name and must not start it).
@@ -24,7 +25,14 @@ import { matvec, matvecNaive } from "./matvec.ts";
 import { matvecF16, matvecF16Naive } from "./matvec_f16.ts";
 import { matvecI8, matvecI8Naive, quantizeRowsI8 } from "./matvec_i8.ts";
 import { KernelPool, sharedFloat32, toShared } from "./pool.ts";
-import { f32Matrix, linear, type WeightMatrix } from "./weights.ts";
+import {
+  bundleBytes,
+  bundleMatrix,
+  f32Matrix,
+  ffnBundles,
+  linear,
+  type WeightMatrix,
+} from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Shapes and data
@@ -163,6 +171,29 @@ function registerThreads(): void {
     };
     add({ ...cost, variant: "1 thread" }, () => linear(out, w, x));
     add({ ...cost, variant: "2 threads" }, () => pool.linear(out, w, x));
+  }
+  {
+    // The sparse FFN over a neuron store: OPT-1.3b's width, half of its 8192 neurons in
+    // DRAM as f16 bundles (random weights: about half the rows fire).
+    const rows = 4096, d = 2048;
+    const bytes = new Uint8Array(new SharedArrayBuffer(rows * bundleBytes("f16", d)));
+    const m = bundleMatrix("f16", d, bytes); // (rows, 2d) f16 bundles
+    for (let i = 0; i < m.u16.length; i++) m.u16[i] = f32ToF16Bits(random());
+    const bias = toShared(randomArray(rows)); // (rows)
+    const x = toShared(randomArray(d)); // (d)
+    const out = sharedFloat32(d); // (d)
+    const act = new Float64Array(new SharedArrayBuffer(8 * rows)); // (rows)
+    const cost = {
+      kernel: `store FFN f16 (${rows} rows x ${d})`,
+      shape: "store threads",
+      flops: 4 * rows * d, // an upper bound: the down projection of the active rows only
+      bytes: 4 * rows * d,
+    };
+    add({ ...cost, variant: "1 thread" }, () => ffnBundles(out, m, bias, x, rows));
+    add({ ...cost, variant: "2 threads" }, () => {
+      out.fill(0);
+      pool.ffn(out, m, bias, x, act, 0, rows);
+    });
   }
   for (const n of THRESHOLD_SIDES) {
     const w = f32Matrix(toShared(randomArray(n * n)), n, n); // (n, n)
