@@ -6,8 +6,9 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, SPARSE_FLAGS, sparseOptions, usage } from "./common.ts";
+import { type CommandSpec, SPARSE_FLAGS, sparseOptions, THREADS_FLAG, usage } from "./common.ts";
 import { planFromFile } from "../core/engine.ts";
+import { machineThreads } from "../kernels/pool.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { measureRuntime } from "../core/memory_sizes.ts";
@@ -24,6 +25,7 @@ export const spec = {
   ],
   flags: {
     ...SPARSE_FLAGS,
+    threads: { ...THREADS_FLAG, help: "--memory: plan for the kernel pool of this many threads" },
     context: {
       type: "integer",
       help: "KV cache length in tokens",
@@ -78,7 +80,8 @@ export async function run(
   if (report?.layers) console.log(formatReport(report));
   if (flags.memory !== undefined) {
     const contextLength = Math.min(flags.context ?? c.maxPositions, c.maxPositions);
-    const plan = planFromFile(file, sparseOptions(flags), contextLength, runtime);
+    const threads = flags.threads ?? machineThreads();
+    const plan = planFromFile(file, { ...sparseOptions(flags), threads }, contextLength, runtime);
     console.log(describePlan(plan));
   }
 }

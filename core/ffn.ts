@@ -15,7 +15,7 @@ import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { matvec } from "../kernels/matvec.ts";
-import type { KernelPool } from "../kernels/pool.ts";
+import type { KernelPool, SharedView } from "../kernels/pool.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
@@ -170,12 +170,23 @@ export class DenseFfn implements FfnProvider {
   readonly weights: DenseFfnLayer[];
   /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
   readonly hidden: Float32Array; // (dFfn)
+  private pooled: PooledFfn | null = null; // the kernel pool's threads, once given (bundles only)
 
   /** Wrap per-layer weights already in DRAM. */
   constructor(resident: ResidentWeights, weights: DenseFfnLayer[]) {
     this.resident = resident;
     this.weights = weights;
     this.hidden = new Float32Array(resident.config.dFfn);
+  }
+
+  /**
+   * Split the bundled kernel across `pool`'s threads from now on, when the bundles and
+   * the fc1 biases are in `SharedArrayBuffer`s (as `open` and a threaded load put them);
+   * otherwise, and for f32 `fc1`/`fc2` matrices, the FFN stays on the calling thread.
+   */
+  usePool(pool: KernelPool): void {
+    const bundles = this.weights.filter((W): W is BundleMatrix => !("fc1" in W));
+    this.pooled = poolFor(pool, bundles, this.resident, this.hidden.length);
   }
 
   /**
@@ -189,7 +200,8 @@ export class DenseFfn implements FfnProvider {
     const file = await Deno.open(model.path, { read: true });
     try {
       for (const entry of model.header.ffn.layers) {
-        const bytes = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) bundles as stored
+        // (dFfn, bundleBytes) bundles as stored, shareable with the kernel pool's workers
+        const bytes = new Uint8Array(new SharedArrayBuffer(dFfn * model.bundleBytes));
         await readExactly(file, model.layout === "split" ? raw : bytes, entry.offset, model.path);
         if (model.layout === "split") layerAsBundles(model, raw, bytes);
         layers.push(bundleMatrix(model.dtype, dModel, bytes));
@@ -211,7 +223,8 @@ export class DenseFfn implements FfnProvider {
       relu(this.hidden, dFfn);
       matvec(out, W.fc2, this.hidden, dModel, dFfn, L.fc2Bias);
     } else {
-      ffnBundles(out, W, L.fc1Bias, x, dFfn, this.hidden);
+      if (this.pooled) this.pooled.ffn(out, W, L.fc1Bias, x, dFfn, this.hidden);
+      else ffnBundles(out, W, L.fc1Bias, x, dFfn, this.hidden);
       for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     }
     this.stats.computeMs += performance.now() - t0;
@@ -222,7 +235,7 @@ export class DenseFfn implements FfnProvider {
   memoryInUse(): FfnMemory {
     return {
       weights: heldBytes([this.weights]),
-      workspace: this.hidden.byteLength,
+      workspace: this.hidden.byteLength + (this.pooled?.act.byteLength ?? 0),
       predictor: 0,
       reader: 0,
     };
@@ -280,6 +293,7 @@ export class FlashNaiveFfn implements FfnProvider {
   private raw: Uint8Array; // (dFfn, bundleBytes) one layer as stored
   private ordered: Uint8Array; // (dFfn, bundleBytes) a split layer reordered to bundles (else empty)
   private bundles: BundleMatrix; // views of the layer in bundle order, for the kernel
+  private pooled: PooledFfn | null = null; // the kernel pool's threads, once given
 
   /** Stream the FFN of `model` through `reader`; the resident weights come from the same file. */
   constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader) {
@@ -287,8 +301,11 @@ export class FlashNaiveFfn implements FfnProvider {
     this.resident = resident;
     this.reader = reader;
     const { dModel, dFfn } = model.config;
-    this.raw = new Uint8Array(dFfn * model.bundleBytes);
-    this.ordered = new Uint8Array(model.layout === "split" ? this.raw.length : 0);
+    // in SharedArrayBuffers, so the kernel pool's workers can compute over them
+    this.raw = new Uint8Array(new SharedArrayBuffer(dFfn * model.bundleBytes));
+    this.ordered = new Uint8Array(
+      new SharedArrayBuffer(model.layout === "split" ? this.raw.length : 0),
+    );
     const inBundleOrder = model.layout === "split" ? this.ordered : this.raw;
     this.bundles = bundleMatrix(model.dtype, dModel, inBundleOrder);
   }
@@ -306,7 +323,8 @@ export class FlashNaiveFfn implements FfnProvider {
     layerAsBundles(this.model, this.raw, this.ordered); // split layout only: into bundle order
     const t2 = performance.now();
     const L = this.resident.layers[layer];
-    ffnBundles(out, this.bundles, L.fc1Bias, x, dFfn);
+    if (this.pooled) this.pooled.ffn(out, this.bundles, L.fc1Bias, x, dFfn, null);
+    else ffnBundles(out, this.bundles, L.fc1Bias, x, dFfn);
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     this.stats.bytesRead += entry.length;
     this.stats.reads += this.reader.stats.reads - before;
@@ -317,11 +335,20 @@ export class FlashNaiveFfn implements FfnProvider {
     this.stats.computeMs += performance.now() - t2;
   }
 
+  /**
+   * Split the bundled kernel across `pool`'s threads from now on (when the fc1 biases are
+   * in `SharedArrayBuffer`s, as a threaded load puts them).
+   */
+  usePool(pool: KernelPool): void {
+    this.pooled = poolFor(pool, [this.bundles], this.resident, this.model.config.dFfn);
+  }
+
   /** The layer buffer(s) and the reader's own. */
   memoryInUse(): FfnMemory {
     return {
       weights: 0,
-      workspace: heldBytes([this.raw, this.ordered, this.batch]),
+      workspace: heldBytes([this.raw, this.ordered, this.batch]) +
+        (this.pooled?.act.byteLength ?? 0),
       predictor: 0,
       reader: heldBytes([this.reader], [this.raw, this.ordered, this.batch]),
     };
@@ -331,4 +358,52 @@ export class FlashNaiveFfn implements FfnProvider {
   close(): void {
     this.reader.close();
   }
+}
+
+// ---------------------------------------------------------------------------
+// The kernel pool, for the providers that run a whole layer
+
+/** A kernel pool and the activations (f64, one per neuron) its FFN kernel writes. */
+interface PooledFfn {
+  act: Float64Array; // (dFfn) over a SharedArrayBuffer
+  /** `ffnBundles(out, m, bias, x, rows, hidden)` on the pool's threads, with the same bits. */
+  ffn(
+    out: Float32Array,
+    m: BundleMatrix,
+    bias: Float32Array,
+    x: Float32Array,
+    rows: number,
+    hidden: Float32Array | null,
+  ): void;
+}
+
+/**
+ * `pool` ready to run the FFN over `bundles` with `resident`'s fc1 biases, or null where
+ * it cannot help (one thread) or cannot see them (arrays outside `SharedArrayBuffer`s):
+ * then the provider computes on the calling thread.
+ */
+function poolFor(
+  pool: KernelPool,
+  bundles: BundleMatrix[],
+  resident: ResidentWeights,
+  dFfn: number,
+): PooledFfn | null {
+  const views: SharedView[] = [];
+  for (const m of bundles) {
+    views.push(m.dtype === "f32" ? m.f32 : m.dtype === "f16" ? m.u16 : m.i8);
+    if (m.dtype === "int8") views.push(m.scales);
+  }
+  for (const L of resident.layers) views.push(L.fc1Bias);
+  const shared = views.every((v) => v.buffer instanceof SharedArrayBuffer);
+  if (pool.threads < 2 || bundles.length === 0 || !shared) return null;
+  const act = new Float64Array(new SharedArrayBuffer(8 * dFfn));
+  pool.share(act, ...views);
+  return {
+    act,
+    ffn(out, m, bias, x, rows, hidden): void {
+      out.fill(0);
+      pool.ffn(out, m, bias, x, act, 0, rows);
+      if (hidden) { for (let r = 0; r < rows; r++) hidden[r] = act[r]; }
+    },
+  };
 }

@@ -239,8 +239,8 @@ export function summarize(stats: GenerationStats, mode: string): string {
     `${stats.generatedTokens} tokens`,
     `${perSec.toFixed(1)} tok/s`,
     `prompt ${stats.promptTokens} tokens in ${stats.prefillMs.toFixed(0)} ms`,
-    `mode ${mode}`,
     `threads ${stats.threads ?? 1}`,
+    `mode ${mode}`,
   ];
   if (mode !== "dense") {
     parts.push(

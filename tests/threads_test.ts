@@ -1,7 +1,7 @@
 /**
  * All cores on a whole model (`--threads`): the real model's logits are bit-identical for
- * 1, 2 and 3 threads in dense, naive and sparse modes (every kernel split, the sparse FFN
- * computing under its reads); a 1,000-token generation on 2 threads passes Deno's
+ * 1, 2 and 3 threads in dense, naive and sparse modes (every kernel split, the FFN too,
+ * the sparse one computing under its reads); a 1,000-token generation on 2 threads passes Deno's
  * sanitizers (no op, resource or worker left behind); a worker that throws mid-generation
  * ends it with one clear FlashlmError, and closing the model stops every worker; a pool's
  * workers cost at most `KERNEL_WORKER_BYTES` each (VmHWM of a child process).
