@@ -304,9 +304,9 @@ export function formatEvalReport(result: EvalResult): string {
     } neurons loaded/token · ` +
     `hit rate ${(100 * s.ffn.neuronsHit / Math.max(s.ffn.neuronsPredicted, 1)).toFixed(1)}% · ` +
     `${(s.ffn.neuronsDropped / passes).toFixed(2)} dropped/token (store full) · ` +
-    `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms · memory mgmt ${
-      (s.ffn.memoryMs / passes).toFixed(2)
-    } ms · ` +
+    `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms (compute waited ${
+      (s.ffn.ioWaitMs / passes).toFixed(2)
+    }) · memory mgmt ${(s.ffn.memoryMs / passes).toFixed(2)} ms · ` +
     `compute ${(s.ffn.computeMs / passes).toFixed(2)} ms per token`,
   ].join("\n");
 }
