@@ -19,9 +19,17 @@
 import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { cString, libc } from "../io/runtime.ts";
+import type { KernelPool } from "../kernels/pool.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
-import { type FfnProvider, type FfnStats, FlashNaiveFfn, newFfnStats } from "./ffn.ts";
+import {
+  type FfnProvider,
+  type FfnStats,
+  FlashNaiveFfn,
+  newFfnStats,
+  type PooledFfn,
+  poolFor,
+} from "./ffn.ts";
 import type { FlashModelFile } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { ResidentWeights } from "./weights.ts";
@@ -76,6 +84,8 @@ export class HybridFfn implements FfnProvider {
   private batch = new ReadBatch(1);
   private streamed: BundleMatrix; // (max streamed neurons, bundleBytes) the streamed part as read
   private partial: Float32Array; // (dModel) the streamed part's output
+  private pooled: PooledFfn | null = null; // the kernel pool's threads, once given
+  private streamedBias: Float32Array[] = []; // per layer, fc1 biases of the streamed neurons
 
   private constructor(
     model: FlashModelFile,
@@ -91,9 +101,21 @@ export class HybridFfn implements FfnProvider {
     this.pinned = pinned;
     this.pinnedBundles = pinnedBundles;
     const maxStreamed = Math.max(0, ...pinned.map((p) => dFfn - p));
-    const raw = new Uint8Array(maxStreamed * model.bundleBytes); // (maxStreamed, bundleBytes)
+    // (maxStreamed, bundleBytes), shareable with the kernel pool's workers
+    const raw = new Uint8Array(new SharedArrayBuffer(maxStreamed * model.bundleBytes));
     this.streamed = bundleMatrix(model.dtype, dModel, raw);
-    this.partial = new Float32Array(dModel);
+    this.partial = new Float32Array(new SharedArrayBuffer(4 * dModel));
+    this.streamedBias = resident.layers.map((L, l) => L.fc1Bias.subarray(pinned[l]));
+  }
+
+  /**
+   * Split the bundled kernel across `pool`'s threads from now on (when the fc1 biases are
+   * in `SharedArrayBuffer`s, as a threaded load puts them).
+   */
+  usePool(pool: KernelPool): void {
+    const biases = [...this.resident.layers.map((L) => L.fc1Bias), ...this.streamedBias];
+    const bundles = [...this.pinnedBundles, this.streamed];
+    this.pooled = poolFor(pool, bundles, biases, this.model.config.dFfn);
   }
 
   /**
@@ -127,7 +149,8 @@ export class HybridFfn implements FfnProvider {
     const file = await Deno.open(model.path, { read: true });
     try {
       for (let l = 0; l < nLayers; l++) {
-        const raw = new Uint8Array(pinned[l] * model.bundleBytes); // (pinned[l], bundleBytes)
+        // (pinned[l], bundleBytes), shareable with the kernel pool's workers
+        const raw = new Uint8Array(new SharedArrayBuffer(pinned[l] * model.bundleBytes));
         await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
         bundles.push(bundleMatrix(model.dtype, dModel, raw));
       }
@@ -152,9 +175,13 @@ export class HybridFfn implements FfnProvider {
       await this.reader.read(this.batch);
     }
     const t1 = performance.now();
-    ffnBundles(out, this.pinnedBundles[layer], L.fc1Bias, x, p);
+    const pooled = this.pooled;
+    if (pooled) pooled.ffn(out, this.pinnedBundles[layer], L.fc1Bias, x, p, null);
+    else ffnBundles(out, this.pinnedBundles[layer], L.fc1Bias, x, p);
     if (rest > 0) {
-      ffnBundles(this.partial, this.streamed, L.fc1Bias.subarray(p), x, rest);
+      const bias = this.streamedBias[layer];
+      if (pooled) pooled.ffn(this.partial, this.streamed, bias, x, rest, null);
+      else ffnBundles(this.partial, this.streamed, bias, x, rest);
       for (let j = 0; j < dModel; j++) out[j] += this.partial[j];
     }
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
@@ -172,7 +199,8 @@ export class HybridFfn implements FfnProvider {
     const own = [this.pinnedBundles, this.streamed, this.partial, this.batch];
     return {
       weights: heldBytes([this.pinnedBundles]),
-      workspace: heldBytes([this.streamed, this.partial, this.batch]),
+      workspace: heldBytes([this.streamed, this.partial, this.batch]) +
+        (this.pooled?.act.byteLength ?? 0),
       predictor: 0,
       reader: heldBytes([this.reader], own),
     };
@@ -278,6 +306,11 @@ export class PageCacheFfn implements FfnProvider {
   /** Read the layer (cached pages come from DRAM), compute densely. */
   forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
     return this.inner.forward(layer, x, out);
+  }
+
+  /** Split the bundled kernel across `pool`'s threads (see `FlashNaiveFfn.usePool`). */
+  usePool(pool: KernelPool): void {
+    this.inner.usePool(pool);
   }
 
   /** The naive reads' buffers (the page cache is the kernel's, not this process's). */

@@ -186,7 +186,8 @@ export class DenseFfn implements FfnProvider {
    */
   usePool(pool: KernelPool): void {
     const bundles = this.weights.filter((W): W is BundleMatrix => !("fc1" in W));
-    this.pooled = poolFor(pool, bundles, this.resident, this.hidden.length);
+    const biases = this.resident.layers.map((L) => L.fc1Bias);
+    this.pooled = poolFor(pool, bundles, biases, this.hidden.length);
   }
 
   /**
@@ -340,7 +341,8 @@ export class FlashNaiveFfn implements FfnProvider {
    * in `SharedArrayBuffer`s, as a threaded load puts them).
    */
   usePool(pool: KernelPool): void {
-    this.pooled = poolFor(pool, [this.bundles], this.resident, this.model.config.dFfn);
+    const biases = this.resident.layers.map((L) => L.fc1Bias);
+    this.pooled = poolFor(pool, [this.bundles], biases, this.model.config.dFfn);
   }
 
   /** The layer buffer(s) and the reader's own. */
@@ -364,7 +366,7 @@ export class FlashNaiveFfn implements FfnProvider {
 // The kernel pool, for the providers that run a whole layer
 
 /** A kernel pool and the activations (f64, one per neuron) its FFN kernel writes. */
-interface PooledFfn {
+export interface PooledFfn {
   act: Float64Array; // (dFfn) over a SharedArrayBuffer
   /** `ffnBundles(out, m, bias, x, rows, hidden)` on the pool's threads, with the same bits. */
   ffn(
@@ -378,14 +380,15 @@ interface PooledFfn {
 }
 
 /**
- * `pool` ready to run the FFN over `bundles` with `resident`'s fc1 biases, or null where
- * it cannot help (one thread) or cannot see them (arrays outside `SharedArrayBuffer`s):
- * then the provider computes on the calling thread.
+ * `pool` ready to run the FFN over `bundles` (of at most `dFfn` rows) with the fc1 bias
+ * views `biases`, or null where it cannot help (one thread) or cannot see them (arrays
+ * outside `SharedArrayBuffer`s): then the provider computes on the calling thread. For
+ * the FFN providers that run whole layers (dense, naive, and the baselines).
  */
-function poolFor(
+export function poolFor(
   pool: KernelPool,
   bundles: BundleMatrix[],
-  resident: ResidentWeights,
+  biases: Float32Array[],
   dFfn: number,
 ): PooledFfn | null {
   const views: SharedView[] = [];
@@ -393,7 +396,7 @@ function poolFor(
     views.push(m.dtype === "f32" ? m.f32 : m.dtype === "f16" ? m.u16 : m.i8);
     if (m.dtype === "int8") views.push(m.scales);
   }
-  for (const L of resident.layers) views.push(L.fc1Bias);
+  views.push(...biases);
   const shared = views.every((v) => v.buffer instanceof SharedArrayBuffer);
   if (pool.threads < 2 || bundles.length === 0 || !shared) return null;
   const act = new Float64Array(new SharedArrayBuffer(8 * dFfn));

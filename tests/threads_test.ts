@@ -1,7 +1,8 @@
 /**
  * All cores on a whole model (`--threads`): the real model's logits are bit-identical for
  * 1, 2 and 3 threads in dense, naive and sparse modes (every kernel split, the FFN too,
- * the sparse one computing under its reads); a 1,000-token generation on 2 threads passes Deno's
+ * the sparse one computing under its reads), and so are the hybrid and page-cache
+ * baselines'; a 1,000-token generation on 2 threads passes Deno's
  * sanitizers (no op, resource or worker left behind); a worker that throws mid-generation
  * ends it with one clear FlashlmError, and closing the model stops every worker; a pool's
  * workers cost at most `KERNEL_WORKER_BYTES` each (VmHWM of a child process).
@@ -11,7 +12,12 @@
  */
 
 import { strict as assert } from "node:assert";
+import { HybridFfn, PageCacheFfn } from "../core/baselines.ts";
 import { type LoadedModel, loadModel, type LoadOptions } from "../core/engine.ts";
+import { FlashModelFile } from "../core/flash_file.ts";
+import { Transformer } from "../core/transformer.ts";
+import { loadResidentWeights } from "../core/weights.ts";
+import { FlashReader } from "../io/reader.ts";
 import { Generation } from "../core/generate.ts";
 import { KERNEL_WORKER_BYTES } from "../core/memory_sizes.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
@@ -142,6 +148,37 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("the hybrid and page-cache baselines give one thread's logits on 2 and 3 threads", async () => {
+  const path = await longContextModel();
+  const tokens = [2, 40, 7, 99, 13];
+  for (const kind of ["hybrid", "page-cache"]) {
+    let reference: Float32Array[] | null = null;
+    for (const threads of [1, 2, 3]) {
+      const file = await FlashModelFile.open(path);
+      const resident = await loadResidentWeights(file.config, file, { shared: threads > 1 });
+      const reader = await FlashReader.open(path);
+      const layers = file.config.nLayers;
+      const ffn = kind === "hybrid"
+        ? await HybridFfn.open(file, resident, reader, new Array(layers).fill(100)) // of 256
+        : new PageCacheFfn(file, resident, reader, new Array(layers).fill(0));
+      const model = new Transformer(resident, ffn, 8, "f16", { threads, minParallelWork: 0 });
+      try {
+        const logits: Float32Array[] = [];
+        for (let pos = 0; pos < tokens.length; pos++) {
+          logits.push((await model.forward(tokens[pos], pos)).slice());
+        }
+        reference ??= logits;
+        for (let pos = 0; pos < tokens.length; pos++) {
+          const at = firstDifference(logits[pos], reference[pos]);
+          assert.equal(at, -1, `${kind}, ${threads} threads, position ${pos}, logit ${at}`);
+        }
+      } finally {
+        model.close();
+      }
+    }
+  }
 });
 
 Deno.test("a 1,000-token sparse generation on 2 threads gives one thread's tokens and leaves nothing behind", async () => {
