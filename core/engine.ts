@@ -194,7 +194,10 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       precision: options.resident,
       shared: (options.threads ?? 1) > 1,
     });
-    const ffn = new DenseFfn(resident, await loadDenseFfnWeights(hf.config, hf.source));
+    const ffnWeights = await loadDenseFfnWeights(hf.config, hf.source, {
+      shared: (options.threads ?? 1) > 1,
+    });
+    const ffn = new DenseFfn(resident, ffnWeights);
     return assemble(
       path,
       "hf",

@@ -16,7 +16,13 @@ import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
 import { matvec } from "../kernels/matvec.ts";
 import type { KernelPool, SharedView } from "../kernels/pool.ts";
-import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
+import {
+  type BundleMatrix,
+  bundleMatrix,
+  f32Matrix,
+  ffnBundles,
+  type WeightMatrix,
+} from "../kernels/weights.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
@@ -170,24 +176,44 @@ export class DenseFfn implements FfnProvider {
   readonly weights: DenseFfnLayer[];
   /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
   readonly hidden: Float32Array; // (dFfn)
-  private pooled: PooledFfn | null = null; // the kernel pool's threads, once given (bundles only)
+  private pooled: PooledFfn | null = null; // the kernel pool's threads, once given (bundles)
+  private pool: KernelPool | null = null; // the kernel pool's threads, once given (fc1, fc2)
+  private matrices: { fc1: WeightMatrix; fc2: WeightMatrix }[] = []; // fc1, fc2 for the pool
 
   /** Wrap per-layer weights already in DRAM. */
   constructor(resident: ResidentWeights, weights: DenseFfnLayer[]) {
     this.resident = resident;
     this.weights = weights;
-    this.hidden = new Float32Array(resident.config.dFfn);
+    // shared, so the kernel pool's workers can write it (fc1, fc2 matrices)
+    this.hidden = new Float32Array(new SharedArrayBuffer(4 * resident.config.dFfn));
   }
 
   /**
-   * Split the bundled kernel across `pool`'s threads from now on, when the bundles and
-   * the fc1 biases are in `SharedArrayBuffer`s (as `open` and a threaded load put them);
-   * otherwise, and for f32 `fc1`/`fc2` matrices, the FFN stays on the calling thread.
+   * Compute on `pool`'s threads from now on — the bundled kernel (`KernelPool.ffn`), or
+   * the f32 `fc1` and `fc2` products (`KernelPool.linear`) — when the weights and biases
+   * are in `SharedArrayBuffer`s (as `open` and a threaded `loadModel` put them); otherwise
+   * the FFN stays on the calling thread.
    */
   usePool(pool: KernelPool): void {
     const bundles = this.weights.filter((W): W is BundleMatrix => !("fc1" in W));
     const biases = this.resident.layers.map((L) => L.fc1Bias);
     this.pooled = poolFor(pool, bundles, biases, this.hidden.length);
+    const plain = this.weights.filter((W): W is DenseFfnWeights => "fc1" in W);
+    const views = [
+      ...plain.flatMap((W) => [W.fc1, W.fc2]),
+      ...biases,
+      ...this.resident.layers.map((L) => L.fc2Bias),
+    ];
+    const every = plain.length === this.weights.length && plain.length > 0;
+    const shared = views.every((v) => v.buffer instanceof SharedArrayBuffer);
+    if (pool.threads < 2 || !every || !shared) return;
+    const { dModel, dFfn } = this.resident.config;
+    this.matrices = plain.map((W) => ({
+      fc1: f32Matrix(W.fc1, dFfn, dModel), // (dFfn, dModel)
+      fc2: f32Matrix(W.fc2, dModel, dFfn), // (dModel, dFfn)
+    }));
+    pool.share(this.hidden, ...views);
+    this.pool = pool;
   }
 
   /**
@@ -219,7 +245,12 @@ export class DenseFfn implements FfnProvider {
     const { dModel, dFfn } = this.resident.config;
     const L = this.resident.layers[layer];
     const W = this.weights[layer];
-    if ("fc1" in W) {
+    if ("fc1" in W && this.pool) {
+      const m = this.matrices[layer];
+      this.pool.linear(this.hidden, m.fc1, x, L.fc1Bias);
+      relu(this.hidden, dFfn);
+      this.pool.linear(out, m.fc2, this.hidden, L.fc2Bias);
+    } else if ("fc1" in W) {
       matvec(this.hidden, W.fc1, x, dFfn, dModel, L.fc1Bias);
       relu(this.hidden, dFfn);
       matvec(out, W.fc2, this.hidden, dModel, dFfn, L.fc2Bias);

@@ -368,7 +368,9 @@ export function shareResidentWeights(w: ResidentWeights): ResidentWeights {
 }
 
 /**
- * Read every layer's FFN matrices from `source` (the dense reference mode).
+ * Read every layer's FFN matrices from `source` (the dense reference mode); with
+ * `{ shared: true }` each is put in a `SharedArrayBuffer` as it is read, for the kernel
+ * pool's workers.
  *
  * @example
  * ```ts
@@ -387,7 +389,12 @@ export function shareResidentWeights(w: ResidentWeights): ResidentWeights {
 export async function loadDenseFfnWeights(
   config: ModelConfig,
   source: TensorSource,
+  options: { shared?: boolean } = {},
 ): Promise<DenseFfnWeights[]> {
+  const read = async (spec: TensorSpec): Promise<Float32Array> => {
+    const v = await source.readF32(spec.name, spec.shape);
+    return options.shared ? toShared(v) : v; // one tensor at a time: the old copy is collected
+  };
   const out: DenseFfnWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
     const [fc1, fc2] = ffnTensorSpecs(config, l);
@@ -398,10 +405,7 @@ export async function loadDenseFfnWeights(
         });
       }
     }
-    out.push({
-      fc1: await source.readF32(fc1.name, fc1.shape),
-      fc2: await source.readF32(fc2.name, fc2.shape),
-    });
+    out.push({ fc1: await read(fc1), fc2: await read(fc2) });
   }
   return out;
 }

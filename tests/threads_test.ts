@@ -1,6 +1,7 @@
 /**
  * All cores on a whole model (`--threads`): the real model's logits are bit-identical for
- * 1, 2 and 3 threads in dense, naive and sparse modes (every kernel split, the FFN too,
+ * 1, 2 and 3 threads in dense (its checkpoint and its flashlm file), naive and sparse
+ * modes (every kernel split, the FFN too,
  * the sparse one computing under its reads), and so are the hybrid and page-cache
  * baselines'; a 1,000-token generation on 2 threads passes Deno's
  * sanitizers (no op, resource or worker left behind); a worker that throws mid-generation
@@ -25,7 +26,7 @@ import { FlashlmError } from "../io/errors.ts";
 import { KernelPool, sharedFloat32 } from "../kernels/pool.ts";
 import { f32Matrix } from "../kernels/weights.ts";
 import { realFlashModel, sharedFlashModel } from "./fixtures.ts";
-import { haveRealModel } from "./helpers.ts";
+import { haveRealModel, REAL_MODEL_DIR } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // The child: a pool's peak resident set
@@ -116,21 +117,22 @@ const SPARSE: LoadOptions = {
 
 Deno.test({
   name:
-    "the real model's logits are bit-identical for 1, 2 and 3 threads in dense, naive and sparse modes",
+    "the real model's logits are bit-identical for 1, 2 and 3 threads in dense (checkpoint and file), naive and sparse modes",
   ignore: !haveRealModel(),
   fn: async () => {
     const path = await realFlashModel();
     // </s> and eleven arbitrary token ids
     const tokens = [2, 133, 9368, 16, 40013, 9466, 5, 59, 5, 276, 6958, 25];
-    const modes: [string, LoadOptions][] = [
-      ["dense", { mode: "dense", minParallelWork: 0 }],
-      ["naive", { mode: "naive", minParallelWork: 0 }],
-      ["sparse", SPARSE],
+    const modes: [string, LoadOptions, string][] = [
+      ["dense (checkpoint)", { mode: "dense", minParallelWork: 0 }, REAL_MODEL_DIR],
+      ["dense", { mode: "dense", minParallelWork: 0 }, path],
+      ["naive", { mode: "naive", minParallelWork: 0 }, path],
+      ["sparse", SPARSE, path],
     ];
-    for (const [name, options] of modes) {
+    for (const [name, options, from] of modes) {
       let reference: Float32Array[] | null = null;
       for (const threads of [1, 2, 3]) {
-        const model = await loadModel(path, { ...options, threads });
+        const model = await loadModel(from, { ...options, threads });
         try {
           const logits = await logitsOf(model, tokens);
           if (name === "sparse") {
