@@ -137,7 +137,7 @@ export const RESIDENT_FLAG = {
 /** `--threads`, shared by the commands that run a model. */
 export const THREADS_FLAG = {
   type: "integer",
-  help: "threads the kernels run on (linear layers, attention, the sparse FFN), this one " +
+  help: "threads the kernels run on (linear layers, attention, the FFN), this one " +
     "included: workers over shared memory, results bit-identical to 1",
   shownDefault: "the machine's cores",
   min: 1,
