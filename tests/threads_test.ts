@@ -25,24 +25,12 @@ import { parseBudget } from "../core/memory_sizes.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { KernelPool, sharedFloat32 } from "../kernels/pool.ts";
 import { f32Matrix } from "../kernels/weights.ts";
+import { procStatusBytes } from "../tools/bench_probes.ts";
 import { realFlashModel, sharedFlashModel } from "./fixtures.ts";
 import { haveRealModel, REAL_MODEL_DIR } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // The child: a pool's peak resident set
-
-/** A field of /proc/self/status in bytes (e.g. VmHWM), or -1 where there is no /proc. */
-function procStatusBytes(field: string): number {
-  try {
-    const line = Deno.readTextFileSync("/proc/self/status").split("\n").find((l) =>
-      l.startsWith(`${field}:`)
-    );
-    const kb = Number(line?.split(/\s+/)[1]);
-    return Number.isFinite(kb) ? kb * 1024 : -1;
-  } catch {
-    return -1;
-  }
-}
 
 /** Start `workers` workers and run every kernel on them a few times; return VmHWM. */
 async function poolPeak(workers: number): Promise<number> {
