@@ -10,6 +10,7 @@ import { FlashNaiveFfn } from "../core/ffn.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { rewriteWithLayout } from "../core/flash_write.ts";
 import { makeSyntheticModel } from "../tools/make_model.ts";
+import { writeFriendBundled } from "../tools/neuron_stats.ts";
 import { OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadResidentWeights } from "../core/weights.ts";
@@ -75,11 +76,19 @@ function assertClose(a: Float32Array[], b: Float32Array[], what: string): void {
 Deno.test("every bench configuration reports as flash bytes per token exactly the bytes the reader delivered", async () => {
   const { dir, model, split } = await fixture();
   try {
+    // A friend-bundled copy: neurons paired as stored, (0, 1), (2, 3), …
+    const file = await FlashModelFile.open(model);
+    const friends = `${dir}/tiny.friends.flm`;
+    const order = file.header.ffn.layers.map(() =>
+      Int32Array.from({ length: file.config.dFfn }, (_, i) => i)
+    );
+    await writeFriendBundled(model, friends, order, "as stored");
     for (const config of BENCH_CONFIGS) {
       const r = await runConfiguration({
         name: config.name,
         model,
         split,
+        friends: { withHot: friends, noHot: friends },
         memory: { kind: "ffn-percent", percent: 50 },
         tokens: 3,
         prompt: "a b c",
