@@ -22,6 +22,8 @@ export interface ConvertOptions {
   dtype?: StorageDtype;
   /** Called after each FFN layer is written. */
   onProgress?: (done: number, total: number) => void;
+  /** Provenance added to the file's metadata (e.g. `synthetic: "true"` for made-up weights). */
+  metadata?: Record<string, string>;
 }
 
 /**
@@ -64,7 +66,7 @@ export async function convertHfToFlash(
   await writeFlashModel(outPath, {
     config,
     dtype: options.dtype ?? "f16",
-    metadata: { source: hfDir, synthetic: "false" },
+    metadata: { source: hfDir, synthetic: "false", ...options.metadata },
     vocabJson: hf.vocabJson,
     mergesText: hf.mergesText,
     resident: hf.source,

@@ -59,10 +59,17 @@ export const MODES: readonly Mode[] = ["dense", "naive", "sparse"];
 
 /** Options of {@linkcode loadModel}. */
 export interface LoadOptions {
-  /** FFN mode; default `"naive"` for flashlm files, `"dense"` for HF directories. */
+  /**
+   * FFN mode; default `"naive"` for flashlm files (`"sparse"` when `memory` is `"machine"`
+   * and the file has a trained predictor), `"dense"` for HF directories.
+   */
   mode?: Mode;
-  /** KV cache length; default the model's maximum positions. */
-  contextLength?: number;
+  /**
+   * KV cache length; default the model's maximum positions. A function is called with the
+   * tokenizer and the model's maximum once the file is open (e.g. prompt + tokens to
+   * generate); the result is capped at the maximum either way.
+   */
+  contextLength?: number | ((tokenizer: Tokenizer, maxPositions: number) => number);
   /**
    * Resident matrices in DRAM at the file's precision (`"stored"`, default) or expanded
    * to f32 (`"f32"`, to measure what that costs).
@@ -88,8 +95,11 @@ export interface LoadOptions {
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
   predictor?: "file" | "oracle";
-  /** Sparse mode: the DRAM budget (default: every neuron may stay in DRAM). */
-  memory?: Budget | null;
+  /**
+   * Sparse mode: the DRAM budget (default: every neuron may stay in DRAM); `"machine"`
+   * chooses it from this machine ({@linkcode machineBudget}).
+   */
+  memory?: Budget | null | "machine";
   /** Sparse mode: force the window size k instead of planning it. */
   windowK?: number;
   /** Sparse mode: keep neurons past the window while their rows are free (default true). */
@@ -203,10 +213,13 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       "hf",
       mode,
       tokenizer,
-      new Transformer(resident, ffn, options.contextLength, options.kvCache, {
-        threads: options.threads,
-        minParallelWork: options.minParallelWork,
-      }),
+      new Transformer(
+        resident,
+        ffn,
+        contextFor(options, tokenizer, hf.config.maxPositions),
+        options.kvCache,
+        { threads: options.threads, minParallelWork: options.minParallelWork },
+      ),
       {},
       null,
       null,
@@ -214,17 +227,16 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   }
 
   const file = await FlashModelFile.open(path);
-  const mode = options.mode ?? "naive";
+  // With the budget left to the machine, a file with a trained predictor runs the paper's
+  // method and one without streams every bundle.
+  const mode = options.mode ??
+    (options.memory === "machine" && file.header.predictor ? "sparse" : "naive");
   const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
-  const contextLength = Math.min(
-    options.contextLength ?? file.config.maxPositions,
-    file.config.maxPositions,
-  );
+  const contextLength = contextFor(options, tokenizer, file.config.maxPositions);
   // Sparse mode plans from the header before any weight is loaded, so a budget that
   // cannot hold the resident part is refused at once.
-  const plan = mode === "sparse"
-    ? planFromFile(file, options, contextLength, withHeapGrowth(runtime, heapBefore))
-    : null;
+  const overhead = withHeapGrowth(runtime, heapBefore);
+  const plan = mode === "sparse" ? planFromFile(file, options, contextLength, overhead) : null;
   const resident = await loadResidentWeights(file.config, file, {
     precision: options.resident,
     shared: (options.threads ?? 1) > 1,
@@ -342,7 +354,8 @@ async function ownPredictor(
  * The memory plan of sparse mode for `file` with `options` (budget, window, eviction,
  * predictor): what `loadModel` runs with and what `inspect --memory` prints. Reads only
  * the header: no weights are loaded. The measurements come from the predictor section
- * (`parsePlanMeasurements`); a malformed one throws a {@linkcode FlashlmError}.
+ * (`parsePlanMeasurements`); a malformed one throws a {@linkcode FlashlmError}. A
+ * `"machine"` budget is chosen by {@linkcode machineBudget} and said in `budgetSource`.
  * `runtime` is the process's resident set before the model was loaded (default: now).
  *
  * @example
@@ -365,6 +378,11 @@ export function planFromFile(
   contextLength: number,
   runtime: RuntimeOverhead = measureRuntime(),
 ): MemoryPlan {
+  if (options.memory === "machine") {
+    const chosen = machineBudget(file, options, contextLength, runtime);
+    const plan = planFromFile(file, { ...options, memory: chosen.budget }, contextLength, runtime);
+    return { ...plan, budgetSource: `chosen from this machine: ${chosen.reason}` };
+  }
   const { dModel, dFfn, nLayers } = file.config;
   const oracle = options.predictor === "oracle";
   const measured = parsePlanMeasurements(file.header.predictor?.report, nLayers, file.path);
@@ -398,6 +416,85 @@ export function planFromFile(
     loadCurves,
     loadCurveRecall,
   });
+}
+
+/** The KV cache length `options` asks for, capped at the model's `maxPositions`. */
+function contextFor(options: LoadOptions, tokenizer: Tokenizer, maxPositions: number): number {
+  const asked = typeof options.contextLength === "function"
+    ? options.contextLength(tokenizer, maxPositions)
+    : options.contextLength;
+  return Math.max(1, Math.min(asked ?? maxPositions, maxPositions));
+}
+
+/** DRAM kept free for the rest of the machine when the budget is chosen from it. */
+export const MACHINE_MARGIN_BYTES = 1 << 30;
+
+/**
+ * The budget sparse mode runs with when none is given: half of the model's bytes on flash
+ * (or, when the resident part leaves that no room for the FFN, the resident part and half
+ * of the FFN's neurons), lowered to the memory this machine has available minus
+ * {@linkcode MACHINE_MARGIN_BYTES} and the runtime's own. `available` defaults to
+ * `Deno.systemMemoryInfo().available`. Returns the budget and one phrase saying why.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { machineBudget } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { ensureDemoModel } from "../tools/demo_model.ts";
+ * const file = await FlashModelFile.open(await ensureDemoModel());
+ * // The demo's embeddings are most of its bytes: half the FFN's neurons instead.
+ * assert.deepEqual(machineBudget(file, {}, 64, undefined, 64e9).budget, {
+ *   kind: "ffn-percent",
+ *   percent: 50,
+ * });
+ * assert.throws(() => machineBudget(file, {}, 64, undefined, 1e6), /available/);
+ * ```
+ */
+export function machineBudget(
+  file: FlashModelFile,
+  options: LoadOptions,
+  contextLength: number,
+  runtime: RuntimeOverhead = measureRuntime(),
+  available: number = Deno.systemMemoryInfo().available,
+): { budget: Budget; reason: string } {
+  const gb = (n: number): string => `${(n / 1e9).toFixed(2)} GB`;
+  const fits = (budget: Budget): MemoryPlan | null => {
+    try {
+      return planFromFile(file, { ...options, memory: budget }, contextLength, runtime);
+    } catch (e) {
+      if (e instanceof FlashlmError && e.kind === "usage") return null;
+      throw e;
+    }
+  };
+  const half: Budget = { kind: "model-percent", percent: 50 };
+  let budget: Budget = half;
+  let reason = "50% of the model";
+  let plan = fits(half);
+  // At least a tenth of the FFN beside the fixed part, else the FFN's half is the budget.
+  if (plan === null || plan.ffnShare < 0.1) {
+    budget = { kind: "ffn-percent", percent: 50 };
+    reason = "the resident part + 50% of the FFN (half the model leaves the FFN no room)";
+    plan = fits(budget);
+  }
+  const room = available - MACHINE_MARGIN_BYTES - runtime.bytes;
+  if (plan !== null && plan.plannedBytes <= room) {
+    return { budget, reason: `${reason}; ${gb(available)} available` };
+  }
+  const bytes: Budget = { kind: "bytes", bytes: Math.max(room, 0) };
+  if (room > 0 && fits(bytes) !== null) {
+    return {
+      budget: bytes,
+      reason: `${gb(available)} available − ${gb(MACHINE_MARGIN_BYTES)} margin − the runtime's ${
+        gb(runtime.bytes)
+      }`,
+    };
+  }
+  throw new FlashlmError(
+    `this machine has ${gb(available)} of memory available: too little for the model's ` +
+      `resident part and some of its FFN (give --memory, --context or --mode naive)`,
+    { file: file.path, kind: "usage" },
+  );
 }
 
 function assemble(

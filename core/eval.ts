@@ -269,7 +269,7 @@ export async function evaluate(
  * const sparse = await loadModel(`${dir}/m.flm`, { mode: "sparse", predictor: "oracle" });
  * const result = await evaluate(dense, sparse, [[2, 70, 71, 72]], { source: "from a test" });
  * const lines = formatEvalReport(result).split("\n");
- * assert.equal(lines[0], "eval on 3 tokens (1 windows of 4 from a test)");
+ * assert.equal(lines[0], "eval on 3 tokens (1 window of 4 from a test)");
  * assert.match(lines[1], /^  dense  perplexity \d+\.\d{3}$/);
  * assert.match(lines[3], /^  top-1 agreement of greedy next tokens: 100\.00%$/);
  * assert.match(lines[4], /^  effective recall: 100\.00% of the truly active neurons/);
@@ -284,7 +284,9 @@ export function formatEvalReport(result: EvalResult): string {
   const source = result.source ? ` ${result.source}` : "";
   const eviction = plan?.eviction === "window" ? `window k = ${plan.windowK}` : "frequency";
   return [
-    `eval on ${d.tokens} tokens (${result.windows} windows of ${result.windowTokens}${source})`,
+    `eval on ${d.tokens} tokens (${result.windows} window${
+      result.windows === 1 ? "" : "s"
+    } of ${result.windowTokens}${source})`,
     `  dense  perplexity ${d.perplexity.toFixed(3)}`,
     `  sparse perplexity ${s.perplexity.toFixed(3)} (${
       (100 * (s.perplexity / d.perplexity - 1)).toFixed(2)
@@ -296,7 +298,7 @@ export function formatEvalReport(result: EvalResult): string {
     }% of the truly active neurons were computed (in DRAM) · ${result.loadRule}: ${
       (s.ffn.neuronsSkipped / passes).toFixed(1)
     } unsure neurons not read/token`,
-    `  sparse FFN: ${(readPerToken / 1e3).toFixed(1)} kB read/token = ${
+    `  sparse FFN: ${(readPerToken / 1e6).toFixed(3)} MB read/token = ${
       (100 * readPerToken / ffnBytesPerToken).toFixed(2)
     }% of the FFN's ` +
     `${(ffnBytesPerToken / 1e6).toFixed(2)} MB · ${

@@ -19,8 +19,26 @@ export interface GenerateOptions extends SamplerOptions {
   maxTokens?: number;
   /** Stop at the end-of-sequence token. Default true. */
   stopAtEos?: boolean;
+  /**
+   * Stop when the text contains one of these strings; the text up to it is given, the
+   * string itself is not (text that may start one is held back until it cannot).
+   */
+  stop?: readonly string[];
   /** Record every forward pass's counters in `stats.perToken`. Default false. */
   telemetry?: boolean;
+  /**
+   * Token ids already in the model's KV cache at positions 0, 1, … (an earlier turn of a
+   * chat, {@linkcode Generation.sequence}): the prompt continues them. Default none.
+   */
+  context?: readonly number[];
+  /**
+   * When the KV cache is full: keep the first token, drop the oldest half of the rest and
+   * run the kept ones again (positions are absolute in OPT, so the cache cannot be moved)
+   * to go on generating. Default false: stop with `"context-full"`.
+   */
+  contextShift?: boolean;
+  /** Stop before the next forward pass once aborted (`stopReason` `"interrupted"`). */
+  signal?: AbortSignal;
 }
 
 /** One generated token. */
@@ -63,8 +81,10 @@ export interface GenerationStats {
   threads?: number;
   /** Per forward pass telemetry, when `GenerateOptions.telemetry` is set. */
   perToken: TokenTelemetry[];
-  /** Why it stopped. */
-  stopReason: "eos" | "max-tokens" | "context-full" | "running";
+  /** Times the KV cache was full and its older half dropped (`contextShift`). */
+  contextShifts: number;
+  /** Why it stopped: a stop string, the signal, or as the names say. */
+  stopReason: "eos" | "max-tokens" | "context-full" | "stop" | "interrupted" | "running";
 }
 
 // ---------------------------------------------------------------------------
@@ -102,25 +122,31 @@ export interface GenerationStats {
  * ```
  */
 export class Generation implements AsyncIterable<GeneratedToken> {
-  /** The prompt as token ids (starting with `</s>` for OPT). */
+  /** The prompt as token ids (starting with `</s>` for OPT, unless it continues a context). */
   readonly promptIds: number[];
   /** Live statistics. */
   readonly stats: GenerationStats;
   private model: LoadedModel;
   private options: GenerateOptions;
+  private cached: number[]; // the ids in the KV cache, position by position
+  private last = -1; // the last sampled id, not yet in the KV cache (-1: none)
 
   /** Prepare to continue `prompt` (text, or token ids used as they are). */
   constructor(model: LoadedModel, prompt: string | number[], options: GenerateOptions = {}) {
     this.model = model;
     this.options = options;
-    this.promptIds = typeof prompt === "string" ? model.tokenizer.encode(prompt) : prompt;
+    this.cached = [...(options.context ?? [])];
+    this.promptIds = typeof prompt === "string"
+      ? model.tokenizer.encode(prompt, { addBos: this.cached.length === 0 })
+      : prompt;
     const context = model.transformer.contextLength;
     if (this.promptIds.length === 0) {
       throw new FlashlmError("the prompt is empty", { kind: "usage" });
     }
-    if (this.promptIds.length >= context) {
+    const needed = this.cached.length + this.promptIds.length;
+    if (needed > context && !options.contextShift) {
       throw new FlashlmError(
-        `the prompt has ${this.promptIds.length} tokens but the context holds ${context}`,
+        `the prompt has ${needed} tokens but the context holds ${context}`,
         { kind: "usage" },
       );
     }
@@ -140,24 +166,38 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       residentMs: 0,
       threads: model.transformer.pool?.threads ?? 1,
       perToken: [],
+      contextShifts: 0,
       stopReason: "running",
     };
+  }
+
+  /**
+   * The ids the KV cache holds once the generation has ended, then the last sampled token
+   * when it was not run (a stop string, the end of `maxTokens`): what a next turn passes as
+   * `GenerateOptions.context` (it runs that last token first).
+   */
+  get sequence(): number[] {
+    return this.last >= 0 ? [...this.cached, this.last] : [...this.cached];
   }
 
   /** Generate tokens one at a time. */
   async *[Symbol.asyncIterator](): AsyncGenerator<GeneratedToken> {
     const { transformer, tokenizer, config } = this.model;
+    const options = this.options;
     const ffn = transformer.ffn;
     const start = { ...ffn.stats };
     const startAttention = transformer.residentMs;
     let last = { ...ffn.stats };
     let lastAttention = transformer.residentMs;
-    const forward = async (id: number, pos: number): Promise<Float32Array> => {
+    let lastYield = performance.now();
+    const forward = async (id: number): Promise<Float32Array> => {
+      const pos = this.cached.length;
       const logits = await transformer.forward(id, pos);
+      this.cached.push(id);
       this.stats.forwardPasses++;
       subtractStats(ffn.stats, start, this.stats.ffn);
       this.stats.residentMs = transformer.residentMs - startAttention;
-      if (this.options.telemetry) {
+      if (options.telemetry) {
         const delta = newFfnStats();
         subtractStats(ffn.stats, last, delta);
         this.stats.perToken.push({
@@ -168,48 +208,158 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         last = { ...ffn.stats };
         lastAttention = transformer.residentMs;
       }
+      // A forward pass that never waits on I/O (dense mode) would keep a signal handler
+      // from running: give it a turn every 100 ms.
+      if (options.signal && performance.now() - lastYield > 100) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        lastYield = performance.now();
+      }
       return logits;
     };
-    const sampler = new Sampler(config.vocabSize, this.options);
-    const maxTokens = this.options.maxTokens ?? 64;
-    const stopAtEos = this.options.stopAtEos ?? true;
+    // Keep the first token and the newer half of the rest; run them again from position 0.
+    const shift = async (): Promise<Float32Array> => {
+      const keep = 1;
+      const rest = this.cached.slice(keep);
+      const kept = [...this.cached.slice(0, keep), ...rest.slice(Math.floor(rest.length / 2))];
+      this.cached = [];
+      this.stats.contextShifts++;
+      let logits: Float32Array = new Float32Array(0);
+      for (const id of kept) logits = await forward(id);
+      return logits;
+    };
+    const full = (): boolean => this.cached.length >= transformer.contextLength;
+    const sampler = new Sampler(config.vocabSize, options);
+    for (const id of this.cached) sampler.accept(id);
+    const maxTokens = options.maxTokens ?? 64;
+    const stopAtEos = options.stopAtEos ?? true;
     const decoder = tokenizer.streamDecoder();
+    const stops = new StopStrings(options.stop ?? []);
+    const interrupted = (): boolean => {
+      if (!options.signal?.aborted) return false;
+      this.stats.stopReason = "interrupted";
+      return true;
+    };
 
     // Prefill: run the prompt through the model, filling the KV cache.
     const t0 = performance.now();
     let logits: Float32Array = new Float32Array(0);
-    const ids = this.promptIds;
-    for (let pos = 0; pos < ids.length; pos++) logits = await forward(ids[pos], pos);
+    for (const id of this.promptIds) {
+      if (interrupted()) break;
+      if (full()) logits = await shift();
+      logits = await forward(id);
+      sampler.accept(id);
+    }
     this.stats.prefillMs = performance.now() - t0;
 
     // Decode: sample, emit, feed back.
     const t1 = performance.now();
-    let pos = ids.length;
-    for (;;) {
+    while (this.stats.stopReason === "running") {
       if (this.stats.generatedTokens >= maxTokens) {
         this.stats.stopReason = "max-tokens";
         break;
       }
+      if (interrupted()) break;
       const id = sampler.sample(logits);
       this.stats.generatedTokens++;
       if (stopAtEos && id === config.eosTokenId) {
         this.stats.stopReason = "eos";
         break;
       }
+      sampler.accept(id);
+      this.last = id;
       this.stats.decodeMs = performance.now() - t1;
-      yield { id, text: decoder.push(id), position: pos };
-      if (pos + 1 >= transformer.contextLength || this.stats.generatedTokens >= maxTokens) {
-        this.stats.stopReason = pos + 1 >= transformer.contextLength
-          ? "context-full"
-          : "max-tokens";
+      const position = this.cached.length;
+      const text = stops.push(decoder.push(id));
+      if (stops.found) this.stats.stopReason = "stop";
+      yield { id, text, position };
+      if (stops.found || this.stats.generatedTokens >= maxTokens) {
+        this.stats.stopReason = stops.found ? "stop" : "max-tokens";
         break;
       }
-      logits = await forward(id, pos);
-      pos++;
+      if (full()) {
+        if (!options.contextShift) {
+          this.stats.stopReason = "context-full";
+          break;
+        }
+        logits = await shift();
+      }
+      if (interrupted()) break;
+      logits = await forward(id);
+      this.last = -1;
     }
     this.stats.decodeMs = performance.now() - t1;
-    const rest = decoder.flush();
-    if (rest) yield { id: -1, text: rest, position: pos };
+    if (!stops.found) {
+      const rest = stops.push(decoder.flush()) + stops.flush();
+      if (rest) yield { id: -1, text: rest, position: this.cached.length };
+    }
+  }
+}
+
+/**
+ * Stop strings over streamed text: `push` returns the text that is safe to show (none of
+ * it can start a stop string), `found` turns true at the first stop string, whose text
+ * and what follows are dropped.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { StopStrings } from "./generate.ts";
+ * const stops = new StopStrings(["\n\n", "END"]);
+ * assert.equal(stops.push("one\n"), "one"); // "\n" may start "\n\n": held back
+ * assert.equal(stops.push("two E"), "\ntwo ");
+ * assert.equal(stops.found, false);
+ * assert.equal(stops.push("ND and more"), "");
+ * assert.equal(stops.found, true);
+ * ```
+ */
+export class StopStrings {
+  /** A stop string was seen. */
+  found = false;
+  private held = "";
+  private readonly stops: readonly string[];
+
+  /** Watch for `stops` (empty strings are ignored). */
+  constructor(stops: readonly string[]) {
+    this.stops = stops.filter((s) => s.length > 0);
+  }
+
+  /** Add `text`; return what can be shown now. */
+  push(text: string): string {
+    if (this.found) return "";
+    if (this.stops.length === 0) return text;
+    const buf = this.held + text;
+    let at = -1;
+    for (const stop of this.stops) {
+      const i = buf.indexOf(stop);
+      if (i >= 0 && (at < 0 || i < at)) at = i;
+    }
+    if (at >= 0) {
+      this.found = true;
+      this.held = "";
+      return buf.slice(0, at);
+    }
+    // Hold the shortest tail that is still a prefix of some stop string.
+    let keep = buf.length;
+    for (let k = Math.max(0, buf.length - this.longest() + 1); k < buf.length; k++) {
+      const tail = buf.slice(k);
+      if (this.stops.some((stop) => stop.startsWith(tail))) {
+        keep = k;
+        break;
+      }
+    }
+    this.held = buf.slice(keep);
+    return buf.slice(0, keep);
+  }
+
+  /** The text held back (the stream ended without a stop string). */
+  flush(): string {
+    const rest = this.held;
+    this.held = "";
+    return rest;
+  }
+
+  private longest(): number {
+    return Math.max(...this.stops.map((s) => s.length));
   }
 }
 
@@ -226,12 +376,18 @@ export class Generation implements AsyncIterable<GeneratedToken> {
  * import { newFfnStats } from "./ffn.ts";
  * const line = summarize({ promptTokens: 3, generatedTokens: 10, forwardPasses: 12, prefillMs: 30,
  *   decodeMs: 100, ffn: { ...newFfnStats(), bytesRead: 12e6, reads: 120 }, residentMs: 20,
- *   perToken: [], stopReason: "max-tokens" }, "naive");
+ *   perToken: [], contextShifts: 0, stopReason: "max-tokens" }, "naive");
  * assert.match(line, /10 tokens · 100\.0 tok\/s/);
  * assert.match(line, /1\.000 MB read\/token/);
  * ```
  */
 export function summarize(stats: GenerationStats, mode: string): string {
+  if (stats.generatedTokens === 0) {
+    // Nothing generated: no per-token figure means anything.
+    return `0 tokens · prompt ${stats.promptTokens} tokens in ${
+      stats.prefillMs.toFixed(0)
+    } ms · mode ${mode} · stop: ${stats.stopReason}`;
+  }
   const perSec = stats.generatedTokens / Math.max(stats.decodeMs / 1000, 1e-9);
   const passes = Math.max(stats.forwardPasses, 1);
   const f = stats.ffn;
@@ -269,6 +425,7 @@ export function summarize(stats: GenerationStats, mode: string): string {
   }
   parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
   parts.push(`attention, lm_head & rest ${(stats.residentMs / passes).toFixed(2)} ms/token`);
+  if (stats.contextShifts > 0) parts.push(`context shifts ${stats.contextShifts}`);
   parts.push(`stop: ${stats.stopReason}`);
   return parts.join(" · ");
 }

@@ -51,6 +51,8 @@ import { type LoadCurve, splitRows, type WindowStats } from "./row_split.ts";
 export interface MemoryPlan {
   /** The DRAM budget in bytes (with no budget: enough for every neuron). */
   budgetBytes: number;
+  /** How the budget was chosen when the user gave none (e.g. from the machine's memory). */
+  budgetSource?: string;
   /** The model's weights as stored on flash (what a percentage of the model is of). */
   modelBytes: number;
   /** What the model needs in DRAM, part by part. */
@@ -330,7 +332,8 @@ export function describePlan(plan: MemoryPlan): string {
     `memory plan: budget ${Math.round(plan.budgetBytes)} B = ${mb(plan.budgetBytes)} = ` +
     `${ofModel.toFixed(ofModel < 10 ? 1 : 0)}% of the model on flash (${
       mb(plan.modelBytes)
-    } of ${f.dtype} weights), planned ${mb(used)}`,
+    } of ${f.dtype} weights), planned ${mb(used)}` +
+    (plan.budgetSource ? ` · ${plan.budgetSource}` : ""),
     `  ${part(`embeddings (${f.dtype})`, f.embeddings)} · ${
       part(`attention (${f.dtype})`, f.attention)
     } · ${part("norms+biases (f32)", f.normsAndBiases)} · ${part("predictor", f.predictor)} · ` +

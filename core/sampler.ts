@@ -1,5 +1,6 @@
 /**
- * Choosing the next token from the logits: greedy, temperature, top-k, top-p, seeded.
+ * Choosing the next token from the logits: repetition penalty, greedy, temperature,
+ * top-k, top-p, seeded.
  *
  * @module
  */
@@ -53,6 +54,15 @@ export interface SamplerOptions {
   topP?: number;
   /** Seed of the random generator. Default 0. */
   seed?: number;
+  /**
+   * Repetition penalty, as llama.cpp's `--repeat-penalty`: before sampling, the logit of
+   * every token among the last `repeatLastN` accepted ones is divided by it when
+   * positive and multiplied by it when negative (once per token, however often it
+   * occurred). 1 (the default) turns it off.
+   */
+  repeatPenalty?: number;
+  /** How many of the last accepted tokens the penalty looks at (0: none). Default 64. */
+  repeatLastN?: number;
 }
 
 /**
@@ -76,8 +86,14 @@ export class Sampler {
   private readonly topK: number;
   private readonly topP: number;
   private readonly rng: Rng;
+  private readonly repeatPenalty: number;
   private readonly probs: Float32Array; // (vocabSize) candidate probabilities
   private readonly ids: Int32Array; // (vocabSize) candidate token ids
+  private readonly recent: Int32Array; // (repeatLastN) ring of the last accepted ids
+  private recentCount = 0; // ids in the ring (at most repeatLastN)
+  private recentNext = 0; // where the next accepted id goes
+  private readonly penalized: Float32Array; // (vocabSize) logits after the penalty (or empty)
+  private readonly marked: Uint8Array; // (vocabSize) tokens already penalized (or empty)
 
   /** Make a sampler for a vocabulary of `vocabSize` logits. */
   constructor(vocabSize: number, options: SamplerOptions = {}) {
@@ -98,9 +114,76 @@ export class Sampler {
     if (!(this.topP > 0 && this.topP <= 1)) {
       throw new FlashlmError(`top-p must be in (0, 1], got ${this.topP}`, { kind: "usage" });
     }
+    this.repeatPenalty = options.repeatPenalty ?? 1;
+    const lastN = options.repeatLastN ?? 64;
+    if (!(this.repeatPenalty > 0 && Number.isFinite(this.repeatPenalty))) {
+      throw new FlashlmError(`repeat penalty must be > 0, got ${this.repeatPenalty}`, {
+        kind: "usage",
+      });
+    }
+    if (!Number.isInteger(lastN) || lastN < 0) {
+      throw new FlashlmError(`repeat-last-n must be a whole number >= 0, got ${lastN}`, {
+        kind: "usage",
+      });
+    }
     this.rng = new Rng(options.seed ?? 0);
     this.probs = new Float32Array(vocabSize);
     this.ids = new Int32Array(vocabSize);
+    const penalize = this.repeatPenalty !== 1 && lastN > 0;
+    this.recent = new Int32Array(penalize ? lastN : 0);
+    this.penalized = new Float32Array(penalize ? vocabSize : 0);
+    this.marked = new Uint8Array(penalize ? vocabSize : 0);
+  }
+
+  /**
+   * Record a token of the sequence (prompt or generated) for the repetition penalty.
+   *
+   * @example
+   * ```ts
+   * import { strict as assert } from "node:assert";
+   * import { Sampler } from "./sampler.ts";
+   * const logits = new Float32Array([2, 1.5, -1]);
+   * const sampler = new Sampler(3, { repeatPenalty: 1.5, repeatLastN: 1 });
+   * assert.equal(sampler.sample(logits), 0);
+   * sampler.accept(0); // 2 / 1.5 = 1.33 < 1.5: token 1 wins now
+   * assert.equal(sampler.sample(logits), 1);
+   * sampler.accept(1); // only the last one counts: token 0 is back
+   * assert.equal(sampler.sample(logits), 0);
+   * assert.deepEqual([...logits], [2, 1.5, -1], "the logits are not modified");
+   * ```
+   */
+  accept(id: number): void {
+    const ring = this.recent;
+    if (ring.length === 0) return;
+    ring[this.recentNext] = id;
+    this.recentNext = (this.recentNext + 1) % ring.length;
+    this.recentCount = Math.min(this.recentCount + 1, ring.length);
+  }
+
+  /** Forget the accepted tokens (a new sequence starts). */
+  resetHistory(): void {
+    this.recentCount = 0;
+    this.recentNext = 0;
+  }
+
+  /** `logits` with the repetition penalty applied (a copy), or `logits` itself without one. */
+  private penalize(logits: Float32Array): Float32Array {
+    if (this.recentCount === 0) return logits;
+    const out = this.penalized;
+    const marked = this.marked;
+    const V = this.vocabSize;
+    out.set(logits.subarray(0, V));
+    for (let i = 0; i < this.recentCount; i++) {
+      const id = this.recent[i];
+      if (id < 0 || id >= V || marked[id]) continue;
+      marked[id] = 1;
+      out[id] = out[id] > 0 ? out[id] / this.repeatPenalty : out[id] * this.repeatPenalty;
+    }
+    for (let i = 0; i < this.recentCount; i++) {
+      const id = this.recent[i];
+      if (id >= 0 && id < V) marked[id] = 0;
+    }
+    return out;
   }
 
   /** The id of the largest logit (first one on ties). */
@@ -111,8 +194,9 @@ export class Sampler {
   }
 
   /** Choose the next token from `logits` (not modified). */
-  sample(logits: Float32Array): number {
+  sample(raw: Float32Array): number {
     const V = this.vocabSize;
+    const logits = this.penalize(raw);
     if (this.temperature === 0) return Sampler.argmax(logits, V);
 
     // Candidates: all tokens, or the top k by logit (selection by a partial sort).

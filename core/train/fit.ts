@@ -22,6 +22,9 @@ import { Rng } from "../sampler.ts";
 // ---------------------------------------------------------------------------
 // The recall curve
 
+/** Passes over the training split when {@linkcode TrainOptions.epochs} is not given. */
+export const DEFAULT_EPOCHS = 5;
+
 /** The recalls at which training records the threshold that reaches them. */
 export const RECALL_CURVE_POINTS: readonly number[] = [
   0.5,
@@ -431,7 +434,7 @@ export function trainPredictorLayer(
 ): { layer: PredictorLayer; metrics: PredictorMetrics } {
   const { dModel, dFfn } = sampleShape(samples);
   const rank = options.rank;
-  const epochs = options.epochs ?? 5;
+  const epochs = options.epochs ?? DEFAULT_EPOCHS;
   const batchSize = options.batchSize ?? 128;
   const lr0 = options.learningRate ?? 1e-2;
   const heldOutFraction = options.heldOutFraction ?? 0.1;

@@ -29,7 +29,7 @@ import {
   type PredictorLayer,
   serializePredictor,
 } from "../predictor.ts";
-import { type PredictorMetrics, trainPredictorLayer } from "./fit.ts";
+import { DEFAULT_EPOCHS, type PredictorMetrics, trainPredictorLayer } from "./fit.ts";
 import { WindowStatsAccumulator } from "./window_stats.ts";
 import { CacheCurveAccumulator } from "../window.ts";
 
@@ -56,8 +56,11 @@ export interface TrainPredictorOptions {
   heldOutFraction?: number;
   /** Largest window size measured. Default 16. */
   maxWindow?: number;
-  /** Progress of each phase. */
-  onProgress?: (phase: string, done: number, total: number) => void;
+  /**
+   * Progress of each phase, and of the whole run (`overall`, 0 to 1: the capture counts as
+   * much as one layer's training).
+   */
+  onProgress?: (phase: string, done: number, total: number, overall: number) => void;
 }
 
 /** What training measured for one layer: the predictor's quality and the planner's inputs. */
@@ -178,6 +181,7 @@ export async function trainPredictor(
     });
   }
   const heldOutFraction = options.heldOutFraction ?? 0.1;
+  const epochs = options.epochs ?? DEFAULT_EPOCHS;
   const maxWindow = options.maxWindow ?? 16;
   if (!Number.isInteger(maxWindow) || maxWindow < 1) {
     throw new FlashlmError(`largest window must be a whole number >= 1, got ${maxWindow}`, {
@@ -196,7 +200,8 @@ export async function trainPredictor(
       model,
       windows,
       tmp,
-      (done, total) => options.onProgress?.("capture", done, total),
+      (done, total) =>
+        options.onProgress?.("capture", done, total, done / total / (config.nLayers + 1)),
     );
     model.close();
     const layers: PredictorLayer[] = [];
@@ -206,12 +211,17 @@ export async function trainPredictor(
       const samples = await readCapturedLayer(capture, l);
       const { layer, metrics } = trainPredictorLayer(samples, {
         rank: ranks[l],
-        epochs: options.epochs,
+        epochs,
         targetRecall: options.targetRecall ?? 0.96,
         heldOutFraction,
         seed: 1000 + l,
         onProgress: (epoch, step, steps) =>
-          options.onProgress?.(`layer ${l} epoch ${epoch + 1}`, step, steps),
+          options.onProgress?.(
+            `layer ${l} epoch ${epoch + 1}`,
+            step,
+            steps,
+            (l + 1 + (epoch + step / steps) / epochs) / (config.nLayers + 1),
+          ),
       });
       layers.push(layer);
       heldOutSamples = metrics.heldOutSamples;
@@ -365,7 +375,7 @@ const CURVE_POINTS = 16;
  * import { formatReport } from "./train_predictor.ts";
  * const text = formatReport({ text: "t", windows: 1, windowTokens: 4, samples: 4, heldOutSamples: 1,
  *   dFfn: 10, seconds: 1, cacheLoadRecall: 0.9, layers: [] });
- * assert.match(text, /^predictor trained on 4 tokens \(1 windows of 4\)/);
+ * assert.match(text, /^predictor trained on 4 tokens \(1 window of 4\)/);
  * assert.match(text, /at load recall 0\.9\n/);
  * ```
  */
@@ -376,7 +386,9 @@ export function formatReport(report: PredictorReport): string {
   const pct = (x: number | null): string =>
     (fixed(x === null ? null : 100 * x, 1) + "%").padStart(7);
   const lines = [
-    `predictor trained on ${report.samples} tokens (${report.windows} windows of ${report.windowTokens}), ` +
+    `predictor trained on ${report.samples} tokens (${report.windows} window${
+      report.windows === 1 ? "" : "s"
+    } of ${report.windowTokens}), ` +
     `metrics on the last ${report.heldOutSamples} (held out), ${fixed(report.seconds, 1)} s` +
     (report.cacheLoadRecall === undefined
       ? ""
