@@ -1,8 +1,9 @@
 /**
  * Synthetic OPT models in Hugging Face layout: the embedded demo model and the tiny
- * models the tests build. Their weights are random (deterministic from a seed), so
- * their text is gibberish; what is real is the shape, the file layout and the ReLU
- * sparsity of the FFN (set by a negative fc1 bias).
+ * models the tests build. The tests' weights are random (deterministic from a seed), so
+ * their text is gibberish; the demo's are written from the word-pair table of a short
+ * public-domain text (tools/ngram_model.ts), so it prints the text's words. What is real
+ * is the shape, the file layout and the ReLU sparsity of the FFN.
  *
  * @module
  */
@@ -16,6 +17,7 @@ import { Rng } from "../core/sampler.ts";
 import { trainPredictor } from "../core/train/train_predictor.ts";
 import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
 import { ffnTensorSpecs, residentTensorSpecs } from "../core/weights.ts";
+import { DEMO_TEXT, ngramWeights, textVocab } from "./ngram_model.ts";
 
 // ---------------------------------------------------------------------------
 // Options
@@ -57,6 +59,13 @@ export interface SyntheticModelOptions {
   layerNormBefore?: boolean;
   /** `word_embed_proj_dim`; when it differs from dModel the model has project_in/out. Default dModel. */
   wordEmbedProjDim?: number;
+  /** vocab.json and merges.txt to write. Default: `buildByteLevelVocab(extraTokens)`. */
+  vocab?: { vocabJson: string; mergesText: string; size: number };
+  /**
+   * Every tensor's values by name (without the prefix; `lm_head.weight` with `writeLmHead`)
+   * and shape, instead of random ones (the demo's bigram weights, tools/ngram_model.ts).
+   */
+  weights?: (name: string, shape: number[]) => Float32Array;
 }
 
 // ---------------------------------------------------------------------------
@@ -80,7 +89,7 @@ export async function buildSyntheticHfModel(
   dir: string,
   options: SyntheticModelOptions = {},
 ): Promise<ModelConfig> {
-  const vocab = buildByteLevelVocab(options.extraTokens ?? 1000);
+  const vocab = options.vocab ?? buildByteLevelVocab(options.extraTokens ?? 1000);
   const vocabSize = Math.ceil(vocab.size / 8) * 8; // OPT pads its vocabulary to a multiple of 8
   const hfConfig = {
     _name_or_path: "flashlm/synthetic-opt",
@@ -110,8 +119,9 @@ export async function buildSyntheticHfModel(
 
   const tensors: TensorToWrite[] = [];
   const add = (name: string, shape: number[], fill: (i: number) => number): Float32Array => {
-    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < data.length; i++) data[i] = fill(i);
+    const given = options.weights?.(name, shape);
+    const data = given ?? new Float32Array(shape.reduce((a, b) => a * b, 1));
+    if (!given) { for (let i = 0; i < data.length; i++) data[i] = fill(i); }
     tensors.push({ name: prefix + name, dtype, shape, data });
     return data;
   };
@@ -147,7 +157,8 @@ export async function buildSyntheticHfModel(
   }
   if (options.writeLmHead) {
     const embedding = tensors.find((t) => t.name === prefix + "embed_tokens.weight")!;
-    tensors.push({ ...embedding, name: "lm_head.weight" });
+    const data = options.weights?.("lm_head.weight", embedding.shape) ?? embedding.data;
+    tensors.push({ ...embedding, name: "lm_head.weight", data });
   }
 
   await Deno.mkdir(dir, { recursive: true });
@@ -171,7 +182,7 @@ async function writeText(path: string, text: string): Promise<void> {
  * so bumping it when the recipe changes makes every cache build the new model instead of
  * reading an old one.
  */
-const DEMO_VERSION = 5;
+const DEMO_VERSION = 6;
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
@@ -203,9 +214,10 @@ export function cacheDir(): string {
 
 /**
  * Path of the embedded demo model (a flashlm file with a trained predictor), built on
- * first use: a synthetic OPT with 4 layers, d 64, FFN 1024 (so that, as in large
- * models, the FFN is most of the weights), random weights, and low-rank predictors
- * trained on its own activations over random token sequences.
+ * first use: a synthetic OPT with 4 layers, d 64, FFN 1024 (so that, as in large models,
+ * the FFN is most of the weights) whose weights are written by hand from the word-pair
+ * table of a short public-domain text (tools/ngram_model.ts), so it prints real words; and
+ * low-rank predictors trained by flashlm on its own activations over that text.
  *
  * @example
  * ```ts
@@ -231,20 +243,34 @@ export async function ensureDemoModel(
   await Deno.mkdir(dir, { recursive: true });
   const work = await Deno.makeTempDir({ dir, prefix: ".demo-build-" });
   try {
-    const config = await buildSyntheticHfModel(`${work}/hf`, {
-      seed: 2024,
-      dModel: 64,
-      dFfn: 1024,
-      fc1Rank: 8,
+    const vocab = textVocab(DEMO_TEXT);
+    const shape = { dModel: 64, dFfn: 1024, nLayers: 4, maxPositions: 256 };
+    const vocabSize = Math.ceil(vocab.size / 8) * 8;
+    await buildSyntheticHfModel(`${work}/hf`, {
+      ...shape,
+      vocab,
+      writeLmHead: true,
+      weights: ngramWeights(DEMO_TEXT, vocab.tokenizer, { ...shape, vocabSize }, 2024),
     });
-    await convertHfToFlash(`${work}/hf`, `${work}/demo.flm`, { dtype });
-    // Random token sequences: the activations are still the model's own.
-    const rng = new Rng(7);
+    await convertHfToFlash(`${work}/hf`, `${work}/demo.flm`, {
+      dtype,
+      metadata: { synthetic: "true", recipe: "word-pair table of an embedded public-domain text" },
+    });
+    // The text cut into windows at three offsets, and as many windows of its tokens in a
+    // random order, so that a token the text has once fires its neurons often enough to be
+    // learnt: the activations are the model's own either way.
+    const ids = vocab.tokenizer.encode(DEMO_TEXT, { addBos: false });
     const windows: number[][] = [];
-    for (let w = 0; w < 48; w++) {
-      const ids = [config.bosTokenId];
-      for (let i = 1; i < 64; i++) ids.push(4 + Math.floor(rng.next() * 1000));
-      windows.push(ids);
+    for (const offset of [0, 21, 42]) {
+      for (let start = offset; start + 63 <= ids.length; start += 63) {
+        windows.push([vocab.tokenizer.bosId, ...ids.slice(start, start + 63)]);
+      }
+    }
+    const used = [...new Set(ids)];
+    const rng = new Rng(7);
+    for (let w = windows.length; w < 80; w++) {
+      const random = Array.from({ length: 63 }, () => used[Math.floor(rng.next() * used.length)]);
+      windows.push([vocab.tokenizer.bosId, ...random]);
     }
     await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 12 });
   } finally {
