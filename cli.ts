@@ -2,14 +2,20 @@
 /**
  * The flashlm command line.
  *
- *   deno run -A cli.ts                          generate with the embedded demo model
- *   deno run -A cli.ts generate <model> --prompt "…"
- *   deno run -A cli.ts convert <hf-dir> <out.flm>
- *   deno run -A cli.ts inspect <model.flm>
- *   deno run -A cli.ts verify <model.flm>
- *   deno run -A cli.ts bench io <file>             the flash reader vs fio, cold cache
- *   deno run -A cli.ts bench <model.flm> --memory 50%   naive, hybrid, page cache, DRAM, flashlm
- *   deno run -A cli.ts make-model --shape opt-6.7b --out m.flm   synthetic OPT-shaped model
+ *   flashlm                                  generate with the embedded demo model
+ *   flashlm generate <model> --prompt "…"
+ *   flashlm chat <model>
+ *   flashlm convert <hf-dir> <out.flm>
+ *   flashlm inspect <model.flm>
+ *   flashlm verify <model.flm>
+ *   flashlm bench io <file>                  the flash reader vs fio, cold cache
+ *   flashlm bench <model.flm> --memory 50%   naive, hybrid, page cache, DRAM, flashlm
+ *   flashlm make-model --shape opt-6.7b --out m.flm   synthetic OPT-shaped model
+ *
+ * `flashlm` is this file installed as a command (README: Quick start):
+ * `deno install -g -A -n flashlm --config deno.json cli.ts` from a checkout, or
+ * `deno install -g -A -n flashlm jsr:@flashlm/flashlm/cli`; `deno run -A cli.ts` runs it
+ * in place.
  *
  * Each command lives in `cli/<command>.ts`; this file finds the command, runs it, and
  * turns errors into one line on stderr and a non-zero exit (2 for usage errors, 1 for
@@ -19,8 +25,17 @@
  * @module
  */
 
-import { type Command, command, endProgress, helpText, StdoutClosed, usage } from "./cli/common.ts";
+import {
+  type Command,
+  command,
+  endProgress,
+  helpText,
+  Interrupted,
+  StdoutClosed,
+  usage,
+} from "./cli/common.ts";
 import * as bench from "./cli/bench.ts";
+import * as chat from "./cli/chat.ts";
 import * as convert from "./cli/convert.ts";
 import * as evalCommand from "./cli/eval.ts";
 import * as generate from "./cli/generate.ts";
@@ -30,6 +45,7 @@ import * as pull from "./cli/pull.ts";
 import * as stats from "./cli/stats.ts";
 import * as trainPredictor from "./cli/train_predictor.ts";
 import * as verify from "./cli/verify.ts";
+import { wrap } from "./cli/args.ts";
 import { FlashlmError, osError } from "./io/errors.ts";
 
 // ---------------------------------------------------------------------------
@@ -37,6 +53,7 @@ import { FlashlmError, osError } from "./io/errors.ts";
 
 const COMMANDS: Record<string, Command> = {
   generate: command(generate),
+  chat: command(chat),
   convert: command(convert),
   "train-predictor": command(trainPredictor),
   eval: command(evalCommand),
@@ -46,20 +63,35 @@ const COMMANDS: Record<string, Command> = {
   "make-model": command(makeModel),
   pull: command(pull),
   bench: command(bench),
+  "bench io": command({ spec: bench.ioSpec, run: bench.runIo }),
 };
 
 function mainHelp(): string {
-  const rows = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)}${c.spec.summary}`);
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length)) + 2;
+  const rows = Object.entries(COMMANDS).map(([name, c]) =>
+    `  ${name.padEnd(width)}${wrap(c.spec.summary, 98 - width, width + 2)}`
+  );
   return [
     "flashlm: run language models whose weights stay on flash (LLM in a Flash, Alizadeh et al. 2024)",
     "",
-    "usage: deno run -A cli.ts [command] [args] [options]",
+    "usage: flashlm [command] [args] [options]",
     "",
     "commands:",
     ...rows,
     "",
-    "`deno run -A cli.ts <command> --help` shows a command's options and examples.",
+    "`flashlm <command> --help` shows a command's options and examples.",
+    "With no command, flashlm generates with the embedded demo model.",
   ].join("\n");
+}
+
+/** The command `argv` names (`bench io` is two words) and the rest of the line. */
+function findCommand(argv: readonly string[]): { name: string; rest: string[] } | null {
+  const two = argv.slice(0, 2).join(" ");
+  if (argv.length >= 2 && Object.hasOwn(COMMANDS, two)) return { name: two, rest: argv.slice(2) };
+  if (argv.length >= 1 && Object.hasOwn(COMMANDS, argv[0])) {
+    return { name: argv[0], rest: argv.slice(1) };
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------
@@ -70,17 +102,15 @@ export async function main(argv: string[]): Promise<number> {
   const debug = argv.includes("--debug");
   try {
     if (argv[0] === "help" || argv[0] === "--help" || argv[0] === "-h") {
-      const topic = argv[1] !== undefined && Object.hasOwn(COMMANDS, argv[1])
-        ? COMMANDS[argv[1]]
-        : undefined;
-      console.log(topic ? helpText(topic.spec) : mainHelp());
+      const topic = findCommand(argv.slice(1));
+      console.log(topic ? helpText(COMMANDS[topic.name].spec) : mainHelp());
       return 0;
     }
     let name = "generate";
     let rest = argv;
-    if (argv.length && Object.hasOwn(COMMANDS, argv[0])) {
-      name = argv[0];
-      rest = argv.slice(1);
+    const found = findCommand(argv);
+    if (found) {
+      ({ name, rest } = found);
     } else if (argv.length && !argv[0].startsWith("-") && !(await exists(argv[0]))) {
       throw usage(
         `unknown command or missing model ${JSON.stringify(argv[0])} (commands: ${
@@ -93,6 +123,8 @@ export async function main(argv: string[]): Promise<number> {
   } catch (caught) {
     // stdout's reader went away (`generate | head`): stop quietly, as a finished command.
     if (caught instanceof StdoutClosed) return 0;
+    // Ctrl-C: the command stopped cleanly and printed its summary; 130 as a shell reports it.
+    if (caught instanceof Interrupted) return 130;
     endProgress();
     // An OS condition (disk full, read-only, out of memory, …) is the user's to fix, not a bug.
     const e = osError(caught) ?? caught;

@@ -34,6 +34,8 @@ export interface StringFlagSpec extends FlagBase {
   choices?: readonly string[];
   /** Value when absent (parseArgs applies it, `--help` shows it). */
   default?: string;
+  /** The flag may be given several times; its value is the list of them (empty when absent). */
+  multiple?: true;
 }
 
 /** A flag whose value is a number (`integer`: a whole one). */
@@ -64,14 +66,16 @@ export type FlagSpecs = Readonly<Record<string, FlagSpec>>;
 
 /** The value type of one flag: boolean, number, the union of its choices, or string. */
 export type FlagValue<S extends FlagSpec> = S extends { type: "boolean" } ? boolean
+  : S extends { multiple: true } ? string[]
   : S extends { type: "number" | "integer" } ? number
   : S extends { choices: readonly (infer C)[] } ? C
   : string;
 
 /** The parsed flags of `F`: undefined when absent, unless boolean or with a default. */
 export type ParsedFlags<F extends FlagSpecs> = {
-  -readonly [K in keyof F]: F[K] extends { type: "boolean" } | { default: unknown }
-    ? FlagValue<F[K]>
+  -readonly [K in keyof F]: F[K] extends { type: "boolean" } | { default: unknown } | {
+    multiple: true;
+  } ? FlagValue<F[K]>
     : FlagValue<F[K]> | undefined;
 };
 
@@ -100,19 +104,25 @@ export interface ParsedArgs<F extends FlagSpecs> {
  *   greedy: { type: "boolean", help: "argmax" },
  *   seed: { type: "integer", help: "random seed", default: 1 },
  *   mode: { type: "string", help: "mode", choices: ["dense", "naive"] },
+ *   stop: { type: "string", help: "stop string", multiple: true },
  * });
  * assert.equal(args.positional[0], "model.flm");
  * const tokens: number | undefined = args.flags["max-tokens"];
  * const seed: number = args.flags.seed;
  * const mode: "dense" | "naive" | undefined = args.flags.mode;
  * assert.deepEqual([tokens, seed, mode, args.flags.greedy], [8, 1, undefined, true]);
+ * const stops: string[] = args.flags.stop;
+ * assert.deepEqual(stops, []);
+ * const twice = parseArgs(["--stop", "a", "--stop=b"], { stop: { type: "string", help: "", multiple: true } });
+ * assert.deepEqual(twice.flags.stop, ["a", "b"]);
  * ```
  */
 export function parseArgs<const F extends FlagSpecs>(argv: string[], flags: F): ParsedArgs<F> {
   const positional: string[] = [];
-  const values: Record<string, string | number | boolean> = {};
+  const values: Record<string, string | number | boolean | string[]> = {};
   for (const [name, spec] of Object.entries(flags)) {
-    if (spec.default !== undefined) values[name] = spec.default;
+    if (spec.type === "string" && spec.multiple) values[name] = [];
+    else if (spec.default !== undefined) values[name] = spec.default;
     else if (spec.type === "boolean") values[name] = false;
   }
   for (let i = 0; i < argv.length; i++) {
@@ -142,7 +152,10 @@ export function parseArgs<const F extends FlagSpecs>(argv: string[], flags: F): 
       if (i + 1 >= argv.length) throw usage(`option --${name} needs a value`);
       raw = argv[++i];
     }
-    values[name] = convert(name, raw, spec);
+    const value = convert(name, raw, spec);
+    const list = values[name];
+    if (spec.type === "string" && spec.multiple && Array.isArray(list)) list.push(String(value));
+    else values[name] = value;
   }
   // Each value was converted by its own spec (or is its spec's default): the one place
   // the runtime record meets the type computed from the specs.
@@ -229,6 +242,8 @@ export function formatFlags(flags: FlagSpecs): string {
       ? ""
       : spec.type === "string" && spec.choices
       ? ` <${spec.choices.join("|")}>`
+      : spec.type === "string" && spec.multiple
+      ? ` <string>…`
       : ` <${spec.type}>`;
     const shownDefault = spec.type === "boolean"
       ? spec.shownDefault
@@ -237,5 +252,36 @@ export function formatFlags(flags: FlagSpecs): string {
     return [`  --${name}${value}`, spec.help + def];
   });
   const width = Math.max(0, ...rows.map((r) => r[0].length)) + 2;
-  return rows.map(([a, b]) => a.padEnd(width) + b).join("\n");
+  return rows.map(([a, b]) => a.padEnd(width) + wrap(b, HELP_WIDTH - width, width)).join("\n");
+}
+
+/** Lines of `--help` are wrapped to this many columns. */
+const HELP_WIDTH = 100;
+
+/**
+ * `text` wrapped at spaces to lines of at most `columns` (a longer word stays whole), the
+ * lines after the first indented by `indent` spaces.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { wrap } from "./args.ts";
+ * assert.equal(wrap("one two three", 8, 2), "one two\n  three");
+ * assert.equal(wrap("short", 80, 4), "short");
+ * ```
+ */
+export function wrap(text: string, columns: number, indent: number): string {
+  const width = Math.max(columns, 20);
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else {
+      line = line ? `${line} ${word}` : word;
+    }
+  }
+  lines.push(line);
+  return lines.join("\n" + " ".repeat(indent));
 }

@@ -1,7 +1,8 @@
 /**
  * `flashlm bench <model>`: naive, hybrid, page cache, DRAM and flashlm side by side
  * (tools/bench.ts); `flashlm bench io <file>`: the flash reader against fio
- * (tools/bench_io.ts).
+ * (tools/bench_io.ts). Two commands with their own options; cli.ts sends `bench io` to
+ * {@linkcode runIo}.
  *
  * @module
  */
@@ -17,46 +18,31 @@ import { benchIo } from "../tools/bench_io.ts";
 import { parseByteSize } from "../tools/byte_size.ts";
 import { machineThreads } from "../kernels/pool.ts";
 
-/** Usage, summary, examples and flags of `bench` (both forms). */
+/** Usage, summary, examples and flags of `bench <model>`. */
 export const spec = {
-  usage: "flashlm bench <model.flm> [options]  |  flashlm bench io <file> [options]",
+  usage: "flashlm bench <model.flm> [options]",
   summary:
-    "bench <model>: naive, hybrid, page cache, DRAM and flashlm side by side (the paper's Tables 2-3); " +
-    "bench io: the flash reader against fio",
+    "naive, hybrid, page cache, DRAM and flashlm side by side, each in its own process (the paper's Tables 2-3)",
   examples: [
-    "deno run -A cli.ts bench tiny.flm --memory ffn:50% --tokens 16",
-    "deno run -A cli.ts bench opt-6.7b.flm --memory 50% --tokens 4 --out /tmp/bench-6.7b",
-    "deno run -A cli.ts bench io /tmp/flashlm-bench/data.bin --out /tmp/flashlm-bench/results",
-    "deno run -A cli.ts bench io /tmp/io.bin --quick",
-    "deno run -A cli.ts bench io /tmp/io.bin --chunks 32KiB,128KiB --depths 16,32,64",
+    "flashlm bench tiny.flm --memory ffn:50% --tokens 16",
+    "flashlm bench opt-6.7b.flm --memory 50% --tokens 4 --out /tmp/bench-6.7b",
   ],
   flags: {
-    size: { type: "string", help: "size of the file to create when absent", shownDefault: "2GiB" },
-    quick: {
-      type: "boolean",
-      help: "small sweep on a small file (64MiB, 4K/64K chunks, depth 1/8, 0.2 s)",
-    },
-    out: {
-      type: "string",
-      help:
-        "output directory (bench io: bench-io.json/.txt and SVG charts; bench <model>: bench.json/.txt/.svg)",
-      shownDefault: "<file's dir>/bench-io, or <model's dir>/bench-<model name>",
-    },
     memory: {
       type: "string",
       help:
-        "bench <model>: DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
+        "DRAM budget of hybrid, page-cache and flashlm: bytes (2GB), % of the model (50%), or ffn:<p>%",
       default: "50%",
     },
     tokens: {
       type: "integer",
-      help: "bench <model>: tokens measured after the prompt",
+      help: "tokens measured after the prompt",
       shownDefault: "16",
       min: 1,
     },
     rounds: {
       type: "integer",
-      help: "bench <model>: run every configuration this many times, in turn, and report " +
+      help: "run every configuration this many times, in turn, and report " +
         "each one's median run (the shared compute varies from process to process)",
       shownDefault: "1",
       min: 1,
@@ -64,19 +50,17 @@ export const spec = {
     },
     "prompt-file": {
       type: "string",
-      help: "bench <model>: file whose text is the prompt",
+      help: "file whose text is the prompt",
       shownDefault: "a fixed sentence",
     },
     configs: {
       type: "string",
-      help: `bench <model>: configurations, comma-separated (${
-        BENCH_CONFIGS.map((c) => c.name).join(", ")
-      })`,
+      help: `configurations, comma-separated (${BENCH_CONFIGS.map((c) => c.name).join(", ")})`,
       shownDefault: "all",
     },
     split: {
       type: "string",
-      help: "bench <model>: the unbundled copy of the model to use",
+      help: "the unbundled copy of the model to use",
       shownDefault: "made in the output directory",
     },
     friends: {
@@ -91,7 +75,7 @@ export const spec = {
     },
     depth: {
       type: "integer",
-      help: "bench <model>: flash reads in flight",
+      help: "flash reads in flight",
       shownDefault: "32",
       min: 1,
       max: 1024,
@@ -99,10 +83,33 @@ export const spec = {
     threads: { ...THREADS_FLAG, help: `bench <model>: ${THREADS_FLAG.help}` },
     predictor: {
       type: "string",
-      help:
-        "bench <model>: predictor of the sparse configurations (auto: the file's, else the oracle)",
+      help: "predictor of the sparse configurations (auto: the file's, else the oracle)",
       shownDefault: "auto",
       choices: ["auto", "file", "oracle"],
+    },
+    out: {
+      type: "string",
+      help: "output directory: bench.json, bench.txt and bench.svg",
+      shownDefault: "<model's dir>/bench-<model name>",
+    },
+  },
+} as const satisfies CommandSpec;
+
+/** Usage, summary, examples and flags of `bench io`. */
+export const ioSpec = {
+  usage: "flashlm bench io <file> [options]",
+  summary: "the flash reader's backends against fio: MB/s by chunk size and reads in flight, " +
+    "cold page cache",
+  examples: [
+    "flashlm bench io /tmp/io.bin --quick",
+    "flashlm bench io /tmp/flashlm-bench/data.bin --out /tmp/flashlm-bench/results",
+    "flashlm bench io /tmp/io.bin --chunks 32KiB,128KiB --depths 16,32,64",
+  ],
+  flags: {
+    size: { type: "string", help: "size of the file to create when absent", shownDefault: "2GiB" },
+    quick: {
+      type: "boolean",
+      help: "small sweep on a small file (64MiB, 4K/64K chunks, depth 1/8, 0.2 s)",
     },
     backend: {
       type: "string",
@@ -135,37 +142,39 @@ export const spec = {
       shownDefault: "auto",
       choices: ["auto", "fadvise", "drop-caches", "none"],
     },
+    out: {
+      type: "string",
+      help: "output directory: bench-io.json, bench-io.txt and SVG charts",
+      shownDefault: "<file's dir>/bench-io",
+    },
   },
 } as const satisfies CommandSpec;
 
-type BenchFlags = ParsedFlags<typeof spec.flags>;
+/** `bench <model>`. */
+export async function run(
+  positional: string[],
+  flags: ParsedFlags<typeof spec.flags>,
+): Promise<void> {
+  await runModelBench(positional, flags);
+}
 
-/** The flags that only `bench io` reads. */
-const IO_ONLY_FLAGS = [
-  "size",
-  "quick",
-  "backend",
-  "chunks",
-  "depths",
-  "seconds",
-  "repeat",
-  "fio",
-  "bun",
-  "cold",
-] as const;
-
-/** `bench io <file>` or `bench <model>`. */
-export async function run(positional: string[], flags: BenchFlags): Promise<void> {
-  if (positional[0] === "io") await runIoBench(positional, flags);
-  else await runModelBench(positional, flags);
+/** `bench io <file>`. */
+export async function runIo(
+  positional: string[],
+  flags: ParsedFlags<typeof ioSpec.flags>,
+): Promise<void> {
+  await runIoBench(positional, flags);
 }
 
 // ---------------------------------------------------------------------------
 // bench io
 
-async function runIoBench(positional: string[], flags: BenchFlags): Promise<void> {
-  if (positional.length !== 2) throw usage("bench io needs one <file>");
-  const file = positional[1];
+async function runIoBench(
+  positional: string[],
+  flags: ParsedFlags<typeof ioSpec.flags>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("bench io needs one <file>");
+  const file = positional[0];
   const quick = flags.quick;
   const list = (text: string | undefined, parse: (s: string) => number): number[] | undefined =>
     text === undefined ? undefined : text.split(",").map(parse);
@@ -214,19 +223,12 @@ function backendName(word: string): BackendName {
 const BENCH_PROMPT =
   "The history of the city begins in the early middle ages, when a small settlement grew";
 
-/** The flags `bench io` reads that the user gave (fio counts when turned off). */
-function givenIoFlags(flags: BenchFlags): string[] {
-  return IO_ONLY_FLAGS.filter((name) =>
-    name === "quick" ? flags.quick : name === "fio" ? !flags.fio : flags[name] !== undefined
-  );
-}
-
-async function runModelBench(positional: string[], flags: BenchFlags): Promise<void> {
-  if (positional.length !== 1) throw usage("bench needs one <model.flm> (or io <file>)");
+async function runModelBench(
+  positional: string[],
+  flags: ParsedFlags<typeof spec.flags>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("bench needs one <model.flm> (or: bench io <file>)");
   const model = positional[0];
-  for (const name of givenIoFlags(flags)) {
-    throw usage(`--${name} applies to bench io, not bench <model>`);
-  }
   const configs = flags.configs?.split(",").map(configName);
   const promptFile = flags["prompt-file"];
   const prompt = promptFile === undefined

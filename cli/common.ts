@@ -27,6 +27,8 @@ export interface CommandSpec {
   examples: readonly string[];
   /** The command's own flags; {@linkcode COMMON} is added after them. */
   flags: FlagSpecs;
+  /** Lines printed between the options and the examples (e.g. what an output's columns mean). */
+  notes?: readonly string[];
 }
 
 /** A command module: its spec and its run function over the typed flags. */
@@ -47,6 +49,7 @@ export interface Command {
 
 /** Flags every command takes. */
 export const COMMON = {
+  quiet: { type: "boolean", help: "no progress bars or progress lines on stderr" },
   help: { type: "boolean", help: "show this help" },
   debug: { type: "boolean", help: "print stack traces on errors" },
 } as const satisfies FlagSpecs;
@@ -81,6 +84,7 @@ export function command<const S extends CommandSpec>(module: CommandModule<S>): 
     spec,
     async main(argv: string[]): Promise<void> {
       const { positional, flags } = parseArgs(argv, { ...spec.flags, ...COMMON });
+      progressQuiet = flags.quiet;
       if (flags.help) console.log(helpText(spec));
       else await module.run(positional, flags);
     },
@@ -104,6 +108,7 @@ export function helpText(spec: CommandSpec): string {
     `${spec.usage}\n\n${spec.summary}\n`,
     "options:",
     formatFlags({ ...spec.flags, ...COMMON }),
+    ...(spec.notes ? ["", ...spec.notes] : []),
     "\nexamples:",
     ...spec.examples.map((e) => "  " + e),
   ].join("\n");
@@ -129,7 +134,7 @@ export function usage(message: string): FlashlmError {
 /** `--resident`, shared by generate and eval. */
 export const RESIDENT_FLAG = {
   type: "string",
-  help: "resident weights in DRAM at the file's precision (default) or expanded to f32",
+  help: "resident weights in DRAM at the file's precision, or expanded to f32",
   shownDefault: "stored",
   choices: RESIDENT_PRECISIONS,
 } as const;
@@ -150,8 +155,7 @@ export const SPARSE_FLAGS = {
     type: "string",
     help: "DRAM budget for sparse mode, weights held at their stored precision: bytes (2GB, " +
       "512MiB), % of the model's weights on flash (50%), or ffn:<p>% (resident part, KV cache " +
-      "and buffers + p% of the FFN's neurons); the runtime's own memory is stated beside it; " +
-      "implies --mode sparse",
+      "and buffers + p% of the FFN's neurons); the runtime's own memory is stated beside it",
   },
   eviction: {
     type: "string",
@@ -187,6 +191,8 @@ export type SparseFlags = ParsedFlags<typeof SPARSE_FLAGS> & { mode?: LoadOption
 
 /**
  * Mode, predictor, budget and window from the command line (`--memory` implies sparse).
+ * With `machineBudget`, a run that gives no budget gets the one the engine chooses from
+ * this machine (`memory: "machine"`).
  *
  * @example
  * ```ts
@@ -201,13 +207,16 @@ export type SparseFlags = ParsedFlags<typeof SPARSE_FLAGS> & { mode?: LoadOption
  * };
  * assert.equal(sparseOptions(flags).mode, "sparse");
  * assert.throws(() => sparseOptions({ ...flags, mode: "dense" }), /apply to --mode sparse/);
+ * assert.equal(sparseOptions({ ...flags, memory: undefined }, true).memory, "machine");
  * ```
  */
-export function sparseOptions(flags: SparseFlags): LoadOptions {
+export function sparseOptions(flags: SparseFlags, machineBudget = false): LoadOptions {
   const memory = flags.memory !== undefined ? parseBudget(flags.memory) : null;
   let mode = flags.mode;
   if (
-    mode === undefined && (memory || flags.window !== undefined || flags.predictor !== undefined)
+    mode === undefined &&
+    (memory || flags.window !== undefined || flags.predictor !== undefined ||
+      flags["load-recall"] !== undefined)
   ) {
     mode = "sparse";
   }
@@ -219,7 +228,9 @@ export function sparseOptions(flags: SparseFlags): LoadOptions {
   }
   return {
     mode,
-    memory,
+    // No budget given: the machine's (the engine runs sparse only if the file has a predictor).
+    memory: memory ??
+      (machineBudget && (mode === undefined || mode === "sparse") ? "machine" : null),
     windowK: flags.window,
     predictor: flags.predictor,
     eviction: flags.eviction,
@@ -259,24 +270,66 @@ export function write(bytes: Uint8Array): void {
   }
 }
 
-/** A note for the user on stderr (stdout carries only the command's result). */
+/** A note for the user on stderr (stdout carries only the command's result); ends a bar. */
 export function info(line: string): void {
-  progressOpen = false; // a note after a bar comes from the command, which ended the bar
+  endProgress();
   console.error(line);
 }
 
-let lastProgress = 0;
 let progressOpen = false; // a bar is on stderr without its newline
+let progressQuiet = false; // --quiet: no progress at all
+let lastDraw = 0; // when the bar was last drawn (ms)
+let lastLabel = ""; // the label of the last progress line or bar
+let lastTenth = -1; // the last tenth written as a plain line
 
-/** A progress bar on stderr, redrawn at most 10 times a second (and at the end). */
-export function progress(label: string, done: number, total: number): void {
+/** Whether stderr is a terminal (false when that cannot be known). */
+function stderrIsTerminal(): boolean {
+  try {
+    return Deno.stderr.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Progress on stderr: on a terminal a bar redrawn at most 10 times a second (and at the
+ * end), with `suffix` (e.g. an ETA) after it; otherwise one plain line each time another
+ * tenth of `total` is done, so a log file gets a dozen lines, not `\r` frames. Nothing
+ * with `--quiet`. `counts`: show `done/total` (else only the share).
+ */
+export function progress(
+  label: string,
+  done: number,
+  total: number,
+  suffix = "",
+  counts = true,
+): void {
+  if (progressQuiet) return;
+  const share = total > 0 ? Math.min(done / total, 1) : 1;
+  if (label !== lastLabel) {
+    lastLabel = label;
+    lastTenth = -1;
+  }
+  if (!stderrIsTerminal()) {
+    const tenth = Math.floor(share * 10);
+    if (tenth === lastTenth) return;
+    lastTenth = tenth;
+    console.error(
+      `${label.trim()}: ${Math.round(share * 100)}% (${done}/${total})${
+        suffix ? " " + suffix : ""
+      }`,
+    );
+    return;
+  }
   const now = performance.now();
-  if (done < total && now - lastProgress < 100) return;
-  lastProgress = now;
+  if (done < total && now - lastDraw < 100) return;
+  lastDraw = now;
   const width = 30;
-  const filled = Math.round((done / total) * width);
+  const filled = Math.round(share * width);
   const bar = "#".repeat(filled) + "-".repeat(width - filled);
-  Deno.stderr.writeSync(new TextEncoder().encode(`\r${label} [${bar}] ${done}/${total}`));
+  const count = counts ? `${done}/${total}` : `${Math.round(share * 100)}%`;
+  const line = `\r${label} [${bar}] ${count}${suffix ? " " + suffix : ""}\x1b[K`;
+  Deno.stderr.writeSync(new TextEncoder().encode(line));
   progressOpen = true;
 }
 
@@ -313,4 +366,90 @@ export function endProgress(): void {
 export async function writeJson(path: string, value: unknown): Promise<void> {
   const json = JSON.stringify(value, null, 1);
   await atomicWriteFile(path, (f) => writeAll(f, new TextEncoder().encode(json + "\n")));
+}
+
+// ---------------------------------------------------------------------------
+// Ctrl-C and output paths
+
+/**
+ * Thrown by a command that stopped on Ctrl-C after printing its summary: flashlm exits
+ * 130 (128 + SIGINT, as a shell reports a process ended by Ctrl-C), without an error line.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { Interrupted } from "./common.ts";
+ * assert.ok(new Interrupted() instanceof Error);
+ * ```
+ */
+export class Interrupted extends Error {
+  /** Make one; the message is only seen with --debug. */
+  constructor() {
+    super("interrupted (Ctrl-C)");
+    this.name = "Interrupted";
+  }
+}
+
+/**
+ * Turn Ctrl-C into an abort of the returned signal (the command stops cleanly, prints its
+ * summary and writes its files); a second Ctrl-C exits at once with 130. Call the
+ * returned `dispose` when the command ends.
+ */
+export function onCtrlC(): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const handler = (): void => {
+    if (controller.signal.aborted) Deno.exit(130);
+    controller.abort();
+  };
+  try {
+    Deno.addSignalListener("SIGINT", handler);
+  } catch {
+    // no signals here (a runtime without them): Ctrl-C ends the process as usual
+    return { signal: controller.signal, dispose: () => {} };
+  }
+  return {
+    signal: controller.signal,
+    dispose: () => Deno.removeSignalListener("SIGINT", handler),
+  };
+}
+
+/**
+ * Check, before any work starts, that a file can be written at `path` (given by `--flag`):
+ * its directory exists and takes new files, and `path` is not a directory. Nothing is left
+ * behind. Throws a one-line error naming the path otherwise.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { checkOutputPath } from "./common.ts";
+ * const dir = await Deno.makeTempDir();
+ * await checkOutputPath(`${dir}/stats.json`, "--stats");
+ * await assert.rejects(checkOutputPath(`${dir}/missing/stats.json`, "--stats"), /--stats/);
+ * await assert.rejects(checkOutputPath(dir, "--stats"), /is a directory/);
+ * assert.deepEqual([...Deno.readDirSync(dir)], []);
+ * ```
+ */
+export async function checkOutputPath(path: string, flag: string): Promise<void> {
+  const slash = path.lastIndexOf("/");
+  const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
+  const fail = (why: string): never => {
+    throw new FlashlmError(`cannot write ${flag} ${path}: ${why}`, { file: path, kind: "io" });
+  };
+  try {
+    if ((await Deno.stat(path)).isDirectory) fail("it is a directory");
+  } catch (e) {
+    if (e instanceof FlashlmError) throw e;
+    if (!(e instanceof Deno.errors.NotFound)) fail((e as Error).message);
+  }
+  let probe: string;
+  try {
+    probe = await Deno.makeTempFile({ dir, prefix: ".flashlm-probe-" });
+  } catch (e) {
+    return fail(
+      e instanceof Deno.errors.NotFound
+        ? `the directory ${dir} does not exist`
+        : `the directory ${dir} takes no new file (${(e as Error).message})`,
+    );
+  }
+  await Deno.remove(probe).catch(() => {});
 }

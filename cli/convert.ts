@@ -14,8 +14,8 @@ export const spec = {
   summary:
     "convert a Hugging Face OPT checkpoint (safetensors or pytorch_model.bin) into a flashlm file (row-column bundled FFN)",
   examples: [
-    "deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny.flm",
-    "deno run -A cli.ts convert ../shared/models/tiny-opt-wikitext2 tiny-int8.flm --dtype int8",
+    "flashlm convert ../shared/models/tiny-opt-wikitext2 tiny.flm",
+    "flashlm convert ../shared/models/tiny-opt-wikitext2 tiny-int8.flm --dtype int8",
   ],
   flags: {
     dtype: {

@@ -8,6 +8,7 @@
 import type { ParsedFlags } from "./args.ts";
 import {
   type CommandSpec,
+  endProgress,
   info,
   progress,
   RESIDENT_FLAG,
@@ -28,8 +29,8 @@ export const spec = {
   usage: "flashlm eval <model.flm> --text <file> [options]",
   summary: "perplexity of the dense and the sparse model on the same tokens, and greedy agreement",
   examples: [
-    "deno run -A cli.ts eval tiny.flm --text ../shared/data/wikitext2-heldout.txt --memory ffn:50%",
-    "deno run -A cli.ts eval tiny.flm --text heldout.txt --predictor oracle --window 4",
+    "flashlm eval tiny.flm --text ../shared/data/wikitext2-heldout.txt --memory ffn:50%",
+    "flashlm eval tiny.flm --text heldout.txt --predictor oracle --window 4",
   ],
   flags: {
     text: { type: "string", help: "text to score (its end is used)" },
@@ -79,7 +80,7 @@ export async function run(
       source: `from the end of ${flags.text}`,
       onProgress: (model, done, total) => {
         progress(model.padEnd(6), done, total);
-        if (done === total) info("");
+        if (done === total) endProgress();
       },
     });
     console.log(formatEvalReport(result));

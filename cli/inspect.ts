@@ -20,8 +20,8 @@ export const spec = {
   summary:
     "print the architecture, the file layout, the predictor and the memory plan of a flashlm file",
   examples: [
-    "deno run -A cli.ts inspect tiny.flm",
-    "deno run -A cli.ts inspect tiny.flm --memory ffn:50%",
+    "flashlm inspect tiny.flm",
+    "flashlm inspect tiny.flm --memory ffn:50%",
   ],
   flags: {
     ...SPARSE_FLAGS,

@@ -5,7 +5,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
 import { makeSyntheticModel, type ModelShape, SHAPES } from "../tools/make_model.ts";
 
 /** The shapes make-model knows, in their table's order. */
@@ -19,9 +19,9 @@ export const spec = {
   summary:
     "write a SYNTHETIC OPT-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
   examples: [
-    "deno run -A cli.ts make-model --shape tiny --out /tmp/tiny-synth.flm",
-    "deno run -A cli.ts make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
-    "deno run -A cli.ts make-model --shape opt-6.7b --dtype int8 --out /tmp/opt-6.7b-int8.flm",
+    "flashlm make-model --shape tiny --out /tmp/tiny-synth.flm",
+    "flashlm make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
+    "flashlm make-model --shape opt-6.7b --dtype int8 --out /tmp/opt-6.7b-int8.flm",
   ],
   flags: {
     shape: { type: "string", help: "model dimensions", default: "opt-1.3b", choices: SHAPE_NAMES },
@@ -70,7 +70,7 @@ export async function run(
     layout: flags.layout,
     onProgress: (done, total) => progress("writing FFN layers", done, total),
   });
-  info("");
+  endProgress();
   console.log(
     `${made.path}: SYNTHETIC ${shape} (${made.config.nLayers} layers, d ${made.config.dModel}, FFN ${made.config.dFfn}), ` +
       `${(made.fileBytes / 1e9).toFixed(2)} GB (FFN ${(made.ffnBytes / 1e9).toFixed(2)} GB), ` +

@@ -16,9 +16,9 @@ export const spec = {
   summary:
     "download an OPT model from the Hugging Face hub (resumable, verified) and convert it; prints the .flm path",
   examples: [
-    "deno run -A cli.ts pull facebook/opt-125m",
-    "deno run -A cli.ts pull facebook/opt-1.3b --revision main --out opt-1.3b.flm --dtype f16",
-    "HF_ENDPOINT=http://127.0.0.1:8080 deno run -A cli.ts pull org/tiny --cache /tmp/flashlm-cache",
+    "flashlm pull facebook/opt-125m",
+    "flashlm pull facebook/opt-1.3b --revision main --out opt-1.3b.flm --dtype f16",
+    "HF_ENDPOINT=http://127.0.0.1:8080 flashlm pull org/tiny --cache /tmp/flashlm-cache",
   ],
   flags: {
     revision: { type: "string", help: "branch, tag or commit", shownDefault: "main" },

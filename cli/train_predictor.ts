@@ -6,8 +6,25 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { checkOutputPath, type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
 import { formatReport, trainPredictor } from "../core/train/train_predictor.ts";
+import { DEFAULT_EPOCHS } from "../core/train/fit.ts";
+
+/** What the report's columns mean (printed under the table and in `--help`). */
+const LEGEND = [
+  "columns (rates on the held-out tokens, shares of the layer's FFN neurons):",
+  "  rank        inner dimension of the layer's low-rank predictor",
+  "  thresh      probability above which a neuron is predicted active (set for --recall)",
+  "  recall      truly active neurons that were predicted",
+  "  pred/act    predicted active neurons / truly active neurons",
+  "  FNR, FPR    false negatives (active, not predicted), false positives (predicted, not active)",
+  "  active      neurons active per token (the FFN's density)",
+  "  s_agg(4)    neurons active in any of the last 4 tokens: what a window of k = 4 holds",
+  "  new/token   neurons a window of the last k tokens lacks per token (read from flash),",
+  "              k = 1, 4, 8 with the predictor, and k = 4 with the true activations (oracle)",
+  "  loads, ½ rows, freq.  neurons read per token by frequency eviction with half the layer's",
+  "              rows in DRAM (at the default load recall), and with the oracle",
+];
 
 /** Usage, summary, examples and flags of `train-predictor`. */
 export const spec = {
@@ -15,8 +32,8 @@ export const spec = {
   summary:
     "train the low-rank activation predictors from the model's own activations and store them in the file",
   examples: [
-    "deno run -A cli.ts train-predictor tiny.flm --text ../shared/data/wikitext2-heldout.txt",
-    "deno run -A cli.ts train-predictor tiny.flm --text corpus.txt --rank 32,32,32,32,64,64 --out tiny-pred.flm",
+    "flashlm train-predictor tiny.flm --text ../shared/data/wikitext2-heldout.txt",
+    "flashlm train-predictor tiny.flm --text corpus.txt --rank 32,32,32,32,64,64 --out tiny-pred.flm",
   ],
   flags: {
     text: { type: "string", help: "text to capture activations from (its start is used)" },
@@ -37,7 +54,13 @@ export const spec = {
       help: "rank per layer, comma separated",
       shownDefault: "the paper's pattern",
     },
-    epochs: { type: "integer", help: "training epochs per layer", min: 1, max: 1000 },
+    epochs: {
+      type: "integer",
+      help: "training epochs per layer",
+      default: DEFAULT_EPOCHS,
+      min: 1,
+      max: 1000,
+    },
     recall: {
       type: "number",
       help: "recall the threshold is calibrated for (training split)",
@@ -46,6 +69,7 @@ export const spec = {
       max: 1,
     },
   },
+  notes: LEGEND,
 } as const satisfies CommandSpec;
 
 /** Train with progress bars, print the report, say where the predictor went. */
@@ -57,6 +81,8 @@ export async function run(
   if (flags.text === undefined) throw usage("train-predictor needs --text <file>");
   const path = positional[0];
   const out = flags.out ?? path;
+  if (flags.out !== undefined) await checkOutputPath(flags.out, "--out");
+  const t0 = performance.now();
   const report = await trainPredictor(path, out, {
     textPath: flags.text,
     windows: flags.windows,
@@ -64,11 +90,24 @@ export async function run(
     epochs: flags.epochs,
     targetRecall: flags.recall,
     ranks: flags.rank !== undefined ? parseRanks(flags.rank) : undefined,
-    onProgress: (phase, done, total) => progress(phase.padEnd(16), done, total),
+    onProgress: (phase, _done, _total, overall) => {
+      // One bar for the whole run; the phase and the time left after it.
+      const elapsed = (performance.now() - t0) / 1000;
+      const left = overall > 0.01 ? elapsed * (1 - overall) / overall : NaN;
+      const eta = Number.isFinite(left) ? `ETA ${formatSeconds(left)}` : "";
+      progress("training", Math.round(overall * 1000), 1000, `${phase} ${eta}`.trim(), false);
+    },
   });
-  info("");
+  endProgress();
   console.log(formatReport(report));
+  console.log(LEGEND.join("\n"));
   info(`flashlm: predictor stored in ${out}`);
+}
+
+/** `75 s`, `3 min 20 s`. */
+function formatSeconds(s: number): string {
+  const whole = Math.round(s);
+  return whole < 60 ? `${whole} s` : `${Math.floor(whole / 60)} min ${whole % 60} s`;
 }
 
 /** `--rank 32,32,64`: whole numbers >= 1. */

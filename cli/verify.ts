@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { type CommandSpec, endProgress, progress, usage } from "./common.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { FlashlmError } from "../io/errors.ts";
 
@@ -12,7 +12,7 @@ import { FlashlmError } from "../io/errors.ts";
 export const spec = {
   usage: "flashlm verify <model.flm>",
   summary: "check every section's checksum, FFN included",
-  examples: ["deno run -A cli.ts verify tiny.flm"],
+  examples: ["flashlm verify tiny.flm"],
   flags: {},
 } as const satisfies CommandSpec;
 
@@ -21,7 +21,7 @@ export async function run(positional: string[]): Promise<void> {
   if (positional.length !== 1) throw usage("verify needs one <model.flm>");
   const file = await FlashModelFile.open(positional[0]); // header, tokenizer, resident
   const bad = await verifyFfn(file, (done, total) => progress("verifying FFN layers", done, total));
-  info("");
+  endProgress();
   if (bad.length) {
     throw new FlashlmError(
       `FFN layer(s) ${bad.join(", ")} fail their checksum (the file is corrupt)`,

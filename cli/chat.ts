@@ -1,0 +1,215 @@
+/**
+ * `flashlm chat`: an interactive loop over stdin. The KV cache is kept between turns, so a
+ * turn runs only its own new tokens; `/reset` empties it, `/stats` prints the figures,
+ * Ctrl-D (end of input) quits, Ctrl-C stops with the summary.
+ *
+ * @module
+ */
+
+import type { ParsedFlags } from "./args.ts";
+import {
+  checkOutputPath,
+  type CommandSpec,
+  info,
+  Interrupted,
+  onCtrlC,
+  usage,
+  write,
+  writeJson,
+} from "./common.ts";
+import {
+  describeModel,
+  MODEL_FLAGS,
+  modelLoadOptions,
+  SAMPLING_FLAGS,
+  samplingOptions,
+} from "./generation_flags.ts";
+import { type LoadedModel, loadModel } from "../core/engine.ts";
+import { describePlan } from "../core/memory_plan.ts";
+import { Generation, type GenerationStats, summarize } from "../core/generate.ts";
+
+/** Usage, summary, examples and flags of `chat`. */
+export const spec = {
+  usage: "flashlm chat <model> [options]",
+  summary: "chat on stdin: one line per turn, the KV cache kept between turns; " +
+    "/reset, /stats, Ctrl-D quits",
+  examples: [
+    "flashlm chat tiny.flm",
+    "flashlm chat tiny.flm --max-tokens 32 --stop . --repeat-penalty 1.3",
+    'printf "The city\\n/stats\\n" | flashlm chat tiny.flm --max-tokens 8',
+  ],
+  flags: {
+    "max-tokens": { type: "integer", help: "most tokens per reply", default: 64, min: 1 },
+    ...SAMPLING_FLAGS,
+    context: {
+      type: "integer",
+      help: "KV cache length in tokens (when full, the oldest half is dropped, the first " +
+        "token kept, and the rest run again)",
+      shownDefault: "the model's maximum positions",
+      min: 2,
+    },
+    ...MODEL_FLAGS,
+    stats: {
+      type: "string",
+      help: "write every turn's figures as JSON to this file when the chat ends",
+    },
+  },
+} as const satisfies CommandSpec;
+
+// ---------------------------------------------------------------------------
+// How a turn becomes model text
+
+/** How a user's turn becomes the text the model continues, and what ends a reply. */
+export interface ChatFormat {
+  /** Said when the chat starts. */
+  name: string;
+  /** The text fed to the model for the user's `text` (`first`: the first turn since a reset). */
+  userTurn(text: string, first: boolean): string;
+  /** Stop strings that end a reply (besides `--stop` and the end-of-sequence token). */
+  stop: readonly string[];
+}
+
+/** OPT has no chat template: the user's lines are text the model continues, one per line. */
+const PLAIN_TEXT: ChatFormat = {
+  name: "plain text (the model continues your text; it has no chat template)",
+  userTurn: (text, first) => (first ? text : `\n${text}`),
+  stop: [],
+};
+
+/**
+ * The chat format of `model`. OPT models have none, so their chats are plain text. This is
+ * the one place a model family's template plugs in: a Llama model whose
+ * tokenizer_config.json has a `chat_template` returns a format built from it here.
+ */
+export function chatFormat(_model: LoadedModel): ChatFormat {
+  return PLAIN_TEXT;
+}
+
+// ---------------------------------------------------------------------------
+// The loop
+
+/** Read turns from stdin until it ends or Ctrl-C; stream each reply to stdout. */
+export async function run(
+  positional: string[],
+  flags: ParsedFlags<typeof spec.flags>,
+): Promise<void> {
+  if (positional.length !== 1) throw usage("chat needs one model (a .flm file or HF directory)");
+  if (flags.stats !== undefined) await checkOutputPath(flags.stats, "--stats");
+  const model = await loadModel(positional[0], modelLoadOptions(flags, undefined));
+  const ctrlC = onCtrlC();
+  const turns: GenerationStats[] = [];
+  const encoder = new TextEncoder();
+  try {
+    if (model.plan) info(describePlan(model.plan));
+    const sampling = samplingOptions(flags);
+    const format = chatFormat(model);
+    const interactive = Deno.stdin.isTerminal();
+    info(describeModel(model, (sampling.temperature ?? 0) > 0 ? sampling.seed : null));
+    info(`flashlm chat: ${format.name}; /reset starts over, /stats shows figures, Ctrl-D quits`);
+    let sequence: number[] = []; // the ids in the KV cache (and the last reply's last token)
+    let interrupted = false;
+    for await (const line of stdinLines(ctrlC.signal, interactive ? "> " : "")) {
+      const text = line.trim();
+      if (text === "") continue;
+      if (text === "/reset") {
+        sequence = [];
+        info("flashlm chat: context cleared");
+        continue;
+      }
+      if (text === "/stats") {
+        info(chatStats(turns, sequence.length, model));
+        continue;
+      }
+      if (text.startsWith("/")) {
+        info(`flashlm chat: unknown command ${text} (/reset, /stats; Ctrl-D quits)`);
+        continue;
+      }
+      const gen = new Generation(model, format.userTurn(text, sequence.length === 0), {
+        ...sampling,
+        stop: [...format.stop, ...(sampling.stop ?? [])],
+        maxTokens: flags["max-tokens"],
+        context: sequence,
+        contextShift: true,
+        signal: ctrlC.signal,
+        telemetry: flags.stats !== undefined,
+      });
+      for await (const token of gen) write(encoder.encode(token.text));
+      write(encoder.encode("\n"));
+      sequence = gen.sequence;
+      turns.push(gen.stats);
+      if (gen.stats.stopReason === "interrupted") {
+        interrupted = true;
+        break;
+      }
+    }
+    interrupted ||= ctrlC.signal.aborted;
+    info(chatStats(turns, sequence.length, model));
+    if (flags.stats !== undefined) {
+      await writeJson(flags.stats, {
+        model: model.path,
+        mode: model.mode,
+        seed: sampling.seed,
+        plan: model.plan,
+        turns,
+      });
+      info(`flashlm: telemetry written to ${flags.stats}`);
+    }
+    if (interrupted) throw new Interrupted();
+  } finally {
+    ctrlC.dispose();
+    model.close();
+  }
+}
+
+/** `/stats`: the last turn's summary line and the chat's totals. */
+function chatStats(turns: GenerationStats[], cached: number, model: LoadedModel): string {
+  const tokens = turns.reduce((a, t) => a + t.generatedTokens, 0);
+  const shifts = turns.reduce((a, t) => a + t.contextShifts, 0);
+  const totals = `chat: ${turns.length} turn${turns.length === 1 ? "" : "s"} · ${tokens} ` +
+    `tokens generated · context ${cached} of ${model.transformer.contextLength} positions used` +
+    (shifts > 0 ? ` · ${shifts} context shifts` : "");
+  return turns.length === 0
+    ? totals
+    : `last turn: ${summarize(turns[turns.length - 1], model.mode)}\n${totals}`;
+}
+
+/**
+ * The lines of stdin, without their line ends, until it ends or `signal` aborts; `prompt`
+ * is written to stderr before each one (on a terminal).
+ */
+async function* stdinLines(signal: AbortSignal, prompt: string): AsyncGenerator<string> {
+  const reader = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  const aborted = new Promise<null>((resolve) => {
+    if (signal.aborted) resolve(null);
+    signal.addEventListener("abort", () => resolve(null), { once: true });
+  });
+  const ask = (): void => {
+    if (prompt) Deno.stderr.writeSync(new TextEncoder().encode(prompt));
+  };
+  let buffered = "";
+  try {
+    ask();
+    for (;;) {
+      const newline = buffered.indexOf("\n");
+      if (newline >= 0) {
+        const line = buffered.slice(0, newline).replace(/\r$/, "");
+        buffered = buffered.slice(newline + 1);
+        yield line;
+        if (signal.aborted) return;
+        ask();
+        continue;
+      }
+      const chunk = await Promise.race([reader.read(), aborted]);
+      if (chunk === null) return; // Ctrl-C while waiting for a line
+      if (chunk.done) {
+        if (buffered) yield buffered;
+        if (prompt) info("");
+        return;
+      }
+      buffered += chunk.value;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+    reader.releaseLock();
+  }
+}
