@@ -11,7 +11,7 @@ import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags } from "./args
 import type { LoadOptions } from "../core/engine.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
 import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
-import { FlashlmError, isBrokenPipe } from "../io/errors.ts";
+import { FlashlmError, ioError, isBrokenPipe, osError } from "../io/errors.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
 
 // ---------------------------------------------------------------------------
@@ -99,7 +99,7 @@ export function command<const S extends CommandSpec>(module: CommandModule<S>): 
  * import { strict as assert } from "node:assert";
  * import { helpText } from "./common.ts";
  * const text = helpText({ usage: "hello", summary: "greet", examples: ["hello you"], flags: {} });
- * assert.match(text, /^hello\n\ngreet\n\noptions:\n  --help +show this help\n/);
+ * assert.match(text, /^hello\n\ngreet\n\noptions:\n  --quiet +no progress/);
  * assert.ok(text.endsWith("examples:\n  hello you"));
  * ```
  */
@@ -282,6 +282,14 @@ let lastDraw = 0; // when the bar was last drawn (ms)
 let lastLabel = ""; // the label of the last progress line or bar
 let lastTenth = -1; // the last tenth written as a plain line
 
+/**
+ * How progress is shown now: a bar (stderr is a terminal), plain lines, or nothing
+ * (`--quiet`). For commands with a bar of their own (pull's download bar).
+ */
+export function progressStyle(): "bar" | "lines" | "none" {
+  return progressQuiet ? "none" : stderrIsTerminal() ? "bar" : "lines";
+}
+
 /** Whether stderr is a terminal (false when that cannot be known). */
 function stderrIsTerminal(): boolean {
   try {
@@ -414,9 +422,9 @@ export function onCtrlC(): { signal: AbortSignal; dispose: () => void } {
 }
 
 /**
- * Check, before any work starts, that a file can be written at `path` (given by `--flag`):
+ * Check, before any work starts, that a file can be written at `path` (given by `flag`):
  * its directory exists and takes new files, and `path` is not a directory. Nothing is left
- * behind. Throws a one-line error naming the path otherwise.
+ * behind. Otherwise throws the one-line error a failed write would give, naming `path`.
  *
  * @example
  * ```ts
@@ -424,32 +432,24 @@ export function onCtrlC(): { signal: AbortSignal; dispose: () => void } {
  * import { checkOutputPath } from "./common.ts";
  * const dir = await Deno.makeTempDir();
  * await checkOutputPath(`${dir}/stats.json`, "--stats");
- * await assert.rejects(checkOutputPath(`${dir}/missing/stats.json`, "--stats"), /--stats/);
- * await assert.rejects(checkOutputPath(dir, "--stats"), /is a directory/);
+ * await assert.rejects(checkOutputPath(`${dir}/missing/stats.json`, "--stats"), /does not exist/);
+ * await assert.rejects(checkOutputPath(dir, "--stats"), /--stats names a directory/);
  * assert.deepEqual([...Deno.readDirSync(dir)], []);
  * ```
  */
 export async function checkOutputPath(path: string, flag: string): Promise<void> {
   const slash = path.lastIndexOf("/");
   const dir = slash < 0 ? "." : path.slice(0, slash) || "/";
-  const fail = (why: string): never => {
-    throw new FlashlmError(`cannot write ${flag} ${path}: ${why}`, { file: path, kind: "io" });
-  };
-  try {
-    if ((await Deno.stat(path)).isDirectory) fail("it is a directory");
-  } catch (e) {
-    if (e instanceof FlashlmError) throw e;
-    if (!(e instanceof Deno.errors.NotFound)) fail((e as Error).message);
+  const isDirectory = await Deno.stat(path).then((s) => s.isDirectory, () => false);
+  if (isDirectory) {
+    throw new FlashlmError(`${flag} names a directory, not a file`, { file: path, kind: "io" });
   }
   let probe: string;
   try {
     probe = await Deno.makeTempFile({ dir, prefix: ".flashlm-probe-" });
   } catch (e) {
-    return fail(
-      e instanceof Deno.errors.NotFound
-        ? `the directory ${dir} does not exist`
-        : `the directory ${dir} takes no new file (${(e as Error).message})`,
-    );
+    throw osError(e, path, `its directory ${dir} does not exist`) ??
+      ioError(`cannot write ${flag}`, path, e);
   }
   await Deno.remove(probe).catch(() => {});
 }

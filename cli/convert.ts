@@ -5,7 +5,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { checkOutputPath, type CommandSpec, info, progress, usage } from "./common.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 
 /** Usage, summary, examples and flags of `convert`. */
@@ -34,6 +34,7 @@ export async function run(
 ): Promise<void> {
   if (positional.length !== 2) throw usage("convert needs <hf-dir> and <out.flm>");
   const [src, out] = positional;
+  await checkOutputPath(out, "<out.flm>");
   const t0 = performance.now();
   await convertHfToFlash(src, out, {
     dtype: flags.dtype,
@@ -41,7 +42,7 @@ export async function run(
   });
   const size = (await Deno.stat(out)).size;
   info(
-    `\nflashlm: wrote ${out} (${(size / 1e6).toFixed(1)} MB) in ${
+    `flashlm: wrote ${out} (${(size / 1e6).toFixed(1)} MB) in ${
       ((performance.now() - t0) / 1000).toFixed(1)
     } s`,
   );

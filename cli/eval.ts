@@ -7,6 +7,7 @@
 
 import type { ParsedFlags } from "./args.ts";
 import {
+  checkOutputPath,
   type CommandSpec,
   endProgress,
   info,
@@ -62,6 +63,7 @@ export async function run(
 ): Promise<void> {
   if (positional.length !== 1) throw usage("eval needs one <model.flm>");
   if (flags.text === undefined) throw usage("eval needs --text <file>");
+  if (flags.stats !== undefined) await checkOutputPath(flags.stats, "--stats");
   const path = positional[0];
   const threads = flags.threads ?? machineThreads();
   const sparse = await loadModel(path, {

@@ -5,7 +5,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
+import { checkOutputPath, type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
 import { makeSyntheticModel, type ModelShape, SHAPES } from "../tools/make_model.ts";
 
 /** The shapes make-model knows, in their table's order. */
@@ -56,6 +56,7 @@ export async function run(
 ): Promise<void> {
   if (positional.length !== 0) throw usage("make-model takes no positional arguments (use --out)");
   if (flags.out === undefined) throw usage("make-model needs --out <file.flm>");
+  await checkOutputPath(flags.out, "--out");
   const shape = flags.shape;
   const t0 = performance.now();
   info(

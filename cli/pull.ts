@@ -6,7 +6,14 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import {
+  checkOutputPath,
+  type CommandSpec,
+  info,
+  progress,
+  progressStyle,
+  usage,
+} from "./common.ts";
 import { DownloadProgressBar } from "../tools/hub_progress.ts";
 import { pullModel } from "../tools/hub.ts";
 
@@ -47,15 +54,20 @@ export async function run(
   flags: ParsedFlags<typeof spec.flags>,
 ): Promise<void> {
   if (positional.length !== 1) throw usage("pull needs one <hf-repo-id>, like facebook/opt-125m");
+  if (flags.out !== undefined) await checkOutputPath(flags.out, "--out");
   const bar = new DownloadProgressBar({ oneLine: true }); // one bar over every file's bytes
   const { dir, flm } = await pullModel(positional[0], {
     revision: flags.revision,
     out: flags.out,
     cache: flags.cache,
     dtype: flags.dtype,
-    onPullProgress: (p) => bar.update(p),
+    onPullProgress: (p) => {
+      const style = progressStyle();
+      if (style === "bar") bar.update(p);
+      else if (style === "lines") progress(`downloading ${p.file}`, p.done, p.total ?? p.done);
+    },
     onConvertProgress: (done, total) => progress("converting FFN layers", done, total),
   });
-  info(`\nflashlm: downloaded to ${dir}, converted to:`);
+  info(`flashlm: downloaded to ${dir}, converted to:`);
   console.log(flm);
 }
