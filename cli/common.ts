@@ -7,7 +7,7 @@
  */
 
 import { RESIDENT_PRECISIONS } from "../core/weights.ts";
-import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags } from "./args.ts";
+import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags, wrap } from "./args.ts";
 import type { LoadOptions } from "../core/engine.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
 import { DEFAULT_LOAD_RECALL } from "../core/predictor.ts";
@@ -105,7 +105,7 @@ export function command<const S extends CommandSpec>(module: CommandModule<S>): 
  */
 export function helpText(spec: CommandSpec): string {
   return [
-    `${spec.usage}\n\n${spec.summary}\n`,
+    `${spec.usage}\n\n${wrap(spec.summary, 100, 0)}\n`,
     "options:",
     formatFlags({ ...spec.flags, ...COMMON }),
     ...(spec.notes ? ["", ...spec.notes] : []),
@@ -322,10 +322,9 @@ export function progress(
     const tenth = Math.floor(share * 10);
     if (tenth === lastTenth) return;
     lastTenth = tenth;
+    const count = counts ? ` (${done}/${total})` : "";
     console.error(
-      `${label.trim()}: ${Math.round(share * 100)}% (${done}/${total})${
-        suffix ? " " + suffix : ""
-      }`,
+      `${label.trim()}: ${Math.round(share * 100)}%${count}${suffix ? " " + suffix : ""}`,
     );
     return;
   }

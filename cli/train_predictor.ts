@@ -98,6 +98,13 @@ export async function run(
       progress("training", Math.round(overall * 1000), 1000, `${phase} ${eta}`.trim(), false);
     },
   });
+  progress(
+    "training",
+    1000,
+    1000,
+    `done in ${formatSeconds((performance.now() - t0) / 1000)}`,
+    false,
+  );
   endProgress();
   console.log(formatReport(report));
   console.log(LEGEND.join("\n"));

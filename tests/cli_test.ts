@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { runCli, tinyHfModel } from "./helpers.ts";
 import { demoModel, demoModelCache } from "./fixtures.ts";
+import { DEMO_TEXT } from "../tools/ngram_model.ts";
 
 Deno.test("with no arguments the CLI builds the demo model once, says it is synthetic and streams text", async () => {
   const cache = await Deno.makeTempDir();
@@ -12,9 +13,15 @@ Deno.test("with no arguments the CLI builds the demo model once, says it is synt
   assert.match(first.stderr, /8 tokens · [\d.]+ tok\/s/);
   assert.match(first.stderr, /MB read\/token/);
   const built = [...Deno.readDirSync(cache)].map((e) => e.name);
-  assert.deepEqual(built, ["demo-v5-f16.flm"], "only the model is left in the cache");
+  assert.deepEqual(built, ["demo-v6-f16.flm"], "only the model is left in the cache");
   assert.match(first.stderr, /mode sparse/, "the demo shows the sparse FFN");
   assert.match(first.stderr, /hit rate/);
+  // Its weights are a word-pair table of an embedded text: every word it prints is one of it.
+  const words = (text: string): string[] => text.match(/[A-Za-z']+/g) ?? [];
+  const known = new Set(words(DEMO_TEXT));
+  const printed = words(first.stdout);
+  assert.ok(printed.length >= 8, first.stdout);
+  assert.deepEqual(printed.filter((w) => !known.has(w)), [], first.stdout);
   const second = await runCli(["--max-tokens", "8"], env);
   assert.equal(second.stdout, first.stdout, "the cached demo model gives the same greedy text");
   await Deno.remove(cache, { recursive: true });
@@ -162,7 +169,7 @@ Deno.test("eval prints the dense and sparse perplexity of the same tokens, and -
   assert.match(lines[2], /predictor oracle · eviction frequency$/);
   assert.equal(lines[3], "  top-1 agreement of greedy next tokens: 100.00%");
   assert.match(lines[4], /^ {2}effective recall: 100\.00% of the truly active neurons/);
-  assert.match(lines[5], /^ {2}sparse FFN: [\d.]+ kB read\/token/);
+  assert.match(lines[5], /^ {2}sparse FFN: [\d.]+ MB read\/token/);
   const json = JSON.parse(await Deno.readTextFile(stats));
   assert.deepEqual(Object.keys(json), [
     "model",
