@@ -103,7 +103,7 @@ export async function run(
     if (model.plan) info(describePlan(model.plan));
     const sampling = samplingOptions(flags);
     const format = chatFormat(model);
-    const interactive = Deno.stdin.isTerminal();
+    const interactive = stdinIsTerminal();
     info(describeModel(model, (sampling.temperature ?? 0) > 0 ? sampling.seed : null));
     info(`flashlm chat: ${format.name}; /reset starts over, /stats shows figures, Ctrl-D quits`);
     let sequence: number[] = []; // the ids in the KV cache (and the last reply's last token)
@@ -158,6 +158,15 @@ export async function run(
   } finally {
     ctrlC.dispose();
     model.close();
+  }
+}
+
+/** Whether stdin is a terminal (false where the runtime cannot say). */
+function stdinIsTerminal(): boolean {
+  try {
+    return Deno.stdin.isTerminal();
+  } catch {
+    return false;
   }
 }
 

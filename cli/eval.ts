@@ -52,6 +52,7 @@ export const spec = {
     resident: RESIDENT_FLAG,
     threads: THREADS_FLAG,
     ...SPARSE_FLAGS,
+    memory: { ...SPARSE_FLAGS.memory, shownDefault: "none: every neuron may stay in DRAM" },
     stats: { type: "string", help: "write the results as JSON to this file" },
   },
 } as const satisfies CommandSpec;

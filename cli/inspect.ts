@@ -25,6 +25,7 @@ export const spec = {
   ],
   flags: {
     ...SPARSE_FLAGS,
+    memory: { ...SPARSE_FLAGS.memory, shownDefault: "none: no memory plan is printed" },
     threads: { ...THREADS_FLAG, help: "--memory: plan for the kernel pool of this many threads" },
     context: {
       type: "integer",

@@ -64,7 +64,17 @@ export async function run(
     onPullProgress: (p) => {
       const style = progressStyle();
       if (style === "bar") bar.update(p);
-      else if (style === "lines") progress(`downloading ${p.file}`, p.done, p.total ?? p.done);
+      else if (style === "lines") {
+        const total = p.total ?? p.done;
+        const mb = (n: number): string => (n / 1e6).toFixed(1);
+        progress(
+          "downloading",
+          p.done,
+          total,
+          `${mb(p.done)} of ${mb(total)} MB (${p.file})`,
+          false,
+        );
+      }
     },
     onConvertProgress: (done, total) => progress("converting FFN layers", done, total),
   });

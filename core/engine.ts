@@ -426,6 +426,15 @@ function contextFor(options: LoadOptions, tokenizer: Tokenizer, maxPositions: nu
   return Math.max(1, Math.min(asked ?? maxPositions, maxPositions));
 }
 
+/** The memory this machine has available now (Infinity where the runtime cannot say). */
+function availableMemory(): number {
+  try {
+    return Deno.systemMemoryInfo().available;
+  } catch {
+    return Infinity;
+  }
+}
+
 /** DRAM kept free for the rest of the machine when the budget is chosen from it. */
 export const MACHINE_MARGIN_BYTES = 1 << 30;
 
@@ -456,7 +465,7 @@ export function machineBudget(
   options: LoadOptions,
   contextLength: number,
   runtime: RuntimeOverhead = measureRuntime(),
-  available: number = Deno.systemMemoryInfo().available,
+  available: number = availableMemory(),
 ): { budget: Budget; reason: string } {
   const gb = (n: number): string => `${(n / 1e9).toFixed(2)} GB`;
   const fits = (budget: Budget): MemoryPlan | null => {
@@ -479,7 +488,8 @@ export function machineBudget(
   }
   const room = available - MACHINE_MARGIN_BYTES - runtime.bytes;
   if (plan !== null && plan.plannedBytes <= room) {
-    return { budget, reason: `${reason}; ${gb(available)} available` };
+    const free = Number.isFinite(available) ? `${gb(available)} available` : "free memory unknown";
+    return { budget, reason: `${reason}; ${free}` };
   }
   const bytes: Budget = { kind: "bytes", bytes: Math.max(room, 0) };
   if (room > 0 && fits(bytes) !== null) {
