@@ -24,7 +24,10 @@ import {
   SAMPLING_FLAGS,
   samplingOptions,
 } from "./generation_flags.ts";
+import type { ChatMessage } from "../core/chat_template.ts";
 import { type LoadedModel, loadModel } from "../core/engine.ts";
+import type { Tokenizer } from "../core/tokenizer.ts";
+import type { ChatFormat } from "../core/tokenizer_files.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { Generation, type GenerationStats, summarize } from "../core/generate.ts";
 
@@ -57,32 +60,52 @@ export const spec = {
 } as const satisfies CommandSpec;
 
 // ---------------------------------------------------------------------------
-// How a turn becomes model text
-
-/** How a user's turn becomes the text the model continues, and what ends a reply. */
-export interface ChatFormat {
-  /** Said when the chat starts. */
-  name: string;
-  /** The text fed to the model for the user's `text` (`first`: the first turn since a reset). */
-  userTurn(text: string, first: boolean): string;
-  /** Stop strings that end a reply (besides `--stop` and the end-of-sequence token). */
-  stop: readonly string[];
-}
-
-/** OPT has no chat template: the user's lines are text the model continues, one per line. */
-const PLAIN_TEXT: ChatFormat = {
-  name: "plain text (the model continues your text; it has no chat template)",
-  userTurn: (text, first) => (first ? text : `\n${text}`),
-  stop: [],
-};
+// How a conversation becomes model text
 
 /**
- * The chat format of `model`. OPT models have none, so their chats are plain text. This is
- * the one place a model family's template plugs in: a Llama model whose
- * tokenizer_config.json has a `chat_template` returns a format built from it here.
+ * OPT has no chat template: the conversation is plain text the model continues, each user
+ * turn on a new line and each reply right after it.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { plainTextChat } from "./chat.ts";
+ * import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
+ * import { OptTokenizer } from "../core/tokenizer.ts";
+ * const tokenizer = OptTokenizer.fromFiles(buildByteLevelVocab(100).vocabJson, null, "vocab.json");
+ * const chat = plainTextChat(tokenizer);
+ * const messages = [
+ *   { role: "user", content: "The city" },
+ *   { role: "assistant", content: " is old." },
+ *   { role: "user", content: "The river" },
+ * ];
+ * assert.equal(chat.render(messages), "The city is old.\nThe river");
+ * assert.deepEqual(chat.encode(messages), tokenizer.encode("The city is old.\nThe river"));
+ * ```
  */
-export function chatFormat(_model: LoadedModel): ChatFormat {
-  return PLAIN_TEXT;
+export function plainTextChat(tokenizer: Tokenizer): ChatFormat {
+  const render = (messages: ChatMessage[]): string =>
+    messages.map((m, i) => (m.role === "user" && i > 0 ? `\n${m.content}` : m.content)).join("");
+  return { render, encode: (messages) => tokenizer.encode(render(messages)) };
+}
+
+/**
+ * The chat format of `model`, and how to name it: plain text for OPT, which has none. This
+ * is the one place a model family's template plugs in: a model whose tokenizer_config.json
+ * has a `chat_template` (the Llama family) returns `chatFormatFromFiles`'s format here.
+ */
+export function chatFormat(model: LoadedModel): { format: ChatFormat; name: string } {
+  return {
+    format: plainTextChat(model.tokenizer),
+    name: "plain text (the model continues your text; it has no chat template)",
+  };
+}
+
+/** How many leading ids `a` and `b` share. */
+function sharedPrefix(a: readonly number[], b: readonly number[]): number {
+  let n = 0;
+  while (n < a.length && n < b.length && a[n] === b[n]) n++;
+  return n;
 }
 
 // ---------------------------------------------------------------------------
@@ -102,40 +125,52 @@ export async function run(
   try {
     if (model.plan) info(describePlan(model.plan));
     const sampling = samplingOptions(flags);
-    const format = chatFormat(model);
+    const { format, name } = chatFormat(model);
     const interactive = stdinIsTerminal();
     info(describeModel(model, (sampling.temperature ?? 0) > 0 ? sampling.seed : null));
-    info(`flashlm chat: ${format.name}; /reset starts over, /stats shows figures, Ctrl-D quits`);
-    let sequence: number[] = []; // the ids in the KV cache (and the last reply's last token)
+    info(`flashlm chat: ${name}; /reset starts over, /stats shows figures, Ctrl-D quits`);
+    let messages: ChatMessage[] = [];
+    let cached: number[] = []; // the ids in the KV cache, position by position
     let interrupted = false;
     for await (const line of stdinLines(ctrlC.signal, interactive ? "> " : "")) {
       const text = line.trim();
       if (text === "") continue;
       if (text === "/reset") {
-        sequence = [];
+        messages = [];
+        cached = [];
         info("flashlm chat: context cleared");
         continue;
       }
       if (text === "/stats") {
-        info(chatStats(turns, sequence.length, model));
+        info(chatStats(turns, cached.length, model));
         continue;
       }
       if (text.startsWith("/")) {
         info(`flashlm chat: unknown command ${text} (/reset, /stats; Ctrl-D quits)`);
         continue;
       }
-      const gen = new Generation(model, format.userTurn(text, sequence.length === 0), {
+      messages.push({ role: "user", content: text });
+      // The whole conversation's ids: the KV cache keeps the prefix it shares with them
+      // (everything but what the last reply's text re-tokenizes differently), and only the
+      // rest is run.
+      const ids = format.encode(messages, true);
+      const keep = Math.min(sharedPrefix(cached, ids), ids.length - 1);
+      const gen = new Generation(model, ids.slice(keep), {
         ...sampling,
-        stop: [...format.stop, ...(sampling.stop ?? [])],
         maxTokens: flags["max-tokens"],
-        context: sequence,
+        context: cached.slice(0, keep),
         contextShift: true,
         signal: ctrlC.signal,
         telemetry: flags.stats !== undefined,
       });
-      for await (const token of gen) write(encoder.encode(token.text));
+      let reply = "";
+      for await (const token of gen) {
+        reply += token.text;
+        write(encoder.encode(token.text));
+      }
       write(encoder.encode("\n"));
-      sequence = gen.sequence;
+      messages.push({ role: "assistant", content: reply });
+      cached = gen.cachedIds;
       turns.push(gen.stats);
       if (gen.stats.stopReason === "interrupted") {
         interrupted = true;
@@ -143,7 +178,7 @@ export async function run(
       }
     }
     interrupted ||= ctrlC.signal.aborted;
-    info(chatStats(turns, sequence.length, model));
+    info(chatStats(turns, cached.length, model));
     if (flags.stats !== undefined) {
       await writeJson(flags.stats, {
         model: model.path,

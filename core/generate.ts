@@ -28,7 +28,8 @@ export interface GenerateOptions extends SamplerOptions {
   telemetry?: boolean;
   /**
    * Token ids already in the model's KV cache at positions 0, 1, … (an earlier turn of a
-   * chat, {@linkcode Generation.sequence}): the prompt continues them. Default none.
+   * chat, a prefix of {@linkcode Generation.cachedIds}): the prompt continues them. Default
+   * none.
    */
   context?: readonly number[];
   /**
@@ -129,7 +130,6 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   private model: LoadedModel;
   private options: GenerateOptions;
   private cached: number[]; // the ids in the KV cache, position by position
-  private last = -1; // the last sampled id, not yet in the KV cache (-1: none)
 
   /** Prepare to continue `prompt` (text, or token ids used as they are). */
   constructor(model: LoadedModel, prompt: string | number[], options: GenerateOptions = {}) {
@@ -172,12 +172,12 @@ export class Generation implements AsyncIterable<GeneratedToken> {
   }
 
   /**
-   * The ids the KV cache holds once the generation has ended, then the last sampled token
-   * when it was not run (a stop string, the end of `maxTokens`): what a next turn passes as
-   * `GenerateOptions.context` (it runs that last token first).
+   * The ids the KV cache holds, position by position (once the generation has ended: the
+   * context, the prompt and every generated token but the last, which was never run). A
+   * next turn passes a prefix of them as `GenerateOptions.context`.
    */
-  get sequence(): number[] {
-    return this.last >= 0 ? [...this.cached, this.last] : [...this.cached];
+  get cachedIds(): number[] {
+    return [...this.cached];
   }
 
   /** Generate tokens one at a time. */
@@ -266,7 +266,6 @@ export class Generation implements AsyncIterable<GeneratedToken> {
         break;
       }
       sampler.accept(id);
-      this.last = id;
       this.stats.decodeMs = performance.now() - t1;
       const position = this.cached.length;
       const text = stops.push(decoder.push(id));
@@ -285,7 +284,6 @@ export class Generation implements AsyncIterable<GeneratedToken> {
       }
       if (interrupted()) break;
       logits = await forward(id);
-      this.last = -1;
     }
     this.stats.decodeMs = performance.now() - t1;
     if (!stops.found) {

@@ -221,24 +221,30 @@ Deno.test("Ctrl-C stops generate cleanly: the summary, the --stats file, exit 13
 
 Deno.test("chat keeps the KV cache between turns; /stats, /reset and the end of input work", async () => {
   const { flm, env } = await demo();
-  const input = "The wolf came\n/stats\nand the little pig\n/stats\n/reset\n/stats\nSo he huffed\n";
+  const first = "The wolf came along and knocked at the door";
+  const input = `${first}\n/stats\nand the little pig\n/stats\n/reset\n/stats\nSo he huffed\n`;
   const r = await runWithInput(["chat", flm, "--max-tokens", "5"], input, env);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout.trim().split("\n").length, 3, r.stdout);
   const used = [...r.stderr.matchAll(/context (\d+) of 256 positions used/g)].map((m) =>
     Number(m[1])
   );
-  // turn 1: </s> + 3 tokens + 4 of the 5 replies run; turn 2 runs its words after them.
+  // turn 1: </s>, the words and 4 of the 5 reply tokens run; turn 2's come after them.
   assert.equal(used.length, 4, r.stderr);
   assert.ok(used[1] > used[0] && used[0] > 0, `${used}`);
   assert.equal(used[2], 0, "/reset empties the cache");
   assert.match(r.stderr, /chat: 3 turns · 15 tokens generated/);
+  // Turn 2 runs only its own tokens (and the reply's last one), not the whole conversation.
+  const prompts = [...r.stderr.matchAll(/^last turn: .* prompt (\d+) tokens/gm)].map((m) =>
+    Number(m[1])
+  );
+  assert.ok(prompts[1] < used[0], `turn 2 ran ${prompts[1]} tokens with ${used[0]} cached`);
   // The first turn's reply is generate's continuation of the same text.
   const gen = await runCli(
-    ["generate", flm, "--prompt", "The wolf came", "--max-tokens", "5"],
+    ["generate", flm, "--prompt", first, "--max-tokens", "5"],
     env,
   );
-  assert.equal(r.stdout.split("\n")[0], gen.stdout.trim().slice("The wolf came".length));
+  assert.equal(r.stdout.split("\n")[0], gen.stdout.trim().slice(first.length));
 });
 
 Deno.test("chat stops on Ctrl-C while waiting for a line: summary, --stats, exit 130", async () => {
