@@ -6,7 +6,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, progress, usage } from "./common.ts";
+import { type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
 import {
   formatNeuronStats,
   neuronStats,
@@ -20,7 +20,7 @@ export const spec = {
   summary:
     "neuron activity, co-activation with the closest friends and window statistics (the paper's figures)",
   examples: [
-    "deno run -A cli.ts stats tiny.flm --text ../shared/data/wikitext2-heldout.txt --out stats/",
+    "flashlm stats tiny.flm --text ../shared/data/wikitext2-heldout.txt --out stats/",
   ],
   flags: {
     text: { type: "string", help: "text to run the model over (its end is used)" },
@@ -81,7 +81,7 @@ export async function run(
     friends: flags.friends === undefined ? undefined : `${hot}-hot`,
     onProgress: (phase, done, total) => progress(phase.padEnd(10), done, total),
   });
-  info("");
+  endProgress();
   console.log(formatNeuronStats(report));
   if (flags.out !== undefined) {
     const paths = await writeNeuronStats(report, flags.out);
