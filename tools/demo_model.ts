@@ -272,7 +272,7 @@ export async function ensureDemoModel(
       const random = Array.from({ length: 63 }, () => used[Math.floor(rng.next() * used.length)]);
       windows.push([vocab.tokenizer.bosId, ...random]);
     }
-    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 12 });
+    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 8 });
   } finally {
     await Deno.remove(work, { recursive: true });
   }
