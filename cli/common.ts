@@ -29,6 +29,8 @@ export interface CommandSpec {
   flags: FlagSpecs;
   /** Lines printed between the options and the examples (e.g. what an output's columns mean). */
   notes?: readonly string[];
+  /** The command shows progress (so it takes `--quiet`). */
+  progress?: boolean;
 }
 
 /** A command module: its spec and its run function over the typed flags. */
@@ -49,10 +51,19 @@ export interface Command {
 
 /** Flags every command takes. */
 export const COMMON = {
-  quiet: { type: "boolean", help: "no progress bars or progress lines on stderr" },
   help: { type: "boolean", help: "show this help" },
   debug: { type: "boolean", help: "print stack traces on errors" },
 } as const satisfies FlagSpecs;
+
+/** `--quiet`, which the commands that show progress take. */
+const QUIET = {
+  quiet: { type: "boolean", help: "no progress bars or progress lines on stderr" },
+} as const satisfies FlagSpecs;
+
+/** A command's flags as parsed: its own, `--quiet` if it shows progress, then {@linkcode COMMON}. */
+function allFlags(spec: CommandSpec): FlagSpecs {
+  return { ...spec.flags, ...(spec.progress ? QUIET : {}), ...COMMON };
+}
 
 /**
  * Bind a command module's spec to its run function (and `--help`).
@@ -83,10 +94,12 @@ export function command<const S extends CommandSpec>(module: CommandModule<S>): 
   return {
     spec,
     async main(argv: string[]): Promise<void> {
-      const { positional, flags } = parseArgs(argv, { ...spec.flags, ...COMMON });
-      progressQuiet = flags.quiet;
+      const parsed = parseArgs(argv, allFlags(spec));
+      // The flags of the spec, and --quiet when it shows progress (parsed by allFlags).
+      const flags = parsed.flags as ParsedFlags<S["flags"] & typeof QUIET & typeof COMMON>;
+      progressQuiet = flags.quiet === true;
       if (flags.help) console.log(helpText(spec));
-      else await module.run(positional, flags);
+      else await module.run(parsed.positional, flags);
     },
   };
 }
@@ -99,7 +112,7 @@ export function command<const S extends CommandSpec>(module: CommandModule<S>): 
  * import { strict as assert } from "node:assert";
  * import { helpText } from "./common.ts";
  * const text = helpText({ usage: "hello", summary: "greet", examples: ["hello you"], flags: {} });
- * assert.match(text, /^hello\n\ngreet\n\noptions:\n  --quiet +no progress/);
+ * assert.match(text, /^hello\n\ngreet\n\noptions:\n  --help +show this help\n/);
  * assert.ok(text.endsWith("examples:\n  hello you"));
  * ```
  */
@@ -107,7 +120,7 @@ export function helpText(spec: CommandSpec): string {
   return [
     `${spec.usage}\n\n${wrap(spec.summary, 100, 0)}\n`,
     "options:",
-    formatFlags({ ...spec.flags, ...COMMON }),
+    formatFlags(allFlags(spec)),
     ...(spec.notes ? ["", ...spec.notes] : []),
     "\nexamples:",
     ...spec.examples.map((e) => "  " + e),

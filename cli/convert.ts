@@ -25,6 +25,7 @@ export const spec = {
       choices: ["f16", "f32", "int8"],
     },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Convert, with a progress bar, and say where the file went. */

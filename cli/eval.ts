@@ -55,6 +55,7 @@ export const spec = {
     memory: { ...SPARSE_FLAGS.memory, shownDefault: "none: every neuron may stay in DRAM" },
     stats: { type: "string", help: "write the results as JSON to this file" },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Load the model sparse and dense, score the end of the text with both, print the report. */

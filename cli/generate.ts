@@ -9,9 +9,11 @@ import type { ParsedFlags } from "./args.ts";
 import {
   checkOutputPath,
   type CommandSpec,
+  endProgress,
   info,
   Interrupted,
   onCtrlC,
+  progress,
   usage,
   write,
   writeJson,
@@ -73,6 +75,7 @@ export const spec = {
       help: "write per-token telemetry and the summary as JSON to this file",
     },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Generate from the model (or the demo model) and stream the text to stdout. */
@@ -95,7 +98,10 @@ export async function run(
         "word-pair table of a short public-domain text, not a trained model; pass a .flm file " +
         "or HF directory for a real one)",
     );
-    path = await ensureDemoModel();
+    path = await ensureDemoModel(undefined, undefined, (share) => {
+      progress("building the demo model (once)", Math.round(share * 100), 100, "", false);
+    });
+    endProgress();
   }
   const maxTokens = flags["max-tokens"];
   const model = await loadModel(

@@ -47,6 +47,7 @@ export const spec = {
       choices: ["row-column-bundles", "split"],
     },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Write the model with a progress bar, then one line on what was written. */

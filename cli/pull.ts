@@ -46,6 +46,7 @@ export const spec = {
       choices: ["f16", "f32"],
     },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Download (with a progress bar), convert, and print the .flm path on stdout. */

@@ -59,6 +59,7 @@ export const spec = {
       max: 100,
     },
   },
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Measure, print the table, write the files. */

@@ -70,6 +70,7 @@ export const spec = {
     },
   },
   notes: LEGEND,
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Train with progress bars, print the report, say where the predictor went. */

@@ -14,6 +14,7 @@ export const spec = {
   summary: "check every section's checksum, FFN included",
   examples: ["flashlm verify tiny.flm"],
   flags: {},
+  progress: true,
 } as const satisfies CommandSpec;
 
 /** Open the file (header, tokenizer and resident part are checked then), verify the FFN. */

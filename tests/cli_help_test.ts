@@ -69,6 +69,11 @@ Deno.test("bench and bench io list only their own options; eval has no --mode; d
     assert.ok(io.includes(flag) && !bench.includes(flag), flag);
   }
   assert.doesNotMatch(all.get("eval")!, /--mode/);
+  // --quiet where there is progress to silence only.
+  for (const name of ["generate", "convert", "train-predictor", "eval", "verify", "pull"]) {
+    assert.match(all.get(name)!, /--quiet/, name);
+  }
+  for (const name of ["chat", "inspect", "bench"]) assert.doesNotMatch(all.get(name)!, /--quiet/);
   assert.match(
     all.get("train-predictor")!,
     /--epochs <integer> +training epochs per layer \(default 5\)/,

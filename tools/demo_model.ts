@@ -218,6 +218,7 @@ export function cacheDir(): string {
  * the FFN is most of the weights) whose weights are written by hand from the word-pair
  * table of a short public-domain text (tools/ngram_model.ts), so it prints real words; and
  * low-rank predictors trained by flashlm on its own activations over that text.
+ * `onProgress` hears the share of the build done (only when it is built).
  *
  * @example
  * ```ts
@@ -232,6 +233,7 @@ export function cacheDir(): string {
 export async function ensureDemoModel(
   dir: string = cacheDir(),
   dtype: StorageDtype = "f16",
+  onProgress?: (share: number) => void,
 ): Promise<string> {
   const path = `${dir}/demo-v${DEMO_VERSION}-${dtype}.flm`;
   try {
@@ -272,7 +274,12 @@ export async function ensureDemoModel(
       const random = Array.from({ length: 63 }, () => used[Math.floor(rng.next() * used.length)]);
       windows.push([vocab.tokenizer.bosId, ...random]);
     }
-    await trainPredictor(`${work}/demo.flm`, path, { tokenWindows: windows, epochs: 8 });
+    await trainPredictor(`${work}/demo.flm`, path, {
+      tokenWindows: windows,
+      epochs: 8,
+      onProgress: onProgress && ((_phase, _done, _total, overall) => onProgress(overall)),
+    });
+    onProgress?.(1);
   } finally {
     await Deno.remove(work, { recursive: true });
   }
