@@ -384,7 +384,7 @@ export function summarize(stats: GenerationStats, mode: string): string {
     // Nothing generated: no per-token figure means anything.
     return `0 tokens · prompt ${stats.promptTokens} tokens in ${
       stats.prefillMs.toFixed(0)
-    } ms · mode ${mode} · stop: ${stats.stopReason}`;
+    } ms · threads ${stats.threads ?? 1} · mode ${mode} · stop: ${stats.stopReason}`;
   }
   const perSec = stats.generatedTokens / Math.max(stats.decodeMs / 1000, 1e-9);
   const passes = Math.max(stats.forwardPasses, 1);

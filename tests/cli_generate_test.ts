@@ -175,7 +175,10 @@ Deno.test("--max-tokens 0 runs the prompt and prints no per-token figures", asyn
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "Once upon a time\n");
   const summary = r.stderr.trim().split("\n").at(-1)!;
-  assert.match(summary, /^0 tokens · prompt 5 tokens in \d+ ms · mode sparse · stop: max-tokens$/);
+  assert.match(
+    summary,
+    /^0 tokens · prompt 5 tokens in \d+ ms · threads \d+ · mode sparse · stop: max-tokens$/,
+  );
 });
 
 Deno.test("Ctrl-C stops generate cleanly: the summary, the --stats file, exit 130", async () => {
