@@ -1,6 +1,7 @@
 /**
  * Model configuration: parse and validate a Hugging Face `config.json` for OPT (the paper's
- * model family) or GPT-2 into one architecture-neutral {@linkcode ModelConfig}.
+ * model family), GPT-2 or Llama (`LlamaForCausalLM`: RMSNorm, rotary positions, grouped KV
+ * heads, a gated FFN) into one architecture-neutral {@linkcode ModelConfig}.
  *
  * @module
  */
@@ -30,7 +31,7 @@ import { FlashlmError, showValue } from "../io/errors.ts";
  */
 export interface ModelConfig {
   /** Which weight layout and conventions the model uses. */
-  architecture: "opt" | "gpt2";
+  architecture: "opt" | "gpt2" | "llama";
   /** Vocabulary size: rows of the token embedding. OPT/GPT-2: `vocab_size`. */
   vocabSize: number;
   /** Width of the residual stream. OPT: `hidden_size`; GPT-2: `n_embd`. */
@@ -39,39 +40,84 @@ export interface ModelConfig {
   dFfn: number;
   /** Number of decoder layers. OPT: `num_hidden_layers`; GPT-2: `n_layer`. */
   nLayers: number;
-  /** Attention heads per layer (head size is `dModel / nHeads`). OPT: `num_attention_heads`; GPT-2: `n_head`. */
+  /** Attention (query) heads per layer (head size is `dModel / nHeads`). OPT, Llama: `num_attention_heads`; GPT-2: `n_head`. */
   nHeads: number;
+  /**
+   * Key/value heads per layer: `nHeads` (OPT, GPT-2), or fewer for grouped-query attention
+   * (Llama: `num_key_value_heads ?? num_attention_heads`); each serves `nHeads / nKvHeads`
+   * query heads.
+   */
+  nKvHeads: number;
+  /** Values per attention head: `dModel / nHeads` (a Llama `head_dim` must agree). */
+  headDim: number;
   /** Longest sequence the position embedding covers. OPT: `max_position_embeddings`; GPT-2: `n_positions`. */
   maxPositions: number;
   /** Width of the token embedding. OPT: `word_embed_proj_dim ?? hidden_size`; GPT-2: `n_embd`. */
   wordEmbedProjDim: number;
-  /** Pre-LayerNorm (true) or post-LayerNorm (false). OPT: `do_layer_norm_before ?? true`; GPT-2: true. */
+  /** Pre-norm (true) or post-norm (false). OPT: `do_layer_norm_before ?? true`; GPT-2, Llama: true. */
   layerNormBefore: boolean;
+  /** The norm: LayerNorm with a bias (OPT, GPT-2) or RMSNorm without one (Llama). */
+  norm: "layernorm" | "rmsnorm";
   /**
    * Whether lm_head is the token embedding (`tie_word_embeddings ?? true`): a checkpoint's
    * own `lm_head.weight` is then ignored, as Hugging Face ties it after loading.
    */
   tieWordEmbeddings: boolean;
-  /** Activation of the feed-forward block. */
-  activation: "relu" | "gelu" | "gelu_new";
-  /** Offset added to positions before the position-embedding lookup: 2 for OPT, 0 for GPT-2. */
+  /**
+   * Activation of the feed-forward block (of the gate, in a gated FFN). `fatrelu` is
+   * ProSparse's thresholded ReLU: `x > activationThreshold ? x : 0`.
+   */
+  activation: "relu" | "gelu" | "gelu_new" | "silu" | "fatrelu";
+  /** The fatrelu threshold (Llama `hidden_act_param`); 0 for every other activation. */
+  activationThreshold: number;
+  /**
+   * A gated FFN, `down(act(gate x) * (up x))` without biases (Llama), instead of
+   * `fc2(act(fc1 x + b1)) + b2` (OPT, GPT-2).
+   */
+  gatedFfn: boolean;
+  /** Rotary position embedding (Llama), or null for a learned position table (OPT, GPT-2). */
+  rope: RopeConfig | null;
+  /** Offset added to positions before the position-embedding lookup: 2 for OPT, 0 for GPT-2 and Llama. */
   positionOffset: number;
-  /** LayerNorm epsilon: 1e-5 for OPT; GPT-2: `layer_norm_epsilon ?? 1e-5`. */
+  /** Norm epsilon: 1e-5 for OPT; GPT-2: `layer_norm_epsilon ?? 1e-5`; Llama: `rms_norm_eps ?? 1e-6`. */
   layerNormEps: number;
   /** Beginning-of-sequence token id. */
   bosTokenId: number;
   /** End-of-sequence token id. */
   eosTokenId: number;
-  /** Padding token id (GPT-2 has none: the end-of-sequence id is used). */
+  /** Padding token id (GPT-2 and Llama 2 have none: the end-of-sequence id is used). */
   padTokenId: number;
-  /** Whether linear layers have biases; only true is supported. */
+  /** Whether linear layers have biases: true for OPT and GPT-2, false for Llama. */
   enableBias: boolean;
+}
+
+/** Rotary position embedding, Hugging Face's rotate-half convention. */
+export interface RopeConfig {
+  /** Base of the frequencies (`rope_theta`, default 10000). */
+  theta: number;
+  /** Llama 3's frequency scaling (`rope_scaling` with `rope_type: "llama3"`), or null. */
+  scaling: Llama3RopeScaling | null;
+}
+
+/** `rope_scaling` of type `llama3`: long wavelengths stretched by `factor`, short ones kept. */
+export interface Llama3RopeScaling {
+  /** Always `"llama3"`. */
+  type: "llama3";
+  /** How much longer wavelengths are stretched. */
+  factor: number;
+  /** Wavelengths above `originalMaxPositions / lowFreqFactor` are divided by `factor`. */
+  lowFreqFactor: number;
+  /** Wavelengths below `originalMaxPositions / highFreqFactor` are kept; between, interpolated. */
+  highFreqFactor: number;
+  /** The context the model was pretrained with (`original_max_position_embeddings`). */
+  originalMaxPositions: number;
 }
 
 /** The `model_type` values this module understands, and their HF class names. */
 const SUPPORTED: Record<ModelConfig["architecture"], string> = {
   opt: "OPTForCausalLM",
   gpt2: "GPT2LMHeadModel",
+  llama: "LlamaForCausalLM",
 };
 
 const ACTIVATIONS = ["relu", "gelu", "gelu_new"] as const;
@@ -159,7 +205,7 @@ function architectureOf(f: Fields): ModelConfig["architecture"] {
   const supported = Object.entries(SUPPORTED).map(([t, cls]) => `${t} (${cls})`).join(", ");
   const type = f.json.model_type;
   if (type !== undefined) {
-    if (type === "opt" || type === "gpt2") return type;
+    if (type === "opt" || type === "gpt2" || type === "llama") return type;
     f.fail(`unsupported model_type ${showValue(type)}; supported: ${supported}`);
   }
   const archs = f.json.architectures;
@@ -178,18 +224,25 @@ function parseOpt(f: Fields): ModelConfig {
   }
   const vocabSize = f.positive("vocab_size");
   const dModel = f.positive("hidden_size");
+  const nHeads = f.positive("num_attention_heads");
   return {
     architecture: "opt",
     vocabSize,
     dModel,
     dFfn: f.positive("ffn_dim"),
     nLayers: f.positive("num_hidden_layers"),
-    nHeads: f.positive("num_attention_heads"),
+    nHeads,
+    nKvHeads: nHeads,
+    headDim: dModel / nHeads,
     maxPositions: f.positive("max_position_embeddings"),
     wordEmbedProjDim: f.positiveOr("word_embed_proj_dim", dModel),
     layerNormBefore: f.bool("do_layer_norm_before", true),
+    norm: "layernorm",
     tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     activation: f.activation("relu"),
+    activationThreshold: 0,
+    gatedFfn: false,
+    rope: null,
     positionOffset: 2,
     layerNormEps: 1e-5,
     bosTokenId: f.tokenId("bos_token_id", 2, vocabSize),
@@ -212,18 +265,25 @@ function parseGpt2(f: Fields): ModelConfig {
   const vocabSize = f.positive("vocab_size");
   const dModel = f.positive("n_embd");
   const eosTokenId = f.tokenId("eos_token_id", Math.min(50256, vocabSize - 1), vocabSize);
+  const nHeads = f.positive("n_head");
   return {
     architecture: "gpt2",
     vocabSize,
     dModel,
     dFfn: f.positiveOr("n_inner", 4 * dModel),
     nLayers: f.positive("n_layer"),
-    nHeads: f.positive("n_head"),
+    nHeads,
+    nKvHeads: nHeads,
+    headDim: dModel / nHeads,
     maxPositions: f.positive("n_positions"),
     wordEmbedProjDim: dModel,
     layerNormBefore: true,
+    norm: "layernorm",
     tieWordEmbeddings: f.bool("tie_word_embeddings", true),
     activation: f.activation("gelu_new"),
+    activationThreshold: 0,
+    gatedFfn: false,
+    rope: null,
     positionOffset: 0,
     layerNormEps: f.positiveNumber("layer_norm_epsilon", 1e-5),
     bosTokenId: f.tokenId("bos_token_id", eosTokenId, vocabSize),
@@ -233,8 +293,112 @@ function parseGpt2(f: Fields): ModelConfig {
   };
 }
 
+/** The `hidden_act` values of a Llama gated FFN flashlm runs. */
+const GATE_ACTIVATIONS = ["silu", "relu", "fatrelu"] as const;
+
+/** The `rope_scaling` types flashlm applies (`default` is none). */
+const ROPE_SCALINGS = ["llama3"] as const;
+
+function parseLlama(given: Fields): ModelConfig {
+  // Llama 3 lists several end-of-sequence ids; generation stops at the first.
+  const eos = given.json.eos_token_id;
+  const f = Array.isArray(eos) && eos.length > 0
+    ? new Fields({ ...given.json, eos_token_id: eos[0] }, given.file)
+    : given;
+  for (const key of ["attention_bias", "mlp_bias"]) {
+    if (f.bool(key, false)) f.fail(`"${key}": true is not supported (Llama has no biases)`);
+  }
+  const vocabSize = f.positive("vocab_size");
+  const dModel = f.positive("hidden_size");
+  const nHeads = f.positive("num_attention_heads");
+  const nKvHeads = f.positiveOr("num_key_value_heads", nHeads);
+  if (nHeads % nKvHeads !== 0) {
+    f.fail(
+      `"num_key_value_heads" ${nKvHeads} does not divide "num_attention_heads" ${nHeads}`,
+    );
+  }
+  const headDim = dModel / nHeads;
+  const givenHeadDim = f.json.head_dim;
+  if (givenHeadDim !== undefined && givenHeadDim !== null && givenHeadDim !== headDim) {
+    f.fail(
+      `"head_dim" ${showValue(givenHeadDim)} disagrees with hidden_size / num_attention_heads = ${dModel} / ${nHeads}`,
+    );
+  }
+  const act = f.json.hidden_act ?? "silu";
+  if (!(GATE_ACTIVATIONS as readonly unknown[]).includes(act)) {
+    f.fail(`unsupported "hidden_act" ${showValue(act)} (supported: ${GATE_ACTIVATIONS.join(", ")})`);
+  }
+  const activation = act as (typeof GATE_ACTIVATIONS)[number];
+  const threshold = f.json.hidden_act_param;
+  if (activation === "fatrelu" && (typeof threshold !== "number" || !Number.isFinite(threshold))) {
+    f.fail(`"hidden_act": "fatrelu" needs a finite number "hidden_act_param", got ${showValue(threshold)}`);
+  }
+  const maxPositions = f.positive("max_position_embeddings");
+  const eosTokenId = f.tokenId("eos_token_id", Math.min(2, vocabSize - 1), vocabSize);
+  return {
+    architecture: "llama",
+    vocabSize,
+    dModel,
+    dFfn: f.positive("intermediate_size"),
+    nLayers: f.positive("num_hidden_layers"),
+    nHeads,
+    nKvHeads,
+    headDim,
+    maxPositions,
+    wordEmbedProjDim: dModel,
+    layerNormBefore: true,
+    norm: "rmsnorm",
+    tieWordEmbeddings: f.bool("tie_word_embeddings", false),
+    activation,
+    activationThreshold: activation === "fatrelu" ? threshold as number : 0,
+    gatedFfn: true,
+    rope: { theta: f.positiveNumber("rope_theta", 10000), scaling: ropeScaling(f) },
+    positionOffset: 0,
+    layerNormEps: f.positiveNumber("rms_norm_eps", 1e-6),
+    bosTokenId: f.tokenId("bos_token_id", Math.min(1, vocabSize - 1), vocabSize),
+    eosTokenId,
+    padTokenId: f.tokenId("pad_token_id", eosTokenId, vocabSize),
+    enableBias: false,
+  };
+}
+
+/** `rope_scaling`: absent, null or `default` (none), or `llama3` with its four numbers. */
+function ropeScaling(f: Fields): Llama3RopeScaling | null {
+  const v = f.json.rope_scaling;
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "object" || Array.isArray(v)) {
+    f.fail(`"rope_scaling" must be an object or null, got ${showValue(v)}`);
+  }
+  const fields = new Fields(v as Record<string, unknown>, f.file);
+  const type = fields.json.rope_type ?? fields.json.type;
+  if (type === "default") return null;
+  if (!(ROPE_SCALINGS as readonly unknown[]).includes(type)) {
+    f.fail(
+      `unsupported "rope_scaling" type ${showValue(type)} (supported: ${ROPE_SCALINGS.join(", ")}, default)`,
+    );
+  }
+  const number = (key: string): number => {
+    const n = fields.json[key];
+    if (typeof n !== "number" || !Number.isFinite(n) || n <= 0) {
+      f.fail(`"rope_scaling.${key}" must be a positive number, got ${showValue(n)}`);
+    }
+    return n as number;
+  };
+  const scaling: Llama3RopeScaling = {
+    type: "llama3",
+    factor: number("factor"),
+    lowFreqFactor: number("low_freq_factor"),
+    highFreqFactor: number("high_freq_factor"),
+    originalMaxPositions: number("original_max_position_embeddings"),
+  };
+  if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
+    f.fail(`"rope_scaling.high_freq_factor" must be above "low_freq_factor"`);
+  }
+  return scaling;
+}
+
 /**
- * Parse and validate the text of a Hugging Face `config.json` (OPT or GPT-2).
+ * Parse and validate the text of a Hugging Face `config.json` (OPT, GPT-2 or Llama).
  *
  * @param text The file's text.
  * @param file The file's path, named in every error.
@@ -242,7 +406,9 @@ function parseGpt2(f: Fields): ModelConfig {
  * @throws {FlashlmError} (kind "config") naming `file` for bad JSON, an unsupported model type
  * (listing the supported ones), a missing or non-positive-integer size (or one over 2^31 - 1),
  * sizes whose byte count would overflow, a hidden size not divisible by the head count, an
- * unsupported activation or `enable_bias: false`.
+ * unsupported activation or `enable_bias: false`; for Llama also a `head_dim` other than
+ * `hidden_size / num_attention_heads`, KV heads that do not divide the heads, an unknown
+ * `hidden_act` or `rope_scaling` type, and attention or MLP biases.
  *
  * @example A GPT-2 config
  * ```ts
@@ -269,15 +435,18 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
     throw new FlashlmError("not a JSON object", { file, kind: "config" });
   }
   const f = new Fields(json as Record<string, unknown>, file);
-  const config = architectureOf(f) === "opt" ? parseOpt(f) : parseGpt2(f);
+  const arch = architectureOf(f);
+  const config = arch === "opt" ? parseOpt(f) : arch === "gpt2" ? parseGpt2(f) : parseLlama(f);
   if (config.dModel % config.nHeads !== 0) {
     f.fail(`hidden size ${config.dModel} is not divisible by ${config.nHeads} attention heads`);
   }
-  if (!config.enableBias) f.fail(`"enable_bias": false is not supported`);
+  if (!config.enableBias && config.architecture !== "llama") {
+    f.fail(`"enable_bias": false is not supported`);
+  }
   // Every byte count derived from the sizes must stay exact in float64.
   const d = config.dModel, p = config.wordEmbedProjDim;
-  const weights = config.vocabSize * p + (config.maxPositions + config.positionOffset) * d +
-    2 * d * p + config.nLayers * (4 * d * d + 2 * d * config.dFfn + 10 * d + config.dFfn);
+  const weights = 2 * config.vocabSize * p + (config.maxPositions + config.positionOffset) * d +
+    2 * d * p + config.nLayers * (4 * d * d + 3 * d * config.dFfn + 10 * d + config.dFfn);
   if (!Number.isSafeInteger(8 * weights)) {
     f.fail(`sizes are too large: ${weights.toExponential(2)} weights overflow a byte count`);
   }
@@ -368,6 +537,40 @@ export function toHfConfigJson(config: ModelConfig): Record<string, unknown> {
       pad_token_id: config.padTokenId,
       enable_bias: config.enableBias,
       layer_norm_elementwise_affine: true,
+    };
+  }
+  if (config.architecture === "llama") {
+    const scaling = config.rope?.scaling;
+    return {
+      architectures: [SUPPORTED.llama],
+      model_type: "llama",
+      vocab_size: config.vocabSize,
+      hidden_size: config.dModel,
+      intermediate_size: config.dFfn,
+      num_hidden_layers: config.nLayers,
+      num_attention_heads: config.nHeads,
+      num_key_value_heads: config.nKvHeads,
+      head_dim: config.headDim,
+      max_position_embeddings: config.maxPositions,
+      rms_norm_eps: config.layerNormEps,
+      rope_theta: config.rope?.theta ?? 10000,
+      rope_scaling: scaling
+        ? {
+          rope_type: "llama3",
+          factor: scaling.factor,
+          low_freq_factor: scaling.lowFreqFactor,
+          high_freq_factor: scaling.highFreqFactor,
+          original_max_position_embeddings: scaling.originalMaxPositions,
+        }
+        : null,
+      hidden_act: config.activation,
+      ...(config.activation === "fatrelu" ? { hidden_act_param: config.activationThreshold } : {}),
+      tie_word_embeddings: config.tieWordEmbeddings,
+      attention_bias: false,
+      mlp_bias: false,
+      bos_token_id: config.bosTokenId,
+      eos_token_id: config.eosTokenId,
+      pad_token_id: config.padTokenId,
     };
   }
   return {
