@@ -8,6 +8,7 @@
 
 import { join } from "node:path";
 import { FlashlmError, showValue } from "../io/errors.ts";
+import type { GateActivation } from "../kernels/ffn_gated.ts";
 
 // ---------------------------------------------------------------------------
 // Types
@@ -75,8 +76,26 @@ export interface ModelConfig {
    * `fc2(act(fc1 x + b1)) + b2` (OPT, GPT-2).
    */
   gatedFfn: boolean;
-  /** Rotary position embedding (Llama), or null for a learned position table (OPT, GPT-2). */
-  rope: RopeConfig | null;
+  /**
+   * Rotary position embedding (Llama, Hugging Face's rotate-half convention), or null for a
+   * learned position table (OPT, GPT-2).
+   */
+  rope: {
+    /** Base of the frequencies (`rope_theta`, default 10000). */
+    theta: number;
+    /**
+     * Llama 3's frequency scaling (`rope_scaling` with `rope_type: "llama3"`): wavelengths
+     * above `originalMaxPositions / lowFreqFactor` are divided by `factor`, those below
+     * `originalMaxPositions / highFreqFactor` kept, those between interpolated; or null.
+     */
+    scaling: {
+      type: "llama3";
+      factor: number;
+      lowFreqFactor: number;
+      highFreqFactor: number;
+      originalMaxPositions: number;
+    } | null;
+  } | null;
   /** Offset added to positions before the position-embedding lookup: 2 for OPT, 0 for GPT-2 and Llama. */
   positionOffset: number;
   /** Norm epsilon: 1e-5 for OPT; GPT-2: `layer_norm_epsilon ?? 1e-5`; Llama: `rms_norm_eps ?? 1e-6`. */
@@ -89,28 +108,6 @@ export interface ModelConfig {
   padTokenId: number;
   /** Whether linear layers have biases: true for OPT and GPT-2, false for Llama. */
   enableBias: boolean;
-}
-
-/** Rotary position embedding, Hugging Face's rotate-half convention. */
-export interface RopeConfig {
-  /** Base of the frequencies (`rope_theta`, default 10000). */
-  theta: number;
-  /** Llama 3's frequency scaling (`rope_scaling` with `rope_type: "llama3"`), or null. */
-  scaling: Llama3RopeScaling | null;
-}
-
-/** `rope_scaling` of type `llama3`: long wavelengths stretched by `factor`, short ones kept. */
-export interface Llama3RopeScaling {
-  /** Always `"llama3"`. */
-  type: "llama3";
-  /** How much longer wavelengths are stretched. */
-  factor: number;
-  /** Wavelengths above `originalMaxPositions / lowFreqFactor` are divided by `factor`. */
-  lowFreqFactor: number;
-  /** Wavelengths below `originalMaxPositions / highFreqFactor` are kept; between, interpolated. */
-  highFreqFactor: number;
-  /** The context the model was pretrained with (`original_max_position_embeddings`). */
-  originalMaxPositions: number;
 }
 
 /** The `model_type` values this module understands, and their HF class names. */
@@ -321,17 +318,25 @@ function parseLlama(given: Fields): ModelConfig {
   const givenHeadDim = f.json.head_dim;
   if (givenHeadDim !== undefined && givenHeadDim !== null && givenHeadDim !== headDim) {
     f.fail(
-      `"head_dim" ${showValue(givenHeadDim)} disagrees with hidden_size / num_attention_heads = ${dModel} / ${nHeads}`,
+      `"head_dim" ${
+        showValue(givenHeadDim)
+      } disagrees with hidden_size / num_attention_heads = ${dModel} / ${nHeads}`,
     );
   }
   const act = f.json.hidden_act ?? "silu";
   if (!(GATE_ACTIVATIONS as readonly unknown[]).includes(act)) {
-    f.fail(`unsupported "hidden_act" ${showValue(act)} (supported: ${GATE_ACTIVATIONS.join(", ")})`);
+    f.fail(
+      `unsupported "hidden_act" ${showValue(act)} (supported: ${GATE_ACTIVATIONS.join(", ")})`,
+    );
   }
   const activation = act as (typeof GATE_ACTIVATIONS)[number];
   const threshold = f.json.hidden_act_param;
   if (activation === "fatrelu" && (typeof threshold !== "number" || !Number.isFinite(threshold))) {
-    f.fail(`"hidden_act": "fatrelu" needs a finite number "hidden_act_param", got ${showValue(threshold)}`);
+    f.fail(
+      `"hidden_act": "fatrelu" needs a finite number "hidden_act_param", got ${
+        showValue(threshold)
+      }`,
+    );
   }
   const maxPositions = f.positive("max_position_embeddings");
   const eosTokenId = f.tokenId("eos_token_id", Math.min(2, vocabSize - 1), vocabSize);
@@ -363,7 +368,7 @@ function parseLlama(given: Fields): ModelConfig {
 }
 
 /** `rope_scaling`: absent, null or `default` (none), or `llama3` with its four numbers. */
-function ropeScaling(f: Fields): Llama3RopeScaling | null {
+function ropeScaling(f: Fields): NonNullable<ModelConfig["rope"]>["scaling"] {
   const v = f.json.rope_scaling;
   if (v === undefined || v === null) return null;
   if (typeof v !== "object" || Array.isArray(v)) {
@@ -374,7 +379,9 @@ function ropeScaling(f: Fields): Llama3RopeScaling | null {
   if (type === "default") return null;
   if (!(ROPE_SCALINGS as readonly unknown[]).includes(type)) {
     f.fail(
-      `unsupported "rope_scaling" type ${showValue(type)} (supported: ${ROPE_SCALINGS.join(", ")}, default)`,
+      `unsupported "rope_scaling" type ${showValue(type)} (supported: ${
+        ROPE_SCALINGS.join(", ")
+      }, default)`,
     );
   }
   const number = (key: string): number => {
@@ -384,8 +391,8 @@ function ropeScaling(f: Fields): Llama3RopeScaling | null {
     }
     return n as number;
   };
-  const scaling: Llama3RopeScaling = {
-    type: "llama3",
+  const scaling = {
+    type: "llama3" as const,
     factor: number("factor"),
     lowFreqFactor: number("low_freq_factor"),
     highFreqFactor: number("high_freq_factor"),
@@ -492,6 +499,29 @@ export async function loadModelConfig(dir: string): Promise<ModelConfig> {
     throw new FlashlmError(`cannot read: ${detail}`, { file, kind: "io", cause: err });
   }
   return parseModelConfig(text, file);
+}
+
+/**
+ * The gate activation of a gated FFN's bundles (null for a plain FFN): what the gated
+ * kernels take.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gateActivation, parseModelConfig } from "./config.ts";
+ * const config = parseModelConfig(JSON.stringify({ model_type: "llama", vocab_size: 32,
+ *   hidden_size: 8, intermediate_size: 16, num_hidden_layers: 1, num_attention_heads: 2,
+ *   max_position_embeddings: 16, hidden_act: "fatrelu", hidden_act_param: 0.01 }), "config.json");
+ * assert.deepEqual(gateActivation(config), { kind: "fatrelu", threshold: 0.01 });
+ * ```
+ */
+export function gateActivation(config: ModelConfig): GateActivation | null {
+  if (!config.gatedFfn) return null;
+  const kind = config.activation;
+  if (kind !== "silu" && kind !== "relu" && kind !== "fatrelu") {
+    throw new RangeError(`a gated FFN has no ${kind} activation`);
+  }
+  return { kind, threshold: config.activationThreshold };
 }
 
 // ---------------------------------------------------------------------------

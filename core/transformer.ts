@@ -1,16 +1,18 @@
 /**
- * The OPT decoder forward pass, one token at a time, with a KV cache.
+ * The decoder forward pass of OPT and Llama, one token at a time, with a KV cache.
  *
- * It reads top to bottom like Hugging Face's `OPTDecoder.forward`:
- * embeddings (+ learned positions, offset by 2) → per layer [LayerNorm → causal
- * self-attention → residual → LayerNorm → FFN → residual] → final LayerNorm →
- * tied lm_head. Attention, embeddings, norms and the KV cache are always in DRAM
+ * It reads top to bottom like Hugging Face's `OPTDecoder.forward` and `LlamaModel.forward`:
+ * embeddings (OPT: + learned positions, offset by 2) → per layer [norm → causal
+ * self-attention (Llama: rotary positions on q and k, grouped KV heads) → residual → norm →
+ * FFN → residual] → final norm → lm_head. The norm is LayerNorm (OPT) or RMSNorm (Llama);
+ * the FFN, plain or gated, is the provider's. Attention, embeddings, norms and the KV cache are always in DRAM
  * (the paper's "dense attention"); the FFN is delegated to an {@linkcode FfnProvider},
  * which is where the flash modes differ.
  *
  * Resident matrices are used at their storage precision (`linear` and `readRow` pick the
  * kernel of each matrix's dtype); activations are float32. The KV cache holds keys and
- * values as f16 words, 2 bytes per value, encoded as they are written.
+ * values as f16 words, 2 bytes per value, encoded as they are written; with grouped-query
+ * attention it holds only the `nKvHeads` key/value heads.
  *
  * All per-token buffers are allocated once, in the constructor. The KV cache is allocated
  * for the whole context at once and written position by position from its start, so the
@@ -28,6 +30,8 @@
 import { f32ToF16Bits } from "../kernels/f16.ts";
 import { layerNorm } from "../kernels/layernorm.ts";
 import { KernelPool, type SharedView } from "../kernels/pool.ts";
+import { rmsNorm } from "../kernels/rmsnorm.ts";
+import { applyRope, type RopeTables, ropeTables } from "../kernels/rope.ts";
 import { readRow, type WeightMatrix } from "../kernels/weights.ts";
 import type { ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
@@ -43,17 +47,18 @@ interface RunState {
   xb: Float32Array; // (dModel) normalised input of a sub-block
   xb2: Float32Array; // (dModel) output of a sub-block
   q: Float32Array; // (dModel) query of the current token
-  k: Float32Array; // (dModel) key of the current token
-  v: Float32Array; // (dModel) value of the current token
+  k: Float32Array; // (kvDim) key of the current token (kvDim = nKvHeads * headDim)
+  v: Float32Array; // (kvDim) value of the current token
   att: Float32Array; // (dModel) attention output, heads concatenated
   scores: Float32Array; // (contextLength) attention scores of one head
   emb: Float32Array; // (wordEmbedProjDim) token embedding / pre-lm_head projection
   posEmb: Float32Array; // (dModel) position embedding of the current position
   logits: Float32Array; // (vocabSize)
-  keys16: Uint16Array[]; // f16 cache: per layer (contextLength, dModel) f16 words (else empty)
-  values16: Uint16Array[]; // f16 cache: per layer (contextLength, dModel) f16 words
-  keys32: Float32Array[]; // f32 cache: per layer (contextLength, dModel) (else empty)
-  values32: Float32Array[]; // f32 cache: per layer (contextLength, dModel)
+  keys16: Uint16Array[]; // f16 cache: per layer (contextLength, kvDim) f16 words (else empty)
+  values16: Uint16Array[]; // f16 cache: per layer (contextLength, kvDim) f16 words
+  keys32: Float32Array[]; // f32 cache: per layer (contextLength, kvDim) (else empty)
+  values32: Float32Array[]; // f32 cache: per layer (contextLength, kvDim)
+  rope: RopeTables | null; // (contextLength, headDim / 2) cos and sin, for rotary positions
 }
 
 /** Options of the {@linkcode Transformer} beyond its weights, FFN, context and KV cache. */
@@ -76,14 +81,15 @@ export type KvDtype = "f16" | "f32";
 
 /**
  * Bytes of the KV cache of a model with `config` for `contextLength` positions: a key
- * and a value of `dModel` values per layer per position, 2 bytes each in f16.
+ * and a value of `nKvHeads * headDim` values (`dModel` without grouped-query attention)
+ * per layer per position, 2 bytes each in f16.
  *
  * @example OPT-6.7B's cache for 2048 positions is 1 GiB in f16
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { kvCacheBytes } from "./transformer.ts";
  * import type { ModelConfig } from "./config.ts";
- * const config = { nLayers: 32, dModel: 4096 } as ModelConfig;
+ * const config = { nLayers: 32, dModel: 4096, nKvHeads: 32, headDim: 128 } as ModelConfig;
  * assert.equal(kvCacheBytes(config, 2048), 2 * 32 * 2048 * 4096 * 2);
  * ```
  */
@@ -92,7 +98,12 @@ export function kvCacheBytes(
   contextLength: number,
   dtype: KvDtype = "f16",
 ): number {
-  return 2 * config.nLayers * contextLength * config.dModel * (dtype === "f16" ? 2 : 4);
+  return 2 * config.nLayers * contextLength * kvDim(config) * (dtype === "f16" ? 2 : 4);
+}
+
+/** Values of one position's key (or value) in one layer: `nKvHeads * headDim`. */
+function kvDim(config: ModelConfig): number {
+  return (config.nKvHeads ?? config.nHeads) * (config.headDim ?? config.dModel / config.nHeads);
 }
 
 /** Write the f32 vector `src` (d) as f16 words at `dst[offset : offset + d]`. */
@@ -104,7 +115,7 @@ function storeF16(dst: Uint16Array, offset: number, src: Float32Array): void {
 // The transformer
 
 /**
- * One OPT model ready to run: resident weights, an FFN provider, and the KV cache.
+ * One model (OPT or Llama) ready to run: resident weights, an FFN provider, and the KV cache.
  *
  * @example Running a token through a model
  * ```ts
@@ -182,6 +193,7 @@ export class Transformer {
     this.contextLength = Math.min(contextLength ?? c.maxPositions, c.maxPositions);
     const T = this.contextLength;
     const d = c.dModel;
+    const kv = kvDim(c);
     this.kvDtype = kvDtype;
     const f16 = kvDtype === "f16";
     const n = f16 ? 0 : c.nLayers; // layers of the f32 cache
@@ -191,17 +203,18 @@ export class Transformer {
       xb: vector(d),
       xb2: vector(d),
       q: vector(d),
-      k: vector(d),
-      v: vector(d),
+      k: vector(kv),
+      v: vector(kv),
       att: vector(d),
       scores: new Float32Array(T),
       emb: vector(c.wordEmbedProjDim),
       posEmb: new Float32Array(d),
       logits: vector(c.vocabSize),
-      keys16: Array.from({ length: n16 }, () => words(T * d)), // (T, d) f16 per layer
-      values16: Array.from({ length: n16 }, () => words(T * d)),
-      keys32: Array.from({ length: n }, () => vector(T * d)), // (T, d) f32 per layer
-      values32: Array.from({ length: n }, () => vector(T * d)),
+      keys16: Array.from({ length: n16 }, () => words(T * kv)), // (T, kv) f16 per layer
+      values16: Array.from({ length: n16 }, () => words(T * kv)),
+      keys32: Array.from({ length: n }, () => vector(T * kv)), // (T, kv) f32 per layer
+      values32: Array.from({ length: n }, () => vector(T * kv)),
+      rope: c.rope ? ropeTables(T, c.headDim, c.rope.theta, c.rope.scaling) : null,
     };
     this.kvCacheBytes = kvCacheBytes(c, T, kvDtype);
   }
@@ -231,29 +244,38 @@ export class Transformer {
     if (!this.poolShared) await this.sharePool();
     let t0 = performance.now();
 
-    // Token embedding (+ project_in) + learned position embedding (offset by 2 in OPT).
+    // Token embedding (+ project_in) + learned position embedding (offset by 2 in OPT);
+    // Llama has none: its positions are rotations of q and k.
     readRow(w.tokenEmbedding, token, s.emb);
     if (w.projectIn) this.pool.linear(s.x, w.projectIn, s.emb, null);
     else s.x.set(s.emb);
-    readRow(w.positionEmbedding, pos + c.positionOffset, s.posEmb);
-    for (let i = 0; i < d; i++) s.x[i] += s.posEmb[i];
+    if (w.positionEmbedding) {
+      readRow(w.positionEmbedding, pos + c.positionOffset, s.posEmb);
+      for (let i = 0; i < d; i++) s.x[i] += s.posEmb[i];
+    }
 
-    const headDim = d / c.nHeads;
+    const headDim = c.headDim;
+    const kv = c.nKvHeads * headDim;
     const scale = 1 / Math.sqrt(headDim);
     for (let l = 0; l < c.nLayers; l++) {
       const L = w.layers[l];
 
       // ---- self-attention block
-      if (c.layerNormBefore) {
-        layerNorm(s.xb, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
-      } else s.xb.set(s.x);
-      // q, k, v (d) = w (d, d) at its stored dtype @ xb (d) + bias (d); k and v go to the KV cache
+      if (c.layerNormBefore) this.norm(s.xb, s.x, L.attnNormWeight, L.attnNormBias);
+      else s.xb.set(s.x);
+      // q (d) = wq (d, d) @ xb (d) + bq; k, v (kv) = wk, wv (kv, d) @ xb + bk, bv;
+      // matrices at their stored dtype; Llama rotates q and k to the position
       this.pool.linear(s.q, L.wq, s.xb, L.bq);
       this.pool.linear(s.k, L.wk, s.xb, L.bk);
       this.pool.linear(s.v, L.wv, s.xb, L.bv);
+      if (s.rope) {
+        applyRope(s.q, s.rope, pos, c.nHeads);
+        applyRope(s.k, s.rope, pos, c.nKvHeads);
+      }
+      // k and v go to the KV cache; each query head attends with its KV head
       if (this.kvDtype === "f16") {
-        storeF16(s.keys16[l], pos * d, s.k);
-        storeF16(s.values16[l], pos * d, s.v);
+        storeF16(s.keys16[l], pos * kv, s.k);
+        storeF16(s.values16[l], pos * kv, s.v);
         this.pool.attention(
           s.att,
           s.q,
@@ -264,10 +286,11 @@ export class Transformer {
           headDim,
           pos + 1,
           scale,
+          c.nKvHeads,
         );
       } else {
-        s.keys32[l].set(s.k, pos * d);
-        s.values32[l].set(s.v, pos * d);
+        s.keys32[l].set(s.k, pos * kv);
+        s.values32[l].set(s.v, pos * kv);
         this.pool.attention(
           s.att,
           s.q,
@@ -278,25 +301,21 @@ export class Transformer {
           headDim,
           pos + 1,
           scale,
+          c.nKvHeads,
         );
       }
       this.pool.linear(s.xb2, L.wo, s.att, L.bo);
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
-      if (!c.layerNormBefore) {
-        layerNorm(s.x, s.x, L.attnNormWeight, L.attnNormBias, d, c.layerNormEps);
-      }
+      if (!c.layerNormBefore) this.norm(s.x, s.x, L.attnNormWeight, L.attnNormBias);
 
       // ---- FFN block: the part the paper streams from flash
-      if (c.layerNormBefore) {
-        layerNorm(s.xb, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
-      } else s.xb.set(s.x);
+      if (c.layerNormBefore) this.norm(s.xb, s.x, L.ffnNormWeight, L.ffnNormBias);
+      else s.xb.set(s.x);
       this.residentMs += performance.now() - t0;
       await this.ffn.forward(l, s.xb, s.xb2);
       t0 = performance.now();
       for (let i = 0; i < d; i++) s.x[i] += s.xb2[i];
-      if (!c.layerNormBefore) {
-        layerNorm(s.x, s.x, L.ffnNormWeight, L.ffnNormBias, d, c.layerNormEps);
-      }
+      if (!c.layerNormBefore) this.norm(s.x, s.x, L.ffnNormWeight, L.ffnNormBias);
     }
 
     if (!computeLogits) {
@@ -304,15 +323,28 @@ export class Transformer {
       return s.logits;
     }
 
-    // Final LayerNorm, project_out, tied lm_head.
-    if (w.finalNormWeight && w.finalNormBias) {
-      layerNorm(s.x, s.x, w.finalNormWeight, w.finalNormBias, d, c.layerNormEps);
-    }
+    // Final norm, project_out, lm_head (tied: the token embedding).
+    if (w.finalNormWeight) this.norm(s.x, s.x, w.finalNormWeight, w.finalNormBias);
     if (w.projectOut) this.pool.linear(s.emb, w.projectOut, s.x, null);
     else s.emb.set(s.x);
     this.pool.linear(s.logits, w.lmHead, s.emb, null);
     this.residentMs += performance.now() - t0;
     return s.logits;
+  }
+
+  /**
+   * The model's norm of `x` into `out` (`out` may be `x`): LayerNorm with its bias, or
+   * RMSNorm (which has none).
+   */
+  private norm(
+    out: Float32Array,
+    x: Float32Array,
+    weight: Float32Array,
+    bias: Float32Array | null,
+  ): void {
+    const c = this.config;
+    if (c.norm === "rmsnorm") rmsNorm(out, x, weight, c.dModel, c.layerNormEps);
+    else layerNorm(out, x, weight, bias!, c.dModel, c.layerNormEps);
   }
 
   /** Release the FFN provider's resources and end the pool's workers. */
@@ -338,7 +370,7 @@ export class Transformer {
       const views: SharedView[] = [s.x, s.xb, s.xb2, s.q, s.k, s.v, s.att, s.emb, s.logits];
       for (const L of w.layers) {
         matrices.push(L.wq, L.wk, L.wv, L.wo);
-        views.push(L.bq, L.bk, L.bv, L.bo);
+        for (const b of [L.bq, L.bk, L.bv, L.bo]) if (b) views.push(b);
       }
       for (const m of matrices) {
         views.push(m.data);

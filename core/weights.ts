@@ -7,8 +7,11 @@
  * ({@linkcode DenseFfnWeights}) live in DRAM only in the dense reference mode — in
  * the flash modes they stay on flash as row-column bundles.
  *
- * Tensor names are Hugging Face OPT names without the `model.decoder.` prefix
- * (e.g. `layers.0.fc1.weight`), both in HF checkpoints and in flashlm's own files.
+ * Tensor names are Hugging Face names without the `model.decoder.` (OPT) or `model.`
+ * (Llama) prefix (e.g. `layers.0.fc1.weight`, `layers.0.mlp.gate_proj.weight`), both in HF
+ * checkpoints and in flashlm's own files. A Llama layer fills the same
+ * {@linkcode LayerWeights} as an OPT one: its RMSNorms have no bias, its attention no
+ * biases, and its FFN biases are zeros (the gated FFN has none).
  *
  * @module
  */
@@ -21,35 +24,39 @@ import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
 // ---------------------------------------------------------------------------
 // Weight containers
 
-/** One decoder layer's DRAM-resident weights (d = dModel); matrices at their storage dtype. */
+/**
+ * One decoder layer's DRAM-resident weights (d = dModel, kv = nKvHeads * headDim, which is
+ * d without grouped-query attention); matrices at their storage dtype. Biases are null
+ * where the architecture has none (Llama).
+ */
 export interface LayerWeights {
-  /** (d) self_attn_layer_norm */
+  /** (d) self_attn_layer_norm (Llama: input_layernorm) */
   attnNormWeight: Float32Array;
-  /** (d) self_attn_layer_norm bias */
-  attnNormBias: Float32Array;
+  /** (d) self_attn_layer_norm bias; null for RMSNorm */
+  attnNormBias: Float32Array | null;
   /** (d, d) q_proj, PyTorch (out, in), stored dtype */
   wq: WeightMatrix;
-  /** (d) q_proj bias */
-  bq: Float32Array;
-  /** (d, d) k_proj, stored dtype */
+  /** (d) q_proj bias, or null */
+  bq: Float32Array | null;
+  /** (kv, d) k_proj, stored dtype */
   wk: WeightMatrix;
-  /** (d) k_proj bias */
-  bk: Float32Array;
-  /** (d, d) v_proj, stored dtype */
+  /** (kv) k_proj bias, or null */
+  bk: Float32Array | null;
+  /** (kv, d) v_proj, stored dtype */
   wv: WeightMatrix;
-  /** (d) v_proj bias */
-  bv: Float32Array;
-  /** (d, d) out_proj, stored dtype */
+  /** (kv) v_proj bias, or null */
+  bv: Float32Array | null;
+  /** (d, d) out_proj (Llama: o_proj), stored dtype */
   wo: WeightMatrix;
-  /** (d) out_proj bias */
-  bo: Float32Array;
-  /** (d) the layer's final_layer_norm (before the FFN) */
+  /** (d) out_proj bias, or null */
+  bo: Float32Array | null;
+  /** (d) the layer's final_layer_norm before the FFN (Llama: post_attention_layernorm) */
   ffnNormWeight: Float32Array;
-  /** (d) final_layer_norm bias */
-  ffnNormBias: Float32Array;
-  /** (dFfn) up-projection bias: one per neuron */
+  /** (d) final_layer_norm bias; null for RMSNorm */
+  ffnNormBias: Float32Array | null;
+  /** (dFfn) up-projection bias: one per neuron (zeros for a gated FFN, which has none) */
   fc1Bias: Float32Array;
-  /** (d) down-projection bias */
+  /** (d) down-projection bias (zeros for a gated FFN) */
   fc2Bias: Float32Array;
 }
 
@@ -59,15 +66,15 @@ export interface ResidentWeights {
   config: ModelConfig;
   /** (vocabSize, wordEmbedProjDim) embed_tokens, stored dtype */
   tokenEmbedding: WeightMatrix;
-  /** (maxPositions + positionOffset, dModel) embed_positions, stored dtype */
-  positionEmbedding: WeightMatrix;
+  /** (maxPositions + positionOffset, dModel) embed_positions, stored dtype; null with RoPE */
+  positionEmbedding: WeightMatrix | null;
   /** (dModel, wordEmbedProjDim) project_in, stored dtype; only when wordEmbedProjDim != dModel */
   projectIn: WeightMatrix | null;
   /** (wordEmbedProjDim, dModel) project_out, stored dtype; only when wordEmbedProjDim != dModel */
   projectOut: WeightMatrix | null;
-  /** (dModel) decoder final_layer_norm (pre-LN models only) */
+  /** (dModel) decoder final_layer_norm (pre-LN models only; Llama: norm) */
   finalNormWeight: Float32Array | null;
-  /** (dModel) decoder final_layer_norm bias */
+  /** (dModel) decoder final_layer_norm bias; null for RMSNorm */
   finalNormBias: Float32Array | null;
   /** (vocabSize, wordEmbedProjDim) stored dtype; tied: the same matrix as tokenEmbedding */
   lmHead: WeightMatrix;
@@ -77,10 +84,12 @@ export interface ResidentWeights {
 
 /** One layer's FFN matrices, as the dense reference mode keeps them. */
 export interface DenseFfnWeights {
-  /** (dFfn, dModel) up-projection: row i = neuron i */
+  /** (dFfn, dModel) up-projection (fc1, Llama up_proj): row i = neuron i */
   fc1: Float32Array;
-  /** (dModel, dFfn) down-projection: column i = neuron i */
+  /** (dModel, dFfn) down-projection (fc2, Llama down_proj): column i = neuron i */
   fc2: Float32Array;
+  /** (dFfn, dModel) gate_proj of a gated FFN: row i = neuron i's gate (absent otherwise) */
+  gate?: Float32Array;
 }
 
 // ---------------------------------------------------------------------------
@@ -149,6 +158,7 @@ export interface TensorSpec {
  * ```
  */
 export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
+  if (config.architecture === "llama") return llamaResidentSpecs(config);
   const d = config.dModel;
   const specs: TensorSpec[] = [
     {
@@ -195,6 +205,29 @@ export function residentTensorSpecs(config: ModelConfig): TensorSpec[] {
   return specs;
 }
 
+/** {@linkcode residentTensorSpecs} of a Llama: no position table, biases or norm biases. */
+function llamaResidentSpecs(config: ModelConfig): TensorSpec[] {
+  const d = config.dModel;
+  const kv = config.nKvHeads * config.headDim;
+  const specs: TensorSpec[] = [
+    { name: "embed_tokens.weight", shape: [config.vocabSize, d], required: true },
+    { name: "norm.weight", shape: [d], required: true },
+  ];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `layers.${l}.`;
+    specs.push(
+      { name: p + "input_layernorm.weight", shape: [d], required: true },
+      { name: p + "self_attn.q_proj.weight", shape: [d, d], required: true },
+      { name: p + "self_attn.k_proj.weight", shape: [kv, d], required: true },
+      { name: p + "self_attn.v_proj.weight", shape: [kv, d], required: true },
+      { name: p + "self_attn.o_proj.weight", shape: [d, d], required: true },
+      { name: p + "post_attention_layernorm.weight", shape: [d], required: true },
+    );
+  }
+  specs.push({ name: "lm_head.weight", shape: [config.vocabSize, d], required: false });
+  return specs;
+}
+
 /**
  * Canonical name of layer `layer`'s per-neuron bias (fc1's): the one resident tensor that
  * follows the FFN's neuron order.
@@ -211,7 +244,8 @@ export function ffnBiasName(layer: number): string {
 }
 
 /**
- * The FFN matrices of layer `layer`: canonical names and shapes.
+ * The FFN matrices of layer `layer`: canonical names and shapes — the up (fc1) and down
+ * (fc2) projections, then, for a gated FFN, the gate.
  *
  * @example
  * ```ts
@@ -220,9 +254,21 @@ export function ffnBiasName(layer: number): string {
  * import type { ModelConfig } from "./config.ts";
  * const [fc1, fc2] = ffnTensorSpecs({ dModel: 8, dFfn: 32 } as ModelConfig, 3);
  * assert(fc1.name === "layers.3.fc1.weight" && fc2.shape.join() === "8,32");
+ * const gated = ffnTensorSpecs({ dModel: 8, dFfn: 32, gatedFfn: true } as ModelConfig, 0);
+ * assert.deepEqual(gated.map((s) => s.name), ["layers.0.mlp.up_proj.weight",
+ *   "layers.0.mlp.down_proj.weight", "layers.0.mlp.gate_proj.weight"]);
  * ```
  */
-export function ffnTensorSpecs(config: ModelConfig, layer: number): [TensorSpec, TensorSpec] {
+export function ffnTensorSpecs(config: ModelConfig, layer: number): TensorSpec[] {
+  const { dModel, dFfn } = config;
+  if (config.gatedFfn) {
+    const p = `layers.${layer}.mlp.`;
+    return [
+      { name: p + "up_proj.weight", shape: [dFfn, dModel], required: true },
+      { name: p + "down_proj.weight", shape: [dModel, dFfn], required: true },
+      { name: p + "gate_proj.weight", shape: [dFfn, dModel], required: true },
+    ];
+  }
   return [
     { name: `layers.${layer}.fc1.weight`, shape: [config.dFfn, config.dModel], required: true },
     { name: `layers.${layer}.fc2.weight`, shape: [config.dModel, config.dFfn], required: true },
@@ -294,6 +340,7 @@ export async function loadResidentWeights(
   }
   const vector = (name: string): Float32Array => vectors.get(name)!;
   const matrix = (name: string): WeightMatrix => matrices.get(name)!;
+  if (config.architecture === "llama") return llamaResident(config, matrix, vector, matrices);
   const layers: LayerWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
     const p = `layers.${l}.`;
@@ -328,6 +375,47 @@ export async function loadResidentWeights(
   };
 }
 
+/** The {@linkcode ResidentWeights} of a Llama from its loaded tensors. */
+function llamaResident(
+  config: ModelConfig,
+  matrix: (name: string) => WeightMatrix,
+  vector: (name: string) => Float32Array,
+  matrices: Map<string, WeightMatrix>,
+): ResidentWeights {
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.nLayers; l++) {
+    const p = `layers.${l}.`;
+    layers.push({
+      attnNormWeight: vector(p + "input_layernorm.weight"),
+      attnNormBias: null,
+      wq: matrix(p + "self_attn.q_proj.weight"),
+      bq: null,
+      wk: matrix(p + "self_attn.k_proj.weight"),
+      bk: null,
+      wv: matrix(p + "self_attn.v_proj.weight"),
+      bv: null,
+      wo: matrix(p + "self_attn.o_proj.weight"),
+      bo: null,
+      ffnNormWeight: vector(p + "post_attention_layernorm.weight"),
+      ffnNormBias: null,
+      fc1Bias: new Float32Array(config.dFfn), // the gated FFN has no biases
+      fc2Bias: new Float32Array(config.dModel),
+    });
+  }
+  const tokenEmbedding = matrix("embed_tokens.weight");
+  return {
+    config,
+    tokenEmbedding,
+    positionEmbedding: null,
+    projectIn: null,
+    projectOut: null,
+    finalNormWeight: vector("norm.weight"),
+    finalNormBias: null,
+    lmHead: matrices.get("lm_head.weight") ?? tokenEmbedding,
+    layers,
+  };
+}
+
 /**
  * Move what a kernel pool computes over into `SharedArrayBuffer`s, in place: the
  * attention, project_in/out and lm_head matrices (the same matrix objects, their arrays
@@ -347,7 +435,7 @@ export async function loadResidentWeights(
  *   layers: [layer] } as unknown as ResidentWeights;
  * shareResidentWeights(w);
  * assert(w.lmHead.data.buffer instanceof SharedArrayBuffer && w.tokenEmbedding === w.lmHead);
- * assert(w.layers[0].bo.buffer instanceof SharedArrayBuffer);
+ * assert(w.layers[0].bo!.buffer instanceof SharedArrayBuffer);
  * ```
  */
 export function shareResidentWeights(w: ResidentWeights): ResidentWeights {
@@ -359,10 +447,10 @@ export function shareResidentWeights(w: ResidentWeights): ResidentWeights {
     shareMatrix(L.wk);
     shareMatrix(L.wv);
     shareMatrix(L.wo);
-    L.bq = toShared(L.bq);
-    L.bk = toShared(L.bk);
-    L.bv = toShared(L.bv);
-    L.bo = toShared(L.bo);
+    if (L.bq) L.bq = toShared(L.bq);
+    if (L.bk) L.bk = toShared(L.bk);
+    if (L.bv) L.bv = toShared(L.bv);
+    if (L.bo) L.bo = toShared(L.bo);
   }
   return w;
 }
@@ -397,15 +485,20 @@ export async function loadDenseFfnWeights(
   };
   const out: DenseFfnWeights[] = [];
   for (let l = 0; l < config.nLayers; l++) {
-    const [fc1, fc2] = ffnTensorSpecs(config, l);
-    for (const spec of [fc1, fc2]) {
+    const specs = ffnTensorSpecs(config, l);
+    for (const spec of specs) {
       if (!source.has(spec.name)) {
         throw new FlashlmError(`missing tensor ${spec.name} (shape [${spec.shape}])`, {
           file: source.description,
         });
       }
     }
-    out.push({ fc1: await read(fc1), fc2: await read(fc2) });
+    const [fc1, fc2, gate] = specs;
+    out.push({
+      fc1: await read(fc1),
+      fc2: await read(fc2),
+      ...(gate ? { gate: await read(gate) } : {}),
+    });
   }
   return out;
 }

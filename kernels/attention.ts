@@ -5,6 +5,9 @@
  * `out_h = sum_j p_j v_{j,h}`. Causality comes from the caller: rows `0..t-1` of the
  * cache are the positions up to and including the current one.
  *
+ * Grouped-query attention: with `nKvHeads` < `nHeads` key/value heads (default: as many as
+ * query heads), query head `h` reads KV head `floor(h / (nHeads / nKvHeads))`.
+ *
  * @module
  */
 
@@ -17,7 +20,7 @@ import { softmax, softmaxNaive } from "./softmax.ts";
  * Plain reference attention of one query over `t` cached positions.
  *
  * Shapes: `out` (nHeads*headDim), `q` (nHeads*headDim), `kCache` and `vCache`
- * (maxT, nHeads*headDim) row-major with rows 0..t-1 valid, `scores` scratch (>= t).
+ * (maxT, nKvHeads*headDim) row-major with rows 0..t-1 valid, `scores` scratch (>= t).
  * `scale` is usually `1 / sqrt(headDim)`.
  *
  * @example With one position, the output is that position's value
@@ -42,14 +45,17 @@ export function attentionNaive(
   headDim: number,
   t: number,
   scale: number,
+  nKvHeads: number = nHeads,
 ): void {
-  const dim = nHeads * headDim; // row stride of the caches
+  const dim = nKvHeads * headDim; // row stride of the caches
+  const group = nHeads / nKvHeads; // query heads per KV head
   for (let h = 0; h < nHeads; h++) {
-    const hOff = h * headDim; // offset of head h within a row
+    const hOff = h * headDim; // offset of head h in q and out
+    const kvOff = Math.floor(h / group) * headDim; // offset of its KV head within a cache row
     for (let j = 0; j < t; j++) {
       let dot = 0;
       for (let i = 0; i < headDim; i++) {
-        dot += q[hOff + i] * kCache[j * dim + hOff + i];
+        dot += q[hOff + i] * kCache[j * dim + kvOff + i];
       }
       scores[j] = dot * scale;
     }
@@ -57,7 +63,7 @@ export function attentionNaive(
     for (let i = 0; i < headDim; i++) {
       let sum = 0;
       for (let j = 0; j < t; j++) {
-        sum += scores[j] * vCache[j * dim + hOff + i];
+        sum += scores[j] * vCache[j * dim + kvOff + i];
       }
       out[hOff + i] = sum;
     }
@@ -74,7 +80,7 @@ export function attentionNaive(
  * the V cache row by row (contiguously).
  *
  * Shapes: `out` (nHeads*headDim), `q` (nHeads*headDim), `kCache` and `vCache`
- * (maxT, nHeads*headDim) row-major with rows 0..t-1 valid, `scores` scratch (>= t).
+ * (maxT, nKvHeads*headDim) row-major with rows 0..t-1 valid, `scores` scratch (>= t).
  *
  * @example With one position, the output is that position's value
  * ```ts
@@ -98,8 +104,9 @@ export function attention(
   headDim: number,
   t: number,
   scale: number,
+  nKvHeads: number = nHeads,
 ): void {
-  attentionHeads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads);
+  attentionHeads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads, nKvHeads);
 }
 
 /**
@@ -132,17 +139,21 @@ export function attentionHeads(
   scale: number,
   headStart: number,
   headEnd: number,
+  nKvHeads: number = nHeads,
 ): void {
-  const dim = nHeads * headDim; // row stride of the caches
+  const dim = nKvHeads * headDim; // row stride of the caches
+  const group = nHeads / nKvHeads; // query heads per KV head
   const t4 = t - (t % 4); // positions covered by the 4-position blocks
   for (let h = headStart; h < headEnd; h++) {
-    const hOff = h * headDim; // offset of head h within a row
+    const hOff = h * headDim; // offset of head h in q and out
     const hEnd = hOff + headDim;
+    // cache index of element i of head h: row start + its KV head's offset - hOff + i
+    const shift = Math.floor(h / group) * headDim - hOff;
 
     // scores: s_j = scale * dot(q_h, k_{j,h}), 4 keys at a time
     let j = 0;
     for (; j < t4; j += 4) {
-      const k0 = j * dim; // start of row j
+      const k0 = j * dim + shift; // row j, shifted to head h's KV head
       const k1 = k0 + dim;
       const k2 = k1 + dim;
       const k3 = k2 + dim;
@@ -160,7 +171,7 @@ export function attentionHeads(
       scores[j + 3] = s3 * scale;
     }
     for (; j < t; j++) {
-      const k0 = j * dim;
+      const k0 = j * dim + shift;
       let s = 0;
       for (let i = hOff; i < hEnd; i++) s += q[i] * kCache[k0 + i];
       scores[j] = s * scale;
@@ -172,7 +183,7 @@ export function attentionHeads(
     for (let i = hOff; i < hEnd; i++) out[i] = 0;
     for (j = 0; j < t4; j += 4) {
       const p0 = scores[j], p1 = scores[j + 1], p2 = scores[j + 2], p3 = scores[j + 3];
-      const v0 = j * dim; // start of row j
+      const v0 = j * dim + shift; // row j, shifted to head h's KV head
       const v1 = v0 + dim;
       const v2 = v1 + dim;
       const v3 = v2 + dim;
@@ -183,7 +194,7 @@ export function attentionHeads(
     }
     for (; j < t; j++) {
       const p = scores[j];
-      const v0 = j * dim;
+      const v0 = j * dim + shift;
       for (let i = hOff; i < hEnd; i++) out[i] += p * vCache[v0 + i];
     }
   }

@@ -8,6 +8,9 @@
  * the decoded caches. Causality comes from the caller: rows `0..t-1` of the cache are the
  * positions up to and including the current one.
  *
+ * Grouped-query attention: with `nKvHeads` < `nHeads` key/value heads (default: as many as
+ * query heads), query head `h` reads KV head `floor(h / (nHeads / nKvHeads))`.
+ *
  * @module
  */
 
@@ -22,7 +25,7 @@ import { softmax, softmaxNaive } from "./softmax.ts";
  * values, each word decoded by bit manipulation.
  *
  * Shapes: `out` (nHeads*headDim) f32, `q` (nHeads*headDim) f32, `kCache` and `vCache`
- * (maxT, nHeads*headDim) f16 words row-major with rows 0..t-1 valid, `scores` f32
+ * (maxT, nKvHeads*headDim) f16 words row-major with rows 0..t-1 valid, `scores` f32
  * scratch (>= t). `scale` is usually `1 / sqrt(headDim)`.
  *
  * @example With one position, the output is that position's value
@@ -47,14 +50,17 @@ export function attentionF16Naive(
   headDim: number,
   t: number,
   scale: number,
+  nKvHeads: number = nHeads,
 ): void {
-  const dim = nHeads * headDim; // row stride of the caches
+  const dim = nKvHeads * headDim; // row stride of the caches
+  const group = nHeads / nKvHeads; // query heads per KV head
   for (let h = 0; h < nHeads; h++) {
-    const hOff = h * headDim; // offset of head h within a row
+    const hOff = h * headDim; // offset of head h in q and out
+    const kvOff = Math.floor(h / group) * headDim; // offset of its KV head within a cache row
     for (let j = 0; j < t; j++) {
       let dot = 0;
       for (let i = 0; i < headDim; i++) {
-        dot += q[hOff + i] * f16BitsToF32(kCache[j * dim + hOff + i]);
+        dot += q[hOff + i] * f16BitsToF32(kCache[j * dim + kvOff + i]);
       }
       scores[j] = dot * scale;
     }
@@ -62,7 +68,7 @@ export function attentionF16Naive(
     for (let i = 0; i < headDim; i++) {
       let sum = 0;
       for (let j = 0; j < t; j++) {
-        sum += scores[j] * f16BitsToF32(vCache[j * dim + hOff + i]);
+        sum += scores[j] * f16BitsToF32(vCache[j * dim + kvOff + i]);
       }
       out[hOff + i] = sum;
     }
@@ -80,7 +86,7 @@ export function attentionF16Naive(
  * row by row (contiguously).
  *
  * Shapes: `out` (nHeads*headDim) f32, `q` (nHeads*headDim) f32, `kCache` and `vCache`
- * (maxT, nHeads*headDim) f16 words row-major with rows 0..t-1 valid, `scores` f32
+ * (maxT, nKvHeads*headDim) f16 words row-major with rows 0..t-1 valid, `scores` f32
  * scratch (>= t).
  *
  * @example Two positions with equal keys: the output is the mean of their values
@@ -105,8 +111,9 @@ export function attentionF16(
   headDim: number,
   t: number,
   scale: number,
+  nKvHeads: number = nHeads,
 ): void {
-  attentionF16Heads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads);
+  attentionF16Heads(out, q, kCache, vCache, scores, nHeads, headDim, t, scale, 0, nHeads, nKvHeads);
 }
 
 /**
@@ -139,18 +146,22 @@ export function attentionF16Heads(
   scale: number,
   headStart: number,
   headEnd: number,
+  nKvHeads: number = nHeads,
 ): void {
   const tab = getF16Table(); // (65536) bit pattern -> value
-  const dim = nHeads * headDim; // row stride of the caches
+  const dim = nKvHeads * headDim; // row stride of the caches
+  const group = nHeads / nKvHeads; // query heads per KV head
   const t4 = t - (t % 4); // positions covered by the 4-position blocks
   for (let h = headStart; h < headEnd; h++) {
-    const hOff = h * headDim; // offset of head h within a row
+    const hOff = h * headDim; // offset of head h in q and out
     const hEnd = hOff + headDim;
+    // cache index of element i of head h: row start + its KV head's offset - hOff + i
+    const shift = Math.floor(h / group) * headDim - hOff;
 
     // scores: s_j = scale * dot(q_h, k_{j,h}), 4 keys at a time
     let j = 0;
     for (; j < t4; j += 4) {
-      const k0 = j * dim; // start of row j
+      const k0 = j * dim + shift; // row j, shifted to head h's KV head
       const k1 = k0 + dim;
       const k2 = k1 + dim;
       const k3 = k2 + dim;
@@ -168,7 +179,7 @@ export function attentionF16Heads(
       scores[j + 3] = s3 * scale;
     }
     for (; j < t; j++) {
-      const k0 = j * dim;
+      const k0 = j * dim + shift;
       let s = 0;
       for (let i = hOff; i < hEnd; i++) s += q[i] * tab[kCache[k0 + i]];
       scores[j] = s * scale;
@@ -180,7 +191,7 @@ export function attentionF16Heads(
     for (let i = hOff; i < hEnd; i++) out[i] = 0;
     for (j = 0; j < t4; j += 4) {
       const p0 = scores[j], p1 = scores[j + 1], p2 = scores[j + 2], p3 = scores[j + 3];
-      const v0 = j * dim; // start of row j
+      const v0 = j * dim + shift; // row j, shifted to head h's KV head
       const v1 = v0 + dim;
       const v2 = v1 + dim;
       const v3 = v2 + dim;
@@ -191,7 +202,7 @@ export function attentionF16Heads(
     }
     for (; j < t; j++) {
       const p = scores[j];
-      const v0 = j * dim;
+      const v0 = j * dim + shift;
       for (let i = hOff; i < hEnd; i++) out[i] += p * tab[vCache[v0 + i]];
     }
   }

@@ -43,6 +43,7 @@ import {
   C_HEADS,
   C_K_CACHE,
   C_KERNEL,
+  C_KV_HEADS,
   C_OUT,
   C_POSITIONS,
   C_Q,
@@ -275,8 +276,9 @@ export class KernelPool {
    * main thread uses `scores`. `out`, `q` and the caches must be views over
    * `SharedArrayBuffer`s unless the work is small enough for the main thread alone.
    *
-   * Shapes: `out` and `q` (nHeads*headDim), `kCache` and `vCache` (maxT, nHeads*headDim)
-   * with rows 0..t-1 valid, `scores` (>= t).
+   * Shapes: `out` and `q` (nHeads*headDim), `kCache` and `vCache` (maxT, nKvHeads*headDim)
+   * with rows 0..t-1 valid, `scores` (>= t). Query head `h` reads KV head
+   * `floor(h / (nHeads / nKvHeads))` (grouped-query attention; default one KV head each).
    */
   attention(
     out: Float32Array,
@@ -288,6 +290,7 @@ export class KernelPool {
     headDim: number,
     t: number,
     scale: number,
+    nKvHeads: number = nHeads,
   ): void {
     const f16 = kCache instanceof Uint16Array;
     const T = this.threads;
@@ -307,6 +310,7 @@ export class KernelPool {
       c[C_HEADS] = nHeads;
       c[C_HEAD_DIM] = headDim;
       c[C_POSITIONS] = t;
+      c[C_KV_HEADS] = nKvHeads;
       this.scale[0] = scale;
       for (let i = 0; i < this.workers.length; i++) {
         c[C_RANGES + 2 * i] = Math.floor((nHeads * (i + 1)) / T);
@@ -319,10 +323,10 @@ export class KernelPool {
     try {
       if (f16) {
         const v = vCache as Uint16Array;
-        attentionF16Heads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end);
+        attentionF16Heads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end, nKvHeads);
       } else {
         const v = vCache as Float32Array;
-        attentionHeads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end);
+        attentionHeads(out, q, kCache, v, scores, nHeads, headDim, t, scale, 0, end, nKvHeads);
       }
     } catch (e) {
       ownError = e;

@@ -60,11 +60,13 @@ export const C_POSITIONS = 21;
 export const C_FROM = 22;
 /** FFN down-projection task: end of the rows summed. */
 export const C_TO = 23;
+/** Attention task: key/value heads (fewer than the heads with grouped-query attention). */
+export const C_KV_HEADS = 24;
 /**
  * Task: (workers, 2) each worker's range `[start, end)` of rows (linear, FFN
  * activations), heads (attention) or output columns (FFN down projection).
  */
-export const C_RANGES = 24;
+export const C_RANGES = 25;
 
 /** Bytes of the error area (a longer message is cut). */
 export const ERROR_BYTES = 1024;

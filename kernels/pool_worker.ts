@@ -32,6 +32,7 @@ import {
   C_HEADS,
   C_K_CACHE,
   C_KERNEL,
+  C_KV_HEADS,
   C_OUT,
   C_POSITIONS,
   C_Q,
@@ -183,14 +184,27 @@ function runAttention(kernel: number, start: number, end: number): void {
   const q = views[control[C_Q]] as Float32Array;
   const positions = control[C_POSITIONS];
   if (scores.length < positions) scores = new Float32Array(Math.max(positions, 2 * scores.length));
-  const nHeads = control[C_HEADS], headDim = control[C_HEAD_DIM];
+  const nHeads = control[C_HEADS], headDim = control[C_HEAD_DIM], nKv = control[C_KV_HEADS];
   const k = views[control[C_K_CACHE]], v = views[control[C_V_CACHE]];
   if (kernel === KERNEL_ATTENTION_F16) {
     const kc = k as Uint16Array, vc = v as Uint16Array;
-    attentionF16Heads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end);
+    attentionF16Heads(
+      out,
+      q,
+      kc,
+      vc,
+      scores,
+      nHeads,
+      headDim,
+      positions,
+      scale[0],
+      start,
+      end,
+      nKv,
+    );
   } else {
     const kc = k as Float32Array, vc = v as Float32Array;
-    attentionHeads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end);
+    attentionHeads(out, q, kc, vc, scores, nHeads, headDim, positions, scale[0], start, end, nKv);
   }
 }
 

@@ -181,7 +181,7 @@ Deno.test("an F16 checkpoint keeps its resident matrices as f16 words and gives 
   const wide = await loadModel(dir, { mode: "dense", contextLength: 30, resident: "f32" });
   try {
     const w = stored.transformer.weights;
-    for (const m of [w.tokenEmbedding, w.positionEmbedding, w.layers[1].wq, w.layers[0].wo]) {
+    for (const m of [w.tokenEmbedding, w.positionEmbedding!, w.layers[1].wq, w.layers[0].wo]) {
       assert.equal(m.dtype, "f16");
     }
     assert.equal(w.lmHead, w.tokenEmbedding, "the tied lm_head is the embedding itself");
@@ -255,7 +255,7 @@ Deno.test({
     const wide = await loadModel(flm, { mode: "naive", readerDepth: 4, resident: "f32" });
     try {
       const w = stored.transformer.weights;
-      for (const m of [w.tokenEmbedding, w.positionEmbedding, w.layers[1].wk, w.lmHead]) {
+      for (const m of [w.tokenEmbedding, w.positionEmbedding!, w.layers[1].wk, w.lmHead]) {
         assert.equal(m.dtype, "f16");
       }
       assert.equal(wide.transformer.weights.layers[1].wk.dtype, "f32");
