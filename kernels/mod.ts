@@ -33,3 +33,6 @@ export * from "./weights.ts";
 export * from "./attention_f16.ts";
 export * from "./pool.ts";
 export * from "./ffn_split.ts";
+export * from "./ffn_gated.ts";
+export * from "./rmsnorm.ts";
+export * from "./rope.ts";

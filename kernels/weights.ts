@@ -8,7 +8,8 @@
  * - {@linkcode WeightMatrix}: a (rows, cols) row-major matrix (attention projections,
  *   embeddings, lm_head); {@linkcode linear} is its matrix-vector product.
  * - {@linkcode BundleMatrix}: rows of FFN row-column bundles, as the flash file stores
- *   them and the neuron store holds them; {@linkcode ffnBundles} is the FFN over them.
+ *   them and the neuron store holds them — `[up | down]`, or `[gate | up | down]` for a
+ *   gated FFN; {@linkcode ffnBundles} is the FFN over them.
  *
  * @module
  */
@@ -17,6 +18,13 @@ import { f16ToF32At } from "./f16.ts";
 import { ffnBundled } from "./ffn_bundled.ts";
 import { ffnBundledF16 } from "./ffn_bundled_f16.ts";
 import { ffnBundledI8, i8BundleBytes } from "./ffn_bundled_i8.ts";
+import {
+  ffnGated,
+  ffnGatedF16,
+  ffnGatedI8,
+  type GateActivation,
+  gatedBundleBytes,
+} from "./ffn_gated.ts";
 import { matvecRows } from "./matvec.ts";
 import { matvecF16Rows } from "./matvec_f16.ts";
 import { matvecI8Rows } from "./matvec_i8.ts";
@@ -180,7 +188,8 @@ export function matrixBytes(w: WeightMatrix): number {
 
 /**
  * Bytes of one FFN neuron bundle `[up row | down column]` of width `d` in `dtype`
- * (int8: the two int8 vectors and their two f32 scales).
+ * (int8: the two int8 vectors and their two f32 scales); with `gated`, of a gated FFN's
+ * `[gate row | up row | down column]` (three parts).
  *
  * @example
  * ```ts
@@ -188,9 +197,11 @@ export function matrixBytes(w: WeightMatrix): number {
  * import { bundleBytes } from "./weights.ts";
  * assert.deepEqual([bundleBytes("f32", 4096), bundleBytes("f16", 4096), bundleBytes("int8", 4096)],
  *   [32768, 16384, 8200]);
+ * assert.equal(bundleBytes("f16", 4096, true), 24576);
  * ```
  */
-export function bundleBytes(dtype: WeightDtype, d: number): number {
+export function bundleBytes(dtype: WeightDtype, d: number, gated = false): number {
+  if (gated) return gatedBundleBytes(dtype, d);
   if (dtype === "int8") return i8BundleBytes(d);
   return 2 * d * (dtype === "f16" ? 2 : 4);
 }
@@ -202,8 +213,10 @@ export function bundleBytes(dtype: WeightDtype, d: number): number {
 export interface BundleMatrix {
   /** Storage dtype of the bundles. */
   dtype: WeightDtype;
-  /** Model width: each bundle holds an up row and a down column of `d` values. */
+  /** Model width: each bundle holds an up row and a down column of `d` values (and a gate row). */
   d: number;
+  /** The gate's activation of gated bundles `[gate | up | down]`; null for `[up | down]`. */
+  gate: GateActivation | null;
   /** Bytes of one bundle. */
   rowBytes: number;
   /** (rows, rowBytes) the bundles, byte for byte as on flash. */
@@ -220,7 +233,8 @@ export interface BundleMatrix {
 
 /**
  * Views of `rows` bundles of width `d` in `dtype` over `bytes` (its byte offset must be a
- * multiple of 4; int8 needs `d` a multiple of 4 so each row's scales are aligned).
+ * multiple of 4; int8 needs `d` a multiple of 4 so each row's scales are aligned); gated
+ * bundles with `gate`, the gate's activation.
  *
  * @example
  * ```ts
@@ -230,8 +244,13 @@ export interface BundleMatrix {
  * assert(m.rowBytes === 32 && m.u16.length === 48 && m.f32.length === 0);
  * ```
  */
-export function bundleMatrix(dtype: WeightDtype, d: number, bytes: Uint8Array): BundleMatrix {
-  const rowBytes = bundleBytes(dtype, d);
+export function bundleMatrix(
+  dtype: WeightDtype,
+  d: number,
+  bytes: Uint8Array,
+  gate: GateActivation | null = null,
+): BundleMatrix {
+  const rowBytes = bundleBytes(dtype, d, gate !== null);
   if (bytes.byteOffset % 4 !== 0 || bytes.byteLength % rowBytes !== 0) {
     throw new RangeError(`bundle bytes must be 4-byte aligned whole rows of ${rowBytes} bytes`);
   }
@@ -243,6 +262,7 @@ export function bundleMatrix(dtype: WeightDtype, d: number, bytes: Uint8Array): 
   return {
     dtype,
     d,
+    gate,
     rowBytes,
     bytes,
     f32: new Float32Array(buffer, byteOffset, dtype === "f32" ? byteLength / 4 : none),
@@ -254,7 +274,10 @@ export function bundleMatrix(dtype: WeightDtype, d: number, bytes: Uint8Array): 
 
 /**
  * The FFN over the first `numRows` bundles of `m`, whatever their dtype:
- * `out = sum_r relu(up_r · x + bias[r]) down_r`. Overwrites `out`; returns the active rows.
+ * `out = sum_r relu(up_r · x + bias[r]) down_r`, or for gated bundles
+ * `out = sum_r act(gate_r · x) (up_r · x) down_r` (no bias: `bias` is not read).
+ * Overwrites `out`; returns the active rows (a non-zero activation); `act[r]` receives row
+ * r's coefficient of `down_r`.
  *
  * Shapes: `out` (d), `bias` (numRows), `x` (d), `act` (>= numRows) or none.
  *
@@ -276,6 +299,16 @@ export function ffnBundles(
   numRows: number,
   act?: Float32Array | null,
 ): number {
+  if (m.gate) {
+    switch (m.dtype) {
+      case "f32":
+        return ffnGated(out, m.f32, x, numRows, m.d, m.gate, act);
+      case "f16":
+        return ffnGatedF16(out, m.u16, x, numRows, m.d, m.gate, act);
+      case "int8":
+        return ffnGatedI8(out, m.i8, m.scales, x, numRows, m.d, m.gate, act);
+    }
+  }
   switch (m.dtype) {
     case "f32":
       return ffnBundled(out, m.f32, bias, x, numRows, m.d, act);

@@ -1,0 +1,409 @@
+/**
+ * The flash FFN of a gated (Llama-style) feed-forward layer over row-column bundles.
+ *
+ * A gated FFN computes `down(act(gate x) * (up x))` without biases. Its bundle stores, for
+ * one neuron, the gate row, the up row and the down column side by side, so one contiguous
+ * read still fetches one neuron:
+ *
+ * ```
+ * f32, f16   bundle r = [gate_r (d) | up_r (d) | down_r (d)]                    3 d values
+ * int8       bundle r = [gate_r (d int8) | scale | up_r (d int8) | scale |
+ *                        down_r (d int8) | scale]                               3 d + 12 bytes
+ * ```
+ *
+ * Over the `numRows` bundles: `out = sum_r act(gate_r · x) * (up_r · x) * down_r`. The
+ * activation is SiLU (`g / (1 + e^-g)`), ReLU, or ProSparse's fatrelu (`g` above a
+ * threshold, else 0). With ReLU or fatrelu most neurons have a zero gate, and the tuned
+ * kernels skip their up row and down column: a zero gate costs one dot product.
+ *
+ * @module
+ */
+
+import { f16BitsToF32, getF16Table } from "./f16.ts";
+
+// ---------------------------------------------------------------------------
+// The gate's activation
+
+/** The activation of a gated FFN's gate (`threshold` is fatrelu's; 0 otherwise). */
+export interface GateActivation {
+  /** SiLU, ReLU, or fatrelu (`g > threshold ? g : 0`). */
+  kind: "silu" | "relu" | "fatrelu";
+  /** The fatrelu threshold. */
+  threshold: number;
+}
+
+/**
+ * The activation of gate pre-activation `g`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gateValue } from "./ffn_gated.ts";
+ * assert.equal(gateValue(-1, { kind: "relu", threshold: 0 }), 0);
+ * assert.equal(gateValue(0.005, { kind: "fatrelu", threshold: 0.01 }), 0);
+ * assert(Math.abs(gateValue(1, { kind: "silu", threshold: 0 }) - 1 / (1 + Math.exp(-1))) < 1e-12);
+ * ```
+ */
+export function gateValue(g: number, a: GateActivation): number {
+  if (a.kind === "silu") return g / (1 + Math.exp(-g));
+  const t = a.kind === "fatrelu" ? a.threshold : 0;
+  return g > t ? g : 0; // NaN -> 0
+}
+
+/**
+ * Bytes of one gated bundle of width `d` in `dtype` (int8: three `[d int8 | f32 scale]` parts).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { gatedBundleBytes } from "./ffn_gated.ts";
+ * assert.deepEqual([gatedBundleBytes("f32", 8), gatedBundleBytes("f16", 8), gatedBundleBytes("int8", 8)],
+ *   [96, 48, 36]);
+ * ```
+ */
+export function gatedBundleBytes(dtype: "f32" | "f16" | "int8", d: number): number {
+  if (dtype === "int8") return 3 * (d + 4);
+  return 3 * d * (dtype === "f16" ? 2 : 4);
+}
+
+// ---------------------------------------------------------------------------
+// Reference kernels (plain loops, every dot product computed)
+
+/**
+ * Plain reference gated FFN over f32 bundles; overwrites `out`; returns the rows whose gate
+ * activation is not zero.
+ *
+ * Shapes: `out` (d), `bundles` (numRows, 3d) row r = [gate_r | up_r | down_r], `x` (d),
+ * `act` (>= numRows) or none: if given, `act[r]` receives `act(gate_r·x) * (up_r·x)`.
+ *
+ * @example One ReLU neuron, active, and one whose gate is negative
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGatedNaive } from "./ffn_gated.ts";
+ * const bundles = new Float32Array([
+ *   1, 0, 2, 2, 1, -1, // gate_0 | up_0 | down_0
+ *   -1, 0, 5, 5, 9, 9, // gate_1 | up_1 | down_1
+ * ]); // (2, 3*2)
+ * const out = new Float32Array(2), act = new Float32Array(2);
+ * const n = ffnGatedNaive(out, bundles, new Float32Array([3, 1]), 2, 2, { kind: "relu", threshold: 0 }, act);
+ * assert(n === 1 && act[0] === 3 * 8 && act[1] === 0);
+ * assert.deepEqual([...out], [24, -24]);
+ * ```
+ */
+export function ffnGatedNaive(
+  out: Float32Array,
+  bundles: Float32Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  for (let i = 0; i < d; i++) out[i] = 0;
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * 3 * d, u0 = g0 + d, v0 = u0 + d; // gate_r, up_r, down_r
+    let g = 0, u = 0;
+    for (let i = 0; i < d; i++) {
+      g += bundles[g0 + i] * x[i];
+      u += bundles[u0 + i] * x[i];
+    }
+    const a = gateValue(g, gate);
+    const h = a === 0 ? 0 : a * u;
+    if (a !== 0) {
+      active++;
+      for (let i = 0; i < d; i++) out[i] += h * bundles[v0 + i];
+    }
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+/**
+ * Plain reference gated FFN over f16 bundles (words decoded by bit manipulation), as
+ * {@linkcode ffnGatedNaive}.
+ *
+ * Shapes: `out` (d), `bundles` (numRows, 3d) f16 words, `x` (d), `act` (>= numRows) or none.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGatedF16Naive } from "./ffn_gated.ts";
+ * const one = 0x3c00, two = 0x4000;
+ * const out = new Float32Array(1);
+ * ffnGatedF16Naive(out, new Uint16Array([one, two, one]), new Float32Array([3]), 1, 1, { kind: "relu", threshold: 0 });
+ * assert.equal(out[0], 18); // relu(3) * 6 * 1
+ * ```
+ */
+export function ffnGatedF16Naive(
+  out: Float32Array,
+  bundles: Uint16Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  for (let i = 0; i < d; i++) out[i] = 0;
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * 3 * d, u0 = g0 + d, v0 = u0 + d;
+    let g = 0, u = 0;
+    for (let i = 0; i < d; i++) {
+      g += f16BitsToF32(bundles[g0 + i]) * x[i];
+      u += f16BitsToF32(bundles[u0 + i]) * x[i];
+    }
+    const a = gateValue(g, gate);
+    const h = a === 0 ? 0 : a * u;
+    if (a !== 0) {
+      active++;
+      for (let i = 0; i < d; i++) out[i] += h * f16BitsToF32(bundles[v0 + i]);
+    }
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+/**
+ * Plain reference gated FFN over int8 bundles, as {@linkcode ffnGatedNaive}; each part's
+ * values are `scale * q`.
+ *
+ * Shapes: `out` (d), `q` (numRows, 3d + 12) bytes as int8 and `s` the same bytes as f32
+ * (`d` a multiple of 4), `x` (d), `act` (>= numRows) or none.
+ *
+ * @example d = 4: gate = [1, 0, 0, 0], up = 0.5 [1, 1, 0, 0], down = 2 [1, 0, 0, -1]
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGatedI8Naive, gatedBundleBytes } from "./ffn_gated.ts";
+ * const bytes = new ArrayBuffer(gatedBundleBytes("int8", 4));
+ * const q = new Int8Array(bytes), s = new Float32Array(bytes);
+ * q.set([1, 0, 0, 0], 0); s[1] = 1; // gate
+ * q.set([1, 1, 0, 0], 8); s[3] = 0.5; // up
+ * q.set([1, 0, 0, -1], 16); s[5] = 2; // down
+ * const out = new Float32Array(4);
+ * ffnGatedI8Naive(out, q, s, new Float32Array([2, 4, 9, 9]), 1, 4, { kind: "relu", threshold: 0 });
+ * assert.deepEqual([...out], [12, 0, 0, -12]); // relu(2) * 3 * 2 [1, 0, 0, -1]
+ * ```
+ */
+export function ffnGatedI8Naive(
+  out: Float32Array,
+  q: Int8Array,
+  s: Float32Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  const stride = 3 * (d + 4);
+  for (let i = 0; i < d; i++) out[i] = 0;
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * stride, u0 = g0 + d + 4, v0 = u0 + d + 4; // byte offsets of the parts
+    let g = 0, u = 0;
+    for (let i = 0; i < d; i++) {
+      g += q[g0 + i] * x[i];
+      u += q[u0 + i] * x[i];
+    }
+    g *= s[(g0 + d) / 4];
+    u *= s[(u0 + d) / 4];
+    const a = gateValue(g, gate);
+    const h = a === 0 ? 0 : a * u;
+    if (a !== 0) {
+      active++;
+      const c = h * s[(v0 + d) / 4];
+      for (let i = 0; i < d; i++) out[i] += c * q[v0 + i];
+    }
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+// ---------------------------------------------------------------------------
+// Tuned kernels
+
+/**
+ * THE hot kernel of a gated flash FFN over f32 bundles: {@linkcode ffnGatedNaive}'s result
+ * (up to float rounding), one row at a time with 4-way unrolled dot products; a row whose
+ * gate activation is zero skips its up dot product and its down column. Overwrites `out`.
+ *
+ * Shapes: as {@linkcode ffnGatedNaive}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGated } from "./ffn_gated.ts";
+ * const bundles = new Float32Array([1, 0, 2, 2, 1, -1, -1, 0, 5, 5, 9, 9]); // (2, 3*2)
+ * const out = new Float32Array(2);
+ * assert.equal(ffnGated(out, bundles, new Float32Array([3, 1]), 2, 2, { kind: "relu", threshold: 0 }), 1);
+ * assert.deepEqual([...out], [24, -24]);
+ * ```
+ */
+export function ffnGated(
+  out: Float32Array,
+  bundles: Float32Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  out.fill(0, 0, d);
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * 3 * d; // start of gate_r; up_r at g0 + d, down_r at g0 + 2d
+    const a = gateValue(dotF32(bundles, g0, x, d), gate);
+    if (a === 0) {
+      if (act) act[r] = 0;
+      continue;
+    }
+    const h = a * dotF32(bundles, g0 + d, x, d);
+    const v0 = g0 + 2 * d;
+    for (let k = 0; k < d; k++) out[k] += h * bundles[v0 + k];
+    active++;
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+/**
+ * THE hot kernel of a gated flash FFN over f16 bundles: as {@linkcode ffnGated}, each
+ * weight decoded by one load from the f16 table.
+ *
+ * Shapes: as {@linkcode ffnGatedF16Naive}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGatedF16 } from "./ffn_gated.ts";
+ * const one = 0x3c00, two = 0x4000;
+ * const out = new Float32Array(1);
+ * ffnGatedF16(out, new Uint16Array([one, two, one]), new Float32Array([3]), 1, 1, { kind: "relu", threshold: 0 });
+ * assert.equal(out[0], 18);
+ * ```
+ */
+export function ffnGatedF16(
+  out: Float32Array,
+  bundles: Uint16Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  const t = getF16Table(); // (65536) bit pattern -> value
+  out.fill(0, 0, d);
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * 3 * d;
+    const a = gateValue(dotF16(bundles, g0, x, d, t), gate);
+    if (a === 0) {
+      if (act) act[r] = 0;
+      continue;
+    }
+    const h = a * dotF16(bundles, g0 + d, x, d, t);
+    const v0 = g0 + 2 * d;
+    for (let k = 0; k < d; k++) out[k] += h * t[bundles[v0 + k]];
+    active++;
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+/**
+ * THE hot kernel of a gated flash FFN over int8 bundles: as {@linkcode ffnGated}, on the
+ * int8 values with each part's scale applied once per dot product.
+ *
+ * Shapes: as {@linkcode ffnGatedI8Naive}.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ffnGatedI8, gatedBundleBytes } from "./ffn_gated.ts";
+ * const bytes = new ArrayBuffer(gatedBundleBytes("int8", 4));
+ * const q = new Int8Array(bytes), s = new Float32Array(bytes);
+ * q.set([1, 0, 0, 0], 0); s[1] = 1;
+ * q.set([1, 1, 0, 0], 8); s[3] = 0.5;
+ * q.set([1, 0, 0, -1], 16); s[5] = 2;
+ * const out = new Float32Array(4);
+ * ffnGatedI8(out, q, s, new Float32Array([2, 4, 9, 9]), 1, 4, { kind: "relu", threshold: 0 });
+ * assert.deepEqual([...out], [12, 0, 0, -12]);
+ * ```
+ */
+export function ffnGatedI8(
+  out: Float32Array,
+  q: Int8Array,
+  s: Float32Array,
+  x: Float32Array,
+  numRows: number,
+  d: number,
+  gate: GateActivation,
+  act?: Float32Array | null,
+): number {
+  const part = d + 4; // bytes of one part: d int8 values and their f32 scale
+  out.fill(0, 0, d);
+  let active = 0;
+  for (let r = 0; r < numRows; r++) {
+    const g0 = r * 3 * part;
+    const a = gateValue(dotI8(q, g0, x, d) * s[(g0 + d) / 4], gate);
+    if (a === 0) {
+      if (act) act[r] = 0;
+      continue;
+    }
+    const u0 = g0 + part, v0 = u0 + part;
+    const h = a * dotI8(q, u0, x, d) * s[(u0 + d) / 4];
+    const c = h * s[(v0 + d) / 4];
+    for (let k = 0; k < d; k++) out[k] += c * q[v0 + k];
+    active++;
+    if (act) act[r] = h;
+  }
+  return active;
+}
+
+// ---------------------------------------------------------------------------
+// Helpers of the tuned kernels: dot products unrolled 4-way
+
+// sum_i w[at + i] * x[i] over f32 weights
+function dotF32(w: Float32Array, at: number, x: Float32Array, d: number): number {
+  const d4 = d - (d % 4);
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i < d4; i += 4) {
+    s0 += w[at + i] * x[i];
+    s1 += w[at + i + 1] * x[i + 1];
+    s2 += w[at + i + 2] * x[i + 2];
+    s3 += w[at + i + 3] * x[i + 3];
+  }
+  for (; i < d; i++) s0 += w[at + i] * x[i];
+  return s0 + s1 + s2 + s3;
+}
+
+// sum_i t[w[at + i]] * x[i] over f16 words decoded by the table t
+function dotF16(w: Uint16Array, at: number, x: Float32Array, d: number, t: Float32Array): number {
+  const d4 = d - (d % 4);
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i < d4; i += 4) {
+    s0 += t[w[at + i]] * x[i];
+    s1 += t[w[at + i + 1]] * x[i + 1];
+    s2 += t[w[at + i + 2]] * x[i + 2];
+    s3 += t[w[at + i + 3]] * x[i + 3];
+  }
+  for (; i < d; i++) s0 += t[w[at + i]] * x[i];
+  return s0 + s1 + s2 + s3;
+}
+
+// sum_i q[at + i] * x[i] over int8 values (the scale is the caller's)
+function dotI8(q: Int8Array, at: number, x: Float32Array, d: number): number {
+  const d4 = d - (d % 4);
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i < d4; i += 4) {
+    s0 += q[at + i] * x[i];
+    s1 += q[at + i + 1] * x[i + 1];
+    s2 += q[at + i + 2] * x[i + 2];
+    s3 += q[at + i + 3] * x[i + 3];
+  }
+  for (; i < d; i++) s0 += q[at + i] * x[i];
+  return s0 + s1 + s2 + s3;
+}
