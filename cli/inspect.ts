@@ -53,9 +53,9 @@ export async function run(
       c.layerNormBefore ? "pre" : "post"
     }-LN`,
     `provenance    ${Object.entries(h.metadata).map(([k, v]) => `${k}=${v}`).join(", ") || "-"}`,
-    `tokenizer     @${h.tokenizer.offset}: ${
-      mb(h.tokenizer.vocabLength + h.tokenizer.mergesLength)
-    }`,
+    `tokenizer     @${h.tokenizer.offset}: ${mb(h.tokenizer.length)} (${
+      h.tokenizer.files.map((f) => f.name).join(", ") || "no files"
+    })`,
     `resident      @${h.resident.offset}: ${
       mb(h.resident.length)
     } in ${h.resident.tensors.length} tensors (embeddings, attention, norms, biases: DRAM in every mode)`,

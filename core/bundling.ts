@@ -11,6 +11,9 @@
  * bundle i = [ fc1[i, 0..d) | fc2[0..d, i] ]        (2 * d values)
  * ```
  *
+ * A gated FFN (Llama) uses neuron i through three vectors — its gate row, up row and down
+ * column — and its bundle holds all three ({@linkcode bundleGated}).
+ *
  * @module
  */
 
@@ -77,5 +80,67 @@ export function unbundleRowColumn(
     const row = i * 2 * d;
     for (let j = 0; j < d; j++) fc1[i * d + j] = bundles[row + j];
     for (let j = 0; j < d; j++) fc2[j * dFfn + i] = bundles[row + d + j];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Gated bundles
+
+/**
+ * Build the gated bundles of one layer of a gated (Llama) FFN: neuron i's gate row, up
+ * row and down column side by side, one read per neuron.
+ *
+ * ```
+ * bundle i = [ gate[i, 0..d) | up[i, 0..d) | down[0..d, i] ]     (3 * d values)
+ * ```
+ *
+ * @param gate (dFfn, d) gate_proj, PyTorch layout: row i = neuron i
+ * @param up (dFfn, d) up_proj
+ * @param down (d, dFfn) down_proj: column i = neuron i
+ * @param out (dFfn, 3 * d) bundles
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { bundleGated, unbundleGated } from "./bundling.ts";
+ * // d = 1, dFfn = 2
+ * const out = new Float32Array(6);
+ * bundleGated(new Float32Array([1, 2]), new Float32Array([3, 4]), new Float32Array([5, 6]), 1, 2, out);
+ * assert.equal(out.join(), "1,3,5,2,4,6");
+ * const g = new Float32Array(2), u = new Float32Array(2), d = new Float32Array(2);
+ * unbundleGated(out, 1, 2, g, u, d);
+ * assert.equal([...g, ...u, ...d].join(), "1,2,3,4,5,6");
+ * ```
+ */
+export function bundleGated(
+  gate: Float32Array,
+  up: Float32Array,
+  down: Float32Array,
+  d: number,
+  dFfn: number,
+  out: Float32Array,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const row = i * 3 * d;
+    for (let j = 0; j < d; j++) out[row + j] = gate[i * d + j];
+    for (let j = 0; j < d; j++) out[row + d + j] = up[i * d + j];
+    for (let j = 0; j < d; j++) out[row + 2 * d + j] = down[j * dFfn + i];
+  }
+}
+
+/** Split gated bundles back into `gate`, `up` and `down` (the inverse of {@linkcode bundleGated}). */
+export function unbundleGated(
+  bundles: Float32Array,
+  d: number,
+  dFfn: number,
+  gate: Float32Array,
+  up: Float32Array,
+  down: Float32Array,
+): void {
+  for (let i = 0; i < dFfn; i++) {
+    const row = i * 3 * d;
+    for (let j = 0; j < d; j++) gate[i * d + j] = bundles[row + j];
+    for (let j = 0; j < d; j++) up[i * d + j] = bundles[row + d + j];
+    for (let j = 0; j < d; j++) down[j * dFfn + i] = bundles[row + 2 * d + j];
   }
 }

@@ -1,11 +1,12 @@
 /**
- * Convert a Hugging Face OPT checkpoint into a flashlm model file: resident part
- * (embeddings, attention, norms, biases) plus the FFN as row-column bundles.
+ * Convert a Hugging Face OPT or Llama checkpoint into a flashlm model file: resident part
+ * (embeddings, attention, norms, biases) plus the FFN as row-column bundles (a Llama's
+ * gated FFN as `[gate | up | down]` bundles).
  *
  * @module
  */
 
-import { bundleRowColumn } from "./bundling.ts";
+import { bundleGated, bundleRowColumn } from "./bundling.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { StorageDtype } from "./flash_format.ts";
 import { writeFlashModel } from "./flash_write.ts";
@@ -56,29 +57,37 @@ export async function convertHfToFlash(
 ): Promise<void> {
   const hf = await openHfModel(hfDir);
   const { config } = hf;
-  if (config.activation !== "relu") {
+  // A gated FFN is sparse with relu/fatrelu and, thresholded, with silu; a plain one needs relu.
+  if (!config.gatedFfn && config.activation !== "relu") {
     throw new FlashlmError(
       `activation ${config.activation} has no ReLU sparsity; flash FFN needs relu`,
       { file: `${hfDir}/config.json`, kind: "config" },
     );
   }
-  const bundles = new Float32Array(config.dFfn * 2 * config.dModel); // (dFfn, 2 * dModel)
+  const parts = config.gatedFfn ? 3 : 2;
+  const bundles = new Float32Array(config.dFfn * parts * config.dModel); // (dFfn, parts * dModel)
   await writeFlashModel(outPath, {
     config,
     dtype: options.dtype ?? "f16",
     metadata: { source: hfDir, synthetic: "false", ...options.metadata },
-    vocabJson: hf.vocabJson,
-    mergesText: hf.mergesText,
+    tokenizerFiles: hf.tokenizerFiles,
     resident: hf.source,
     ffnBundles: async (layer) => {
-      const [fc1, fc2] = ffnTensorSpecs(config, layer);
-      bundleRowColumn(
-        await hf.source.readF32(fc1.name, fc1.shape),
-        await hf.source.readF32(fc2.name, fc2.shape),
-        config.dModel,
-        config.dFfn,
-        bundles,
-      );
+      const [fc1, fc2, gate] = ffnTensorSpecs(config, layer);
+      const read = (spec: typeof fc1): Promise<Float32Array> =>
+        hf.source.readF32(spec.name, spec.shape);
+      if (gate) {
+        bundleGated(
+          await read(gate),
+          await read(fc1),
+          await read(fc2),
+          config.dModel,
+          config.dFfn,
+          bundles,
+        );
+      } else {
+        bundleRowColumn(await read(fc1), await read(fc2), config.dModel, config.dFfn, bundles);
+      }
       return bundles;
     },
     onProgress: options.onProgress,

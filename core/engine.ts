@@ -7,14 +7,15 @@
 
 import { readExactly } from "../io/atomic_write.ts";
 import { FlashReader } from "../io/reader.ts";
-import { unbundleRowColumn } from "./bundling.ts";
-import type { ModelConfig } from "./config.ts";
+import { unbundleGated, unbundleRowColumn } from "./bundling.ts";
+import { gateActivation, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
 import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { decodeValues } from "./flash_format.ts";
 import { openHfModel } from "./hf_model.ts";
-import { OptTokenizer, type Tokenizer } from "./tokenizer.ts";
+import type { Tokenizer } from "./tokenizer.ts";
+import { tokenizerFromFiles } from "./tokenizer_files.ts";
 import { ClusterPredictor, friendClusterSize } from "./friends.ts";
 import { type KvDtype, Transformer } from "./transformer.ts";
 import {
@@ -91,6 +92,11 @@ export interface LoadOptions {
    * pool's `MIN_PARALLEL_WORK`; 0 splits every kernel, as the tests do).
    */
   minParallelWork?: number;
+  /**
+   * The tokenizer to use instead of the one the model's files describe (which is then
+   * not built): a custom tokenizer, or one for a kind this build cannot read.
+   */
+  tokenizer?: Tokenizer;
   /** Reads in flight for flash modes; default 32. */
   readerDepth?: number;
   /** Sparse mode: the trained predictor stored in the file (default) or the perfect one. */
@@ -199,7 +205,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       );
     }
     const hf = await openHfModel(path);
-    const tokenizer = OptTokenizer.fromFiles(hf.vocabJson, hf.mergesText, `${path}/vocab.json`);
+    const tokenizer = options.tokenizer ?? tokenizerFromFiles(hf.tokenizerFiles, path);
     const resident = await loadResidentWeights(hf.config, hf.source, {
       precision: options.resident,
       shared: (options.threads ?? 1) > 1,
@@ -231,7 +237,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   // method and one without streams every bundle.
   const mode = options.mode ??
     (options.memory === "machine" && file.header.predictor ? "sparse" : "naive");
-  const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
+  const tokenizer = options.tokenizer ?? tokenizerFromFiles(file.tokenizerFiles, path);
   const contextLength = contextFor(options, tokenizer, file.config.maxPositions);
   // Sparse mode plans from the header before any weight is loaded, so a budget that
   // cannot hold the resident part is refused at once.
@@ -324,6 +330,7 @@ async function ownPredictor(
       await readAllFfn(file),
       resident.layers.map((l) => l.fc1Bias),
       dModel,
+      gateActivation(file.config),
     );
   }
   if (!file.header.predictor || !file.predictorBytes) {
@@ -550,7 +557,8 @@ function memoryInUse(transformer: Transformer): MemoryLines {
 }
 
 /**
- * Read every FFN layer of a flashlm file (either layout) into DRAM as fc1/fc2 (dense mode).
+ * Read every FFN layer of a flashlm file (either layout) into DRAM as f32 fc1/fc2 (and a
+ * gated FFN's gate): the oracle predictor's weights.
  *
  * @example
  * ```ts
@@ -576,17 +584,24 @@ export async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights
   const { dModel, dFfn, nLayers } = model.config;
   const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) as stored
   const ordered = new Uint8Array(model.layout === "split" ? raw.length : 0); // split → bundles
-  const bundles = new Float32Array(dFfn * 2 * dModel);
+  const gated = model.config.gatedFfn;
+  const bundles = new Float32Array(dFfn * model.bundleParts * dModel); // (dFfn, parts * dModel)
   const out: DenseFfnWeights[] = [];
   const file = await Deno.open(model.path, { read: true });
   try {
     for (let l = 0; l < nLayers; l++) {
       await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
       decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
-      const fc1 = new Float32Array(dFfn * dModel); // (dFfn, dModel)
-      const fc2 = new Float32Array(dModel * dFfn); // (dModel, dFfn)
-      unbundleRowColumn(bundles, dModel, dFfn, fc1, fc2);
-      out.push({ fc1, fc2 });
+      const fc1 = new Float32Array(dFfn * dModel); // (dFfn, dModel) fc1 / up_proj
+      const fc2 = new Float32Array(dModel * dFfn); // (dModel, dFfn) fc2 / down_proj
+      if (gated) {
+        const gate = new Float32Array(dFfn * dModel); // (dFfn, dModel) gate_proj
+        unbundleGated(bundles, dModel, dFfn, gate, fc1, fc2);
+        out.push({ fc1, fc2, gate });
+      } else {
+        unbundleRowColumn(bundles, dModel, dFfn, fc1, fc2);
+        out.push({ fc1, fc2 });
+      }
     }
   } finally {
     file.close();

@@ -51,10 +51,8 @@ export class FlashModelFile implements TensorSource {
   readonly header: FlashHeader;
   /** The model config. */
   readonly config: ModelConfig;
-  /** Text of the embedded vocab.json. */
-  readonly vocabJson: string;
-  /** Text of the embedded merges.txt. */
-  readonly mergesText: string;
+  /** The embedded tokenizer files by name (e.g. vocab.json and merges.txt, or tokenizer.model). */
+  readonly tokenizerFiles: Map<string, Uint8Array>;
   /** Where tensors come from, for error messages. */
   readonly description: string;
   /** The predictor section's bytes (checksum verified), or null when there is none. */
@@ -66,8 +64,7 @@ export class FlashModelFile implements TensorSource {
     path: string,
     fileSize: number,
     parsed: { header: FlashHeader; config: ModelConfig },
-    vocabJson: string,
-    mergesText: string,
+    tokenizerFiles: Map<string, Uint8Array>,
     residentBytes: Uint8Array,
     predictorBytes: Uint8Array | null,
   ) {
@@ -77,8 +74,7 @@ export class FlashModelFile implements TensorSource {
     this.fileSize = fileSize;
     this.header = parsed.header;
     this.config = parsed.config;
-    this.vocabJson = vocabJson;
-    this.mergesText = mergesText;
+    this.tokenizerFiles = tokenizerFiles;
     this.residentBytes = residentBytes;
     this.tensors = new Map(parsed.header.resident.tensors.map((t) => [t.name, t]));
   }
@@ -109,16 +105,17 @@ export class FlashModelFile implements TensorSource {
       const parsed = parseFlashHeader(prefix, fileSize, path);
       const h = parsed.header;
 
-      const tok = new Uint8Array(h.tokenizer.vocabLength + h.tokenizer.mergesLength);
+      const tok = new Uint8Array(h.tokenizer.length);
       await readExactly(file, tok, h.tokenizer.offset, path);
       if (crc32(tok) !== h.tokenizer.crc32) {
         throw new FlashlmError("tokenizer section checksum mismatch (the file is corrupt)", {
           file: path,
         });
       }
-      const dec = new TextDecoder();
-      const vocabJson = dec.decode(tok.subarray(0, h.tokenizer.vocabLength));
-      const mergesText = dec.decode(tok.subarray(h.tokenizer.vocabLength));
+      const tokenizerFiles = new Map<string, Uint8Array>();
+      for (const f of h.tokenizer.files) {
+        tokenizerFiles.set(f.name, tok.subarray(f.offset, f.offset + f.length));
+      }
 
       // In a SharedArrayBuffer: the kernel pool's workers then compute over the resident
       // matrices (views of this section) as they are, with no second copy.
@@ -139,7 +136,7 @@ export class FlashModelFile implements TensorSource {
           });
         }
       }
-      return new FlashModelFile(path, fileSize, parsed, vocabJson, mergesText, resident, predictor);
+      return new FlashModelFile(path, fileSize, parsed, tokenizerFiles, resident, predictor);
     } finally {
       file.close();
     }
@@ -240,6 +237,11 @@ export class FlashModelFile implements TensorSource {
     return this.header.ffn.bundleBytes;
   }
 
+  /** Parts of one bundle: 2 (`[fc1 row | fc2 column]`) or 3 for a gated FFN (`[gate | up | down]`). */
+  get bundleParts(): number {
+    return this.config.gatedFfn ? 3 : 2;
+  }
+
   /** Absolute file offset of neuron `neuron`'s bundle in layer `layer`. */
   bundleOffset(layer: number, neuron: number): number {
     return this.header.ffn.layers[layer].offset + neuron * this.header.ffn.bundleBytes;
@@ -279,7 +281,7 @@ function crc32Chunked(bytes: Uint8Array): number {
  * const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
  * const path = await Deno.makeTempFile({ suffix: ".flm" });
  * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   config, dtype: "f32", metadata: {}, tokenizerFiles: new Map(),
  *   resident: {
  *     description: "zeros",
  *     has: (name) => names.has(name),
@@ -329,7 +331,7 @@ export async function verifyFfn(
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
- * const model = { layout: "split", config: { dFfn: 2 }, bundleBytes: 2 } as unknown as FlashModelFile;
+ * const model = { layout: "split", config: { dFfn: 2 }, bundleBytes: 2, bundleParts: 2 } as unknown as FlashModelFile;
  * const out = layerAsBundles(model, new Uint8Array([1, 3, 2, 4]), new Uint8Array(4));
  * assert.deepEqual([...out], [1, 2, 3, 4]);
  * ```
@@ -340,6 +342,7 @@ export function layerAsBundles(
   scratch: Uint8Array,
 ): Uint8Array {
   if (model.layout !== "split") return raw;
-  splitToBundlesBytes(raw, scratch, model.config.dFfn, model.bundleBytes / 2);
+  const parts = model.bundleParts;
+  splitToBundlesBytes(raw, scratch, model.config.dFfn, model.bundleBytes / parts, parts);
   return scratch;
 }

@@ -5,14 +5,17 @@
  * offset 0      preamble (32 bytes): magic "FLASHLM\0", u32 version, u32 header length,
  *               u32 CRC-32 of the header, 12 reserved bytes
  * offset 32     header: JSON, padded with spaces (sections, shapes, dtypes, checksums)
- * 4 KiB-aligned tokenizer section: vocab.json then merges.txt
+ * 4 KiB-aligned tokenizer section: the tokenizer's files by name, one after the other
+ *               (version 3; versions 1 and 2 hold vocab.json then merges.txt)
  * 4 KiB-aligned resident section: embeddings, attention, norms, biases (DRAM in every mode),
  *               each tensor 64-byte aligned
  * 4 KiB-aligned FFN section: per layer (each 4 KiB-aligned), dFfn row-column bundles
  *               [fc1 row i | fc2 column i]: one read = one neuron (layout
  *               "row-column-bundles", the default); or, in layout "split" (the paper's
  *               unbundled baseline), [all fc1 halves | all fc2 halves] per layer, so one
- *               neuron takes two reads dFfn half-bundles apart
+ *               neuron takes two reads dFfn half-bundles apart. A gated FFN (Llama) has
+ *               three-part bundles [gate row i | up row i | down column i] (split: three
+ *               blocks, three reads per neuron)
  * ```
  *
  * The file's storage dtype (`header.dtype`) says how the weights are stored:
@@ -60,10 +63,27 @@ import { residentTensorSpecs } from "./weights.ts";
 
 /** The 8 bytes every flashlm model file starts with. */
 export const FLASH_MAGIC = "FLASHLM\0";
-/** The file format version this build writes (it reads this one and version 1). */
-export const FLASH_VERSION = 2;
-/** The versions this build reads: 1 (f32 or f16, no per-tensor dtype) and 2. */
-const READABLE_VERSIONS = [1, 2];
+/** The file format version this build writes (it reads this one, 2 and 1). */
+export const FLASH_VERSION = 3;
+/**
+ * The versions this build reads: 1 (f32 or f16, no per-tensor dtype), 2 (int8; the
+ * tokenizer section is vocab.json then merges.txt) and 3 (tokenizer files by name).
+ */
+const READABLE_VERSIONS = [1, 2, 3];
+
+/**
+ * The tokenizer files a flashlm file may hold (what a Hugging Face or llama2.c model
+ * directory carries for its tokenizer).
+ */
+export const TOKENIZER_FILE_NAMES: readonly string[] = [
+  "tokenizer.json",
+  "tokenizer.model",
+  "tokenizer_config.json",
+  "special_tokens_map.json",
+  "vocab.json",
+  "merges.txt",
+  "tokenizer.bin",
+];
 /** Size of the binary preamble before the JSON header. */
 export const PREAMBLE_BYTES = 32;
 /** Sections and FFN layers start at multiples of this. */
@@ -108,6 +128,18 @@ export interface FfnLayerEntry {
   crc32: number;
 }
 
+/** The tokenizer section: the tokenizer's files, one after the other. */
+export interface TokenizerSection {
+  /** Absolute byte offset of the section. */
+  offset: number;
+  /** Bytes of the section. */
+  length: number;
+  /** CRC-32 of those bytes. */
+  crc32: number;
+  /** The files, each at an offset relative to the section. */
+  files: { name: string; offset: number; length: number }[];
+}
+
 /** Where the predictor's weights are, its per-layer shape and what training measured. */
 export interface PredictorSection {
   /** Absolute byte offset of the serialized predictor. */
@@ -144,8 +176,11 @@ export interface FlashHeader {
   dtype: StorageDtype;
   /** Free-form provenance, e.g. `{ source: "hf:…", synthetic: "false" }`. */
   metadata: Record<string, string>;
-  /** The tokenizer section: vocab.json then merges.txt, UTF-8. */
-  tokenizer: { offset: number; vocabLength: number; mergesLength: number; crc32: number };
+  /**
+   * The tokenizer section: its files by name (a version 1 or 2 header's
+   * `{vocabLength, mergesLength}` is read as the files vocab.json and merges.txt).
+   */
+  tokenizer: TokenizerSection;
   /** The resident section: every tensor that stays in DRAM. */
   resident: { offset: number; length: number; crc32: number; tensors: StoredTensor[] };
   /** The trained low-rank activation predictor (DRAM-resident), when there is one. */
@@ -303,8 +338,8 @@ export function parseFlashHeader(
   if (!READABLE_VERSIONS.includes(version)) {
     fail(
       `file format version ${version} is not supported (this flashlm reads ${
-        READABLE_VERSIONS.join(" and ")
-      })`,
+        READABLE_VERSIONS.slice(0, -1).join(", ")
+      } and ${READABLE_VERSIONS.at(-1)})`,
     );
   }
   const jsonLength = view.getUint32(12, true);
@@ -399,6 +434,54 @@ function checkPredictorJson(
   }
 }
 
+/**
+ * Check the tokenizer section's entry (a version 1 or 2 one is rewritten, in place, as the
+ * files vocab.json and merges.txt).
+ */
+function checkTokenizerSection(
+  h: FlashHeader,
+  version: number,
+  fail: (m: string) => never,
+): void {
+  const t = h.tokenizer as unknown as Record<string, unknown>;
+  if (!isObject(t)) fail("tokenizer section is malformed");
+  if (version < 3) {
+    if (!isCount(t.vocabLength) || !isCount(t.mergesLength)) fail("tokenizer section is malformed");
+    const vocab = t.vocabLength as number, merges = t.mergesLength as number;
+    h.tokenizer = {
+      offset: t.offset as number,
+      length: vocab + merges,
+      crc32: t.crc32 as number,
+      files: [
+        { name: "vocab.json", offset: 0, length: vocab },
+        { name: "merges.txt", offset: vocab, length: merges },
+      ],
+    };
+    return;
+  }
+  if (!isCount(t.length) || !Array.isArray(t.files)) fail("tokenizer section is malformed");
+  const names = new Set<string>();
+  let end = 0;
+  for (const f of t.files as unknown[]) {
+    const file = isObject(f) ? f : {};
+    const name = file.name;
+    if (typeof name !== "string" || !TOKENIZER_FILE_NAMES.includes(name)) {
+      fail(
+        `tokenizer section holds unknown file ${showValue(name)} (known: ${
+          TOKENIZER_FILE_NAMES.join(", ")
+        })`,
+      );
+    }
+    if (names.has(name as string)) fail(`tokenizer file ${name} appears twice`);
+    names.add(name as string);
+    if (!isCount(file.offset) || !isCount(file.length) || (file.offset as number) < end) {
+      fail(`tokenizer file ${name} has an invalid or overlapping offset or length`);
+    }
+    end = (file.offset as number) + (file.length as number);
+    if (end > (t.length as number)) fail(`tokenizer file ${name} lies outside its section`);
+  }
+}
+
 /** Check every offset, length and shape in the header against the config and file size. */
 function validateLayout(
   h: FlashHeader,
@@ -427,11 +510,8 @@ function validateLayout(
     ranges.push([what, offset as number, end]);
   };
 
-  const t = h.tokenizer;
-  if (typeof t !== "object" || t === null || !isCount(t.vocabLength) || !isCount(t.mergesLength)) {
-    fail("tokenizer section is malformed");
-  }
-  range("tokenizer section", t.offset, t.vocabLength + t.mergesLength);
+  checkTokenizerSection(h, version, fail);
+  range("tokenizer section", h.tokenizer.offset, h.tokenizer.length);
 
   const r = h.resident;
   if (typeof r !== "object" || r === null || !Array.isArray(r.tensors)) {
@@ -506,10 +586,11 @@ function validateLayout(
   if (h.dtype === "int8" && config.dModel % 4 !== 0) {
     fail(`int8 FFN bundles need a hidden size divisible by 4, the config has ${config.dModel}`);
   }
-  if (f.bundleBytes !== bundleBytes(h.dtype, config.dModel)) {
+  if (f.bundleBytes !== bundleBytes(h.dtype, config.dModel, config.gatedFfn)) {
+    const parts = config.gatedFfn ? 3 : 2;
     const want = h.dtype === "int8"
-      ? `2 x (${config.dModel} int8 values + an f32 scale)`
-      : `2 x ${config.dModel} ${h.dtype} values`;
+      ? `${parts} x (${config.dModel} int8 values + an f32 scale)`
+      : `${parts} x ${config.dModel} ${h.dtype} values`;
     fail(`FFN bundle size ${showValue(f.bundleBytes)} does not match ${want}`);
   }
   f.layers.forEach((layer, l) => {

@@ -170,7 +170,9 @@ export function matrixToF32(m: WeightMatrix): Float32Array {
 
 /**
  * Reorder one layer's bytes from bundles `[fc1_i | fc2_i]` (dFfn, 2 * half) to split
- * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row.
+ * `[fc1_0 .. fc1_{n-1} | fc2_0 .. fc2_{n-1}]`; `half` is the bytes of one fc1 row. Gated
+ * bundles `[gate_i | up_i | down_i]` have `parts` = 3 parts of `half` bytes each, split into
+ * three blocks the same way.
  *
  * @example
  * ```ts
@@ -190,11 +192,13 @@ export function bundlesToSplitBytes(
   split: Uint8Array,
   dFfn: number,
   half: number,
+  parts = 2,
 ): void {
   for (let i = 0; i < dFfn; i++) {
-    const from = i * 2 * half;
-    split.set(bundles.subarray(from, from + half), i * half);
-    split.set(bundles.subarray(from + half, from + 2 * half), (dFfn + i) * half);
+    for (let p = 0; p < parts; p++) {
+      const from = (i * parts + p) * half; // part p of bundle i
+      split.set(bundles.subarray(from, from + half), (p * dFfn + i) * half);
+    }
   }
 }
 
@@ -215,10 +219,12 @@ export function splitToBundlesBytes(
   bundles: Uint8Array,
   dFfn: number,
   half: number,
+  parts = 2,
 ): void {
   for (let i = 0; i < dFfn; i++) {
-    const to = i * 2 * half;
-    bundles.set(split.subarray(i * half, (i + 1) * half), to);
-    bundles.set(split.subarray((dFfn + i) * half, (dFfn + i + 1) * half), to + half);
+    for (let p = 0; p < parts; p++) {
+      const from = (p * dFfn + i) * half; // part p of neuron i in the split order
+      bundles.set(split.subarray(from, from + half), (i * parts + p) * half);
+    }
   }
 }

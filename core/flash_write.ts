@@ -28,6 +28,8 @@ import {
   SECTION_ALIGN,
   type StorageDtype,
   type StoredTensor,
+  TOKENIZER_FILE_NAMES,
+  type TokenizerSection,
 } from "./flash_format.ts";
 import {
   bundlesToSplitBytes,
@@ -54,8 +56,7 @@ interface LayoutInput {
   config: ModelConfig;
   dtype: StorageDtype;
   metadata: Record<string, string>;
-  vocabLength: number;
-  mergesLength: number;
+  tokenizerFiles: { name: string; bytes: Uint8Array }[];
   residentNames: Set<string>;
   predictor: PredictorPayload | null;
   layout: FfnLayout;
@@ -67,13 +68,12 @@ function planLayout(input: LayoutInput): FlashHeader {
   let dataStart = SECTION_ALIGN;
   for (;;) {
     let at = dataStart;
-    const tokenizer = {
-      offset: at,
-      vocabLength: input.vocabLength,
-      mergesLength: input.mergesLength,
-      crc32: 0,
-    };
-    at = alignUp(at + input.vocabLength + input.mergesLength, SECTION_ALIGN);
+    const tokenizer: TokenizerSection = { offset: at, length: 0, crc32: 0, files: [] };
+    for (const { name, bytes } of input.tokenizerFiles) {
+      tokenizer.files.push({ name, offset: tokenizer.length, length: bytes.length });
+      tokenizer.length += bytes.length;
+    }
+    at = alignUp(at + tokenizer.length, SECTION_ALIGN);
     const residentOffset = at;
     const tensors: StoredTensor[] = [];
     let rel = 0;
@@ -92,7 +92,7 @@ function planLayout(input: LayoutInput): FlashHeader {
       at = alignUp(at + p.bytes.length, SECTION_ALIGN);
     }
     const ffnOffset = at;
-    const bundle = bundleBytes(dtype, config.dModel);
+    const bundle = bundleBytes(dtype, config.dModel, config.gatedFfn);
     const layers: FfnLayerEntry[] = [];
     for (let l = 0; l < config.nLayers; l++) {
       const length = config.dFfn * bundle;
@@ -175,15 +175,17 @@ export interface FlashModelContents {
   dtype: StorageDtype;
   /** Provenance strings stored in the header. */
   metadata: Record<string, string>;
-  /** The tokenizer's vocab.json text. */
-  vocabJson: string;
-  /** The tokenizer's merges.txt text. */
-  mergesText: string;
+  /**
+   * The tokenizer's files by name (any of `TOKENIZER_FILE_NAMES`, e.g. vocab.json and
+   * merges.txt, or tokenizer.model), stored as they are.
+   */
+  tokenizerFiles: ReadonlyMap<string, Uint8Array>;
   /** The resident tensors (canonical names, see `residentTensorSpecs`). */
   resident: ResidentSource;
   /**
-   * Layer `layer`'s row-column bundles: (dFfn, 2 * dModel) f32 values, encoded in `dtype`;
-   * or bytes already stored in `dtype`, (dFfn, bundleBytes) in bundle order, written as they are.
+   * Layer `layer`'s row-column bundles: (dFfn, 2 * dModel) f32 values — a gated FFN's
+   * (dFfn, 3 * dModel) `[gate | up | down]` —, encoded in `dtype`; or bytes already stored
+   * in `dtype`, (dFfn, bundleBytes) in bundle order, written as they are.
    */
   ffnBundles: (layer: number) => Promise<Float32Array | Uint8Array>;
   /** The trained activation predictor, if any. */
@@ -211,7 +213,7 @@ export interface FlashModelContents {
  * const path = await Deno.makeTempFile({ suffix: ".flm" });
  * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
  * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   config, dtype: "f32", metadata: {}, tokenizerFiles: new Map(),
  *   resident: {
  *     description: "zeros",
  *     has: (name) => names.has(name),
@@ -235,9 +237,17 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       { file: contents.resident.description, kind: "config" },
     );
   }
-  const enc = new TextEncoder();
-  const vocab = enc.encode(contents.vocabJson);
-  const merges = enc.encode(contents.mergesText);
+  for (const name of contents.tokenizerFiles.keys()) {
+    if (!TOKENIZER_FILE_NAMES.includes(name)) {
+      throw new FlashlmError(
+        `unknown tokenizer file ${name} (known: ${TOKENIZER_FILE_NAMES.join(", ")})`,
+        { file: path, kind: "usage" },
+      );
+    }
+  }
+  // In the order of TOKENIZER_FILE_NAMES: the same files give the same bytes.
+  const tokenizerFiles = TOKENIZER_FILE_NAMES.filter((n) => contents.tokenizerFiles.has(n))
+    .map((name) => ({ name, bytes: contents.tokenizerFiles.get(name)! }));
   const residentNames = new Set(
     residentTensorSpecs(config).map((s) => s.name).filter((n) => contents.resident.has(n)),
   );
@@ -245,8 +255,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
     config,
     dtype,
     metadata: contents.metadata,
-    vocabLength: vocab.length,
-    mergesLength: merges.length,
+    tokenizerFiles,
     residentNames,
     predictor: contents.predictor ?? null,
     layout: contents.layout ?? "row-column-bundles",
@@ -262,11 +271,14 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       at = target;
     };
 
-    // Tokenizer section.
-    await writeAll(file, vocab);
-    await writeAll(file, merges);
-    at += vocab.length + merges.length;
-    header.tokenizer.crc32 = crc32(merges, crc32(vocab));
+    // Tokenizer section: the files one after the other.
+    let tokenizerCrc = 0;
+    for (const { bytes } of tokenizerFiles) {
+      await writeAll(file, bytes);
+      at += bytes.length;
+      tokenizerCrc = crc32(bytes, tokenizerCrc);
+    }
+    header.tokenizer.crc32 = tokenizerCrc;
 
     // Resident section: the checksum covers its bytes including alignment padding.
     await padTo(header.resident.offset);
@@ -299,7 +311,8 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
     }
 
     // FFN section: one layer of row-column bundles at a time.
-    const expected = config.dFfn * 2 * config.dModel; // f32 values of one layer
+    const parts = config.gatedFfn ? 3 : 2; // [fc1 | fc2], or [gate | up | down]
+    const expected = config.dFfn * parts * config.dModel; // f32 values of one layer
     for (let l = 0; l < config.nLayers; l++) {
       const entry = header.ffn.layers[l];
       await padTo(entry.offset);
@@ -318,7 +331,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
         : encodeBundles(bundles, dtype, config, l, contents.resident.description);
       if (header.ffn.layout === "split") {
         const split = new Uint8Array(bytes.length);
-        bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / 2);
+        bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / parts, parts);
         bytes = split;
       }
       entry.crc32 = crc32(bytes);
@@ -379,8 +392,9 @@ async function encodeTensor(source: ResidentSource, t: StoredTensor): Promise<Ui
 }
 
 /**
- * One layer's f32 bundles (dFfn, 2d) as stored bundles of `dtype`; int8 quantizes each
- * half (fc1 row i, fc2 column i) with its own scale into `[q (d) | scale (f32)]`.
+ * One layer's f32 bundles (dFfn, 2d) — gated: (dFfn, 3d) — as stored bundles of `dtype`;
+ * int8 quantizes each part (fc1 row i, fc2 column i; gated: gate row i, up row i, down
+ * column i) with its own scale into `[q (d) | scale (f32)]`.
  */
 function encodeBundles(
   bundles: Float32Array,
@@ -391,19 +405,27 @@ function encodeBundles(
 ): Uint8Array {
   if (dtype !== "int8") return encodeValues(bundles, dtype);
   const { dModel: d, dFfn } = config;
-  const stride = bundleBytes("int8", d);
-  const out = new Uint8Array(dFfn * stride); // (dFfn, 2d + 8)
+  const parts = config.gatedFfn ? 3 : 2;
+  const stride = bundleBytes("int8", d, config.gatedFfn);
+  const out = new Uint8Array(dFfn * stride); // (dFfn, parts * (d + 4))
   const q = new Int8Array(out.buffer); // the same bytes as int8 ...
   const scales = new Float32Array(out.buffer); // ... and as f32, for the scales (d % 4 === 0)
   for (let i = 0; i < dFfn; i++) {
-    for (let half = 0; half < 2; half++) {
-      const src = i * 2 * d + half * d; // fc1 row i, then fc2 column i
-      const dst = i * stride + half * (d + 4); // their int8 values; the scale follows
+    for (let part = 0; part < parts; part++) {
+      const src = (i * parts + part) * d; // fc1 row i, then fc2 column i (gated: gate first)
+      const dst = i * stride + part * (d + 4); // their int8 values; the scale follows
       const bad = quantizeRowsI8(bundles, src, 1, d, q, dst, scales, (dst + d) / 4);
       if (bad >= 0) {
-        const [fc1, fc2] = ffnTensorSpecs(config, layer);
-        const [name, element] = half === 0 ? [fc1.name, i * d + bad] : [fc2.name, bad * dFfn + i];
-        throw nonFinite(name, element, bundles[src + bad], source);
+        // ffnTensorSpecs lists [fc1/up, fc2/down, gate]; the bundle [fc1, fc2] or [gate, up, down]
+        const specs = ffnTensorSpecs(config, layer);
+        const spec = parts === 2 ? specs[part] : specs[(part + 2) % 3];
+        const isColumn = spec === specs[1];
+        throw nonFinite(
+          spec.name,
+          isColumn ? bad * dFfn + i : i * d + bad,
+          bundles[src + bad],
+          source,
+        );
       }
     }
   }
@@ -432,7 +454,7 @@ function encodeBundles(
  * const path = await Deno.makeTempFile({ suffix: ".flm" });
  * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
  * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   config, dtype: "f32", metadata: {}, tokenizerFiles: new Map(),
  *   resident: {
  *     description: "zeros",
  *     has: (name) => names.has(name),
@@ -484,7 +506,7 @@ export function rewriteWithPredictor(
  * const path = await Deno.makeTempFile({ suffix: ".flm" });
  * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
  * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   config, dtype: "f32", metadata: {}, tokenizerFiles: new Map(),
  *   resident: {
  *     description: "zeros",
  *     has: (name) => names.has(name),
@@ -540,7 +562,7 @@ export function rewriteWithLayout(
  * const path = await Deno.makeTempFile({ suffix: ".flm" });
  * const bundles = Float32Array.from({ length: 8 * 2 * 4 }, (_, i) => i); // (dFfn, 2 * dModel)
  * await writeFlashModel(path, {
- *   config, dtype: "f32", metadata: {}, vocabJson: "{}", mergesText: "",
+ *   config, dtype: "f32", metadata: {}, tokenizerFiles: new Map(),
  *   resident: {
  *     description: "ramps",
  *     has: (name) => names.has(name),
@@ -611,8 +633,7 @@ async function rewriteFlashModel(
       config: model.config,
       dtype: model.dtype,
       metadata: { ...model.header.metadata, ...extraMetadata },
-      vocabJson: model.vocabJson,
-      mergesText: model.mergesText,
+      tokenizerFiles: model.tokenizerFiles,
       resident,
       predictor,
       layout,

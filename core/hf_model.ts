@@ -1,10 +1,12 @@
 /**
- * Hugging Face OPT checkpoints as flashlm reads them: `config.json`, `model.safetensors`
- * (or a sharded `model.safetensors.index.json`, or PyTorch's `pytorch_model.bin` or its
- * sharded index), `vocab.json` and `merges.txt`.
+ * Hugging Face OPT and Llama checkpoints as flashlm reads them: `config.json`,
+ * `model.safetensors` (or a sharded `model.safetensors.index.json`, or PyTorch's
+ * `pytorch_model.bin` or its sharded index), and the tokenizer's files (OPT: `vocab.json`
+ * and `merges.txt`; Llama: `tokenizer.model`, `tokenizer.json`, ...).
  *
- * Checkpoints name tensors `model.decoder.X`, `decoder.X` or plain `X`, and may or may
- * not carry `lm_head.weight` (OPT ties it to the token embedding): all are accepted.
+ * Checkpoints name tensors `model.decoder.X` (OPT), `model.X` (Llama), `decoder.X` or plain
+ * `X`, and may or may not carry `lm_head.weight` (OPT ties it to the token embedding): all
+ * are accepted.
  *
  * Matrices keep their precision in DRAM where flashlm computes with it: an F16 tensor
  * stays f16 words, an F32 tensor f32. A BF16 tensor becomes f32 (exactly: a bf16 is the
@@ -19,6 +21,7 @@ import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f16BitsToF32 } from "../kernels/f16.ts";
 import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
+import { TOKENIZER_FILE_NAMES } from "./flash_format.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -50,7 +53,7 @@ import type { TensorSource } from "./weights.ts";
 export class HfTensorSource implements TensorSource {
   /** Where the tensors come from, for error messages. */
   readonly description: string;
-  /** The prefix the checkpoint puts before canonical names (`model.decoder.`, `decoder.` or ``). */
+  /** The prefix the checkpoint puts before canonical names (`model.decoder.`, `model.`, `decoder.` or ``). */
   readonly prefix: string;
   /** The underlying checkpoint (safetensors or PyTorch). */
   readonly checkpoint: TensorFile;
@@ -72,13 +75,13 @@ export class HfTensorSource implements TensorSource {
    */
   static async open(dir: string, options: { tiedLmHead?: boolean } = {}): Promise<HfTensorSource> {
     const checkpoint = await openCheckpoint(dir);
-    for (const prefix of ["model.decoder.", "decoder.", ""]) {
+    for (const prefix of ["model.decoder.", "model.", "decoder.", ""]) {
       if (checkpoint.has(prefix + "embed_tokens.weight")) {
         return new HfTensorSource(checkpoint, prefix, options.tiedLmHead ?? false);
       }
     }
     throw new FlashlmError(
-      "no OPT tensors found (expected model.decoder.embed_tokens.weight); unknown architecture",
+      "no OPT or Llama tensors found (expected model.decoder.embed_tokens.weight or model.embed_tokens.weight); unknown architecture",
       { file: checkpoint.path, kind: "config" },
     );
   }
@@ -165,14 +168,15 @@ export interface HfModelFiles {
   config: ModelConfig;
   /** The tensors. */
   source: HfTensorSource;
-  /** Text of `vocab.json`. */
-  vocabJson: string;
-  /** Text of `merges.txt`. */
-  mergesText: string;
+  /**
+   * The tokenizer's files present in the directory, by name (any of
+   * `TOKENIZER_FILE_NAMES`), as bytes: what `tokenizerFromFiles` builds a tokenizer from.
+   */
+  tokenizerFiles: Map<string, Uint8Array>;
 }
 
 /**
- * Open an HF OPT model directory: config, checkpoint and tokenizer files.
+ * Open an HF OPT or Llama model directory: config, checkpoint and tokenizer files.
  *
  * @example
  * ```ts
@@ -184,30 +188,42 @@ export interface HfModelFiles {
  * const hf = await openHfModel(dir);
  * assert.equal(hf.config.architecture, "opt");
  * assert.equal(hf.config.dFfn, 32);
- * assert.equal(JSON.parse(hf.vocabJson)["</s>"], 2);
+ * const vocab = new TextDecoder().decode(hf.tokenizerFiles.get("vocab.json"));
+ * assert.equal(JSON.parse(vocab)["</s>"], 2);
+ * assert.ok(hf.tokenizerFiles.has("merges.txt"));
  * assert.ok(hf.source.has("layers.0.fc2.weight"));
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function openHfModel(dir: string): Promise<HfModelFiles> {
   const config = await loadModelConfig(dir);
-  if (config.architecture !== "opt") {
+  if (config.architecture === "gpt2") {
     throw new FlashlmError(
-      `architecture ${config.architecture} is not supported yet (supported: opt)`,
+      `architecture ${config.architecture} is not supported yet (supported: opt, llama)`,
       { file: `${dir}/config.json`, kind: "config" },
     );
   }
   const source = await HfTensorSource.open(dir, { tiedLmHead: config.tieWordEmbeddings });
-  const vocabJson = await readText(`${dir}/vocab.json`);
-  const mergesText = await readText(`${dir}/merges.txt`);
-  return { dir, config, source, vocabJson, mergesText };
+  const tokenizerFiles = new Map<string, Uint8Array>();
+  for (const name of TOKENIZER_FILE_NAMES) {
+    const bytes = await readOptional(`${dir}/${name}`);
+    if (bytes) tokenizerFiles.set(name, bytes);
+  }
+  if (tokenizerFiles.size === 0) {
+    throw new FlashlmError(
+      `no tokenizer files (expected one of ${TOKENIZER_FILE_NAMES.join(", ")})`,
+      { file: dir, kind: "io" },
+    );
+  }
+  return { dir, config, source, tokenizerFiles };
 }
 
-async function readText(path: string): Promise<string> {
+/** The bytes of `path`, or null when there is no such file. */
+async function readOptional(path: string): Promise<Uint8Array | null> {
   try {
-    return await Deno.readTextFile(path);
+    return await Deno.readFile(path);
   } catch (e) {
-    const what = e instanceof Deno.errors.NotFound ? "file not found" : (e as Error).message;
-    throw new FlashlmError(what, { file: path, kind: "io", cause: e });
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
   }
 }

@@ -128,10 +128,10 @@ Deno.test("bad JSON and non-objects give a config error naming the file", () => 
 });
 
 Deno.test("an unknown model type lists the supported ones", () => {
-  assertConfigError({ ...optJson(), model_type: "llama" }, /"llama".*opt.*gpt2/);
+  assertConfigError({ ...optJson(), model_type: "mistral" }, /"mistral".*opt.*gpt2.*llama/);
   const json = optJson();
   delete json.model_type;
-  assertConfigError({ ...json, architectures: ["LlamaForCausalLM"] }, /LlamaForCausalLM.*opt/);
+  assertConfigError({ ...json, architectures: ["MistralForCausalLM"] }, /MistralForCausalLM.*opt/);
   assertConfigError(json, /no "model_type"/);
 });
 

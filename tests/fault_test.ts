@@ -20,7 +20,7 @@ import { FlashModelFile } from "../core/flash_file.ts";
 import { Generation } from "../core/generate.ts";
 import { HfTensorSource } from "../core/hf_model.ts";
 import { OraclePredictor, SparseFlashFfn } from "../core/sparse_ffn.ts";
-import { OptTokenizer } from "../core/tokenizer.ts";
+import { tokenizerFromFiles } from "../core/tokenizer_files.ts";
 import { Transformer } from "../core/transformer.ts";
 import { type DenseFfnWeights, loadDenseFfnWeights, loadResidentWeights } from "../core/weights.ts";
 import { availableBackends, openBackend } from "../io/read_backends.ts";
@@ -160,7 +160,7 @@ async function assemble(
   reader: FlashReader,
 ): Promise<LoadedModel> {
   const file = await FlashModelFile.open(path);
-  const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, path);
+  const tokenizer = tokenizerFromFiles(file.tokenizerFiles, path);
   const resident = await loadResidentWeights(file.config, file);
   const { dModel, dFfn, nLayers } = file.config;
   let ffn: FfnProvider;

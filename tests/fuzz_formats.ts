@@ -218,7 +218,7 @@ export function checkedRanges(file: FlashModelFile, jsonLength: number): [number
   const ranges: [number, number][] = [
     [0, 20], // magic, version, header length, header CRC (bytes 20-31 are reserved)
     [PREAMBLE_BYTES, PREAMBLE_BYTES + jsonLength],
-    [h.tokenizer.offset, h.tokenizer.offset + h.tokenizer.vocabLength + h.tokenizer.mergesLength],
+    [h.tokenizer.offset, h.tokenizer.offset + h.tokenizer.length],
     [h.resident.offset, h.resident.offset + h.resident.length],
     ...h.ffn.layers.map((l): [number, number] => [l.offset, l.offset + l.length]),
   ];

@@ -229,8 +229,7 @@ Deno.test("a NaN or infinite weight is refused by the int8 writer, naming the te
       config,
       dtype: "int8",
       metadata: {},
-      vocabJson: "{}",
-      mergesText: "",
+      tokenizerFiles: new Map(),
       resident,
       ffnBundles,
     });
@@ -291,8 +290,7 @@ Deno.test("int8 storage of a model whose hidden size is not a multiple of 4 is a
       config: tinyConfig(6),
       dtype: "int8",
       metadata: {},
-      vocabJson: "{}",
-      mergesText: "",
+      tokenizerFiles: new Map(),
       resident: onesSource(6),
       ffnBundles: () => Promise.resolve(new Float32Array(8 * 2 * 6)),
     }),
@@ -381,9 +379,18 @@ Deno.test("a version 1 file (f16, no per-tensor dtype) still opens; a version 1 
     const header = headerJson(base) as {
       version: number;
       resident: { tensors: { dtype?: string }[] };
+      tokenizer: Record<string, unknown>;
     };
     header.version = 1;
     for (const t of header.resident.tensors) delete t.dtype;
+    // versions 1 and 2 store vocab.json then merges.txt, by length
+    const files = header.tokenizer.files as { length: number }[];
+    header.tokenizer = {
+      offset: header.tokenizer.offset,
+      vocabLength: files[0].length,
+      mergesLength: files[1].length,
+      crc32: header.tokenizer.crc32,
+    };
     change(header);
     const bytes = withFlashHeader(base, JSON.stringify(header), true);
     new DataView(bytes.buffer).setUint32(8, 1, true); // the preamble's version
@@ -405,17 +412,17 @@ Deno.test("a version 1 file (f16, no per-tensor dtype) still opens; a version 1 
     () => parseFlashHeader(claimsInt8, claimsInt8.length, "v1.flm"),
     { message: 'v1.flm: unknown storage dtype "int8"' },
   );
-  const relabelled = base.slice(); // a version 2 file whose preamble says version 1
+  const relabelled = base.slice(); // a version 3 file whose preamble says version 1
   new DataView(relabelled.buffer).setUint32(8, 1, true);
   assert.throws(
     () => parseFlashHeader(relabelled, relabelled.length, "f16.flm"),
-    { message: "f16.flm: header says version 2, its preamble 1" },
+    { message: "f16.flm: header says version 3, its preamble 1" },
   );
-  const v3 = v1.slice();
-  new DataView(v3.buffer).setUint32(8, 3, true);
+  const v4 = v1.slice();
+  new DataView(v4.buffer).setUint32(8, 4, true);
   assert.throws(
-    () => parseFlashHeader(v3, v3.length, "v3.flm"),
-    { message: "v3.flm: file format version 3 is not supported (this flashlm reads 1 and 2)" },
+    () => parseFlashHeader(v4, v4.length, "v4.flm"),
+    { message: "v4.flm: file format version 4 is not supported (this flashlm reads 1, 2 and 3)" },
   );
   await Deno.remove(dir, { recursive: true });
 });

@@ -12,7 +12,7 @@ import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { planFromFile } from "../core/engine.ts";
 import { fixedBytes, measureRuntime, modelFootprint } from "../core/memory_sizes.ts";
-import { OptTokenizer } from "../core/tokenizer.ts";
+import { tokenizerFromFiles } from "../core/tokenizer_files.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadResidentWeights } from "../core/weights.ts";
 import {
@@ -75,7 +75,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
   const runtime = measureRuntime(); // before the model is loaded
   const file = await FlashModelFile.open(path);
   const c = file.config;
-  const tokenizer = OptTokenizer.fromFiles(file.vocabJson, file.mergesText, `${path} (vocab.json)`);
+  const tokenizer = tokenizerFromFiles(file.tokenizerFiles, path);
   const threads = spec.threads ?? 1;
   const resident = await loadResidentWeights(c, file, { shared: threads > 1 });
   file.releaseResident();

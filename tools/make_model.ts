@@ -141,7 +141,7 @@ export interface MadeModel {
 // Random numbers: fast, deterministic, uniform with a chosen standard deviation
 
 /** Uniform values in [-1, 1) from the project's seeded generator. */
-class FastRng {
+export class FastRng {
   private rng: Rng;
   constructor(seed: number) {
     this.rng = new Rng(seed);
@@ -158,7 +158,7 @@ class FastRng {
 }
 
 /** A seed for tensor `name` (FNV-1a of the name, mixed with the model seed). */
-function seedOf(seed: number, name: string): number {
+export function seedOf(seed: number, name: string): number {
   let h = 0x811c9dc5 ^ seed;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
   return h >>> 0;
@@ -170,14 +170,14 @@ function seedOf(seed: number, name: string): number {
 /** Periods (tokens) of the latent's angles, one per pair of latent dimensions. */
 const PERIODS = [48, 80, 128, 208, 336, 544, 880, 1424];
 /** Norms of what is added to the latent (norm 2 with m = 8): token embedding, attention, FFN. */
-const TOKEN_NORM = 0.3, ATTENTION_NORM = 0.1, FFN_NORM = 0.1;
+export const TOKEN_NORM = 0.3, ATTENTION_NORM = 0.1, FFN_NORM = 0.1;
 /** Std of the fc1 noise term n_i · x, in units of the pre-activation. */
-const FC1_NOISE = 0.03;
+export const FC1_NOISE = 0.03;
 /** The predictor's margin in noise stds (one-sided 95%). */
 const PREDICTOR_MARGIN = 1.65;
 
 /** Everything the construction draws once per model. */
-interface Latent {
+export interface Latent {
   m: number;
   /** (m, d) orthonormal directions of the residual stream. */
   e: Float32Array;
@@ -191,7 +191,7 @@ interface Latent {
 }
 
 /** û(p): the latent's unit direction at position p, in latent coordinates (m). */
-function latentAt(latent: Latent, p: number, out: Float32Array): void {
+export function latentAt(latent: Latent, p: number, out: Float32Array): void {
   const pairs = latent.m / 2;
   const norm = 1 / Math.sqrt(pairs);
   for (let j = 0; j < pairs; j++) {
@@ -202,7 +202,7 @@ function latentAt(latent: Latent, p: number, out: Float32Array): void {
 }
 
 /** Draw E, the latent's speeds and phases, each layer's C and τ. */
-function drawLatent(
+export function drawLatent(
   shape: ShapeSpec,
   m: number,
   sparsity: number,
@@ -342,7 +342,7 @@ function ffnLayer(
 }
 
 /** The analytic predictor and its window statistics on 256 positions. */
-function analyticPredictor(
+export function analyticPredictor(
   config: ModelConfig,
   latent: Latent,
 ): { predictor: LowRankPredictor; report: PredictorReport; predictedActive: number } {
@@ -502,8 +502,10 @@ export async function makeSyntheticModel(
       note:
         "random weights: the text is gibberish; sparsity and its temporal correlation are by construction",
     },
-    vocabJson: vocab.vocabJson,
-    mergesText: vocab.mergesText,
+    tokenizerFiles: new Map([
+      ["vocab.json", new TextEncoder().encode(vocab.vocabJson)],
+      ["merges.txt", new TextEncoder().encode(vocab.mergesText)],
+    ]),
     resident: residentSource(config, latent, seed),
     predictor: { meta: serialized.meta, bytes: serialized.bytes, report },
     ffnBundles: (l) => Promise.resolve(ffnLayer(config, latent, sparsity, seed, l, bundles)),
