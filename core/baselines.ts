@@ -22,6 +22,7 @@ import { cString, libc } from "../io/runtime.ts";
 import type { KernelPool } from "../kernels/pool.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { gateActivation } from "./config.ts";
 import {
   type FfnProvider,
   type FfnStats,
@@ -103,7 +104,7 @@ export class HybridFfn implements FfnProvider {
     const maxStreamed = Math.max(0, ...pinned.map((p) => dFfn - p));
     // (maxStreamed, bundleBytes), shareable with the kernel pool's workers
     const raw = new Uint8Array(new SharedArrayBuffer(maxStreamed * model.bundleBytes));
-    this.streamed = bundleMatrix(model.dtype, dModel, raw);
+    this.streamed = bundleMatrix(model.dtype, dModel, raw, gateActivation(model.config));
     this.partial = new Float32Array(new SharedArrayBuffer(4 * dModel));
     this.streamedBias = resident.layers.map((L, l) => L.fc1Bias.subarray(pinned[l]));
   }
@@ -152,7 +153,7 @@ export class HybridFfn implements FfnProvider {
         // (pinned[l], bundleBytes), shareable with the kernel pool's workers
         const raw = new Uint8Array(new SharedArrayBuffer(pinned[l] * model.bundleBytes));
         await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
-        bundles.push(bundleMatrix(model.dtype, dModel, raw));
+        bundles.push(bundleMatrix(model.dtype, dModel, raw, gateActivation(model.config)));
       }
     } finally {
       file.close();

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { gateActivation } from "./config.ts";
 import type { LoadedModel } from "./engine.ts";
 import { DenseFfn, type FfnStats, newFfnStats } from "./ffn.ts";
 import { subtractStats } from "./generate.ts";
@@ -123,7 +124,12 @@ export function trackRecallAgainstDense(sparse: LoadedModel, dense: LoadedModel)
   if (!(sparseFfn instanceof SparseFlashFfn && denseFfn instanceof DenseFfn)) return false;
   const fc1Bias = dense.transformer.weights.layers.map((l) => l.fc1Bias);
   sparseFfn.measureRecallAgainst(
-    new OraclePredictor(denseFfn.weights, fc1Bias, dense.config.dModel),
+    new OraclePredictor(
+      denseFfn.weights,
+      fc1Bias,
+      dense.config.dModel,
+      gateActivation(dense.config),
+    ),
   );
   return true;
 }

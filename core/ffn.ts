@@ -14,6 +14,7 @@
 import { readExactly } from "../io/atomic_write.ts";
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { relu } from "../kernels/activations.ts";
+import { gateValue } from "../kernels/ffn_gated.ts";
 import { matvec } from "../kernels/matvec.ts";
 import type { KernelPool, SharedView } from "../kernels/pool.ts";
 import {
@@ -23,6 +24,7 @@ import {
   ffnBundles,
   type WeightMatrix,
 } from "../kernels/weights.ts";
+import { gateActivation } from "./config.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
@@ -79,7 +81,10 @@ export interface FfnStats {
   predictorMs: number;
 }
 
-/** Computes one layer's FFN: `out = fc2(relu(fc1 x + b1)) + b2`. */
+/**
+ * Computes one layer's FFN: `out = fc2(relu(fc1 x + b1)) + b2`, or for a gated FFN
+ * `out = down(act(gate x) * (up x))`.
+ */
 export interface FfnProvider {
   /** Short name of the mode, e.g. `"dense"` or `"naive"`. */
   readonly mode: string;
@@ -133,10 +138,10 @@ export function newFfnStats(): FfnStats {
 
 /**
  * One layer of the dense FFN in DRAM: a flashlm file's row-column bundles as stored (any
- * dtype), or a Hugging Face checkpoint's `fc1` (dFfn, dModel) and `fc2` (dModel, dFfn) as
- * f32. A checkpoint has no bundles and is dense only (it is the reference the flash modes
- * are checked against); a flashlm file always has them, and only ReLU models are
- * converted to one (`convert` refuses others), which the bundled kernel computes.
+ * dtype), or a Hugging Face checkpoint's `fc1` (dFfn, dModel) and `fc2` (dModel, dFfn) (and
+ * a gated FFN's `gate`, (dFfn, dModel)) as f32. A checkpoint has no bundles and is dense
+ * only (it is the reference the flash modes are checked against); a flashlm file always
+ * has them, which the bundled kernels compute.
  */
 export type DenseFfnLayer = DenseFfnWeights | BundleMatrix;
 
@@ -174,11 +179,15 @@ export class DenseFfn implements FfnProvider {
   private resident: ResidentWeights;
   /** The weights of every layer. */
   readonly weights: DenseFfnLayer[];
-  /** Post-ReLU activations of the last `forward` call (activation capture reads them). */
+  /**
+   * Post-ReLU activations of the last `forward` call (activation capture reads them);
+   * for a gated FFN, each neuron's `act(gate x) * (up x)`.
+   */
   readonly hidden: Float32Array; // (dFfn)
   private pooled: PooledFfn | null = null; // the kernel pool's threads, once given (bundles)
   private pool: KernelPool | null = null; // the kernel pool's threads, once given (fc1, fc2)
   private matrices: { fc1: WeightMatrix; fc2: WeightMatrix }[] = []; // fc1, fc2 for the pool
+  private up: Float32Array; // (dFfn) up x of a gated checkpoint FFN (else empty)
 
   /** Wrap per-layer weights already in DRAM. */
   constructor(resident: ResidentWeights, weights: DenseFfnLayer[]) {
@@ -186,19 +195,20 @@ export class DenseFfn implements FfnProvider {
     this.weights = weights;
     // shared, so the kernel pool's workers can write it (fc1, fc2 matrices)
     this.hidden = new Float32Array(new SharedArrayBuffer(4 * resident.config.dFfn));
+    this.up = new Float32Array(resident.config.gatedFfn ? resident.config.dFfn : 0);
   }
 
   /**
    * Compute on `pool`'s threads from now on — the bundled kernel (`KernelPool.ffn`), or
    * the f32 `fc1` and `fc2` products (`KernelPool.linear`) — when the weights and biases
    * are in `SharedArrayBuffer`s (as `open` and a threaded `loadModel` put them); otherwise
-   * the FFN stays on the calling thread.
+   * the FFN stays on the calling thread (so does a gated FFN, for now).
    */
   usePool(pool: KernelPool): void {
     const bundles = this.weights.filter((W): W is BundleMatrix => !("fc1" in W));
     const biases = this.resident.layers.map((L) => L.fc1Bias);
     this.pooled = poolFor(pool, bundles, biases, this.hidden.length);
-    const plain = this.weights.filter((W): W is DenseFfnWeights => "fc1" in W);
+    const plain = this.weights.filter((W): W is DenseFfnWeights => "fc1" in W && !W.gate);
     const views = [
       ...plain.flatMap((W) => [W.fc1, W.fc2]),
       ...biases,
@@ -222,6 +232,7 @@ export class DenseFfn implements FfnProvider {
    */
   static async open(model: FlashModelFile, resident: ResidentWeights): Promise<DenseFfn> {
     const { dModel, dFfn } = model.config;
+    const gate = gateActivation(model.config);
     const layers: BundleMatrix[] = [];
     const raw = new Uint8Array(model.layout === "split" ? dFfn * model.bundleBytes : 0); // (dFfn, bundleBytes) a split layer as read
     const file = await Deno.open(model.path, { read: true });
@@ -231,7 +242,7 @@ export class DenseFfn implements FfnProvider {
         const bytes = new Uint8Array(new SharedArrayBuffer(dFfn * model.bundleBytes));
         await readExactly(file, model.layout === "split" ? raw : bytes, entry.offset, model.path);
         if (model.layout === "split") layerAsBundles(model, raw, bytes);
-        layers.push(bundleMatrix(model.dtype, dModel, bytes));
+        layers.push(bundleMatrix(model.dtype, dModel, bytes, gate));
       }
     } finally {
       file.close();
@@ -239,13 +250,24 @@ export class DenseFfn implements FfnProvider {
     return new DenseFfn(resident, layers);
   }
 
-  /** out = fc2(relu(fc1 x + b1)) + b2. */
+  /** out = fc2(relu(fc1 x + b1)) + b2, or down(act(gate x) * (up x)). */
   forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
     const t0 = performance.now();
-    const { dModel, dFfn } = this.resident.config;
+    const config = this.resident.config;
+    const { dModel, dFfn } = config;
     const L = this.resident.layers[layer];
     const W = this.weights[layer];
-    if ("fc1" in W && this.pool) {
+    if ("fc1" in W && W.gate) {
+      // gated, from a checkpoint: hidden (dFfn) = act(gate (dFfn, d) @ x) * (up (dFfn, d) @ x)
+      const gate = gateActivation(config)!;
+      matvec(this.hidden, W.gate, x, dFfn, dModel);
+      matvec(this.up, W.fc1, x, dFfn, dModel);
+      for (let i = 0; i < dFfn; i++) {
+        const a = gateValue(this.hidden[i], gate);
+        this.hidden[i] = a === 0 ? 0 : a * this.up[i];
+      }
+      matvec(out, W.fc2, this.hidden, dModel, dFfn); // out (d) = down (d, dFfn) @ hidden
+    } else if ("fc1" in W && this.pool) {
       const m = this.matrices[layer];
       this.pool.linear(this.hidden, m.fc1, x, L.fc1Bias);
       relu(this.hidden, dFfn);
@@ -339,10 +361,13 @@ export class FlashNaiveFfn implements FfnProvider {
       new SharedArrayBuffer(model.layout === "split" ? this.raw.length : 0),
     );
     const inBundleOrder = model.layout === "split" ? this.ordered : this.raw;
-    this.bundles = bundleMatrix(model.dtype, dModel, inBundleOrder);
+    this.bundles = bundleMatrix(model.dtype, dModel, inBundleOrder, gateActivation(model.config));
   }
 
-  /** Read layer `layer` entirely, then out = Σ relu(up_i · x + b1_i) down_i + b2. */
+  /**
+   * Read layer `layer` entirely, then out = Σ relu(up_i · x + b1_i) down_i + b2 (gated:
+   * Σ act(gate_i · x) (up_i · x) down_i).
+   */
   async forward(layer: number, x: Float32Array, out: Float32Array): Promise<void> {
     const { dModel, dFfn } = this.model.config;
     const entry = this.model.header.ffn.layers[layer];
@@ -412,8 +437,9 @@ export interface PooledFfn {
 
 /**
  * `pool` ready to run the FFN over `bundles` (of at most `dFfn` rows) with the fc1 bias
- * views `biases`, or null where it cannot help (one thread) or cannot see them (arrays
- * outside `SharedArrayBuffer`s): then the provider computes on the calling thread. For
+ * views `biases`, or null where it cannot help (one thread), cannot see them (arrays
+ * outside `SharedArrayBuffer`s) or has no split kernel for them (gated bundles): then the
+ * provider computes on the calling thread. For
  * the FFN providers that run whole layers (dense, naive, and the baselines).
  */
 export function poolFor(
@@ -429,7 +455,9 @@ export function poolFor(
   }
   views.push(...biases);
   const shared = views.every((v) => v.buffer instanceof SharedArrayBuffer);
-  if (pool.threads < 2 || bundles.length === 0 || !shared) return null;
+  // gated bundles are not split across the pool yet: they run on the calling thread
+  const gated = bundles.some((m) => m.gate !== null);
+  if (pool.threads < 2 || bundles.length === 0 || !shared || gated) return null;
   const act = new Float64Array(new SharedArrayBuffer(8 * dFfn));
   pool.share(act, ...views);
   return {

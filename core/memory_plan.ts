@@ -205,7 +205,7 @@ export function planMemory(input: PlanInput): MemoryPlan {
   );
   const modelBytes = modelBytesOnFlash(config, dtype);
   const fixed = fixedBytes(footprint);
-  const rowBytes = bundleBytes(dtype, config.dModel);
+  const rowBytes = bundleBytes(dtype, config.dModel, config.gatedFfn);
   const storeFixed = nLayers * neuronStoreBytes(0, dFfn, rowBytes); // reverse index, last active
   const perRow = neuronStoreBytes(1, dFfn, rowBytes) - neuronStoreBytes(0, dFfn, rowBytes);
   // The sparse FFN's buffers and the reader's, for stores of at most maxRows rows.

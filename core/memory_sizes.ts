@@ -107,6 +107,8 @@ export function modelFootprint(
     else embeddings += bytes;
   }
   const d = config.dModel;
+  // a gated FFN's zero biases, which the FFN paths share with the plain one (not on flash)
+  if (config.gatedFfn) normsAndBiases += config.nLayers * (config.dFfn + d) * 4;
   return {
     dtype,
     embeddings,
@@ -115,11 +117,13 @@ export function modelFootprint(
     predictor: predictorBytes,
     kvCache: kvCacheBytes(config, contextLength, held.kvCache ?? "f16"),
     // x, xb, xb2, q, k, v, att, position embedding (d each); scores (context);
-    // embedding (wordEmbedProjDim); logits (vocab): all f32; the kernel pool's control
-    // block (its workers' own memory is beside the budget: kernelWorkersBytes)
+    // embedding (wordEmbedProjDim); logits (vocab): all f32; RoPE's cos and sin tables
+    // (context, headDim / 2) each; the kernel pool's control block (its workers' own memory
+    // is beside the budget: kernelWorkersBytes)
     activations: 4 * (8 * d + contextLength + config.wordEmbedProjDim + config.vocabSize) +
+      (config.rope ? 4 * contextLength * config.headDim : 0) +
       controlLayout(Math.max(1, held.threads ?? 1) - 1).bytes,
-    ffnAll: config.nLayers * config.dFfn * bundleBytes(dtype, d),
+    ffnAll: config.nLayers * config.dFfn * bundleBytes(dtype, d, config.gatedFfn),
   };
 }
 
@@ -148,7 +152,8 @@ export function modelBytesOnFlash(config: ModelConfig, dtype: WeightDtype): numb
   for (const spec of residentTensorSpecs(config)) {
     if (spec.required) resident += residentFlashBytes(dtype, spec.shape);
   }
-  return resident + config.nLayers * config.dFfn * bundleBytes(dtype, config.dModel);
+  return resident +
+    config.nLayers * config.dFfn * bundleBytes(dtype, config.dModel, config.gatedFfn);
 }
 
 // ---------------------------------------------------------------------------

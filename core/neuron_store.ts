@@ -28,6 +28,7 @@
  */
 
 import { FlashlmError } from "../io/errors.ts";
+import type { GateActivation } from "../kernels/ffn_gated.ts";
 import {
   bundleBytes,
   type BundleMatrix,
@@ -42,8 +43,10 @@ import {
 export interface BundleShape {
   /** Storage dtype of the bundles (the flash file's). */
   dtype: WeightDtype;
-  /** Model width: each bundle is an up row and a down column of `d` values. */
+  /** Model width: each bundle is an up row and a down column of `d` values (and a gate row). */
   d: number;
+  /** The gate's activation of gated bundles `[gate | up | down]` (absent or null: `[up | down]`). */
+  gate?: GateActivation | null;
 }
 
 /**
@@ -108,7 +111,8 @@ export class NeuronStore {
     }
     this.capacity = capacity;
     this.numNeurons = numNeurons;
-    this.rowBytes = bundle === null ? 0 : bundleBytes(bundle.dtype, bundle.d);
+    const gate = bundle?.gate ?? null;
+    this.rowBytes = bundle === null ? 0 : bundleBytes(bundle.dtype, bundle.d, gate !== null);
     const shared = options.shared ?? false;
     const rowsBytes = capacity * this.rowBytes;
     this.bytes = shared
@@ -116,7 +120,7 @@ export class NeuronStore {
       : new Uint8Array(rowsBytes);
     this.matrix = bundle === null
       ? emptyBundleMatrix()
-      : bundleMatrix(bundle.dtype, bundle.d, this.bytes);
+      : bundleMatrix(bundle.dtype, bundle.d, this.bytes, gate);
     this.pointer = new Int32Array(capacity);
     this.bias = shared
       ? new Float32Array(new SharedArrayBuffer(4 * capacity))
@@ -184,6 +188,7 @@ function emptyBundleMatrix(): BundleMatrix {
   return {
     dtype: "f32",
     d: 0,
+    gate: null,
     rowBytes: 0,
     bytes,
     f32: new Float32Array(0),

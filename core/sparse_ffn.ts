@@ -37,8 +37,10 @@
 
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { matvec } from "../kernels/matvec.ts";
+import { type GateActivation, gateValue } from "../kernels/ffn_gated.ts";
 import { KernelPool, type SharedView } from "../kernels/pool.ts";
 import { bundleBytes, ffnBundles } from "../kernels/weights.ts";
+import { gateActivation } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type DenseFfnLayer, type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
 import type { FlashModelFile } from "./flash_file.ts";
@@ -75,6 +77,11 @@ export interface ActivationPredictor {
  * floor any real predictor is measured against, and the tests' way to check the sparse
  * path exactly.
  *
+ * For a gated FFN (`gate` given) a neuron is active when its gate activation is not zero:
+ * ReLU-gated, `gate · x > 0`; fatrelu, `gate · x` above the threshold. A SiLU gate is
+ * never exactly zero, so the oracle keeps every neuron (thresholding SiLU is a separate,
+ * lossy step).
+ *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
@@ -97,23 +104,46 @@ export class OraclePredictor implements ActivationPredictor {
   private pre: Float32Array; // (dFfn) pre-activations (bundles: post-ReLU activations)
   private ffnOut: Float32Array; // (dModel) the bundled kernel's FFN output, unused
 
-  /** Use the dense fc1 (or bundles) and fc1 biases of every layer. */
-  constructor(weights: DenseFfnLayer[], fc1Bias: Float32Array[], dModel: number) {
+  private gate: GateActivation | null;
+
+  /**
+   * Use the dense fc1 (or bundles) and fc1 biases of every layer; `gate`, the gate
+   * activation of a gated FFN (whose dense layers then carry `gate`).
+   */
+  constructor(
+    weights: DenseFfnLayer[],
+    fc1Bias: Float32Array[],
+    dModel: number,
+    gate: GateActivation | null = null,
+  ) {
     this.weights = weights;
     this.fc1Bias = fc1Bias;
     this.dModel = dModel;
+    this.gate = gate;
     this.pre = new Float32Array(fc1Bias[0]?.length ?? 0);
     this.ffnOut = new Float32Array(dModel);
   }
 
-  /** Ids of the neurons whose true pre-activation is > 0. */
+  /** Ids of the neurons whose true pre-activation is > 0 (gated: whose gate is not zero). */
   predict(layer: number, x: Float32Array, out: Int32Array): number {
     const dFfn = this.pre.length;
     const W = this.weights[layer];
+    const gate = this.gate;
+    let n = 0;
+    if (gate?.kind === "silu") {
+      for (let i = 0; i < dFfn; i++) out[n++] = i;
+      return n;
+    }
+    if (gate && "fc1" in W) {
+      // pre (dFfn) = gate_proj (dFfn, dModel) @ x: active where act(pre) != 0
+      matvec(this.pre, W.gate!, x, dFfn, this.dModel);
+      for (let i = 0; i < dFfn; i++) if (gateValue(this.pre[i], gate) !== 0) out[n++] = i;
+      return n;
+    }
     if ("fc1" in W) matvec(this.pre, W.fc1, x, dFfn, this.dModel, this.fc1Bias[layer]);
     else ffnBundles(this.ffnOut, W, this.fc1Bias[layer], x, dFfn, this.pre);
-    let n = 0;
-    for (let i = 0; i < dFfn; i++) if (this.pre[i] > 0) out[n++] = i;
+    // plain: pre-activations (bundles: post-ReLU); gated bundles: act(g) * u, zero iff act(g) is
+    for (let i = 0; i < dFfn; i++) if (gate ? this.pre[i] !== 0 : this.pre[i] > 0) out[n++] = i;
     return n;
   }
 }
@@ -252,7 +282,7 @@ export class SparseFlashFfn implements FfnProvider {
   /** The activation predictor. */
   readonly predictor: ActivationPredictor;
   private active: Int32Array; // (dFfn) predicted ids of the current token
-  private batch: ReadBatch; // (maxRows reads, two per neuron in the split layout) one layer's loads
+  private batch: ReadBatch; // (maxRows reads, one per part in the split layout) one layer's loads
   private loadNeurons: Int32Array; // (maxRows) neuron id of each bundle being loaded
   private windows: NeuronWindow[]; // per layer, the window over its store
   private worthReading: ((neuron: number) => boolean) | null; // the predictor's load rule
@@ -270,7 +300,8 @@ export class SparseFlashFfn implements FfnProvider {
     options: SparseFfnOptions,
   ) {
     const { dModel, dFfn, nLayers } = model.config;
-    if (model.bundleBytes !== bundleBytes(model.dtype, dModel)) {
+    const gate = gateActivation(model.config);
+    if (model.bundleBytes !== bundleBytes(model.dtype, dModel, gate !== null)) {
       throw new FlashlmError(
         `FFN bundles of ${model.bundleBytes} bytes are not ${model.dtype} bundles of width ${dModel}`,
         { file: model.path },
@@ -301,7 +332,7 @@ export class SparseFlashFfn implements FfnProvider {
     this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.shared = options.shared ?? false;
-    const bundle = { dtype: model.dtype, d: dModel };
+    const bundle = { dtype: model.dtype, d: dModel, gate };
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, bundle, { shared: this.shared }));
     this.windows = this.stores.map((store, l) =>
       new NeuronWindow(store, {
@@ -317,7 +348,7 @@ export class SparseFlashFfn implements FfnProvider {
       : (neuron) => predictor.worthReading!(neuron);
     const maxRows = Math.max(1, ...rows);
     this.active = new Int32Array(dFfn);
-    this.batch = new ReadBatch(model.layout === "split" ? 2 * maxRows : maxRows);
+    this.batch = new ReadBatch(model.layout === "split" ? model.bundleParts * maxRows : maxRows);
     this.loadNeurons = new Int32Array(maxRows);
     this.act = this.shared
       ? new Float64Array(new SharedArrayBuffer(8 * maxRows))
@@ -367,13 +398,15 @@ export class SparseFlashFfn implements FfnProvider {
     s.neuronsEvicted += window.evicted;
 
     // 3. Load the difference: one bundle read per missing neuron, straight into its
-    //    store row, all in one batch (two reads per neuron in the unbundled "split"
-    //    layout: the fc1 half and the fc2 half, each to its half of the row).
+    //    store row, all in one batch (in the unbundled "split" layout one read per part
+    //    of the bundle — fc1 row, fc2 column, and a gated FFN's gate row before them —
+    //    each to its part of the row).
     const rowBytes = store.rowBytes;
-    const half = rowBytes / 2;
+    const parts = this.model.bundleParts;
+    const part = rowBytes / parts; // bytes of one part
     const layerOffset = this.model.header.ffn.layers[layer].offset;
     const split = this.model.layout === "split";
-    const fc2Offset = layerOffset + this.model.config.dFfn * half; // split: where the fc2 halves start
+    const partStride = this.model.config.dFfn * part; // split: from one part's block to the next
     this.batch.clear();
     const kept = store.numUsed; // rows [0, kept) are in DRAM already
     let loads = 0;
@@ -383,8 +416,10 @@ export class SparseFlashFfn implements FfnProvider {
       const at = store.insert(neuron, L.fc1Bias[neuron]) * rowBytes;
       this.loadNeurons[loads++] = neuron;
       if (split) {
-        this.batch.add(layerOffset + neuron * half, half, store.bytes, at);
-        this.batch.add(fc2Offset + neuron * half, half, store.bytes, at + half);
+        for (let p = 0; p < parts; p++) {
+          const from = layerOffset + p * partStride + neuron * part;
+          this.batch.add(from, part, store.bytes, at + p * part);
+        }
       } else {
         this.batch.add(layerOffset + neuron * rowBytes, rowBytes, store.bytes, at);
       }
@@ -397,8 +432,10 @@ export class SparseFlashFfn implements FfnProvider {
     // 4. Compute out = Σ relu(up_r · x + bias_r) down_r + b2 over the store's rows: first
     //    those already in DRAM, while the reads are in flight (up to a multiple of 4, so
     //    the kernel's 4-row blocks fall where they would in one pass), then the rest once
-    //    the reads are done.
-    const early = reading ? kept - (kept % 4) : store.numUsed;
+    //    the reads are done. Gated bundles (Σ act(gate_r · x) (up_r · x) down_r, b2 = 0)
+    //    have no split kernel yet: one pass on this thread once the reads are done.
+    const gated = store.matrix.gate !== null;
+    const early = gated ? 0 : reading ? kept - (kept % 4) : store.numUsed;
     let failure: unknown = null;
     out.fill(0, 0, dModel);
     try {
@@ -418,7 +455,8 @@ export class SparseFlashFfn implements FfnProvider {
     }
     if (failure !== null) throw failure;
     const t5 = performance.now();
-    this.pool.ffn(out, store.matrix, store.bias, x, this.act, early, store.numUsed);
+    if (gated) ffnBundles(out, store.matrix, store.bias, x, store.numUsed);
+    else this.pool.ffn(out, store.matrix, store.bias, x, this.act, early, store.numUsed);
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     const t6 = performance.now();
     s.neuronsLoaded += loads;
