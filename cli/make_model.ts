@@ -1,34 +1,57 @@
 /**
- * `flashlm make-model`: write a SYNTHETIC OPT-shaped flash model for benchmarks.
+ * `flashlm make-model`: write a SYNTHETIC OPT- or Llama-shaped flash model for benchmarks.
  *
  * @module
  */
 
 import type { ParsedFlags } from "./args.ts";
 import { checkOutputPath, type CommandSpec, endProgress, info, progress, usage } from "./common.ts";
-import { makeSyntheticModel, type ModelShape, SHAPES } from "../tools/make_model.ts";
+import {
+  type MadeModel,
+  makeSyntheticModel,
+  type ModelShape,
+  SHAPES,
+} from "../tools/make_model.ts";
+import { LLAMA_SHAPES, type LlamaShape, makeSyntheticLlama } from "../tools/make_llama.ts";
 
-/** The shapes make-model knows, in their table's order. */
+/** The OPT shapes make-model knows, in their table's order. */
 const SHAPE_NAMES: readonly ModelShape[] = Object.keys(SHAPES).filter((
   name,
 ): name is ModelShape => name in SHAPES);
 
+/** The Llama shapes (`--arch llama`), in their table's order. */
+const LLAMA_SHAPE_NAMES: readonly LlamaShape[] = Object.keys(LLAMA_SHAPES).filter((
+  name,
+): name is LlamaShape => name in LLAMA_SHAPES);
+
 /** Usage, summary, examples and flags of `make-model`. */
 export const spec = {
-  usage: "flashlm make-model --shape <shape> --out <file.flm> [options]",
+  usage: "flashlm make-model [--arch opt|llama] --shape <shape> --out <file.flm> [options]",
   summary:
-    "write a SYNTHETIC OPT-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
+    "write a SYNTHETIC OPT- or Llama-shaped flash model (random weights, sparse temporally correlated FFN, analytic predictor)",
   examples: [
     "flashlm make-model --shape tiny --out /tmp/tiny-synth.flm",
     "flashlm make-model --shape opt-6.7b --sparsity 0.97 --out /tmp/opt-6.7b.flm",
     "flashlm make-model --shape opt-6.7b --dtype int8 --out /tmp/opt-6.7b-int8.flm",
+    "flashlm make-model --arch llama --shape llama-7b --sparsity 0.9 --out /tmp/llama-7b.flm",
   ],
   flags: {
-    shape: { type: "string", help: "model dimensions", default: "opt-1.3b", choices: SHAPE_NAMES },
+    arch: {
+      type: "string",
+      help: "architecture: opt, or llama (ReLU-gated FFN, gated bundles, grouped KV heads)",
+      shownDefault: "opt",
+      choices: ["opt", "llama"],
+    },
+    shape: {
+      type: "string",
+      help: "model dimensions (llama: llama-tiny, tinyllama-1.1b, llama-7b)",
+      shownDefault: "opt-1.3b; llama-7b with --arch llama",
+      choices: [...SHAPE_NAMES, ...LLAMA_SHAPE_NAMES],
+    },
     sparsity: {
       type: "number",
       help: "fraction of FFN neurons inactive per token",
-      shownDefault: "0.97",
+      shownDefault: "0.97 (llama: 0.9)",
       min: 0.001,
       max: 0.999,
     },
@@ -58,20 +81,31 @@ export async function run(
   if (positional.length !== 0) throw usage("make-model takes no positional arguments (use --out)");
   if (flags.out === undefined) throw usage("make-model needs --out <file.flm>");
   await checkOutputPath(flags.out, "--out");
-  const shape = flags.shape;
+  const llama = flags.arch === "llama";
+  const shape = flags.shape ?? (llama ? "llama-7b" : "opt-1.3b");
+  const shapes: readonly string[] = llama ? LLAMA_SHAPE_NAMES : SHAPE_NAMES;
+  if (!shapes.includes(shape)) {
+    throw usage(
+      `shape ${shape} is not a${llama ? " Llama" : "n OPT"} shape (--arch ${
+        llama ? "llama" : "opt"
+      }: ${shapes.join(", ")})`,
+    );
+  }
   const t0 = performance.now();
   info(
     `flashlm: writing a SYNTHETIC ${shape}-shaped model (random weights, gibberish text; FFN sparsity and ` +
       `its temporal correlation are by construction, the predictor is analytic, not trained)`,
   );
-  const made = await makeSyntheticModel(flags.out, {
-    shape,
+  const options = {
     sparsity: flags.sparsity,
     seed: flags.seed,
     dtype: flags.dtype,
     layout: flags.layout,
-    onProgress: (done, total) => progress("writing FFN layers", done, total),
-  });
+    onProgress: (done: number, total: number) => progress("writing FFN layers", done, total),
+  };
+  const made: MadeModel = llama
+    ? await makeSyntheticLlama(flags.out, { shape: shape as LlamaShape, ...options })
+    : await makeSyntheticModel(flags.out, { shape: shape as ModelShape, ...options });
   endProgress();
   console.log(
     `${made.path}: SYNTHETIC ${shape} (${made.config.nLayers} layers, d ${made.config.dModel}, FFN ${made.config.dFfn}), ` +
