@@ -56,6 +56,7 @@ import { bundleBytes, type WeightDtype } from "../kernels/weights.ts";
 import { type ModelConfig, parseModelConfig } from "./config.ts";
 import { FlashlmError, showValue } from "../io/errors.ts";
 import { dtypeBytes, residentTensorDtype, storedTensorBytes } from "./flash_values.ts";
+import { checkTokenizerSection, type TokenizerSection } from "./flash_tokenizer.ts";
 import { residentTensorSpecs } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -71,19 +72,6 @@ export const FLASH_VERSION = 3;
  */
 const READABLE_VERSIONS = [1, 2, 3];
 
-/**
- * The tokenizer files a flashlm file may hold (what a Hugging Face or llama2.c model
- * directory carries for its tokenizer).
- */
-export const TOKENIZER_FILE_NAMES: readonly string[] = [
-  "tokenizer.json",
-  "tokenizer.model",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "vocab.json",
-  "merges.txt",
-  "tokenizer.bin",
-];
 /** Size of the binary preamble before the JSON header. */
 export const PREAMBLE_BYTES = 32;
 /** Sections and FFN layers start at multiples of this. */
@@ -126,18 +114,6 @@ export interface FfnLayerEntry {
   length: number;
   /** CRC-32 of those bytes. */
   crc32: number;
-}
-
-/** The tokenizer section: the tokenizer's files, one after the other. */
-export interface TokenizerSection {
-  /** Absolute byte offset of the section. */
-  offset: number;
-  /** Bytes of the section. */
-  length: number;
-  /** CRC-32 of those bytes. */
-  crc32: number;
-  /** The files, each at an offset relative to the section. */
-  files: { name: string; offset: number; length: number }[];
 }
 
 /** Where the predictor's weights are, its per-layer shape and what training measured. */
@@ -434,54 +410,6 @@ function checkPredictorJson(
   }
 }
 
-/**
- * Check the tokenizer section's entry (a version 1 or 2 one is rewritten, in place, as the
- * files vocab.json and merges.txt).
- */
-function checkTokenizerSection(
-  h: FlashHeader,
-  version: number,
-  fail: (m: string) => never,
-): void {
-  const t = h.tokenizer as unknown as Record<string, unknown>;
-  if (!isObject(t)) fail("tokenizer section is malformed");
-  if (version < 3) {
-    if (!isCount(t.vocabLength) || !isCount(t.mergesLength)) fail("tokenizer section is malformed");
-    const vocab = t.vocabLength as number, merges = t.mergesLength as number;
-    h.tokenizer = {
-      offset: t.offset as number,
-      length: vocab + merges,
-      crc32: t.crc32 as number,
-      files: [
-        { name: "vocab.json", offset: 0, length: vocab },
-        { name: "merges.txt", offset: vocab, length: merges },
-      ],
-    };
-    return;
-  }
-  if (!isCount(t.length) || !Array.isArray(t.files)) fail("tokenizer section is malformed");
-  const names = new Set<string>();
-  let end = 0;
-  for (const f of t.files as unknown[]) {
-    const file = isObject(f) ? f : {};
-    const name = file.name;
-    if (typeof name !== "string" || !TOKENIZER_FILE_NAMES.includes(name)) {
-      fail(
-        `tokenizer section holds unknown file ${showValue(name)} (known: ${
-          TOKENIZER_FILE_NAMES.join(", ")
-        })`,
-      );
-    }
-    if (names.has(name as string)) fail(`tokenizer file ${name} appears twice`);
-    names.add(name as string);
-    if (!isCount(file.offset) || !isCount(file.length) || (file.offset as number) < end) {
-      fail(`tokenizer file ${name} has an invalid or overlapping offset or length`);
-    }
-    end = (file.offset as number) + (file.length as number);
-    if (end > (t.length as number)) fail(`tokenizer file ${name} lies outside its section`);
-  }
-}
-
 /** Check every offset, length and shape in the header against the config and file size. */
 function validateLayout(
   h: FlashHeader,
@@ -510,7 +438,7 @@ function validateLayout(
     ranges.push([what, offset as number, end]);
   };
 
-  checkTokenizerSection(h, version, fail);
+  h.tokenizer = checkTokenizerSection(h.tokenizer, version, fail);
   range("tokenizer section", h.tokenizer.offset, h.tokenizer.length);
 
   const r = h.resident;

@@ -14,7 +14,8 @@ import { FlashlmError } from "../io/errors.ts";
 import { f32ToF16 } from "../kernels/f16.ts";
 import { quantizeRowsI8 } from "../kernels/matvec_i8.ts";
 import { bundleBytes, type WeightMatrix } from "../kernels/weights.ts";
-import { type ModelConfig, toHfConfigJson } from "./config.ts";
+import type { ModelConfig } from "./config.ts";
+import { toHfConfigJson } from "./config_json.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import {
   type FfnLayerEntry,
@@ -28,9 +29,8 @@ import {
   SECTION_ALIGN,
   type StorageDtype,
   type StoredTensor,
-  TOKENIZER_FILE_NAMES,
-  type TokenizerSection,
 } from "./flash_format.ts";
+import { TOKENIZER_FILE_NAMES, type TokenizerSection } from "./flash_tokenizer.ts";
 import {
   bundlesToSplitBytes,
   i8ScalesOffset,

@@ -21,7 +21,7 @@ import { loadModelConfig, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f16BitsToF32 } from "../kernels/f16.ts";
 import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
-import { TOKENIZER_FILE_NAMES } from "./flash_format.ts";
+import { TOKENIZER_FILE_NAMES } from "./flash_tokenizer.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------

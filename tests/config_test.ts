@@ -1,6 +1,7 @@
 import { strict as assert } from "node:assert";
 import { FlashlmError } from "../io/errors.ts";
-import { loadModelConfig, parseModelConfig, toHfConfigJson } from "../core/config.ts";
+import { loadModelConfig, parseModelConfig } from "../core/config.ts";
+import { toHfConfigJson } from "../core/config_json.ts";
 import { haveRealModel, REAL_MODEL_DIR } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 import { strict as assert } from "node:assert";
 import { main } from "../cli.ts";
 import { parseArgs } from "../cli/args.ts";
-import { parseModelConfig, toHfConfigJson } from "../core/config.ts";
+import { parseModelConfig } from "../core/config.ts";
+import { toHfConfigJson } from "../core/config_json.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";

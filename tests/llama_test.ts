@@ -7,7 +7,8 @@
  */
 
 import { strict as assert } from "node:assert";
-import { parseModelConfig, toHfConfigJson } from "../core/config.ts";
+import { parseModelConfig } from "../core/config.ts";
+import { toHfConfigJson } from "../core/config_json.ts";
 import { convertHfToFlash } from "../core/convert.ts";
 import { loadModel, type LoadOptions, type Mode } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
