@@ -65,7 +65,9 @@ class CapturingFfn implements FfnProvider {
     this.xChunk[layer].set(x, i * this.dModel);
     const mask = this.maskChunk[layer];
     const h = this.inner.hidden;
-    for (let j = 0; j < this.dFfn; j++) mask[i * this.dFfn + j] = h[j] > 0 ? 1 : 0;
+    // active: a non-zero activation (post-ReLU > 0; gated: act(gate · x) (up · x) != 0,
+    // whose sign is up's)
+    for (let j = 0; j < this.dFfn; j++) mask[i * this.dFfn + j] = h[j] !== 0 ? 1 : 0;
     if (this.filled[layer] === CHUNK_SAMPLES) await this.flush(layer);
   }
 
