@@ -38,10 +38,10 @@ import {
   ATTENTION_NORM,
   drawLatent,
   FastRng,
-  FC1_NOISE,
   FFN_NORM,
   type Latent,
   latentAt,
+  latentNeuronRow,
   type MadeModel,
   seedOf,
   TOKEN_NORM,
@@ -212,23 +212,15 @@ function llamaFfnLayer(
   out: Float32Array,
 ): Float32Array {
   const { dModel: d, dFfn } = config;
-  const m = latent.m;
   const rng = new FastRng(seedOf(seed, `layers.${l}.ffn`));
-  const c = latent.c[l];
   const kappa = latent.xNorm / latent.latentNorm;
-  const g = kappa / Math.sqrt(d);
   const bias = -latent.tau[l] * latent.xNorm / (Math.sqrt(d) * BIAS_NORM);
-  const noise = FC1_NOISE / Math.sqrt(d);
   // down: |Σ_active h_i down_i| ≈ FFN_NORM with ~(1 - s) dFfn active neurons, h ≈ 0.15
   const active = Math.max(1, (1 - sparsity) * dFfn);
   const down = FFN_NORM / (0.15 * Math.sqrt(active * d));
   for (let i = 0; i < dFfn; i++) {
     const at = i * 3 * d; // gate_i, then up_i at + d, then down_i at + 2d
-    rng.fill(out, noise, at, at + d);
-    for (let j = 0; j < m; j++) {
-      const a = g * c[i * m + j];
-      for (let k = 0; k < d; k++) out[at + k] += a * latent.e[j * d + k];
-    }
+    latentNeuronRow(latent, l, i, kappa / Math.sqrt(d), rng, out, at, d);
     for (let k = 0; k < d; k++) out[at + k] += bias * latent.eb[k];
     rng.fill(out, 1 / Math.sqrt(d), at + d, at + 2 * d);
     rng.fill(out, down, at + 2 * d, at + 3 * d);

@@ -320,25 +320,40 @@ function ffnLayer(
   out: Float32Array,
 ): Float32Array {
   const { dModel: d, dFfn } = config;
-  const m = latent.m;
   const rng = new FastRng(seedOf(seed, `layers.${l}.ffn`));
-  const c = latent.c[l];
-  const g = 1 / Math.sqrt(d);
-  const noise = FC1_NOISE / Math.sqrt(d);
   // fc2: |Σ_active relu(z) fc2_i| ≈ FFN_NORM with ~(1 - s) dFfn active neurons, z ≈ 0.15.
   const active = Math.max(1, (1 - sparsity) * dFfn);
   const down = FFN_NORM / (0.15 * Math.sqrt(active * d));
   for (let i = 0; i < dFfn; i++) {
     const at = i * 2 * d;
-    rng.fill(out, noise, at, at + d);
-    for (let j = 0; j < m; j++) {
-      const a = g * c[i * m + j];
-      const e = j * d;
-      for (let k = 0; k < d; k++) out[at + k] += a * latent.e[e + k];
-    }
+    latentNeuronRow(latent, l, i, 1 / Math.sqrt(d), rng, out, at, d);
     rng.fill(out, down, at + d, at + 2 * d);
   }
   return out;
+}
+
+/**
+ * Neuron `i` of layer `l`'s fc1 (gate) row into `out[at : at + d]`: `scale · C_i E` plus
+ * uniform noise of standard deviation `FC1_NOISE / √d`.
+ */
+export function latentNeuronRow(
+  latent: Latent,
+  l: number,
+  i: number,
+  scale: number,
+  rng: FastRng,
+  out: Float32Array,
+  at: number,
+  d: number,
+): void {
+  const m = latent.m;
+  const c = latent.c[l]; // (dFfn, m)
+  rng.fill(out, FC1_NOISE / Math.sqrt(d), at, at + d);
+  for (let j = 0; j < m; j++) {
+    const a = scale * c[i * m + j];
+    const e = j * d;
+    for (let k = 0; k < d; k++) out[at + k] += a * latent.e[e + k];
+  }
 }
 
 /** The analytic predictor and its window statistics on 256 positions. */
