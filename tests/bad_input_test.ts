@@ -4,6 +4,7 @@ import { loadModel } from "../core/engine.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { exists, runCli, tinyHfModel } from "./helpers.ts";
+import { writeSyntheticLlama } from "./llama_reference.ts";
 
 /** A tiny HF model and its f32 flash conversion in a temp dir. */
 async function fixture(): Promise<{ dir: string; flm: string }> {
@@ -146,4 +147,34 @@ Deno.test("missing files are one-line errors naming the path", async () => {
   await rejects(loadModel(`${dir}/nope.flm`), `${dir}/nope.flm`, /not found/);
   await rejects(loadModel(dir), `${dir}/config.json`, /not found|missing/i);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("convert refuses a Llama config with an unknown hidden_act: one line, exit 1, nothing written", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = await writeSyntheticLlama(dir, {
+      dModel: 16,
+      dFfn: 16,
+      nLayers: 1,
+      nHeads: 2,
+      nKvHeads: 1,
+    });
+    await Deno.writeTextFile(
+      `${dir}/config.json`,
+      JSON.stringify({ ...config, hidden_act: "gelu_new" }),
+    );
+    const out = `${dir}/out.flm`;
+    const { code, stderr } = await runCli(["convert", dir, out]);
+    assert.notEqual(code, 0);
+    assert.notEqual(code, 70, "bad input is not a bug");
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 1, stderr);
+    assert.match(lines[0], /config\.json: unsupported "hidden_act" "gelu_new"/);
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.includes(".flm")),
+      [],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
