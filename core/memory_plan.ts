@@ -206,12 +206,13 @@ export function planMemory(input: PlanInput): MemoryPlan {
   const modelBytes = modelBytesOnFlash(config, dtype);
   const fixed = fixedBytes(footprint);
   const rowBytes = bundleBytes(dtype, config.dModel, config.gatedFfn);
+  const parts = config.gatedFfn ? 3 : 2; // of a bundle: one read each in the split layout
   const storeFixed = nLayers * neuronStoreBytes(0, dFfn, rowBytes); // reverse index, last active
   const perRow = neuronStoreBytes(1, dFfn, rowBytes) - neuronStoreBytes(0, dFfn, rowBytes);
   // The sparse FFN's buffers and the reader's, for stores of at most maxRows rows.
   const buffers = (maxRows: number): number =>
-    sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split) +
-    readerBufferBytes(rowBytes, split, maxRows, dFfn);
+    sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split, parts) +
+    readerBufferBytes(rowBytes, split, maxRows, dFfn, parts);
   const allRows = nLayers * dFfn;
   const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
@@ -268,8 +269,8 @@ export function planMemory(input: PlanInput): MemoryPlan {
   const loadCurveRecall = plan.loadCurveRecall;
   const ffnCacheBytes = rowsPerLayer.reduce((a, r) => a + neuronStoreBytes(r, dFfn, rowBytes), 0);
   const maxRows = Math.max(...rowsPerLayer);
-  const ffnWorkspaceBytes = sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split);
-  const readerBytes = readerBufferBytes(rowBytes, split, maxRows, dFfn);
+  const ffnWorkspaceBytes = sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split, parts);
+  const readerBytes = readerBufferBytes(rowBytes, split, maxRows, dFfn, parts);
   const plannedBytes = fixed + ffnCacheBytes + ffnWorkspaceBytes + readerBytes;
   let note: string | null = null;
   if (!b || b.kind === "ffn-percent") budgetBytes = plannedBytes;

@@ -18,7 +18,7 @@ import { FlashlmError } from "../io/errors.ts";
 import { DEFAULT_COALESCE_GAP_BYTES } from "../io/reader.ts";
 import { bundleBytes, type WeightDtype } from "../kernels/weights.ts";
 import type { ModelConfig } from "./config.ts";
-import { residentTensorSpecs } from "./weights.ts";
+import { residentTensorSpecs, type TensorSpec } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
 // Sizes of the parts
@@ -100,7 +100,7 @@ export function modelFootprint(
   const residentDtype = held.resident === "f32" ? "f32" : dtype;
   let embeddings = 0, attention = 0, normsAndBiases = 0;
   for (const spec of residentTensorSpecs(config)) {
-    if (!spec.required) continue;
+    if (!storedSpec(config, spec)) continue;
     const bytes = residentDramBytes(residentDtype, spec.shape);
     if (spec.name.includes("self_attn.")) attention += bytes;
     else if (spec.name.includes("norm") || spec.name.endsWith(".bias")) normsAndBiases += bytes;
@@ -150,10 +150,18 @@ export function fixedBytes(f: ModelFootprint): number {
 export function modelBytesOnFlash(config: ModelConfig, dtype: WeightDtype): number {
   let resident = 0;
   for (const spec of residentTensorSpecs(config)) {
-    if (spec.required) resident += residentFlashBytes(dtype, spec.shape);
+    if (storedSpec(config, spec)) resident += residentFlashBytes(dtype, spec.shape);
   }
   return resident +
     config.nLayers * config.dFfn * bundleBytes(dtype, config.dModel, config.gatedFfn);
+}
+
+/**
+ * Whether a model with `config` stores (and holds) the resident tensor of `spec`: every
+ * required one, and its own lm_head when it is not tied to the embedding.
+ */
+function storedSpec(config: ModelConfig, spec: TensorSpec): boolean {
+  return spec.required || (spec.name === "lm_head.weight" && config.tieWordEmbeddings === false);
 }
 
 // ---------------------------------------------------------------------------
@@ -163,8 +171,8 @@ export function modelBytesOnFlash(config: ModelConfig, dtype: WeightDtype): numb
  * DRAM of the sparse FFN besides its neuron stores, for stores of at most `maxRows`
  * rows: per layer the window's eviction candidates and (frequency eviction) the decaying
  * scores; once, the predicted ids, the neurons being loaded and their read batch (three
- * f64 per read, two reads per neuron in the split layout), and each row's activation (f64,
- * the two-pass kernel's).
+ * f64 per read, one read per part of a bundle in the split layout: `parts` = 2, or 3 for
+ * a gated FFN), and each row's activation (f64, the two-pass kernel's).
  *
  * @example
  * ```ts
@@ -180,15 +188,16 @@ export function sparseWorkspaceBytes(
   maxRows: number,
   eviction: "window" | "frequency",
   split: boolean,
+  parts = 2,
 ): number {
-  const requests = (split ? 2 : 1) * maxRows;
+  const requests = (split ? parts : 1) * maxRows;
   const perLayer = dFfn * (eviction === "frequency" ? 8 : 4); // candidates (Int32), scores (f32)
   return nLayers * perLayer + (dFfn + maxRows) * 4 + requests * 24 + maxRows * 8;
 }
 
 /**
  * A bound on the flash reader's buffers for batches of `maxLoads` bundle reads of
- * `rowBytes` (halves in the split layout): its request and run lists, and the scratch
+ * `rowBytes` (parts in the split layout: `parts` = 2, 3 for a gated FFN): its request and run lists, and the scratch
  * where reads it merges (neighbours closer than its coalescing gap, or pieces that land
  * in different places) arrive before they are copied out. A bundled read whose bundle is
  * larger than the gap is never merged with another but its file neighbour, which lands
@@ -209,10 +218,11 @@ export function readerBufferBytes(
   split: boolean,
   maxLoads: number,
   dFfn: number,
+  parts = 2,
 ): number {
-  const requests = (split ? 2 : 1) * maxLoads;
+  const requests = (split ? parts : 1) * maxLoads;
   const lists = 4096 + 128 * requests; // request order, runs, chunk list: grown by doubling
-  const unit = split ? rowBytes / 2 : rowBytes;
+  const unit = split ? rowBytes / parts : rowBytes;
   if ((!split && unit > DEFAULT_COALESCE_GAP_BYTES) || requests === 0 || unit === 0) return lists;
   const merged = Math.min(
     dFfn * rowBytes, // a whole layer
