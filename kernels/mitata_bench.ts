@@ -21,6 +21,7 @@
 import { bench, run } from "npm:mitata@1";
 import { f16ToF32, f16ToF32Naive, f32ToF16, f32ToF16Bits } from "./f16.ts";
 import { ffnBundled, ffnBundledNaive } from "./ffn_bundled.ts";
+import { ffnGated, ffnGatedNaive } from "./ffn_gated.ts";
 import { matvec, matvecNaive } from "./matvec.ts";
 import { matvecF16, matvecF16Naive } from "./matvec_f16.ts";
 import { matvecI8, matvecI8Naive, quantizeRowsI8 } from "./matvec_i8.ts";
@@ -248,6 +249,23 @@ function register(shapes: Shape[]): void {
         () => ffnBundledNaive(out, bundles, bias, x, rows, d, act),
       );
       add({ ...cost, variant: "tuned" }, () => ffnBundled(out, bundles, bias, x, rows, d, act));
+    }
+
+    // gated (ReLU) FFN over a whole layer of [gate | up | down] bundles: about half the
+    // gates are zero, and the tuned kernel skips their up rows and down columns.
+    {
+      const bundles = randomArray(ffn * 3 * d); // (ffn, 3d)
+      const x = randomArray(d); // (d)
+      const out = new Float32Array(d); // (d)
+      const relu = { kind: "relu" as const, threshold: 0 };
+      const cost = {
+        kernel: `ffnGated relu (${ffn} rows, d ${d})`,
+        shape: name,
+        flops: 6 * ffn * d,
+        bytes: 12 * ffn * d,
+      };
+      add({ ...cost, variant: "reference" }, () => ffnGatedNaive(out, bundles, x, ffn, d, relu));
+      add({ ...cost, variant: "tuned" }, () => ffnGated(out, bundles, x, ffn, d, relu));
     }
 
     // f16 → f32 of one layer's active bundles (what every loaded neuron goes through).
