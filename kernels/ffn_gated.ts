@@ -224,8 +224,9 @@ export function ffnGatedI8Naive(
 
 /**
  * THE hot kernel of a gated flash FFN over f32 bundles: {@linkcode ffnGatedNaive}'s result
- * (up to float rounding), one row at a time with 4-way unrolled dot products; a row whose
- * gate activation is zero skips its up dot product and its down column. Overwrites `out`.
+ * (up to float rounding). The gate dot products run 4 rows at a time, sharing each load of
+ * `x`; a row whose gate activation is zero then skips its up dot product and its down
+ * column, the others get a 4-way unrolled up dot product and one axpy. Overwrites `out`.
  *
  * Shapes: as {@linkcode ffnGatedNaive}.
  *
@@ -249,26 +250,38 @@ export function ffnGated(
   act?: Float32Array | null,
 ): number {
   out.fill(0, 0, d);
+  const stride = 3 * d; // one bundle: gate row, up row, down column
+  const rows4 = numRows - (numRows % 4); // rows covered by the 4-row blocks
   let active = 0;
-  for (let r = 0; r < numRows; r++) {
-    const g0 = r * 3 * d; // start of gate_r; up_r at g0 + d, down_r at g0 + 2d
-    const a = gateValue(dotF32(bundles, g0, x, d), gate);
-    if (a === 0) {
-      if (act) act[r] = 0;
-      continue;
+  let r = 0;
+  for (; r < rows4; r += 4) {
+    // the 4 gate dot products share each load of x
+    const g0 = r * stride, g1 = g0 + stride, g2 = g1 + stride, g3 = g2 + stride;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let i = 0; i < d; i++) {
+      const xi = x[i];
+      s0 += bundles[g0 + i] * xi;
+      s1 += bundles[g1 + i] * xi;
+      s2 += bundles[g2 + i] * xi;
+      s3 += bundles[g3 + i] * xi;
     }
-    const h = a * dotF32(bundles, g0 + d, x, d);
-    const v0 = g0 + 2 * d;
-    for (let k = 0; k < d; k++) out[k] += h * bundles[v0 + k];
-    active++;
-    if (act) act[r] = h;
+    active += gatedRowF32(out, bundles, g0, x, d, gateValue(s0, gate), act, r);
+    active += gatedRowF32(out, bundles, g1, x, d, gateValue(s1, gate), act, r + 1);
+    active += gatedRowF32(out, bundles, g2, x, d, gateValue(s2, gate), act, r + 2);
+    active += gatedRowF32(out, bundles, g3, x, d, gateValue(s3, gate), act, r + 3);
+  }
+  for (; r < numRows; r++) {
+    const g0 = r * stride;
+    const a = gateValue(dotF32(bundles, g0, x, d), gate);
+    active += gatedRowF32(out, bundles, g0, x, d, a, act, r);
   }
   return active;
 }
 
 /**
- * THE hot kernel of a gated flash FFN over f16 bundles: as {@linkcode ffnGated}, each
- * weight decoded by one load from the f16 table.
+ * THE hot kernel of a gated flash FFN over f16 bundles: as {@linkcode ffnGated} (gate dot
+ * products 4 rows at a time, zero gates skip the rest), each weight decoded by one load
+ * from the f16 table.
  *
  * Shapes: as {@linkcode ffnGatedF16Naive}.
  *
@@ -293,26 +306,38 @@ export function ffnGatedF16(
 ): number {
   const t = getF16Table(); // (65536) bit pattern -> value
   out.fill(0, 0, d);
+  const stride = 3 * d; // one bundle: gate row, up row, down column
+  const rows4 = numRows - (numRows % 4); // rows covered by the 4-row blocks
   let active = 0;
-  for (let r = 0; r < numRows; r++) {
-    const g0 = r * 3 * d;
-    const a = gateValue(dotF16(bundles, g0, x, d, t), gate);
-    if (a === 0) {
-      if (act) act[r] = 0;
-      continue;
+  let r = 0;
+  for (; r < rows4; r += 4) {
+    // the 4 gate dot products share each load of x
+    const g0 = r * stride, g1 = g0 + stride, g2 = g1 + stride, g3 = g2 + stride;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let i = 0; i < d; i++) {
+      const xi = x[i];
+      s0 += t[bundles[g0 + i]] * xi;
+      s1 += t[bundles[g1 + i]] * xi;
+      s2 += t[bundles[g2 + i]] * xi;
+      s3 += t[bundles[g3 + i]] * xi;
     }
-    const h = a * dotF16(bundles, g0 + d, x, d, t);
-    const v0 = g0 + 2 * d;
-    for (let k = 0; k < d; k++) out[k] += h * t[bundles[v0 + k]];
-    active++;
-    if (act) act[r] = h;
+    active += gatedRowF16(out, bundles, g0, x, d, gateValue(s0, gate), act, r, t);
+    active += gatedRowF16(out, bundles, g1, x, d, gateValue(s1, gate), act, r + 1, t);
+    active += gatedRowF16(out, bundles, g2, x, d, gateValue(s2, gate), act, r + 2, t);
+    active += gatedRowF16(out, bundles, g3, x, d, gateValue(s3, gate), act, r + 3, t);
+  }
+  for (; r < numRows; r++) {
+    const g0 = r * stride;
+    const a = gateValue(dotF16(bundles, g0, x, d, t), gate);
+    active += gatedRowF16(out, bundles, g0, x, d, a, act, r, t);
   }
   return active;
 }
 
 /**
- * THE hot kernel of a gated flash FFN over int8 bundles: as {@linkcode ffnGated}, on the
- * int8 values with each part's scale applied once per dot product.
+ * THE hot kernel of a gated flash FFN over int8 bundles: as {@linkcode ffnGated} (gate dot
+ * products 4 rows at a time, zero gates skip the rest), on the int8 values with each
+ * part's scale applied once per dot product.
  *
  * Shapes: as {@linkcode ffnGatedI8Naive}.
  *
@@ -341,27 +366,109 @@ export function ffnGatedI8(
   act?: Float32Array | null,
 ): number {
   const part = d + 4; // bytes of one part: d int8 values and their f32 scale
+  const stride = 3 * part; // one bundle: gate, up and down parts
+  const rows4 = numRows - (numRows % 4); // rows covered by the 4-row blocks
   out.fill(0, 0, d);
   let active = 0;
-  for (let r = 0; r < numRows; r++) {
-    const g0 = r * 3 * part;
-    const a = gateValue(dotI8(q, g0, x, d) * s[(g0 + d) / 4], gate);
-    if (a === 0) {
-      if (act) act[r] = 0;
-      continue;
+  let r = 0;
+  for (; r < rows4; r += 4) {
+    // the 4 gate dot products share each load of x; each part's scale applied once
+    const g0 = r * stride, g1 = g0 + stride, g2 = g1 + stride, g3 = g2 + stride;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let i = 0; i < d; i++) {
+      const xi = x[i];
+      s0 += q[g0 + i] * xi;
+      s1 += q[g1 + i] * xi;
+      s2 += q[g2 + i] * xi;
+      s3 += q[g3 + i] * xi;
     }
-    const u0 = g0 + part, v0 = u0 + part;
-    const h = a * dotI8(q, u0, x, d) * s[(u0 + d) / 4];
-    const c = h * s[(v0 + d) / 4];
-    for (let k = 0; k < d; k++) out[k] += c * q[v0 + k];
-    active++;
-    if (act) act[r] = h;
+    active += gatedRowI8(out, q, s, g0, x, d, gateValue(s0 * s[(g0 + d) / 4], gate), act, r);
+    active += gatedRowI8(out, q, s, g1, x, d, gateValue(s1 * s[(g1 + d) / 4], gate), act, r + 1);
+    active += gatedRowI8(out, q, s, g2, x, d, gateValue(s2 * s[(g2 + d) / 4], gate), act, r + 2);
+    active += gatedRowI8(out, q, s, g3, x, d, gateValue(s3 * s[(g3 + d) / 4], gate), act, r + 3);
+  }
+  for (; r < numRows; r++) {
+    const g0 = r * stride;
+    const a = gateValue(dotI8(q, g0, x, d) * s[(g0 + d) / 4], gate);
+    active += gatedRowI8(out, q, s, g0, x, d, a, act, r);
   }
   return active;
 }
 
 // ---------------------------------------------------------------------------
-// Helpers of the tuned kernels: dot products unrolled 4-way
+// Helpers of the tuned kernels
+
+// The rest of f32 row r once its gate activation a is known: out += a (up_r · x) down_r,
+// act[r] = a (up_r · x); 1 if the row is active (a != 0), else 0.
+function gatedRowF32(
+  out: Float32Array,
+  w: Float32Array,
+  g0: number,
+  x: Float32Array,
+  d: number,
+  a: number,
+  act: Float32Array | null | undefined,
+  r: number,
+): number {
+  if (a === 0) {
+    if (act) act[r] = 0;
+    return 0;
+  }
+  const h = a * dotF32(w, g0 + d, x, d);
+  const v0 = g0 + 2 * d;
+  for (let k = 0; k < d; k++) out[k] += h * w[v0 + k];
+  if (act) act[r] = h;
+  return 1;
+}
+
+// The rest of f16 row r once its gate activation a is known (as gatedRowF32).
+function gatedRowF16(
+  out: Float32Array,
+  w: Uint16Array,
+  g0: number,
+  x: Float32Array,
+  d: number,
+  a: number,
+  act: Float32Array | null | undefined,
+  r: number,
+  t: Float32Array,
+): number {
+  if (a === 0) {
+    if (act) act[r] = 0;
+    return 0;
+  }
+  const h = a * dotF16(w, g0 + d, x, d, t);
+  const v0 = g0 + 2 * d;
+  for (let k = 0; k < d; k++) out[k] += h * t[w[v0 + k]];
+  if (act) act[r] = h;
+  return 1;
+}
+
+// The rest of int8 row r (its bundle at byte g0) once its gate activation a is known.
+function gatedRowI8(
+  out: Float32Array,
+  q: Int8Array,
+  s: Float32Array,
+  g0: number,
+  x: Float32Array,
+  d: number,
+  a: number,
+  act: Float32Array | null | undefined,
+  r: number,
+): number {
+  if (a === 0) {
+    if (act) act[r] = 0;
+    return 0;
+  }
+  const u0 = g0 + d + 4, v0 = u0 + d + 4; // byte offsets of the up and down parts
+  const h = a * dotI8(q, u0, x, d) * s[(u0 + d) / 4];
+  const c = h * s[(v0 + d) / 4];
+  for (let k = 0; k < d; k++) out[k] += c * q[v0 + k];
+  if (act) act[r] = h;
+  return 1;
+}
+
+// Dot products unrolled 4-way
 
 // sum_i w[at + i] * x[i] over f32 weights
 function dotF32(w: Float32Array, at: number, x: Float32Array, d: number): number {
