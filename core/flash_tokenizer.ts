@@ -2,30 +2,17 @@
  * The tokenizer section of a flashlm file (`core/flash_format.ts`): the model's tokenizer
  * files stored by name, one after the other — whatever kind the tokenizer is
  * (`tokenizer.model`, `tokenizer.json`, `vocab.json` + `merges.txt`, llama2.c's
- * `tokenizer.bin`, ...). Version 1 and 2 files stored vocab.json then merges.txt, by length;
- * they are read as those two files.
+ * `tokenizer.bin`, ...: `TOKENIZER_FILE_NAMES`). Version 1 and 2 files stored vocab.json then
+ * merges.txt, by length; they are read as those two files.
  *
  * @module
  */
 
 import { showValue } from "../io/errors.ts";
+import { TOKENIZER_FILE_NAMES } from "./tokenizer_files.ts";
 
 // ---------------------------------------------------------------------------
 // The section
-
-/**
- * The tokenizer files a flashlm file may hold (what a Hugging Face or llama2.c model
- * directory carries for its tokenizer).
- */
-export const TOKENIZER_FILE_NAMES: readonly string[] = [
-  "tokenizer.json",
-  "tokenizer.model",
-  "tokenizer_config.json",
-  "special_tokens_map.json",
-  "vocab.json",
-  "merges.txt",
-  "tokenizer.bin",
-];
 
 /** The tokenizer section: the tokenizer's files, one after the other. */
 export interface TokenizerSection {

@@ -30,7 +30,8 @@ import {
   type StorageDtype,
   type StoredTensor,
 } from "./flash_format.ts";
-import { TOKENIZER_FILE_NAMES, type TokenizerSection } from "./flash_tokenizer.ts";
+import type { TokenizerSection } from "./flash_tokenizer.ts";
+import { TOKENIZER_FILE_NAMES } from "./tokenizer_files.ts";
 import {
   bundlesToSplitBytes,
   i8ScalesOffset,

@@ -17,11 +17,12 @@
 
 import { openCheckpoint } from "../io/checkpoint.ts";
 import type { TensorFile } from "../io/tensor_file.ts";
-import { loadModelConfig, type ModelConfig } from "./config.ts";
+import { loadModelConfig, type ModelConfig, parseModelConfig } from "./config.ts";
+import { Llama2cCheckpoint } from "../io/llama2c_checkpoint.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f16BitsToF32 } from "../kernels/f16.ts";
 import { f32Matrix, type WeightMatrix } from "../kernels/weights.ts";
-import { TOKENIZER_FILE_NAMES } from "./flash_tokenizer.ts";
+import { readTokenizerFiles, TOKENIZER_FILE_NAMES } from "./tokenizer_files.ts";
 import type { TensorSource } from "./weights.ts";
 
 // ---------------------------------------------------------------------------
@@ -196,7 +197,7 @@ export interface HfModelFiles {
  * ```
  */
 export async function openHfModel(dir: string): Promise<HfModelFiles> {
-  const config = await loadModelConfig(dir);
+  const config = await modelConfig(dir);
   if (config.architecture === "gpt2") {
     throw new FlashlmError(
       `architecture ${config.architecture} is not supported yet (supported: opt, llama)`,
@@ -204,11 +205,7 @@ export async function openHfModel(dir: string): Promise<HfModelFiles> {
     );
   }
   const source = await HfTensorSource.open(dir, { tiedLmHead: config.tieWordEmbeddings });
-  const tokenizerFiles = new Map<string, Uint8Array>();
-  for (const name of TOKENIZER_FILE_NAMES) {
-    const bytes = await readOptional(`${dir}/${name}`);
-    if (bytes) tokenizerFiles.set(name, bytes);
-  }
+  const tokenizerFiles = await readTokenizerFiles(dir);
   if (tokenizerFiles.size === 0) {
     throw new FlashlmError(
       `no tokenizer files (expected one of ${TOKENIZER_FILE_NAMES.join(", ")})`,
@@ -218,12 +215,21 @@ export async function openHfModel(dir: string): Promise<HfModelFiles> {
   return { dir, config, source, tokenizerFiles };
 }
 
-/** The bytes of `path`, or null when there is no such file. */
-async function readOptional(path: string): Promise<Uint8Array | null> {
-  try {
-    return await Deno.readFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw new FlashlmError((e as Error).message, { file: path, kind: "io", cause: e });
+/**
+ * `<dir>/config.json`; a llama2.c folder (`model.bin` and no config.json) has the config its
+ * header implies.
+ */
+async function modelConfig(dir: string): Promise<ModelConfig> {
+  const has = async (name: string): Promise<boolean> => {
+    try {
+      return (await Deno.stat(`${dir}/${name}`)).isFile;
+    } catch {
+      return false;
+    }
+  };
+  if (!(await has("config.json")) && await has("model.bin")) {
+    const llama2c = await Llama2cCheckpoint.open(dir);
+    return parseModelConfig(JSON.stringify(llama2c.configJson()), `${llama2c.file} (header)`);
   }
+  return loadModelConfig(dir);
 }

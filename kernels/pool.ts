@@ -358,6 +358,7 @@ export class KernelPool {
   ): void {
     const d = m.d;
     if (start >= end) return;
+    if (m.gate) throw new RangeError("gated bundles have no split kernel: use ffnBundles");
     if (this.workers.length === 0 || 2 * (end - start) * d < this.minParallelWork) {
       ffnActs(act, m, bias, x, start, end);
       ffnDown(out, m, act, start, end, 0, d);

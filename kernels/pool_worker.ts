@@ -82,10 +82,12 @@ let scores = new Float32Array(0); // (>= positions) this worker's attention scor
 let index = 0; // this worker's index: its row range is C_RANGES + 2 * index
 let seen = 0; // the last generation this worker acted on
 const views: SharedView[] = []; // the typed arrays of the pool, by id
-// The FFN tasks' bundles, its fields set per task (no object per call).
+// The FFN tasks' bundles, its fields set per task (no object per call); plain bundles only
+// (gated ones run on the calling thread).
 const bundles: BundleMatrix = {
   dtype: "f32",
   d: 0,
+  gate: null,
   rowBytes: 0,
   bytes: new Uint8Array(0),
   f32: new Float32Array(0),

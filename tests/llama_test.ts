@@ -10,11 +10,11 @@ import { strict as assert } from "node:assert";
 import { parseModelConfig } from "../core/config.ts";
 import { toHfConfigJson } from "../core/config_json.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import { loadModel, type LoadOptions, type Mode } from "../core/engine.ts";
+import { loadModel, type LoadOptions } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { DenseFfn } from "../core/ffn.ts";
 import { HfTensorSource } from "../core/hf_model.ts";
-import type { Tokenizer } from "../core/tokenizer.ts";
+import { Generation } from "../core/generate.ts";
 import { tokenizerFromFiles } from "../core/tokenizer_files.ts";
 import { Transformer } from "../core/transformer.ts";
 import { loadDenseFfnWeights, loadResidentWeights } from "../core/weights.ts";
@@ -345,56 +345,61 @@ const TINY_LLAMA = new URL("../../shared/models/tiny-llama-random", import.meta.
 const present = haveSharedFixture(
   `${TINY_LLAMA}/reference.json`,
   `${TINY_LLAMA}/silu/hf/model.safetensors`,
+  `${TINY_LLAMA}/silu/llama2c/model.bin`,
   `${TINY_LLAMA}/relu/hf/model.safetensors`,
 );
 
-/** Stands in for the Llama-2 SentencePiece tokenizer, which this build cannot read yet: ids only. */
-function idsOnlyTokenizer(): Tokenizer {
-  const none = (): never => {
-    throw new Error("the test drives the engine with token ids");
-  };
-  return {
-    vocabCount: 32000,
-    bosId: 1,
-    eosId: 2,
-    padId: -1,
-    unkId: 0,
-    encode: none,
-    decode: none,
-    tokenBytes: none,
-    streamDecoder: none,
-  };
-}
-
 interface ReferencePrompt {
+  prompt: string;
   prompt_ids: number[];
   greedy: number[];
+  /** The greedy ids decoded. */
+  text: string;
+  /** What llama2.c's run.c printed: the prompt, then the tokens as it streams them. */
+  runc_text: string;
 }
 
-/** Greedy continuation of every prompt: how many of its tokens equal the reference's. */
+/**
+ * Greedy generation of 20 tokens after every prompt, through the public path (text in,
+ * tokens and text out): prompt ids, tokens and text equal to the reference's, counted.
+ */
 async function greedyMatches(
   path: string,
   prompts: ReferencePrompt[],
   options: LoadOptions,
-): Promise<{ matched: number; total: number; bytesRead: number }> {
-  const model = await loadModel(path, { tokenizer: idsOnlyTokenizer(), ...options });
-  let matched = 0, total = 0;
+): Promise<
+  { promptsEqual: number; matched: number; total: number; textsEqual: number; bytesRead: number }
+> {
+  const model = await loadModel(path, options);
+  let promptsEqual = 0, matched = 0, total = 0, textsEqual = 0;
   try {
     for (const p of prompts) {
-      let logits: Float32Array = new Float32Array(0);
-      for (let i = 0; i < p.prompt_ids.length; i++) {
-        logits = await model.transformer.forward(p.prompt_ids[i], i);
+      const generation = new Generation(model, p.prompt, {
+        maxTokens: p.greedy.length,
+        stopAtEos: false,
+        temperature: 0,
+      });
+      const ids: number[] = [];
+      let text = "";
+      for await (const token of generation) {
+        ids.push(token.id);
+        text += token.text;
       }
-      for (let k = 0; k < p.greedy.length; k++) {
-        let best = 0;
-        for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
-        total++;
-        if (best === p.greedy[k]) matched++;
-        // the reference's token goes on, so one miss does not derail the rest
-        logits = await model.transformer.forward(p.greedy[k], p.prompt_ids.length + k);
+      if (JSON.stringify(generation.promptIds) === JSON.stringify(p.prompt_ids)) promptsEqual++;
+      total += p.greedy.length;
+      matched += p.greedy.filter((id, k) => ids[k] === id).length;
+      // decoded alone as the reference decodes them, streamed as run.c prints after the prompt
+      if (model.tokenizer.decode(ids) === p.text && p.prompt + text + "\n" === p.runc_text) {
+        textsEqual++;
       }
     }
-    return { matched, total, bytesRead: model.transformer.ffn.stats.bytesRead };
+    return {
+      promptsEqual,
+      matched,
+      total,
+      textsEqual,
+      bytesRead: model.transformer.ffn.stats.bytesRead,
+    };
   } finally {
     model.close();
   }
@@ -402,62 +407,55 @@ async function greedyMatches(
 
 Deno.test({
   name:
-    "tiny-llama-random: all 20 greedy tokens of every prompt equal reference.json in dense, naive and sparse modes",
+    "tiny-llama-random: prompt ids, all 20 greedy tokens and their text equal reference.json in dense, naive and sparse modes, from the Hugging Face and llama2.c layouts",
   ignore: !present,
   async fn() {
     const reference = JSON.parse(await Deno.readTextFile(`${TINY_LLAMA}/reference.json`));
     const dir = await Deno.makeTempDir();
     try {
-      for (const variant of ["silu", "relu"]) {
+      for (const [variant, layout] of [["silu", "hf"], ["relu", "hf"], ["silu", "llama2c"]]) {
         const prompts: ReferencePrompt[] = reference.models[variant];
-        const hf = `${TINY_LLAMA}/${variant}/hf`;
-        const flm = `${dir}/${variant}.flm`;
-        await convertHfToFlash(hf, flm, { dtype: "f16" });
+        const source = `${TINY_LLAMA}/${variant}/${layout}`;
+        const flm = `${dir}/${variant}-${layout}.flm`;
+        await convertHfToFlash(source, flm, { dtype: "f16" });
+        const sparse: LoadOptions = {
+          mode: "sparse",
+          predictor: "oracle",
+          windowK: 0,
+          keepStale: false,
+        };
         const runs: [string, string, LoadOptions][] = [
-          ["dense (hf)", hf, {}],
-          ...(["dense", "naive"] as Mode[]).map((mode): [string, string, LoadOptions] => [
-            `${mode} (flm f16)`,
-            flm,
-            { mode },
-          ]),
-          ["sparse (flm f16, oracle, k = 0)", flm, {
-            mode: "sparse",
-            predictor: "oracle",
-            windowK: 0,
-            keepStale: false,
-          }],
+          [`dense (${layout} folder)`, source, {}],
+          ["dense (flm f16)", flm, { mode: "dense" }],
+          ["naive (flm f16)", flm, { mode: "naive" }],
+          ["sparse (flm f16, oracle, k = 0)", flm, sparse],
         ];
         const read: Record<string, number> = {};
         for (const [what, path, options] of runs) {
-          const { matched, total, bytesRead } = await greedyMatches(path, prompts, options);
+          const got = await greedyMatches(path, prompts, options);
           console.log(
-            `  ${variant} ${what}: ${matched}/${total} greedy tokens equal reference.json`,
+            `  ${variant} ${layout} ${what}: prompt ids ${got.promptsEqual}/${prompts.length}, ` +
+              `greedy tokens ${got.matched}/${got.total}, texts ${got.textsEqual}/${prompts.length}`,
           );
-          assert.equal(matched, total, `${variant} ${what}`);
-          assert.equal(total, prompts.length * 20);
-          read[what] = bytesRead;
+          assert.equal(
+            got.promptsEqual,
+            prompts.length,
+            `${variant} ${layout} ${what}: prompt ids`,
+          );
+          assert.equal(got.matched, got.total, `${variant} ${layout} ${what}: greedy tokens`);
+          assert.equal(got.total, prompts.length * 20);
+          assert.equal(got.textsEqual, prompts.length, `${variant} ${layout} ${what}: text`);
+          read[what] = got.bytesRead;
         }
         // Sparse mode reads only the neurons the oracle marks active: every SiLU neuron,
-        // fewer ReLU ones (the relu variant's gates are zero for about half).
-        const naive = read["naive (flm f16)"], sparse = read["sparse (flm f16, oracle, k = 0)"];
+        // about half the ReLU ones (the relu variant's gates are zero for about half).
+        const naive = read["naive (flm f16)"], sparseRead = read["sparse (flm f16, oracle, k = 0)"];
         if (variant === "relu") {
-          assert.ok(sparse < 0.75 * naive, `relu sparse read ${sparse} of ${naive}`);
-        } else assert.equal(sparse, naive, "silu: the oracle keeps every neuron");
+          assert.ok(sparseRead < 0.75 * naive, `relu sparse read ${sparseRead} of ${naive}`);
+        } else assert.equal(sparseRead, naive, "silu: the oracle keeps every neuron");
       }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
-  },
-});
-
-Deno.test({
-  name:
-    "tiny-llama-random: loading names its SentencePiece tokenizer as not supported yet unless a tokenizer is given",
-  ignore: !present,
-  async fn() {
-    await assert.rejects(
-      loadModel(`${TINY_LLAMA}/silu/hf`),
-      /tokenizer\.model: SentencePiece tokenizers are not supported yet/,
-    );
   },
 });
