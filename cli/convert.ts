@@ -1,5 +1,5 @@
 /**
- * `flashlm convert`: a Hugging Face OPT checkpoint into a flashlm file.
+ * `flashlm convert`: a Hugging Face OPT or Llama checkpoint (or a llama2.c folder) into a flashlm file.
  *
  * @module
  */
@@ -12,7 +12,7 @@ import { convertHfToFlash } from "../core/convert.ts";
 export const spec = {
   usage: "flashlm convert <hf-dir> <out.flm> [options]",
   summary:
-    "convert a Hugging Face OPT checkpoint (safetensors or pytorch_model.bin) into a flashlm file (row-column bundled FFN)",
+    "convert a Hugging Face OPT or Llama checkpoint (safetensors or pytorch_model.bin) or a llama2.c folder (model.bin) into a flashlm file (row-column bundled FFN)",
   examples: [
     "flashlm convert ../shared/models/tiny-opt-wikitext2 tiny.flm",
     "flashlm convert ../shared/models/tiny-opt-wikitext2 tiny-int8.flm --dtype int8",

@@ -57,10 +57,14 @@ export function modelLoadOptions(
   };
 }
 
+/** How {@linkcode describeModel} names each architecture. */
+const ARCHITECTURE_NAMES = { opt: "OPT", gpt2: "GPT-2", llama: "Llama" } as const;
+
 /** One line naming the model: path, shape, context, mode, threads, synthetic weights, seed. */
 export function describeModel(model: LoadedModel, seed: number | null): string {
   const c = model.config;
-  return `flashlm: ${model.path} · OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · ` +
+  const arch = ARCHITECTURE_NAMES[c.architecture];
+  return `flashlm: ${model.path} · ${arch} ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · ` +
     `vocab ${c.vocabSize} · context ${model.transformer.contextLength} · mode ${model.mode} · ` +
     `threads ${model.transformer.pool.threads}` +
     (model.metadata.synthetic === "true" ? " · synthetic weights" : "") +
