@@ -27,7 +27,7 @@ import {
 import type { ChatMessage } from "../core/chat_template.ts";
 import { type LoadedModel, loadModel } from "../core/engine.ts";
 import type { Tokenizer } from "../core/tokenizer.ts";
-import type { ChatFormat } from "../core/tokenizer_files.ts";
+import { type ChatFormat, chatFormatFromFiles } from "../core/tokenizer_files.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { Generation, type GenerationStats, summarize } from "../core/generate.ts";
 
@@ -90,11 +90,40 @@ export function plainTextChat(tokenizer: Tokenizer): ChatFormat {
 }
 
 /**
- * The chat format of `model`, and how to name it: plain text for OPT, which has none. This
- * is the one place a model family's template plugs in: a model whose tokenizer_config.json
- * has a `chat_template` (the Llama family) returns `chatFormatFromFiles`'s format here.
+ * The chat format of `model`, and how to name it: the `chat_template` of its
+ * tokenizer_config.json when it has one (chat-tuned Llama-family models), else plain text
+ * (OPT, base models: the model continues the conversation's text).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { chatFormat } from "./chat.ts";
+ * import type { LoadedModel } from "../core/engine.ts";
+ * import { tokenizerFromFiles } from "../core/tokenizer_files.ts";
+ * const enc = new TextEncoder();
+ * const files = new Map([
+ *   ["tokenizer.json", enc.encode(JSON.stringify({
+ *     model: { type: "BPE", vocab: { "<s>": 0, "H": 1, "i": 2, "Hi": 3, "[": 4, "]": 5 }, merges: ["H i"] },
+ *   }))],
+ *   ["tokenizer_config.json", enc.encode(JSON.stringify({
+ *     bos_token: "<s>",
+ *     chat_template: "{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}",
+ *   }))],
+ * ]);
+ * const tokenizer = tokenizerFromFiles(files, "m");
+ * const model = { path: "m", tokenizer, tokenizerFiles: files } as unknown as LoadedModel;
+ * const { format, name } = chatFormat(model);
+ * assert.match(name, /chat template/);
+ * assert.equal(format.render([{ role: "user", content: "Hi" }]), "<s>[Hi]");
+ * const plain = chatFormat({ ...model, tokenizerFiles: new Map() } as unknown as LoadedModel);
+ * assert.match(plain.name, /^plain text/);
+ * ```
  */
 export function chatFormat(model: LoadedModel): { format: ChatFormat; name: string } {
+  const template = chatFormatFromFiles(model.tokenizerFiles, model.path, model.tokenizer);
+  if (template) {
+    return { format: template, name: "the model's chat template (tokenizer_config.json)" };
+  }
   return {
     format: plainTextChat(model.tokenizer),
     name: "plain text (the model continues your text; it has no chat template)",

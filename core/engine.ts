@@ -137,6 +137,8 @@ export interface LoadedModel {
   config: ModelConfig;
   /** Text to token ids and back. */
   tokenizer: Tokenizer;
+  /** The tokenizer's files by name (tokenizer_config.json holds a chat template, if any). */
+  tokenizerFiles: ReadonlyMap<string, Uint8Array>;
   /** The forward pass, one token at a time, with its KV cache. */
   transformer: Transformer;
   /** Free-form provenance from the file (e.g. `synthetic: "true"`). */
@@ -219,6 +221,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       "hf",
       mode,
       tokenizer,
+      hf.tokenizerFiles,
       new Transformer(
         resident,
         ffn,
@@ -277,6 +280,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     "flash",
     mode,
     tokenizer,
+    file.tokenizerFiles,
     transformer,
     file.header.metadata,
     plan,
@@ -519,6 +523,7 @@ function assemble(
   format: "hf" | "flash",
   mode: Mode,
   tokenizer: Tokenizer,
+  tokenizerFiles: ReadonlyMap<string, Uint8Array>,
   transformer: Transformer,
   metadata: Record<string, string>,
   plan: MemoryPlan | null,
@@ -530,6 +535,7 @@ function assemble(
     mode,
     config: transformer.config,
     tokenizer,
+    tokenizerFiles,
     transformer,
     metadata,
     plan,

@@ -181,6 +181,7 @@ async function assemble(
     mode,
     config: file.config,
     tokenizer,
+    tokenizerFiles: file.tokenizerFiles,
     transformer,
     metadata: {},
     plan: null,
