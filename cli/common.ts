@@ -7,6 +7,7 @@
  */
 
 import { RESIDENT_PRECISIONS } from "../core/weights.ts";
+import { ON_CORRUPT } from "../core/bundle_check.ts";
 import { type FlagSpecs, formatFlags, parseArgs, type ParsedFlags, wrap } from "./args.ts";
 import type { LoadOptions } from "../core/engine.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
@@ -162,13 +163,23 @@ export const THREADS_FLAG = {
   max: 256,
 } as const;
 
+/** `--on-corrupt`, shared by generate and eval. */
+export const ON_CORRUPT_FLAG = {
+  type: "string",
+  help: "an FFN bundle read that fails its checksum or holds a NaN/Inf: stop with an error " +
+    "naming the file, layer and neuron, or skip that neuron and count it in the summary",
+  shownDefault: "error",
+  choices: ON_CORRUPT,
+} as const;
+
 /** Flags of the paper's sparse mode. */
 export const SPARSE_FLAGS = {
   memory: {
     type: "string",
     help: "DRAM budget for sparse mode, weights held at their stored precision: bytes (2GB, " +
       "512MiB), % of the model's weights on flash (50%), or ffn:<p>% (resident part, KV cache " +
-      "and buffers + p% of the FFN's neurons); the runtime's own memory is stated beside it",
+      "and buffers + p% of the FFN's neurons, capped at 100%); the runtime's own memory is " +
+      "stated beside it",
   },
   eviction: {
     type: "string",
@@ -281,6 +292,27 @@ export function write(bytes: Uint8Array): void {
   } catch (err) {
     throw isBrokenPipe(err) ? new StdoutClosed() : err;
   }
+  if (bytes.length > 0) stdoutLineOpen = bytes[bytes.length - 1] !== 0x0a;
+}
+
+let stdoutLineOpen = false; // the last text written to stdout did not end its line
+
+/**
+ * End a line of text left open on stdout when stdout is a terminal (where stderr's next
+ * line would be glued to it); does nothing on a pipe or a file, whose text stays as written.
+ *
+ * @example
+ * ```ts
+ * import { endStdoutLine } from "./common.ts";
+ * endStdoutLine(); // nothing written to stdout yet: writes nothing
+ * ```
+ */
+export function endStdoutLine(): void {
+  if (!stdoutLineOpen) return;
+  stdoutLineOpen = false;
+  try {
+    if (Deno.stdout.isTerminal()) Deno.stdout.writeSync(new TextEncoder().encode("\n"));
+  } catch { /* stdout gone: nothing to end */ }
 }
 
 /** A note for the user on stderr (stdout carries only the command's result); ends a bar. */
@@ -354,8 +386,9 @@ export function progress(
 }
 
 /**
- * End a progress bar left on stderr with a newline, so the next line (an error) starts on
- * its own line; does nothing when no bar is open.
+ * End a progress bar left on stderr with a newline, and a line of text left open on a
+ * terminal's stdout ({@linkcode endStdoutLine}), so the next line (an error) starts on its
+ * own line; does nothing when neither is open.
  *
  * @example
  * ```ts
@@ -364,6 +397,7 @@ export function progress(
  * ```
  */
 export function endProgress(): void {
+  endStdoutLine();
   if (!progressOpen) return;
   progressOpen = false;
   try {

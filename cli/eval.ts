@@ -11,6 +11,7 @@ import {
   type CommandSpec,
   endProgress,
   info,
+  ON_CORRUPT_FLAG,
   progress,
   RESIDENT_FLAG,
   SPARSE_FLAGS,
@@ -22,6 +23,7 @@ import {
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
 import { loadModel } from "../core/engine.ts";
 import { evaluate, formatEvalReport } from "../core/eval.ts";
+import { uncachedWarning } from "../core/generate.ts";
 import { describePlan } from "../core/memory_plan.ts";
 import { machineThreads } from "../kernels/pool.ts";
 
@@ -53,6 +55,7 @@ export const spec = {
     threads: THREADS_FLAG,
     ...SPARSE_FLAGS,
     memory: { ...SPARSE_FLAGS.memory, shownDefault: "none: every neuron may stay in DRAM" },
+    "on-corrupt": ON_CORRUPT_FLAG,
     stats: { type: "string", help: "write the results as JSON to this file" },
   },
   progress: true,
@@ -73,8 +76,14 @@ export async function run(
     readerDepth: flags.depth,
     resident: flags.resident,
     threads,
+    onCorrupt: flags["on-corrupt"],
   });
-  const dense = await loadModel(path, { mode: "dense", resident: flags.resident, threads });
+  const dense = await loadModel(path, {
+    mode: "dense",
+    resident: flags.resident,
+    threads,
+    onCorrupt: flags["on-corrupt"],
+  });
   try {
     const windowTokens = flags["window-tokens"] ?? Math.min(256, dense.transformer.contextLength);
     const ids = await readCorpus(flags.text, dense.tokenizer);
@@ -88,6 +97,8 @@ export async function run(
       },
     });
     console.log(formatEvalReport(result));
+    const warning = uncachedWarning(result.sparse.ffn, result.sparse.forwardPasses);
+    if (warning !== null) info(warning);
     if (flags.stats !== undefined) {
       await writeJson(flags.stats, {
         model: path,

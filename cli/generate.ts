@@ -10,6 +10,7 @@ import {
   checkOutputPath,
   type CommandSpec,
   endProgress,
+  endStdoutLine,
   info,
   Interrupted,
   onCtrlC,
@@ -27,7 +28,7 @@ import {
 } from "./generation_flags.ts";
 import { loadModel } from "../core/engine.ts";
 import { describePlan } from "../core/memory_plan.ts";
-import { Generation, type GenerationStats, summarize } from "../core/generate.ts";
+import { Generation, type GenerationStats, summarize, uncachedWarning } from "../core/generate.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { ensureDemoModel } from "../tools/demo_model.ts";
 
@@ -111,6 +112,12 @@ export async function run(
   const ctrlC = onCtrlC();
   try {
     if (model.plan) info(describePlan(model.plan));
+    const skippedAtLoad = model.transformer.ffn.stats.neuronsCorrupt; // dense mode reads all now
+    if (skippedAtLoad > 0) {
+      info(
+        `flashlm: ${skippedAtLoad} corrupt FFN bundles left out while loading (--on-corrupt skip)`,
+      );
+    }
     const sampling = samplingOptions(flags);
     const gen = new Generation(model, prompt, {
       ...sampling,
@@ -133,6 +140,7 @@ export async function run(
     const out = new TextEncoder();
     let text = "";
     if (!flags.json) write(out.encode(prompt));
+    let warned = false;
     for await (const token of gen) {
       text += token.text;
       if (flags.json) {
@@ -141,6 +149,12 @@ export async function run(
         write(out.encode(JSON.stringify(line) + "\n"));
       } else {
         write(out.encode(token.text));
+      }
+      const warning = warned ? null : uncachedWarning(gen.stats.ffn, gen.stats.forwardPasses);
+      if (warning !== null) {
+        endStdoutLine();
+        info(warning);
+        warned = true;
       }
     }
     if (flags.json) {

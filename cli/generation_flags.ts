@@ -6,7 +6,13 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { RESIDENT_FLAG, SPARSE_FLAGS, sparseOptions, THREADS_FLAG } from "./common.ts";
+import {
+  ON_CORRUPT_FLAG,
+  RESIDENT_FLAG,
+  SPARSE_FLAGS,
+  sparseOptions,
+  THREADS_FLAG,
+} from "./common.ts";
 import { type LoadedModel, type LoadOptions, MODES } from "../core/engine.ts";
 import type { GenerateOptions } from "../core/generate.ts";
 import { machineThreads } from "../kernels/pool.ts";
@@ -38,6 +44,7 @@ export const MODEL_FLAGS = {
   },
   resident: RESIDENT_FLAG,
   threads: THREADS_FLAG,
+  "on-corrupt": ON_CORRUPT_FLAG,
 } as const;
 
 /** The parsed {@linkcode MODEL_FLAGS} and a `--context`. */
@@ -54,6 +61,7 @@ export function modelLoadOptions(
     readerDepth: flags.depth,
     resident: flags.resident,
     threads: flags.threads ?? machineThreads(),
+    onCorrupt: flags["on-corrupt"],
   };
 }
 

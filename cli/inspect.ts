@@ -62,6 +62,9 @@ export async function run(
     `ffn           @${h.ffn.offset}: ${
       mb(h.ffn.length)
     }, ${h.ffn.layout}, ${h.ffn.bundleBytes} bytes per neuron bundle, ${c.dFfn} bundles x ${c.nLayers} layers`,
+    `checksums     @${h.bundleChecksums.offset}: ${
+      mb(h.bundleChecksums.length)
+    }, one ${h.bundleChecksums.hash} per bundle, checked on every read of it`,
     h.predictor
       ? `predictor     @${h.predictor.offset}: ${
         mb(h.predictor.length)

@@ -25,11 +25,13 @@ export async function run(positional: string[]): Promise<void> {
   endProgress();
   if (bad.length) {
     throw new FlashlmError(
-      `FFN layer(s) ${bad.join(", ")} fail their checksum (the file is corrupt)`,
+      `FFN layer(s) ${
+        bad.join(", ")
+      } fail their checksums or hold NaN/Inf weights (the file is corrupt: convert the model again)`,
       { file: file.path },
     );
   }
   console.log(
-    `${file.path}: OK (header, tokenizer, resident and ${file.config.nLayers} FFN layers verified)`,
+    `${file.path}: OK (header, tokenizer, resident and ${file.config.nLayers} FFN layers verified, every bundle's checksum too)`,
   );
 }

@@ -23,6 +23,7 @@ import type { KernelPool } from "../kernels/pool.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { gateActivation } from "./config.ts";
+import { BundleChecker } from "./bundle_check.ts";
 import {
   type FfnProvider,
   type FfnStats,
@@ -84,9 +85,11 @@ export class HybridFfn implements FfnProvider {
   private reader: FlashReader;
   private batch = new ReadBatch(1);
   private streamed: BundleMatrix; // (max streamed neurons, bundleBytes) the streamed part as read
+  private streamedWords: Uint32Array; // the same bytes as 32-bit words, for the checks
   private partial: Float32Array; // (dModel) the streamed part's output
   private pooled: PooledFfn | null = null; // the kernel pool's threads, once given
   private streamedBias: Float32Array[] = []; // per layer, fc1 biases of the streamed neurons
+  private checker: BundleChecker; // every bundle read is checked (a bad one is an error)
 
   private constructor(
     model: FlashModelFile,
@@ -105,7 +108,9 @@ export class HybridFfn implements FfnProvider {
     // (maxStreamed, bundleBytes), shareable with the kernel pool's workers
     const raw = new Uint8Array(new SharedArrayBuffer(maxStreamed * model.bundleBytes));
     this.streamed = bundleMatrix(model.dtype, dModel, raw, gateActivation(model.config));
+    this.streamedWords = new Uint32Array(raw.buffer);
     this.partial = new Float32Array(new SharedArrayBuffer(4 * dModel));
+    this.checker = new BundleChecker(model);
     this.streamedBias = resident.layers.map((L, l) => L.fc1Bias.subarray(pinned[l]));
   }
 
@@ -147,12 +152,14 @@ export class HybridFfn implements FfnProvider {
       );
     }
     const bundles: BundleMatrix[] = [];
+    const checker = new BundleChecker(model);
     const file = await Deno.open(model.path, { read: true });
     try {
       for (let l = 0; l < nLayers; l++) {
         // (pinned[l], bundleBytes), shareable with the kernel pool's workers
         const raw = new Uint8Array(new SharedArrayBuffer(pinned[l] * model.bundleBytes));
         await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
+        checker.checkRun(l, 0, pinned[l], new Uint32Array(raw.buffer));
         bundles.push(bundleMatrix(model.dtype, dModel, raw, gateActivation(model.config)));
       }
     } finally {
@@ -176,6 +183,8 @@ export class HybridFfn implements FfnProvider {
       await this.reader.read(this.batch);
     }
     const t1 = performance.now();
+    this.checker.checkRun(layer, p, rest, this.streamedWords);
+    const tc = performance.now();
     const pooled = this.pooled;
     if (pooled) pooled.ffn(out, this.pinnedBundles[layer], L.fc1Bias, x, p, null);
     else ffnBundles(out, this.pinnedBundles[layer], L.fc1Bias, x, p);
@@ -192,15 +201,16 @@ export class HybridFfn implements FfnProvider {
     this.stats.neuronsLoaded += rest;
     this.stats.ioMs += t1 - t0;
     this.stats.ioWaitMs += t1 - t0; // nothing computes while the layer is read
-    this.stats.computeMs += t2 - t1;
+    this.stats.checkMs += tc - t1;
+    this.stats.computeMs += t2 - tc;
   }
 
-  /** The pinned bundles, the streamed part's buffer, the reader's own. */
+  /** The pinned bundles, the streamed part's buffer, the checksum table, the reader's own. */
   memoryInUse(): FfnMemory {
-    const own = [this.pinnedBundles, this.streamed, this.partial, this.batch];
+    const own = [this.pinnedBundles, this.streamed, this.partial, this.batch, this.checker];
     return {
       weights: heldBytes([this.pinnedBundles]),
-      workspace: heldBytes([this.streamed, this.partial, this.batch]) +
+      workspace: heldBytes([this.streamed, this.partial, this.batch, this.checker]) +
         (this.pooled?.act.byteLength ?? 0),
       predictor: 0,
       reader: heldBytes([this.reader], own),

@@ -10,6 +10,7 @@ import { FlashReader } from "../io/reader.ts";
 import { unbundleGated, unbundleRowColumn } from "./bundling.ts";
 import { gateActivation, type ModelConfig } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { BundleChecker, type OnCorrupt } from "./bundle_check.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "./ffn.ts";
 import { FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { decodeValues } from "./flash_format.ts";
@@ -123,6 +124,12 @@ export interface LoadOptions {
    * predictor trained with its recall curve; the oracle reads every predicted neuron.
    */
   loadRecall?: number;
+  /**
+   * Flash modes: an FFN bundle that fails its checksum or holds a NaN or infinity is an
+   * io error naming the file, layer and neuron (`"error"`, default), or that neuron is
+   * left out and counted in `FfnStats.neuronsCorrupt` (`"skip"`).
+   */
+  onCorrupt?: "error" | "skip";
 }
 
 /** A model ready to generate. */
@@ -253,11 +260,11 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   file.releaseResident(); // the loaded tensors are all that is needed now
   let ffn: FfnProvider;
   if (mode === "dense") {
-    ffn = await DenseFfn.open(file, resident);
+    ffn = await DenseFfn.open(file, resident, options.onCorrupt);
   } else if (plan === null) {
     // naive: every bundle read every token
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
-    ffn = new FlashNaiveFfn(file, resident, reader);
+    ffn = new FlashNaiveFfn(file, resident, reader, options.onCorrupt);
   } else {
     const predictor = await sparsePredictor(file, resident, options);
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
@@ -268,6 +275,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
       keepStale: options.keepStale,
       eviction: plan.eviction,
       shared: (options.threads ?? 1) > 1,
+      onCorrupt: options.onCorrupt,
     });
   }
   const transformer = new Transformer(resident, ffn, contextLength, options.kvCache, {
@@ -331,7 +339,7 @@ async function ownPredictor(
   const { dModel, dFfn, nLayers } = file.config;
   if (options.predictor === "oracle") {
     return new OraclePredictor(
-      await readAllFfn(file),
+      await readAllFfn(file, options.onCorrupt),
       resident.layers.map((l) => l.fc1Bias),
       dModel,
       gateActivation(file.config),
@@ -564,7 +572,8 @@ function memoryInUse(transformer: Transformer): MemoryLines {
 
 /**
  * Read every FFN layer of a flashlm file (either layout) into DRAM as f32 fc1/fc2 (and a
- * gated FFN's gate): the oracle predictor's weights.
+ * gated FFN's gate): the oracle predictor's weights. Every bundle is checked (a bad one
+ * is an error, or with `onCorrupt: "skip"` zeros).
  *
  * @example
  * ```ts
@@ -586,8 +595,12 @@ function memoryInUse(transformer: Transformer): MemoryLines {
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
-export async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights[]> {
+export async function readAllFfn(
+  model: FlashModelFile,
+  onCorrupt: OnCorrupt = "error",
+): Promise<DenseFfnWeights[]> {
   const { dModel, dFfn, nLayers } = model.config;
+  const checker = new BundleChecker(model, onCorrupt);
   const raw = new Uint8Array(dFfn * model.bundleBytes); // (dFfn, bundleBytes) as stored
   const ordered = new Uint8Array(model.layout === "split" ? raw.length : 0); // split → bundles
   const gated = model.config.gatedFfn;
@@ -597,7 +610,9 @@ export async function readAllFfn(model: FlashModelFile): Promise<DenseFfnWeights
   try {
     for (let l = 0; l < nLayers; l++) {
       await readExactly(file, raw, model.header.ffn.layers[l].offset, model.path);
-      decodeValues(layerAsBundles(model, raw, ordered), model.dtype, bundles);
+      const inOrder = layerAsBundles(model, raw, ordered);
+      checker.checkRun(l, 0, dFfn, new Uint32Array(inOrder.buffer)); // a bad one zeroed (skip)
+      decodeValues(inOrder, model.dtype, bundles);
       const fc1 = new Float32Array(dFfn * dModel); // (dFfn, dModel) fc1 / up_proj
       const fc2 = new Float32Array(dModel * dFfn); // (dModel, dFfn) fc2 / down_proj
       if (gated) {

@@ -311,7 +311,8 @@ export function formatEvalReport(result: EvalResult): string {
       (s.ffn.neuronsLoaded / passes).toFixed(1)
     } neurons loaded/token · ` +
     `hit rate ${(100 * s.ffn.neuronsHit / Math.max(s.ffn.neuronsPredicted, 1)).toFixed(1)}% · ` +
-    `${(s.ffn.neuronsDropped / passes).toFixed(2)} dropped/token (store full) · ` +
+    `${(s.ffn.neuronsUncached / passes).toFixed(2)} read uncached/token (store full) · ` +
+    (s.ffn.neuronsCorrupt > 0 ? `${s.ffn.neuronsCorrupt} corrupt bundle reads skipped · ` : "") +
     `I/O ${(s.ffn.ioMs / passes).toFixed(2)} ms (compute waited ${
       (s.ffn.ioWaitMs / passes).toFixed(2)
     }) · memory mgmt ${(s.ffn.memoryMs / passes).toFixed(2)} ms · ` +

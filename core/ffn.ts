@@ -25,6 +25,7 @@ import {
   type WeightMatrix,
 } from "../kernels/weights.ts";
 import { gateActivation } from "./config.ts";
+import { BundleChecker, type OnCorrupt } from "./bundle_check.ts";
 import { type FlashModelFile, layerAsBundles } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import type { DenseFfnWeights, ResidentWeights } from "./weights.ts";
@@ -61,10 +62,15 @@ export interface FfnStats {
   /** Predicted neurons already in DRAM (sparse mode). */
   neuronsHit: number;
   /**
-   * Predicted neurons left out because the layer's store could not hold the token's
-   * whole set (its rows are planned for 99% of tokens): lost recall, no reads.
+   * Predicted neurons beyond what the layer's store could hold (its rows are planned for
+   * 99% of tokens): read into a scratch area, computed and not kept in DRAM.
    */
-  neuronsDropped: number;
+  neuronsUncached: number;
+  /**
+   * Bundles read that failed their checksum or held a NaN or infinity, left out of the
+   * FFN (`onCorrupt: "skip"`; by default such a bundle is an error).
+   */
+  neuronsCorrupt: number;
   /**
    * Predicted neurons not read because they were not in DRAM and the predictor was not
    * sure enough of them to pay for a read (sparse mode, the load threshold).
@@ -79,6 +85,8 @@ export interface FfnStats {
   neuronsTrulyComputed: number;
   /** Milliseconds running the predictor (sparse mode; included in computeMs). */
   predictorMs: number;
+  /** Milliseconds checking the bundles read (checksums, non-finite values; in no other column). */
+  checkMs: number;
 }
 
 /**
@@ -125,11 +133,13 @@ export function newFfnStats(): FfnStats {
     neuronsEvicted: 0,
     neuronsPredicted: 0,
     neuronsHit: 0,
-    neuronsDropped: 0,
+    neuronsUncached: 0,
+    neuronsCorrupt: 0,
     neuronsSkipped: 0,
     neuronsTrulyActive: 0,
     neuronsTrulyComputed: 0,
     predictorMs: 0,
+    checkMs: 0,
   };
 }
 
@@ -228,26 +238,35 @@ export class DenseFfn implements FfnProvider {
 
   /**
    * Read every FFN layer of `model` into DRAM as stored (either layout, put in bundle
-   * order): the dense mode of a flashlm file.
+   * order), every bundle checked (see `core/bundle_check.ts`): the dense mode of a
+   * flashlm file.
    */
-  static async open(model: FlashModelFile, resident: ResidentWeights): Promise<DenseFfn> {
+  static async open(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    onCorrupt: OnCorrupt = "error",
+  ): Promise<DenseFfn> {
     const { dModel, dFfn } = model.config;
     const gate = gateActivation(model.config);
     const layers: BundleMatrix[] = [];
     const raw = new Uint8Array(model.layout === "split" ? dFfn * model.bundleBytes : 0); // (dFfn, bundleBytes) a split layer as read
+    const checker = new BundleChecker(model, onCorrupt);
     const file = await Deno.open(model.path, { read: true });
     try {
-      for (const entry of model.header.ffn.layers) {
+      for (const [l, entry] of model.header.ffn.layers.entries()) {
         // (dFfn, bundleBytes) bundles as stored, shareable with the kernel pool's workers
         const bytes = new Uint8Array(new SharedArrayBuffer(dFfn * model.bundleBytes));
         await readExactly(file, model.layout === "split" ? raw : bytes, entry.offset, model.path);
         if (model.layout === "split") layerAsBundles(model, raw, bytes);
+        checker.checkRun(l, 0, dFfn, new Uint32Array(bytes.buffer));
         layers.push(bundleMatrix(model.dtype, dModel, bytes, gate));
       }
     } finally {
       file.close();
     }
-    return new DenseFfn(resident, layers);
+    const ffn = new DenseFfn(resident, layers);
+    ffn.stats.neuronsCorrupt = checker.corrupt;
+    return ffn;
   }
 
   /** out = fc2(relu(fc1 x + b1)) + b2, or down(act(gate x) * (up x)). */
@@ -348,9 +367,20 @@ export class FlashNaiveFfn implements FfnProvider {
   private ordered: Uint8Array; // (dFfn, bundleBytes) a split layer reordered to bundles (else empty)
   private bundles: BundleMatrix; // views of the layer in bundle order, for the kernel
   private pooled: PooledFfn | null = null; // the kernel pool's threads, once given
+  private words: Uint32Array; // (dFfn * bundleBytes / 4) the same bytes, for the checks
+  private checker: BundleChecker;
 
-  /** Stream the FFN of `model` through `reader`; the resident weights come from the same file. */
-  constructor(model: FlashModelFile, resident: ResidentWeights, reader: FlashReader) {
+  /**
+   * Stream the FFN of `model` through `reader`; the resident weights come from the same
+   * file. Every bundle read is checked; a bad one is an error, or (`onCorrupt: "skip"`)
+   * left out.
+   */
+  constructor(
+    model: FlashModelFile,
+    resident: ResidentWeights,
+    reader: FlashReader,
+    onCorrupt: OnCorrupt = "error",
+  ) {
     this.model = model;
     this.resident = resident;
     this.reader = reader;
@@ -362,6 +392,8 @@ export class FlashNaiveFfn implements FfnProvider {
     );
     const inBundleOrder = model.layout === "split" ? this.ordered : this.raw;
     this.bundles = bundleMatrix(model.dtype, dModel, inBundleOrder, gateActivation(model.config));
+    this.words = new Uint32Array(inBundleOrder.buffer);
+    this.checker = new BundleChecker(model, onCorrupt);
   }
 
   /**
@@ -379,6 +411,8 @@ export class FlashNaiveFfn implements FfnProvider {
     const t1 = performance.now();
     layerAsBundles(this.model, this.raw, this.ordered); // split layout only: into bundle order
     const t2 = performance.now();
+    this.stats.neuronsCorrupt += this.checker.checkRun(layer, 0, dFfn, this.words);
+    const t3 = performance.now();
     const L = this.resident.layers[layer];
     if (this.pooled) this.pooled.ffn(out, this.bundles, L.fc1Bias, x, dFfn, null);
     else ffnBundles(out, this.bundles, L.fc1Bias, x, dFfn);
@@ -389,7 +423,8 @@ export class FlashNaiveFfn implements FfnProvider {
     this.stats.ioMs += t1 - t0;
     this.stats.ioWaitMs += t1 - t0; // nothing computes while the layer is read
     this.stats.memoryMs += t2 - t1;
-    this.stats.computeMs += performance.now() - t2;
+    this.stats.checkMs += t3 - t2;
+    this.stats.computeMs += performance.now() - t3;
   }
 
   /**
@@ -401,14 +436,14 @@ export class FlashNaiveFfn implements FfnProvider {
     this.pooled = poolFor(pool, [this.bundles], biases, this.model.config.dFfn);
   }
 
-  /** The layer buffer(s) and the reader's own. */
+  /** The layer buffer(s), the checksum table and the reader's own. */
   memoryInUse(): FfnMemory {
     return {
       weights: 0,
-      workspace: heldBytes([this.raw, this.ordered, this.batch]) +
+      workspace: heldBytes([this.raw, this.ordered, this.batch, this.checker]) +
         (this.pooled?.act.byteLength ?? 0),
       predictor: 0,
-      reader: heldBytes([this.reader], [this.raw, this.ordered, this.batch]),
+      reader: heldBytes([this.reader], [this.raw, this.ordered, this.batch, this.checker]),
     };
   }
 

@@ -11,6 +11,7 @@
 
 import { readExactly } from "../io/atomic_write.ts";
 import { crc32 } from "../io/crc32.ts";
+import { BundleChecker } from "./bundle_check.ts";
 import { FlashlmError } from "../io/errors.ts";
 import type { ModelConfig } from "./config.ts";
 import type { WeightMatrix } from "../kernels/weights.ts";
@@ -57,6 +58,11 @@ export class FlashModelFile implements TensorSource {
   readonly description: string;
   /** The predictor section's bytes (checksum verified), or null when there is none. */
   readonly predictorBytes: Uint8Array | null;
+  /**
+   * The checksum of every FFN bundle, (nLayers, dFfn): what each read of a bundle is
+   * checked against (`core/bundle_check.ts`).
+   */
+  readonly bundleChecksums: Uint32Array;
   private residentBytes: Uint8Array | null;
   private tensors: Map<string, StoredTensor>;
 
@@ -67,9 +73,11 @@ export class FlashModelFile implements TensorSource {
     tokenizerFiles: Map<string, Uint8Array>,
     residentBytes: Uint8Array,
     predictorBytes: Uint8Array | null,
+    bundleChecksums: Uint32Array,
   ) {
     this.path = path;
     this.predictorBytes = predictorBytes;
+    this.bundleChecksums = bundleChecksums;
     this.description = path;
     this.fileSize = fileSize;
     this.header = parsed.header;
@@ -79,7 +87,7 @@ export class FlashModelFile implements TensorSource {
     this.tensors = new Map(parsed.header.resident.tensors.map((t) => [t.name, t]));
   }
 
-  /** Open and verify `path` (header, tokenizer and resident checksums). */
+  /** Open and verify `path` (header, tokenizer, resident and checksum-table checksums). */
   static async open(path: string): Promise<FlashModelFile> {
     let file: Deno.FsFile;
     try {
@@ -136,7 +144,23 @@ export class FlashModelFile implements TensorSource {
           });
         }
       }
-      return new FlashModelFile(path, fileSize, parsed, tokenizerFiles, resident, predictor);
+      const checksums = new Uint32Array(h.bundleChecksums.length / 4); // (nLayers, dFfn)
+      const table = new Uint8Array(checksums.buffer);
+      await readExactly(file, table, h.bundleChecksums.offset, path);
+      if (crc32(table) !== h.bundleChecksums.crc32) {
+        throw new FlashlmError("bundle checksum table checksum mismatch (the file is corrupt)", {
+          file: path,
+        });
+      }
+      return new FlashModelFile(
+        path,
+        fileSize,
+        parsed,
+        tokenizerFiles,
+        resident,
+        predictor,
+        checksums,
+      );
     } finally {
       file.close();
     }
@@ -265,8 +289,9 @@ function crc32Chunked(bytes: Uint8Array): number {
 // On-demand FFN verification
 
 /**
- * Check every FFN layer's CRC-32 (the part `open` does not read). Returns the layers
- * whose checksum does not match (empty when the file is intact).
+ * Check every FFN layer's CRC-32 (the part `open` does not read), and every bundle of it
+ * against its own checksum and for NaN or infinity, as a read at run time would. Returns
+ * the layers that fail either (empty when the file is intact).
  *
  * @example
  * ```ts
@@ -305,13 +330,18 @@ export async function verifyFfn(
   onProgress?: (done: number, total: number) => void,
 ): Promise<number[]> {
   const bad: number[] = [];
+  const checker = new BundleChecker(model, "skip");
   const file = await Deno.open(model.path, { read: true });
   try {
     const layers = model.header.ffn.layers;
     const buf = new Uint8Array(layers.length ? layers[0].length : 0);
+    const ordered = new Uint8Array(model.layout === "split" ? buf.length : 0);
+    const words = new Uint32Array(model.layout === "split" ? ordered.buffer : buf.buffer);
     for (let l = 0; l < layers.length; l++) {
       await readExactly(file, buf, layers[l].offset, model.path);
-      if (crc32(buf) !== layers[l].crc32) bad.push(l);
+      const crcOk = crc32(buf) === layers[l].crc32;
+      layerAsBundles(model, buf, ordered);
+      if (checker.checkRun(l, 0, model.config.dFfn, words) > 0 || !crcOk) bad.push(l);
       onProgress?.(l + 1, layers.length);
     }
   } finally {

@@ -6,7 +6,7 @@
  *               u32 CRC-32 of the header, 12 reserved bytes
  * offset 32     header: JSON, padded with spaces (sections, shapes, dtypes, checksums)
  * 4 KiB-aligned tokenizer section: the tokenizer's files by name, one after the other
- *               (version 3; versions 1 and 2 hold vocab.json then merges.txt)
+ *               (since version 3; versions 1 and 2 held vocab.json then merges.txt)
  * 4 KiB-aligned resident section: embeddings, attention, norms, biases (DRAM in every mode),
  *               each tensor 64-byte aligned
  * 4 KiB-aligned FFN section: per layer (each 4 KiB-aligned), dFfn row-column bundles
@@ -16,6 +16,9 @@
  *               neuron takes two reads dFfn half-bundles apart. A gated FFN (Llama) has
  *               three-part bundles [gate row i | up row i | down column i] (split: three
  *               blocks, three reads per neuron)
+ * 4 KiB-aligned bundle checksums: (nLayers, dFfn) u32, the checksum of each bundle
+ *               (`io/bundle_hash.ts`, seeded with layer * dFfn + neuron), checked on
+ *               every read of it from flash
  * ```
  *
  * The file's storage dtype (`header.dtype`) says how the weights are stored:
@@ -32,12 +35,14 @@
  * ```
  *
  * Quantization is symmetric absmax per row (`quantizeRowsI8`): one scale per resident row,
- * per fc1 row and per fc2 column. Version 2 headers name each resident tensor's dtype;
- * version 1 files (f32 or f16 only, every tensor in the file's dtype) are still read.
+ * per fc1 row and per fc2 column. The header names each resident tensor's
+ * dtype. Files of older versions (before 4: no bundle checksums) are refused with a
+ * request to convert the model again.
  *
- * Every section carries a CRC-32 (the FFN one per layer). Opening a file verifies the
- * header, the tokenizer and the resident part; the FFN is verified on demand
- * (`verifyFfn`) since it may be many gigabytes. Files are written to a temp file,
+ * Every section carries a CRC-32 (the FFN one per layer), and every FFN bundle its own
+ * checksum. Opening a file verifies the header, the tokenizer, the resident part and
+ * the checksum table; a bundle is checked each time it is read, and the whole FFN on
+ * demand (`verifyFfn`) since it may be many gigabytes. Files are written to a temp file,
  * fsynced and renamed: an interrupted write leaves nothing that looks valid. All
  * multi-byte values are little-endian.
  *
@@ -50,6 +55,7 @@
  * @module
  */
 
+import { BUNDLE_HASH_NAME } from "../io/bundle_hash.ts";
 import { crc32 } from "../io/crc32.ts";
 import { f16ToF32 } from "../kernels/f16.ts";
 import { bundleBytes, type WeightDtype } from "../kernels/weights.ts";
@@ -64,14 +70,12 @@ import { residentTensorSpecs } from "./weights.ts";
 
 /** The 8 bytes every flashlm model file starts with. */
 export const FLASH_MAGIC = "FLASHLM\0";
-/** The file format version this build writes (it reads this one, 2 and 1). */
-export const FLASH_VERSION = 3;
 /**
- * The versions this build reads: 1 (f32 or f16, no per-tensor dtype), 2 (int8; the
- * tokenizer section is vocab.json then merges.txt) and 3 (tokenizer files by name).
+ * The file format version this build writes and reads: 4 (per-bundle checksums; 3 brought
+ * tokenizer files by name and gated bundles, 2 int8, 1 the first). Older files are refused
+ * with a request to convert the model again.
  */
-const READABLE_VERSIONS = [1, 2, 3];
-
+export const FLASH_VERSION = 4;
 /** Size of the binary preamble before the JSON header. */
 export const PREAMBLE_BYTES = 32;
 /** Sections and FFN layers start at multiples of this. */
@@ -91,7 +95,7 @@ export interface StoredTensor {
   name: string;
   /** Shape, outermost first. */
   shape: number[];
-  /** How it is stored (a version 1 header has none: the parser fills in the file's dtype). */
+  /** How it is stored. */
   dtype: StorageDtype;
   /** Byte offset in the resident section. */
   offset: number;
@@ -140,6 +144,23 @@ export interface PredictorPayload {
   report: unknown;
 }
 
+/**
+ * Where the per-bundle checksums are: (nLayers, dFfn) little-endian u32, entry
+ * `layer * dFfn + neuron` the {@linkcode BUNDLE_HASH_NAME} hash of that bundle as it
+ * lies in DRAM after a read (in the split layout, its two halves put together), seeded
+ * with that same index.
+ */
+export interface BundleChecksumSection {
+  /** Absolute byte offset of the table. */
+  offset: number;
+  /** Bytes of the table: 4 * nLayers * dFfn. */
+  length: number;
+  /** CRC-32 of the table. */
+  crc32: number;
+  /** The hash's name: {@linkcode BUNDLE_HASH_NAME}. */
+  hash: string;
+}
+
 /** The JSON header of a flashlm file, as written. */
 export interface FlashHeader {
   /** Always `"flashlm"`. */
@@ -170,6 +191,8 @@ export interface FlashHeader {
     bundleBytes: number;
     layers: FfnLayerEntry[];
   };
+  /** The checksum of every FFN bundle. */
+  bundleChecksums: BundleChecksumSection;
 }
 
 // ---------------------------------------------------------------------------
@@ -311,11 +334,14 @@ export function parseFlashHeader(
   if (magic !== FLASH_MAGIC) fail("not a flashlm model file (bad magic bytes)");
   const view = new DataView(prefix.buffer, prefix.byteOffset, prefix.byteLength);
   const version = view.getUint32(8, true);
-  if (!READABLE_VERSIONS.includes(version)) {
+  if (version < FLASH_VERSION) {
     fail(
-      `file format version ${version} is not supported (this flashlm reads ${
-        READABLE_VERSIONS.slice(0, -1).join(", ")
-      } and ${READABLE_VERSIONS.at(-1)})`,
+      `file format version ${version} was written by an older flashlm (this one reads version ${FLASH_VERSION}, which checksums every FFN bundle): convert the model again with \`flashlm convert\``,
+    );
+  }
+  if (version !== FLASH_VERSION) {
+    fail(
+      `file format version ${version} is not supported (this flashlm reads version ${FLASH_VERSION})`,
     );
   }
   const jsonLength = view.getUint32(12, true);
@@ -339,8 +365,9 @@ export function parseFlashHeader(
   if (h.version !== version) {
     fail(`header says version ${showValue(h.version)}, its preamble ${version}`);
   }
-  const dtypes: unknown[] = version === 1 ? ["f16", "f32"] : ["f16", "f32", "int8"];
-  if (!dtypes.includes(h.dtype)) fail(`unknown storage dtype ${showValue(h.dtype)}`);
+  if (!["f16", "f32", "int8"].includes(h.dtype as string)) {
+    fail(`unknown storage dtype ${showValue(h.dtype)}`);
+  }
   if (!isObject(h.config)) fail("header has no config");
   let configText = "";
   try {
@@ -465,8 +492,6 @@ function validateLayout(
         }`,
       );
     }
-    // Version 1 stores every tensor in the file's dtype and does not say so.
-    if (version === 1 && tensor.dtype === undefined) tensor.dtype = h.dtype;
     const dtype = residentTensorDtype(h.dtype, spec!.shape);
     if (tensor.dtype !== dtype) {
       fail(
@@ -528,6 +553,18 @@ function validateLayout(
     }
     range(`FFN layer ${l}`, layer.offset, layer.length);
   });
+  const c = h.bundleChecksums;
+  if (typeof c !== "object" || c === null || c.hash !== BUNDLE_HASH_NAME) {
+    fail(`bundle checksum table is missing or not of the ${BUNDLE_HASH_NAME} hash`);
+  }
+  if (c.length !== 4 * config.nLayers * config.dFfn) {
+    fail(
+      `bundle checksum table has length ${showValue(c.length)}, expected ${
+        4 * config.nLayers * config.dFfn
+      }`,
+    );
+  }
+  range("bundle checksum table", c.offset, c.length);
 
   ranges.sort((a, b) => a[1] - b[1]);
   if (ranges[0][1] < headerEnd) fail(`${ranges[0][0]} overlaps the header`);

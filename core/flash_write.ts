@@ -9,6 +9,8 @@
  */
 
 import { atomicWriteFile, readExactly, writeAll } from "../io/atomic_write.ts";
+import { BUNDLE_HASH_NAME } from "../io/bundle_hash.ts";
+import { hashBundles } from "./bundle_check.ts";
 import { crc32 } from "../io/crc32.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { f32ToF16 } from "../kernels/f16.ts";
@@ -100,6 +102,9 @@ function planLayout(input: LayoutInput): FlashHeader {
       layers.push({ offset: at, length, crc32: 0 });
       at = alignUp(at + length, SECTION_ALIGN);
     }
+    const ffnEnd = at;
+    const checksums = { offset: at, length: 4 * config.nLayers * config.dFfn, crc32: 0 };
+    at = alignUp(at + checksums.length, SECTION_ALIGN);
     const header: FlashHeader = {
       format: "flashlm",
       version: FLASH_VERSION,
@@ -112,10 +117,11 @@ function planLayout(input: LayoutInput): FlashHeader {
       ffn: {
         layout: input.layout,
         offset: ffnOffset,
-        length: at - ffnOffset,
+        length: ffnEnd - ffnOffset,
         bundleBytes: bundle,
         layers,
       },
+      bundleChecksums: { ...checksums, hash: BUNDLE_HASH_NAME },
     };
     // Checksums are filled in later; size the header for the widest ones.
     if (PREAMBLE_BYTES + headerJsonLength(header) <= dataStart) return header;
@@ -131,6 +137,7 @@ function headerJsonLength(header: FlashHeader): number {
     resident: { ...header.resident, crc32: widest },
     ...(header.predictor ? { predictor: { ...header.predictor, crc32: widest } } : {}),
     ffn: { ...header.ffn, layers: header.ffn.layers.map((l) => ({ ...l, crc32: widest })) },
+    bundleChecksums: { ...header.bundleChecksums, crc32: widest },
   };
   return new TextEncoder().encode(JSON.stringify(wide)).length;
 }
@@ -311,9 +318,11 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       at += contents.predictor.bytes.length;
     }
 
-    // FFN section: one layer of row-column bundles at a time.
+    // FFN section: one layer of row-column bundles at a time, each bundle's checksum
+    // taken in bundle order (as a read puts it in DRAM, whatever the layout).
     const parts = config.gatedFfn ? 3 : 2; // [fc1 | fc2], or [gate | up | down]
     const expected = config.dFfn * parts * config.dModel; // f32 values of one layer
+    const checksums = new Uint32Array(config.nLayers * config.dFfn); // (nLayers, dFfn)
     for (let l = 0; l < config.nLayers; l++) {
       const entry = header.ffn.layers[l];
       await padTo(entry.offset);
@@ -330,6 +339,7 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       let bytes = bundles instanceof Uint8Array
         ? bundles
         : encodeBundles(bundles, dtype, config, l, contents.resident.description);
+      hashBundles(bytes, config.dFfn, l, checksums);
       if (header.ffn.layout === "split") {
         const split = new Uint8Array(bytes.length);
         bundlesToSplitBytes(bytes, split, config.dFfn, header.ffn.bundleBytes / parts, parts);
@@ -341,6 +351,13 @@ export async function writeFlashModel(path: string, contents: FlashModelContents
       contents.onProgress?.(l + 1, config.nLayers);
     }
     await padTo(header.ffn.offset + header.ffn.length);
+
+    // The checksum table.
+    const table = new Uint8Array(checksums.buffer);
+    await padTo(header.bundleChecksums.offset);
+    header.bundleChecksums.crc32 = crc32(table);
+    await writeAll(file, table);
+    at += table.length;
 
     await file.seek(0, Deno.SeekMode.Start);
     await writeAll(file, encodeHeader(header, headerBytes));

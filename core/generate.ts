@@ -412,8 +412,10 @@ export function summarize(stats: GenerationStats, mode: string): string {
       `${(f.neuronsEvicted / passes).toFixed(0)} evicted/token`,
       `hit rate ${((100 * f.neuronsHit) / f.neuronsPredicted).toFixed(1)}%`,
     );
-    if (f.neuronsDropped > 0) {
-      parts.push(`${(f.neuronsDropped / passes).toFixed(1)} dropped/token (store full)`);
+    if (f.neuronsUncached > 0) {
+      parts.push(
+        `${(f.neuronsUncached / passes).toFixed(1)} read uncached/token (store full)`,
+      );
     }
     if (f.neuronsSkipped > 0) {
       parts.push(
@@ -421,11 +423,44 @@ export function summarize(stats: GenerationStats, mode: string): string {
       );
     }
   }
+  if (f.neuronsCorrupt > 0) {
+    parts.push(`${f.neuronsCorrupt} corrupt bundle reads skipped (--on-corrupt skip)`);
+  }
   parts.push(`FFN compute ${(f.computeMs / passes).toFixed(2)} ms/token`);
+  if (mode !== "dense") parts.push(`checks ${(f.checkMs / passes).toFixed(2)} ms/token`);
   parts.push(`attention, lm_head & rest ${(stats.residentMs / passes).toFixed(2)} ms/token`);
   if (stats.contextShifts > 0) parts.push(`context shifts ${stats.contextShifts}`);
   parts.push(`stop: ${stats.stopReason}`);
   return parts.join(" · ");
+}
+
+/** Share of the predicted neurons read uncached past which {@linkcode uncachedWarning} warns. */
+export const UNCACHED_WARNING_SHARE = 0.05;
+
+/**
+ * The one warning line a run prints when its neuron stores are too small for the
+ * predicted sets: more than {@linkcode UNCACHED_WARNING_SHARE} of the predicted neurons
+ * read into the scratch area and not kept (read again on every token that needs them),
+ * after at least 4 forward passes; else null.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { uncachedWarning } from "./generate.ts";
+ * import { newFfnStats } from "./ffn.ts";
+ * const stats = { ...newFfnStats(), neuronsPredicted: 1000, neuronsUncached: 400 };
+ * assert.match(uncachedWarning(stats, 8)!, /40\.0% of the predicted neurons/);
+ * assert.equal(uncachedWarning({ ...stats, neuronsUncached: 10 }, 8), null);
+ * assert.equal(uncachedWarning(stats, 2), null, "too early to tell");
+ * ```
+ */
+export function uncachedWarning(stats: FfnStats, passes: number): string | null {
+  if (passes < 4 || stats.neuronsPredicted === 0) return null;
+  const share = stats.neuronsUncached / stats.neuronsPredicted;
+  if (share <= UNCACHED_WARNING_SHARE) return null;
+  return `flashlm: warning: the neuron stores are too small for the predicted sets: ${
+    (100 * share).toFixed(1)
+  }% of the predicted neurons are read from flash on every token that needs them (computed all the same, slower); a larger --memory keeps them in DRAM`;
 }
 
 /**

@@ -39,6 +39,7 @@ import {
   readerBufferBytes,
   type RuntimeOverhead,
   sparseWorkspaceBytes,
+  uncachedScratchRows,
 } from "./memory_sizes.ts";
 import { neuronStoreBytes } from "./neuron_store.ts";
 import type { PlanMeasurements } from "./predictor.ts";
@@ -211,8 +212,8 @@ export function planMemory(input: PlanInput): MemoryPlan {
   const perRow = neuronStoreBytes(1, dFfn, rowBytes) - neuronStoreBytes(0, dFfn, rowBytes);
   // The sparse FFN's buffers and the reader's, for stores of at most maxRows rows.
   const buffers = (maxRows: number): number =>
-    sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split, parts) +
-    readerBufferBytes(rowBytes, split, maxRows, dFfn, parts);
+    sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split, rowBytes, config.dModel, parts) +
+    readerBufferBytes(rowBytes, split, Math.max(maxRows, uncachedScratchRows(dFfn)), dFfn, parts);
   const allRows = nLayers * dFfn;
   const mb = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
@@ -223,7 +224,7 @@ export function planMemory(input: PlanInput): MemoryPlan {
   let rowsTotal: number;
   const b = input.budget;
   if (!b || b.kind === "ffn-percent") {
-    rowsTotal = Math.floor((allRows * (b ? b.percent : 100)) / 100);
+    rowsTotal = Math.floor((allRows * Math.min(100, b ? b.percent : 100)) / 100);
   } else {
     budgetBytes = b.kind === "bytes" ? b.bytes : (modelBytes * b.percent) / 100;
     const free = budgetBytes - fixed - storeFixed;
@@ -269,12 +270,31 @@ export function planMemory(input: PlanInput): MemoryPlan {
   const loadCurveRecall = plan.loadCurveRecall;
   const ffnCacheBytes = rowsPerLayer.reduce((a, r) => a + neuronStoreBytes(r, dFfn, rowBytes), 0);
   const maxRows = Math.max(...rowsPerLayer);
-  const ffnWorkspaceBytes = sparseWorkspaceBytes(nLayers, dFfn, maxRows, eviction, split, parts);
-  const readerBytes = readerBufferBytes(rowBytes, split, maxRows, dFfn, parts);
+  const ffnWorkspaceBytes = sparseWorkspaceBytes(
+    nLayers,
+    dFfn,
+    maxRows,
+    eviction,
+    split,
+    rowBytes,
+    config.dModel,
+    parts,
+  );
+  const readerBytes = readerBufferBytes(
+    rowBytes,
+    split,
+    Math.max(maxRows, uncachedScratchRows(dFfn)),
+    dFfn,
+    parts,
+  );
   const plannedBytes = fixed + ffnCacheBytes + ffnWorkspaceBytes + readerBytes;
   let note: string | null = null;
-  if (!b || b.kind === "ffn-percent") budgetBytes = plannedBytes;
-  else if (rowsTotal === allRows && budgetBytes - plannedBytes >= 0.01 * budgetBytes) {
+  if (!b || b.kind === "ffn-percent") {
+    budgetBytes = plannedBytes;
+    if (b && b.percent > 100) {
+      note = `ffn:${b.percent}% asks for more than every FFN neuron: capped at ffn:100%`;
+    }
+  } else if (rowsTotal === allRows && budgetBytes - plannedBytes >= 0.01 * budgetBytes) {
     note = `the budget holds every FFN neuron (capped at 100%): ${
       mb(budgetBytes - plannedBytes)
     } of it is not needed`;
@@ -320,6 +340,10 @@ export function planMemory(input: PlanInput): MemoryPlan {
  * assert.match(text, /^memory plan: budget 1000000 B = 1\.00 MB = \d+% of the model on flash/);
  * assert.match(text, /FFN cache .* rows of 32 B/);
  * assert.match(text, /holds every FFN neuron \(capped at 100%\)/);
+ * const more = planMemory({ config, dtype: "f16", predictorBytes: 0, contextLength: 8,
+ *   budget: { kind: "ffn-percent", percent: 150 } });
+ * assert.deepEqual(more.rowsPerLayer, [100, 100]);
+ * assert.match(describePlan(more), /note: ffn:150% asks for more than every FFN neuron: capped at ffn:100%/);
  * ```
  */
 export function describePlan(plan: MemoryPlan): string {

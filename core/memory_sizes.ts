@@ -169,17 +169,22 @@ function storedSpec(config: ModelConfig, spec: TensorSpec): boolean {
 
 /**
  * DRAM of the sparse FFN besides its neuron stores, for stores of at most `maxRows`
- * rows: per layer the window's eviction candidates and (frequency eviction) the decaying
- * scores; once, the predicted ids, the neurons being loaded and their read batch (three
- * f64 per read, one read per part of a bundle in the split layout: `parts` = 2, or 3 for
- * a gated FFN), and each row's activation (f64, the two-pass kernel's).
+ * rows of `rowBytes`: per layer the window's eviction candidates and (frequency
+ * eviction) the decaying scores; once, the predicted ids, the neurons being loaded, their
+ * read batches (three f64 per read, one read per part of a bundle in the split layout:
+ * `parts` = 2, or 3 for a gated FFN; one batch for a store's loads, one for the
+ * scratch's), each row's activation (f64, the two-pass kernel's), the scratch of uncached
+ * neurons ({@linkcode uncachedScratchRows}) and the file's checksum table.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { sparseWorkspaceBytes } from "./memory_sizes.ts";
- * assert.equal(sparseWorkspaceBytes(2, 100, 10, "frequency", false),
- *   2 * 100 * 8 + 100 * 4 + 10 * 4 + 10 * 24 + 10 * 8);
+ * // 2 layers of 100 neurons, stores of 10 rows of 32 bytes, d = 8: a scratch of 64 rows
+ * assert.equal(sparseWorkspaceBytes(2, 100, 10, "frequency", false, 32, 8),
+ *   2 * 100 * 8 + 100 * 4 + 10 * 4 + (10 + 64) * 24 + 10 * 8 + // window, ids, batches, activations
+ *   64 * (32 + 8) + 8 * 4 + 100 * 4 + // scratch
+ *   2 * 100 * 4 + 4); // checksums
  * ```
  */
 export function sparseWorkspaceBytes(
@@ -188,11 +193,35 @@ export function sparseWorkspaceBytes(
   maxRows: number,
   eviction: "window" | "frequency",
   split: boolean,
+  rowBytes: number,
+  dModel: number,
   parts = 2,
 ): number {
-  const requests = (split ? parts : 1) * maxRows;
+  const scratch = uncachedScratchRows(dFfn);
+  const requests = (split ? parts : 1) * (maxRows + scratch); // the store's batch, the scratch's
   const perLayer = dFfn * (eviction === "frequency" ? 8 : 4); // candidates (Int32), scores (f32)
-  return nLayers * perLayer + (dFfn + maxRows) * 4 + requests * 24 + maxRows * 8;
+  // The uncached neurons' scratch: bundles, biases, ids, a chunk's output, the marks of
+  // the neurons computed from it; the checksum table (u32 per neuron) and its flag word.
+  const uncached = scratch * (rowBytes + 8) + 4 * dModel + 4 * dFfn;
+  const checksums = 4 * nLayers * dFfn + 4;
+  return nLayers * perLayer + (dFfn + maxRows) * 4 + requests * 24 + maxRows * 8 + uncached +
+    checksums;
+}
+
+/**
+ * Rows of the sparse FFN's scratch area, where the neurons of a token's set that do not
+ * fit the layer's store are read (a chunk at a time) and computed without being kept.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { uncachedScratchRows } from "./memory_sizes.ts";
+ * assert.equal(uncachedScratchRows(50), 50);
+ * assert.equal(uncachedScratchRows(16384), 64);
+ * ```
+ */
+export function uncachedScratchRows(dFfn: number): number {
+  return Math.min(dFfn, 64);
 }
 
 /**
@@ -352,7 +381,8 @@ export type Budget =
 
 /**
  * Parse `--memory`: `2GB`, `512MiB`, `123456` (bytes), `50%` (of the model's weights as
- * stored on flash) or `ffn:30%` (the fixed part plus 30% of the FFN's neurons).
+ * stored on flash; above 100% is allowed) or `ffn:30%` (the fixed part plus 30% of the
+ * FFN's neurons; above 100% the plan takes every neuron and says it capped the request).
  *
  * @example
  * ```ts
@@ -361,6 +391,7 @@ export type Budget =
  * assert.deepEqual(parseBudget("1.5GiB"), { kind: "bytes", bytes: 1.5 * 2 ** 30 });
  * assert.deepEqual(parseBudget("50%"), { kind: "model-percent", percent: 50 });
  * assert.deepEqual(parseBudget("ffn:30%"), { kind: "ffn-percent", percent: 30 });
+ * assert.deepEqual(parseBudget("120%"), { kind: "model-percent", percent: 120 });
  * ```
  */
 export function parseBudget(text: string): Budget {
@@ -371,8 +402,10 @@ export function parseBudget(text: string): Budget {
   };
   const pct = /^(ffn:)?(\d+(?:\.\d+)?)%$/i.exec(t);
   if (pct) {
+    // Above 100%: a budget larger than the model on flash (its fixed part, KV cache and
+    // buffers may need it), or, for ffn:, every neuron (the plan caps it and says so).
     const percent = Number(pct[2]);
-    if (!(percent > 0 && percent <= 100)) bad("a percentage must be in (0, 100]");
+    if (!(percent > 0 && percent <= 10000)) bad("a percentage must be in (0, 10000]");
     return pct[1] ? { kind: "ffn-percent", percent } : { kind: "model-percent", percent };
   }
   const m = /^(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?$/i.exec(t);

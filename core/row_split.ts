@@ -27,7 +27,8 @@ export interface LoadCurve {
   loads: number[];
   /**
    * The fewest rows the layer gets: the 99th percentile of a token's set size. A rarer,
-   * larger set drops its lowest-scoring neurons (counted as `neuronsDropped`).
+   * larger set reads its lowest-scoring neurons the store lacks without keeping them
+   * (counted as `neuronsUncached`).
    */
   minRows: number;
 }

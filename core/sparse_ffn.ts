@@ -26,6 +26,13 @@
  *    stored, f32, f16 or int8, never decoded). Given a kernel pool (`usePool`), the rows'
  *    activations and the output's columns are split across its threads (`KernelPool.ffn`),
  *    bit-identically to one thread.
+ *    Each bundle read is checked against the file's checksum before it is computed
+ *    (`core/bundle_check.ts`).
+ *
+ * A token whose predicted set is larger than the layer's store (rows are planned for 99%
+ * of tokens) loses nothing: the neurons beyond the store's rows that it lacks are read
+ * into a small preallocated scratch area, a chunk at a time, computed and not kept —
+ * slower, the same neurons computed (`stats.neuronsUncached` counts them).
  *
  * Per token and layer this counts the paper's three latency columns: I/O (from issuing
  * the reads to knowing they are done), memory management (window bookkeeping, inserts,
@@ -42,7 +49,9 @@ import { KernelPool, type SharedView } from "../kernels/pool.ts";
 import { bundleBytes, ffnBundles } from "../kernels/weights.ts";
 import { gateActivation } from "./config.ts";
 import { FlashlmError } from "../io/errors.ts";
+import { BundleChecker, type OnCorrupt } from "./bundle_check.ts";
 import { type DenseFfnLayer, type FfnProvider, type FfnStats, newFfnStats } from "./ffn.ts";
+import { UncachedFfn } from "./uncached_ffn.ts";
 import type { FlashModelFile } from "./flash_file.ts";
 import { type FfnMemory, heldBytes } from "./memory_use.ts";
 import { DEFAULT_DECAY, type EvictionPolicy, FrequencyScores, NeuronWindow } from "./window.ts";
@@ -216,6 +225,11 @@ export interface SparseFfnOptions {
    * can compute over them (`usePool`); default false.
    */
   shared?: boolean;
+  /**
+   * A bundle read that fails its checksum or holds a NaN or infinity: an io error
+   * (`"error"`, default) or the neuron left out of the token and counted (`"skip"`).
+   */
+  onCorrupt?: OnCorrupt;
 }
 
 // ---------------------------------------------------------------------------
@@ -291,6 +305,9 @@ export class SparseFlashFfn implements FfnProvider {
   private act: Float64Array; // (maxRows) each store row's activation, for the two-pass kernel
   private shared: boolean; // whether the stores and `act` are in SharedArrayBuffers
   private pool: KernelPool = new KernelPool({ threads: 1 }); // the calling thread alone, until usePool
+  private checker: BundleChecker; // every bundle read is checked before it is computed
+  private storeWords: Uint32Array[]; // per layer, the store's bytes as 32-bit words
+  private uncached: UncachedFfn; // a set's neurons beyond the store, computed from a scratch
 
   /** Stream `model`'s FFN through `reader`, guided by `options.predictor`. */
   constructor(
@@ -334,6 +351,9 @@ export class SparseFlashFfn implements FfnProvider {
     this.shared = options.shared ?? false;
     const bundle = { dtype: model.dtype, d: dModel, gate };
     this.stores = rows.map((r) => new NeuronStore(r, dFfn, bundle, { shared: this.shared }));
+    this.storeWords = this.stores.map((st) => new Uint32Array(st.bytes.buffer));
+    this.checker = new BundleChecker(model, options.onCorrupt ?? "error");
+    this.uncached = new UncachedFfn(model, this.checker);
     this.windows = this.stores.map((store, l) =>
       new NeuronWindow(store, {
         eviction: this.eviction,
@@ -391,8 +411,7 @@ export class SparseFlashFfn implements FfnProvider {
     this.scores[layer]?.observe(this.active, predicted);
     const window = this.windows[layer];
     const n = window.admit(t, this.active, predicted, this.worthReading);
-    s.neuronsDropped += window.dropped;
-    s.neuronsPredicted += predicted - window.dropped;
+    s.neuronsPredicted += predicted;
     s.neuronsSkipped += window.skipped;
     s.neuronsHit += n - window.missing;
     s.neuronsEvicted += window.evicted;
@@ -455,27 +474,63 @@ export class SparseFlashFfn implements FfnProvider {
     }
     if (failure !== null) throw failure;
     const t5 = performance.now();
+    // Check what arrived; a bad bundle (with onCorrupt "skip") leaves the store. Its row
+    // lies past `kept`, so the rows computed already do not move.
+    const words = this.storeWords[layer];
+    const perRow = rowBytes / 4;
+    for (let j = 0; j < loads; j++) {
+      const neuron = this.loadNeurons[j];
+      if (!this.checker.check(layer, neuron, words, store.rowOf[neuron] * perRow)) {
+        store.delete(neuron);
+        s.neuronsCorrupt++;
+      }
+    }
+    const tc = performance.now();
     if (gated) ffnBundles(out, store.matrix, store.bias, x, store.numUsed);
     else this.pool.ffn(out, store.matrix, store.bias, x, this.act, early, store.numUsed);
-    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
     const t6 = performance.now();
     s.neuronsLoaded += loads;
     s.bytesRead += loads * rowBytes;
     s.reads += this.reader.stats.reads - readsBefore;
 
     s.predictorMs += t1 - t0;
-    s.computeMs += t1 - t0 + (t4 - t3) + (t6 - t5);
+    s.computeMs += t1 - t0 + (t4 - t3) + (t6 - tc);
+    s.checkMs += tc - t5;
     s.memoryMs += t2 - t1;
     if (reading) {
       s.ioMs += t5 - t2;
       s.ioWaitMs += t3 - t2 + (t5 - t4); // issuing the reads, and waiting for the rest
     }
 
+    // 5. A set larger than the store: the rest, read into the scratch and not kept.
+    const stamp = t * this.model.config.nLayers + layer + 1;
+    if (window.overflow > 0) {
+      await this.uncached.compute(
+        layer,
+        this.active,
+        store.capacity,
+        window.overflow,
+        store,
+        this.reader,
+        L.fc1Bias,
+        x,
+        out,
+        s,
+        stamp,
+      );
+    }
+    for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];
+
     // Measuring only (eval): which truly active neurons did this layer compute?
     if (this.truth) {
       const m = this.truth.predict(layer, x, this.trulyActive);
       s.neuronsTrulyActive += m;
-      for (let i = 0; i < m; i++) if (store.has(this.trulyActive[i])) s.neuronsTrulyComputed++;
+      for (let i = 0; i < m; i++) {
+        const neuron = this.trulyActive[i];
+        if (store.has(neuron) || this.uncached.computedAt[neuron] === stamp) {
+          s.neuronsTrulyComputed++;
+        }
+      }
     }
   }
 
@@ -510,6 +565,7 @@ export class SparseFlashFfn implements FfnProvider {
    * per-token buffers with the window's state, the predictor, the reader's buffers.
    */
   memoryInUse(): FfnMemory {
+    const scratch = [this.checker, this.uncached];
     const own = [
       this.stores,
       this.active,
@@ -517,6 +573,7 @@ export class SparseFlashFfn implements FfnProvider {
       this.loadNeurons,
       this.trulyActive,
       this.act,
+      scratch,
     ];
     const workspace = [
       this.active,
@@ -525,6 +582,7 @@ export class SparseFlashFfn implements FfnProvider {
       this.trulyActive,
       this.act,
       this.windows,
+      scratch,
     ];
     return {
       weights: heldBytes([this.stores]),

@@ -25,12 +25,16 @@
  *
  * 1. predicts the token's set and, under frequency eviction, adds it to the layer's
  *    {@linkcode FrequencyScores} (`observe`: every predicted neuron counts, read or not);
- * 2. calls {@linkcode NeuronWindow.admit}: the set is capped to the store's rows, a strict
- *    window drops what left it, a predicted neuron missing from the store stays in the
- *    set only if the predictor is sure enough of it to pay a read (the load threshold),
- *    and rows are freed for the missing ones;
+ * 2. calls {@linkcode NeuronWindow.admit}: the set is capped to the store's rows (the
+ *    rest, its lowest scores, is the token's *overflow*), a strict window drops what left
+ *    it, a predicted neuron missing from the store stays in the set only if the
+ *    predictor is sure enough of it to pay a read (the load threshold), and rows are
+ *    freed for the missing ones;
  * 3. inserts the missing neurons of the admitted set into the store (the engine reads
- *    their bundles from flash; the simulator counts them).
+ *    their bundles from flash; the simulator counts them). The overflow is computed
+ *    too, never dropped: the engine reads every one of its neurons the store lacks into
+ *    a scratch area (the load threshold does not apply: it weighs a read against what
+ *    the store would keep, and nothing is kept) and does not keep them.
  *
  * @module
  */
@@ -177,8 +181,11 @@ export class NeuronWindow {
   readonly keepStale: boolean;
   /** The decaying activation counts (`"frequency"` eviction). */
   readonly scores: FrequencyScores | null;
-  /** Last `admit`: predicted neurons left out because the store could not hold the set. */
-  dropped = 0;
+  /**
+   * Last `admit`: predicted neurons beyond the store's rows (the lowest scores), left in
+   * `ids[capacity : capacity + overflow]` for the caller to compute without caching.
+   */
+  overflow = 0;
   /** Last `admit`: predicted neurons missing from the store and not sure enough to read. */
   skipped = 0;
   /** Last `admit`: neurons of the admitted set missing from the store (to be read). */
@@ -202,10 +209,11 @@ export class NeuronWindow {
 
   /**
    * Token `t`'s predicted set `ids[0:n]` (scores already observed): reorders `ids` in
-   * place so that `ids[0:kept]` is the set to compute, returns `kept`, and frees rows
-   * so its `missing` neurons fit (the caller inserts them). A missing neuron stays in
-   * the set only if `worthReading` says so (null: every predicted neuron is read).
-   * Allocation-free.
+   * place so that `ids[0:kept]` is the set to keep in the store, returns `kept`, and
+   * frees rows so its `missing` neurons fit (the caller inserts them). A missing neuron
+   * stays in the set only if `worthReading` says so (null: every predicted neuron is
+   * read). A set larger than the store leaves its `overflow` in `ids[capacity :
+   * capacity + overflow]`. Allocation-free.
    */
   admit(
     t: number,
@@ -217,12 +225,16 @@ export class NeuronWindow {
     this.evicted = 0;
 
     // The store cannot hold this token's whole set (rows are planned for 99% of
-    // tokens): frequency eviction keeps the neurons with the highest counts.
-    this.dropped = Math.max(0, n - store.capacity);
-    if (this.dropped > 0) {
+    // tokens): frequency eviction keeps the neurons with the highest counts, and the
+    // rest moves behind the store's rows (the window's order: the last ones).
+    this.overflow = Math.max(0, n - store.capacity);
+    if (this.overflow > 0) {
       if (this.scores !== null) {
-        this.scores.selectLowest(ids, n, this.dropped);
-        ids.copyWithin(0, this.dropped, n);
+        const over = this.overflow;
+        this.scores.selectLowest(ids, n, over);
+        this.victims.set(ids.subarray(0, over)); // the lowest, for a moment
+        ids.copyWithin(0, over, n);
+        ids.set(this.victims.subarray(0, over), store.capacity);
       }
       n = store.capacity;
     }
@@ -309,8 +321,8 @@ export class NeuronWindow {
  * `planMemory` splits the budget with. Each size is a {@linkcode NeuronWindow} over a
  * store with zero-width rows, fed what the sparse FFN's window is fed: the predicted
  * set and which of its neurons the predictor is sure enough of to read (the load
- * threshold), so its loads are the engine's; a store smaller than a token's set drops
- * the set's lowest-scoring neurons, as the engine does. The scores are shared: they
+ * threshold), so its loads are the engine's; a store smaller than a token's set reads
+ * the set's lowest-scoring neurons it lacks without keeping them, as the engine does. The scores are shared: they
  * depend on the predicted sets only. The planner also gets the largest set (`peak`) and
  * the 99th percentile of the set sizes (`p99`), the fewest rows it gives a layer.
  *
@@ -379,6 +391,11 @@ export class CacheCurveAccumulator {
         if (!window.store.has(set[i])) window.store.insert(set[i], 0);
       }
       this.loads[c] += window.missing;
+      // The overflow the store lacks is read too (into the engine's scratch), unsure or not.
+      const at = window.store.capacity;
+      for (let i = at; i < at + window.overflow; i++) {
+        if (!window.store.has(set[i])) this.loads[c]++;
+      }
     }
     this.tokens++;
   }

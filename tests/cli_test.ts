@@ -13,7 +13,7 @@ Deno.test("with no arguments the CLI builds the demo model once, says it is synt
   assert.match(first.stderr, /8 tokens · [\d.]+ tok\/s/);
   assert.match(first.stderr, /MB read\/token/);
   const built = [...Deno.readDirSync(cache)].map((e) => e.name);
-  assert.deepEqual(built, ["demo-v6-f16.flm"], "only the model is left in the cache");
+  assert.deepEqual(built, ["demo-v7-f16.flm"], "only the model is left in the cache");
   assert.match(first.stderr, /mode sparse/, "the demo shows the sparse FFN");
   assert.match(first.stderr, /hit rate/);
   // Its weights are a word-pair table of an embedded text: every word it prints is one of it.

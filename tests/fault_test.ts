@@ -2,7 +2,8 @@
  * The flash reader under fault, and the sparse engine under load.
  *
  * - A read that fails (EIO simulated by a wrapper backend around a real one) ends that
- *   token's generation with one `io` FlashlmError; every lane has finished by then (no read
+ *   token's generation with one `io` FlashlmError (with one thread, and with the kernel
+ *   pool's workers busy on every layer: no hang); every lane has finished by then (no read
  *   left pending), closing the model closes every handle (Deno's resource and op sanitizers
  *   stay on, and `/proc/self/fd` is counted), and the model can start over with exact logits.
  * - The real file shrinking under the reader is an `io` error on every backend; a file removed
@@ -158,6 +159,7 @@ async function assemble(
   path: string,
   mode: Mode,
   reader: FlashReader,
+  threads = 1,
 ): Promise<LoadedModel> {
   const file = await FlashModelFile.open(path);
   const tokenizer = tokenizerFromFiles(file.tokenizerFiles, path);
@@ -174,7 +176,11 @@ async function assemble(
       rowsPerLayer: new Array(nLayers).fill(Math.floor(0.4 * dFfn)),
     });
   }
-  const transformer = new Transformer(resident, ffn);
+  // With threads, every linear layer and attention is split over the kernel pool's workers.
+  const transformer = new Transformer(resident, ffn, undefined, undefined, {
+    threads,
+    minParallelWork: threads > 1 ? 1 : undefined,
+  });
   return {
     path,
     format: "flash",
@@ -258,6 +264,43 @@ for (const list of [false, true]) {
 }
 
 for (const mode of ["naive", "sparse"] as const) {
+  Deno.test(`with --threads 2 (the kernel pool's workers busy on every layer), an EIO mid-token in ${mode} mode is one io FlashlmError, no hang, and the pool closes`, async () => {
+    const fx = await getFixture();
+    const backend = new FaultyBackend(await openBackend("fs-pool", fx.flm, 4), false);
+    const model = await assemble(
+      fx,
+      fx.flm,
+      mode,
+      FlashReader.fromBackend(backend, readerOptions(mode)),
+      2,
+    );
+    const gen = new Generation(model, promptIds(6, 400), { maxTokens: 40, stopAtEos: false });
+    let tokens = 0;
+    const run = (async (): Promise<unknown> => {
+      try {
+        for await (const _ of gen) if (++tokens === 3) backend.armed = true;
+      } catch (e) {
+        return e;
+      }
+      return null;
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const hang = new Promise<string>((resolve) => {
+      timer = setTimeout(() => resolve("hang"), 60_000);
+    });
+    const outcome = await Promise.race([run, hang]);
+    clearTimeout(timer);
+    assert.notEqual(outcome, "hang", "the generation ended within 60 s");
+    assertIoError(outcome, fx.flm);
+    assert.equal(backend.inFlight, 0, "no read left pending");
+    assert.ok(tokens >= 3 && tokens < 40, `the error ended the generation after ${tokens} tokens`);
+    // The pool still works after the fault: the next forward pass of a fresh sequence runs.
+    const logits = await model.transformer.forward(2, 0);
+    assert.ok(logits.every(Number.isFinite));
+    model.close();
+    assert.equal(backend.closes, 1, "the backend is closed once");
+  });
+
   Deno.test(`after a failed read in ${mode} mode the model starts over and gives the dense logits again`, async () => {
     const fx = await getFixture();
     const ids = promptIds(24, 400);

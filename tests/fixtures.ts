@@ -21,8 +21,9 @@
 import { buildSyntheticHfModel, ensureDemoModel } from "../tools/demo_model.ts";
 import type { SyntheticModelOptions } from "../tools/demo_model.ts";
 import { convertHfToFlash } from "../core/convert.ts";
+import { trainPredictor } from "../core/train/train_predictor.ts";
 import type { StorageDtype } from "../core/flash_format.ts";
-import { exists, REAL_MODEL_DIR, TINY } from "./helpers.ts";
+import { exists, HELDOUT_TEXT, REAL_MODEL_DIR, TINY } from "./helpers.ts";
 
 // ---------------------------------------------------------------------------
 // Where fixtures live and what their keys cover
@@ -234,6 +235,38 @@ export async function realFlashModel(): Promise<string> {
   };
   const dir = await fixture(recipe, async (out) => {
     await convertHfToFlash(REAL_MODEL_DIR, `${out}/tiny.flm`, { dtype: "f16" });
+  });
+  return `${dir}/tiny.flm`;
+}
+
+/**
+ * The real checkpoint (`../shared/models/tiny-opt-wikitext2`) converted to f16 with a
+ * predictor trained by flashlm on the held-out text (a short training: 16 windows, 2
+ * epochs), built once (minutes). Callers
+ * check `haveRealModel()` and `haveSharedFixture(HELDOUT_TEXT)` first. Read only.
+ */
+export async function realFlashModelWithPredictor(): Promise<string> {
+  const weights = await Deno.stat(`${REAL_MODEL_DIR}/model.safetensors`);
+  const text = await Deno.stat(HELDOUT_TEXT);
+  const recipe = {
+    name: "real-opt-predictor",
+    // The checkpoint and text are outside the sources the key covers: sizes and times stand for them.
+    options: {
+      dir: REAL_MODEL_DIR,
+      size: weights.size,
+      mtime: weights.mtime?.getTime(),
+      text: HELDOUT_TEXT,
+      textSize: text.size,
+    },
+    builtBy: import.meta.url,
+  };
+  const plain = await realFlashModel();
+  const dir = await fixture(recipe, async (out) => {
+    await trainPredictor(plain, `${out}/tiny.flm`, {
+      textPath: HELDOUT_TEXT,
+      windows: 16,
+      epochs: 2,
+    });
   });
   return `${dir}/tiny.flm`;
 }

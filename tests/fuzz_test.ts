@@ -358,7 +358,7 @@ Deno.test("fuzzed --memory budgets are a valid budget or a one-line usage error"
         if (b.kind === "bytes" && !(Number.isSafeInteger(b.bytes) && b.bytes >= 1)) {
           throw new Error(`accepted a budget of ${b.bytes} bytes`);
         }
-        if (b.kind !== "bytes" && !(b.percent > 0 && b.percent <= 100)) {
+        if (b.kind !== "bytes" && !(b.percent > 0 && b.percent <= 10000)) {
           throw new Error(`accepted ${b.percent}%`);
         }
       },
@@ -449,9 +449,9 @@ Deno.test("out-of-range --memory, bad sparse options and bad files are one-line 
   bytes[100] ^= 1;
   await Deno.writeFile(corrupt, bytes);
   const cases: [string[], number, RegExp][] = [
-    [["generate", flm, "--memory", "0%"], 2, /percentage must be in \(0, 100\]/],
-    [["generate", flm, "--memory", "150%"], 2, /percentage must be in \(0, 100\]/],
-    [["generate", flm, "--memory", "ffn:0%"], 2, /percentage must be in \(0, 100\]/],
+    [["generate", flm, "--memory", "0%"], 2, /percentage must be in \(0, 10000\]/],
+    [["generate", flm, "--memory", "20000%"], 2, /percentage must be in \(0, 10000\]/],
+    [["generate", flm, "--memory", "ffn:0%"], 2, /percentage must be in \(0, 10000\]/],
     [["generate", flm, "--memory", "-1GB"], 2, /--memory "-1GB": expected bytes/],
     [["generate", flm, "--memory", "lots"], 2, /expected bytes/],
     [["generate", flm, "--memory", "0.1B"], 2, /positive size/],

@@ -370,59 +370,39 @@ Deno.test("an int8 header whose tensor length, tensor dtype or bundle size disag
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("a version 1 file (f16, no per-tensor dtype) still opens; a version 1 header cannot claim int8, nor a version 2 file pass as version 1", async () => {
+Deno.test("a file of an older format version (1 to 3, no bundle checksums) is refused with one line asking to convert again; a newer one is refused too", async () => {
   const hf = await sharedHfModel();
   const dir = await Deno.makeTempDir({ prefix: "flashlm-int8-" });
   await convertHfToFlash(hf, `${dir}/f16.flm`, { dtype: "f16" });
   const base = await Deno.readFile(`${dir}/f16.flm`);
-  const asVersion1 = (change: (h: Record<string, unknown>) => void): Uint8Array => {
-    const header = headerJson(base) as {
-      version: number;
-      resident: { tensors: { dtype?: string }[] };
-      tokenizer: Record<string, unknown>;
-    };
-    header.version = 1;
-    for (const t of header.resident.tensors) delete t.dtype;
-    // versions 1 and 2 store vocab.json then merges.txt, by length
-    const files = header.tokenizer.files as { length: number }[];
-    header.tokenizer = {
-      offset: header.tokenizer.offset,
-      vocabLength: files[0].length,
-      mergesLength: files[1].length,
-      crc32: header.tokenizer.crc32,
-    };
-    change(header);
+  const asVersion = (version: number): Uint8Array => {
+    const header = headerJson(base) as { version: number; bundleChecksums?: unknown };
+    header.version = version;
+    delete header.bundleChecksums; // what a version 1 to 3 writer wrote
     const bytes = withFlashHeader(base, JSON.stringify(header), true);
-    new DataView(bytes.buffer).setUint32(8, 1, true); // the preamble's version
+    new DataView(bytes.buffer).setUint32(8, version, true); // the preamble's version
     return bytes;
   };
-  const v1 = asVersion1(() => {});
-  await Deno.writeFile(`${dir}/v1.flm`, v1);
-  const old = await FlashModelFile.open(`${dir}/v1.flm`);
-  const now = await FlashModelFile.open(`${dir}/f16.flm`);
-  assert.ok(old.header.resident.tensors.every((t) => t.dtype === "f16"), "filled in: f16");
-  const name = "embed_positions.weight";
-  const shape = now.header.resident.tensors.find((t) => t.name === name)!.shape;
-  assert.deepEqual(await old.readF32(name, shape), await now.readF32(name, shape));
-  assert.deepEqual(await verifyFfn(old), []);
-  const claimsInt8 = asVersion1((h) => {
-    h.dtype = "int8";
-  });
+  for (const version of [1, 2, 3]) {
+    await Deno.writeFile(`${dir}/old.flm`, asVersion(version));
+    await assert.rejects(FlashModelFile.open(`${dir}/old.flm`), (e: unknown) => {
+      assert.ok(e instanceof FlashlmError, String(e));
+      assert.equal(
+        e.message,
+        `${dir}/old.flm: file format version ${version} was written by an older flashlm (this one reads version ${FLASH_VERSION}, which checksums every FFN bundle): convert the model again with \`flashlm convert\``,
+      );
+      assert.ok(!e.message.includes("\n"), "one line");
+      return true;
+    });
+  }
+  const relabelled = base.slice(); // a current file whose preamble says version 99
+  new DataView(relabelled.buffer).setUint32(8, 99, true);
   assert.throws(
-    () => parseFlashHeader(claimsInt8, claimsInt8.length, "v1.flm"),
-    { message: 'v1.flm: unknown storage dtype "int8"' },
-  );
-  const relabelled = base.slice(); // a version 3 file whose preamble says version 1
-  new DataView(relabelled.buffer).setUint32(8, 1, true);
-  assert.throws(
-    () => parseFlashHeader(relabelled, relabelled.length, "f16.flm"),
-    { message: "f16.flm: header says version 3, its preamble 1" },
-  );
-  const v4 = v1.slice();
-  new DataView(v4.buffer).setUint32(8, 4, true);
-  assert.throws(
-    () => parseFlashHeader(v4, v4.length, "v4.flm"),
-    { message: "v4.flm: file format version 4 is not supported (this flashlm reads 1, 2 and 3)" },
+    () => parseFlashHeader(relabelled, relabelled.length, "new.flm"),
+    {
+      message:
+        `new.flm: file format version 99 is not supported (this flashlm reads version ${FLASH_VERSION})`,
+    },
   );
   await Deno.remove(dir, { recursive: true });
 });

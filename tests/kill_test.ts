@@ -1,9 +1,11 @@
 /**
- * Atomic writes under SIGKILL: `cli.ts convert` and `cli.ts train-predictor` run in a child
- * process that is killed at several points (after a delay from its start, and when its
- * temp file reaches a share of the final size). After every kill the destination is absent
- * (first conversion) or byte-identical to the previous version, which still opens and
- * verifies; or, if the child finished first, the complete new version.
+ * Atomic writes under SIGKILL: `cli.ts convert`, `train-predictor`, `pull` and `generate
+ * --stats` run in a child process that is killed at several points (after a delay from its
+ * start, and when its temp file or partial download reaches a share of the final size).
+ * After every kill the destination is absent (first conversion) or byte-identical to the
+ * previous version, which still opens and verifies; or, if the child finished first, the
+ * complete new version. A killed pull leaves only complete files under their names (its
+ * downloads stay `<file>.partial` until verified) and the next pull finishes it.
  *
  * A killed writer cannot clean up: its temp file `.<name>.tmp-<pid>-<random>` stays next to
  * the destination (and train-predictor's activation capture dir `flashlm-capture-*` stays
@@ -18,6 +20,8 @@ import { FlashlmError } from "../io/errors.ts";
 import { FlashModelFile, verifyFfn } from "../core/flash_file.ts";
 import { exists, HELDOUT_TEXT } from "./helpers.ts";
 import { sharedFlashModel, sharedHfModel } from "./fixtures.ts";
+import { FakeHub, modelFiles } from "./hub_server.ts";
+import { hubCachePath } from "../tools/hub.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
@@ -94,13 +98,20 @@ function tempFiles(dir: string, name: string): { path: string; size: number }[] 
   return out;
 }
 
-/** Run `cli.ts args` and SIGKILL it when `trigger` fires (or let it finish). */
+/**
+ * Run `cli.ts args` and SIGKILL it when `trigger` fires (or let it finish). `watch` names
+ * the destination whose temp files are measured, or is a probe giving the bytes to watch
+ * (-1: none yet).
+ */
 async function runAndKill(
   args: string[],
-  watch: { dir: string; name: string },
+  watch: { dir: string; name: string } | (() => number),
   trigger: Trigger,
   env: Record<string, string>,
 ): Promise<KillResult> {
+  const probe = typeof watch === "function"
+    ? watch
+    : () => Math.max(-1, ...tempFiles(watch.dir, watch.name).map((t) => t.size));
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...args],
     env,
@@ -116,7 +127,7 @@ async function runAndKill(
   });
   let tempBytes = -1;
   while (!exited) {
-    const temp = Math.max(-1, ...tempFiles(watch.dir, watch.name).map((t) => t.size));
+    const temp = probe();
     const ms = performance.now() - t0;
     if (
       (trigger.afterMs !== undefined && ms >= trigger.afterMs) ||
@@ -296,4 +307,104 @@ Deno.test("train-predictor killed at any point leaves the model it rewrites inta
       `capture dirs left in $TMPDIR: ${captures}`,
   );
   assert.ok(midway >= 1, "at least one kill landed during the rewrite");
+});
+
+// ---------------------------------------------------------------------------
+// pull
+
+/** The size of `path`, or -1 when it does not exist. */
+function sizeOrAbsent(path: string): number {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return -1;
+  }
+}
+
+Deno.test("pull killed at any point leaves only complete files under their names, and the next pull finishes the model", async () => {
+  const fx = await getFixture();
+  const files = await modelFiles(fx.hf);
+  const hub = new FakeHub(files);
+  const cache = `${fx.dir}/cache`;
+  const dir = hubCachePath("org/tiny", "main", cache);
+  const weights = files.get("model.safetensors")!;
+  const partial = () => sizeOrAbsent(`${dir}/model.safetensors.partial`);
+  // Growth of the partial download during one run (a run resumes the previous one's).
+  const grown = (base: number) => () => {
+    const size = partial();
+    return size < 0 ? -1 : size - base;
+  };
+  const flmTemp = () =>
+    exists(dir) ? Math.max(-1, ...tempFiles(dir, "model.flm").map((t) => t.size)) : -1;
+  const args = ["pull", "org/tiny", "--cache", cache, "--dtype", "f16"];
+  const env = { HF_ENDPOINT: hub.base, HF_TOKEN: "", TMPDIR: `${fx.dir}/tmp` };
+  const runs: [string, "weights" | "flm", Trigger][] = [
+    ["early in the weights", "weights", { tempBytes: 1 << 20 }],
+    ["a third further through the weights", "weights", { tempBytes: weights.length / 3 }],
+    ["while converting", "flm", { tempBytes: 1 << 20 }],
+    ["(no kill)", "weights", {}],
+  ];
+  const log: string[] = [];
+  let strays = 0, midway = 0;
+  try {
+    for (const [when, what, trigger] of runs) {
+      const probe = what === "flm" ? flmTemp : grown(Math.max(0, partial()));
+      const r = await runAndKill(args, probe, trigger, env);
+      log.push(`${when}: ${describeKill(trigger, r)}`);
+      if (!r.completed && r.tempBytes >= 0) midway++;
+      // Every file under its own name is complete: the hub's bytes, or a model that verifies.
+      for (const entry of exists(dir) ? Deno.readDirSync(dir) : []) {
+        const path = `${dir}/${entry.name}`;
+        if (entry.name.endsWith(".partial") || entry.name.startsWith(".model.flm.tmp-")) continue;
+        if (entry.name === "model.flm") await openAndVerify(path);
+        else assert.deepEqual(await Deno.readFile(path), files.get(entry.name), `${when}: ${path}`);
+      }
+      if (exists(dir)) strays += await checkStrays(dir, "model.flm");
+      if (r.completed) break;
+    }
+    const file = await openAndVerify(`${dir}/model.flm`);
+    assert.equal(file.dtype, "f16", "the last pull converted the model");
+    assert.equal(partial(), -1, "no partial download is left once the pull finished");
+  } finally {
+    await hub.close();
+  }
+  console.log(`pull kills:\n  ${log.join("\n  ")}\n  stray temp files of model.flm: ${strays}`);
+  assert.ok(midway >= 2, `${midway} kills landed during a download or the conversion`);
+});
+
+// ---------------------------------------------------------------------------
+// generate --stats
+
+Deno.test("generate killed while it writes --stats leaves no stats file, or the previous one intact", async () => {
+  const fx = await getFixture();
+  const model = await sharedFlashModel(MODEL, "f32");
+  const stats = `${fx.dir}/stats.json`;
+  const previous = JSON.stringify({ previous: true }) + "\n";
+  await Deno.writeTextFile(stats, previous);
+  const args = ["generate", model, "--max-tokens", "48", "--stats", stats, "--prompt", "a b"];
+  const watch = { dir: fx.dir, name: "stats.json" };
+  const log: string[] = [];
+  let strays = 0, midway = 0;
+  for (let attempt = 0; attempt < 6 && midway < 2; attempt++) {
+    // Killed the moment the temp file of the stats appears (the write is under way).
+    const r = await runAndKill(args, watch, { tempBytes: 0 }, { TMPDIR: `${fx.dir}/tmp` });
+    log.push(describeKill({ tempBytes: 0 }, r));
+    const text = await Deno.readTextFile(stats);
+    if (r.completed) {
+      assert.ok(JSON.parse(text).stats.perToken.length > 0, "a finished run wrote its stats");
+      await Deno.writeTextFile(stats, previous);
+    } else {
+      if (r.tempBytes >= 0) midway++;
+      assert.equal(text, previous, `killed ${describeKill({ tempBytes: 0 }, r)}: untouched`);
+    }
+    for (const { path } of tempFiles(fx.dir, "stats.json")) {
+      await Deno.remove(path);
+      strays++;
+    }
+  }
+  const done = await runAndKill(args, watch, {}, { TMPDIR: `${fx.dir}/tmp` });
+  assert.ok(done.completed);
+  assert.ok(JSON.parse(await Deno.readTextFile(stats)).stats.perToken.length > 0);
+  console.log(`--stats kills:\n  ${log.join("\n  ")}\n  stray temp files: ${strays}`);
+  assert.ok(midway >= 1, "a kill landed while the stats file was being written");
 });

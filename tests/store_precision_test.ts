@@ -67,7 +67,6 @@ for (const dtype of ["f32", "f16", "int8"] as const) {
         const got = await logitsPerPosition(sparse, ids);
         const ffn = sparse.transformer.ffn as SparseFlashFfn;
         assert.ok(ffn.stats.neuronsLoaded > 0);
-        assert.equal(ffn.stats.neuronsDropped, 0, `${what}: every token's set fits its store`);
         assert.equal(ffn.stats.bytesRead, ffn.stats.neuronsLoaded * rowBytes, what);
         if (options.memory) assert.ok(ffn.stats.neuronsEvicted > 0, `${what}: stores evict`);
         for (let pos = 0; pos < ids.length; pos++) {

@@ -194,6 +194,8 @@ export interface PerToken {
   memoryMs: number;
   /** FFN compute, the predictor included. */
   ffnComputeMs: number;
+  /** Checking the bundles read: checksums and NaN/Inf (`FfnStats.checkMs`; in no other column). */
+  checkMs: number;
   /** Of the FFN compute, the predictor's milliseconds. */
   predictorMs: number;
   /** Attention, embeddings, norms, lm_head and everything else. */
@@ -285,6 +287,7 @@ export function emptyPerToken(): PerToken {
     ioWaitMs: 0,
     memoryMs: 0,
     ffnComputeMs: 0,
+    checkMs: 0,
     predictorMs: 0,
     otherMs: 0,
     totalMs: 0,

@@ -151,6 +151,7 @@ export async function runConfiguration(spec: ConfigRunSpec): Promise<ConfigResul
         sum.ioWaitMs += s.ioWaitMs - stats0.ioWaitMs;
         sum.memoryMs += s.memoryMs - stats0.memoryMs;
         sum.ffnComputeMs += s.computeMs - stats0.computeMs;
+        sum.checkMs += s.checkMs - stats0.checkMs;
         sum.predictorMs += s.predictorMs - stats0.predictorMs;
         sum.otherMs += transformer.residentMs - attention0;
         sum.totalMs += totalMs;

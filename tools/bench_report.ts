@@ -74,8 +74,8 @@ export interface BenchReport {
  *   summary: { "flashlm/naive": 0.25 },
  * };
  * const text = formatBenchReport(report);
- * // Table 3: I/O, memory management, compute (total - I/O - memory), total, tokens/s, peak RSS
- * assert.match(text, /^flashlm +2\.00 +0\.00 +8\.00 +10\.00 +100\.00 +500 /m);
+ * // Table 3: I/O, memory management, checks, compute (total - the others), total, tokens/s, peak RSS
+ * assert.match(text, /^flashlm +2\.00 +0\.00 +0\.00 +8\.00 +10\.00 +100\.00 +500 /m);
  * assert.match(text, /^ {2}naive 0\.250$/m);
  * ```
  */
@@ -139,6 +139,7 @@ export function formatBenchReport(report: BenchReport): string {
         "I/O",
         "I/O wait",
         "mem mgmt",
+        "checks",
         "compute",
         "total",
         "tokens/s",
@@ -153,7 +154,8 @@ export function formatBenchReport(report: BenchReport): string {
         f(r.perToken.ioMs, 2),
         f(ioWait(r), 2),
         f(r.perToken.memoryMs, 2),
-        f(r.perToken.totalMs - ioWait(r) - r.perToken.memoryMs, 2),
+        f(r.perToken.checkMs, 2),
+        f(r.perToken.totalMs - ioWait(r) - r.perToken.memoryMs - r.perToken.checkMs, 2),
         f(r.perToken.totalMs, 2),
         f(r.tokensPerSec, 2),
         f(r.peakRssBytes / 1e6, 0),
@@ -165,8 +167,9 @@ export function formatBenchReport(report: BenchReport): string {
     "",
     "I/O = from issuing a layer's reads to knowing they are done; I/O wait = the part of it compute waited for",
     "  (flashlm computes the neurons already in DRAM while the reads are in flight; naive and the baselines wait",
-    "  for all of it). compute = total - I/O wait - memory management: FFN kernels, predictor, attention,",
-    "  embeddings, lm_head. threads = threads the kernels ran on (workers over shared memory).",
+    "  for all of it). compute = total - I/O wait - memory management - checks: FFN kernels, predictor,",
+    "  attention, embeddings, lm_head. threads = threads the kernels ran on (workers over shared memory).",
+    "checks = each bundle read checked against its checksum, and for NaN/Inf, in the same pass.",
     "CPU wait = time the main thread was ready to run but other processes held the CPUs (/proc/thread-self/schedstat);",
     "  it is inside the other columns (mostly compute). Peak RSS = VmHWM while generating (reset after loading).",
     "flash→DRAM MB = bytes the reader delivered; for page-cache most are served by the page cache (its MB/s",
@@ -241,11 +244,13 @@ export function benchChart(report: BenchReport): string {
     parts: [
       { name: "I/O wait (flash)", values: ok.map((r) => ioWait(r)) },
       { name: "memory mgmt", values: ok.map((r) => r.perToken.memoryMs) },
+      { name: "bundle checks", values: ok.map((r) => r.perToken.checkMs) },
       { name: "FFN + predictor", values: ok.map((r) => r.perToken.ffnComputeMs) },
       {
         name: "attention + rest",
         values: ok.map((r) =>
-          r.perToken.totalMs - ioWait(r) - r.perToken.memoryMs - r.perToken.ffnComputeMs
+          r.perToken.totalMs - ioWait(r) - r.perToken.memoryMs - r.perToken.checkMs -
+          r.perToken.ffnComputeMs
         ),
       },
     ],

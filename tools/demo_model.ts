@@ -12,7 +12,7 @@ import { type TensorToWrite, writeSafetensors } from "../io/safetensors_write.ts
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
 import { type ModelConfig, parseModelConfig } from "../core/config.ts";
 import { convertHfToFlash } from "../core/convert.ts";
-import type { StorageDtype } from "../core/flash_format.ts";
+import { FLASH_VERSION, type StorageDtype } from "../core/flash_format.ts";
 import { Rng } from "../core/sampler.ts";
 import { trainPredictor } from "../core/train/train_predictor.ts";
 import { buildByteLevelVocab } from "../core/gpt2_bpe.ts";
@@ -182,7 +182,7 @@ async function writeText(path: string, text: string): Promise<void> {
  * so bumping it when the recipe changes makes every cache build the new model instead of
  * reading an old one.
  */
-const DEMO_VERSION = 6;
+const DEMO_VERSION = 7;
 
 /**
  * Where flashlm caches things: `$FLASHLM_CACHE`, else `$XDG_CACHE_HOME/flashlm`,
@@ -212,6 +212,22 @@ export function cacheDir(): string {
   return `${Deno.makeTempDirSync()}/flashlm`;
 }
 
+/** The format version in the preamble of `path`, or null when it cannot be read. */
+async function formatVersion(path: string): Promise<number | null> {
+  try {
+    const file = await Deno.open(path, { read: true });
+    try {
+      const preamble = new Uint8Array(12);
+      if (await file.read(preamble) !== 12) return null;
+      return new DataView(preamble.buffer).getUint32(8, true);
+    } finally {
+      file.close();
+    }
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Path of the embedded demo model (a flashlm file with a trained predictor), built on
  * first use: a synthetic OPT with 4 layers, d 64, FFN 1024 (so that, as in large models,
@@ -236,12 +252,8 @@ export async function ensureDemoModel(
   onProgress?: (share: number) => void,
 ): Promise<string> {
   const path = `${dir}/demo-v${DEMO_VERSION}-${dtype}.flm`;
-  try {
-    await Deno.stat(path);
-    return path;
-  } catch {
-    // not built yet
-  }
+  if (await formatVersion(path) === FLASH_VERSION) return path;
+  // Not built yet, or by a flashlm of another file format (the cache is shared): build it.
   await Deno.mkdir(dir, { recursive: true });
   const work = await Deno.makeTempDir({ dir, prefix: ".demo-build-" });
   try {
