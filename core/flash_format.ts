@@ -379,7 +379,7 @@ export function parseFlashHeader(
   if (!isObject(h.metadata) || !Object.values(h.metadata).every((v) => typeof v === "string")) {
     fail("header metadata is not an object of strings");
   }
-  validateLayout(h, version, config, fileSize, PREAMBLE_BYTES + jsonLength, fail);
+  validateLayout(h, config, fileSize, PREAMBLE_BYTES + jsonLength, fail);
   return { header: h, config };
 }
 
@@ -440,7 +440,6 @@ function checkPredictorJson(
 /** Check every offset, length and shape in the header against the config and file size. */
 function validateLayout(
   h: FlashHeader,
-  version: number,
   config: ModelConfig,
   fileSize: number,
   headerEnd: number,
@@ -465,7 +464,7 @@ function validateLayout(
     ranges.push([what, offset as number, end]);
   };
 
-  h.tokenizer = checkTokenizerSection(h.tokenizer, version, fail);
+  h.tokenizer = checkTokenizerSection(h.tokenizer, fail);
   range("tokenizer section", h.tokenizer.offset, h.tokenizer.length);
 
   const r = h.resident;

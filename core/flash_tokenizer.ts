@@ -38,43 +38,30 @@ function isObject(x: unknown): x is Record<string, unknown> {
 }
 
 /**
- * The header's tokenizer section entry `entry` of a version `version` file, checked: a
- * version 3 entry as it is, a version 1 or 2 one (`{offset, vocabLength, mergesLength,
- * crc32}`) as the files vocab.json and merges.txt. Offsets and lengths against the file
- * are the caller's to check; `fail` throws the caller's error.
+ * The header's tokenizer section entry `entry`, checked (its files by name; versions 1 and
+ * 2 held vocab.json then merges.txt, and are refused before this as older than the bundle
+ * checksums). Offsets and lengths against the file are the caller's to check; `fail`
+ * throws the caller's error.
  *
- * @example A version 2 entry
+ * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { checkTokenizerSection } from "./flash_tokenizer.ts";
  * const fail = (m: string): never => {
  *   throw new Error(m);
  * };
- * const t = checkTokenizerSection({ offset: 4096, vocabLength: 10, mergesLength: 5, crc32: 7 }, 2, fail);
+ * const t = checkTokenizerSection({ offset: 4096, length: 15, crc32: 7,
+ *   files: [{ name: "vocab.json", offset: 0, length: 10 }, { name: "merges.txt", offset: 10, length: 5 }] }, fail);
  * assert.deepEqual(t.files.map((f) => [f.name, f.offset, f.length]), [["vocab.json", 0, 10], ["merges.txt", 10, 5]]);
- * assert.throws(() => checkTokenizerSection({ ...t, files: [{ name: "x.txt", offset: 0, length: 1 }] }, 3, fail), /unknown file "x.txt"/);
+ * assert.throws(() => checkTokenizerSection({ ...t, files: [{ name: "x.txt", offset: 0, length: 1 }] }, fail), /unknown file "x.txt"/);
  * ```
  */
 export function checkTokenizerSection(
   entry: unknown,
-  version: number,
   fail: (m: string) => never,
 ): TokenizerSection {
   const t = entry as Record<string, unknown>;
   if (!isObject(t)) fail("tokenizer section is malformed");
-  if (version < 3) {
-    if (!isCount(t.vocabLength) || !isCount(t.mergesLength)) fail("tokenizer section is malformed");
-    const vocab = t.vocabLength as number, merges = t.mergesLength as number;
-    return {
-      offset: t.offset as number,
-      length: vocab + merges,
-      crc32: t.crc32 as number,
-      files: [
-        { name: "vocab.json", offset: 0, length: vocab },
-        { name: "merges.txt", offset: vocab, length: merges },
-      ],
-    };
-  }
   if (!isCount(t.length) || !Array.isArray(t.files)) fail("tokenizer section is malformed");
   const names = new Set<string>();
   let end = 0;

@@ -1,13 +1,11 @@
 /**
  * The kernels Llama adds: the gated FFN over bundles (each tuned kernel against its plain
  * reference, every dtype and gate), grouped-query attention (tuned against naive, any
- * split of the heads), RoPE and RMSNorm; the three-part split layout; the tokenizer
- * section of version 2 files read as files by name.
+ * split of the heads), RoPE and RMSNorm; the three-part split layout.
  */
 
 import { strict as assert } from "node:assert";
 import { Rng } from "../core/sampler.ts";
-import { crc32 } from "../io/crc32.ts";
 import { attention, attentionHeads, attentionNaive } from "../kernels/attention.ts";
 import { attentionF16, attentionF16Naive } from "../kernels/attention_f16.ts";
 import { f32ToF16Bits } from "../kernels/f16.ts";
@@ -26,10 +24,6 @@ import { rmsNorm } from "../kernels/rmsnorm.ts";
 import { applyRope, ropeTables } from "../kernels/rope.ts";
 import { bundleMatrix, ffnBundles } from "../kernels/weights.ts";
 import { bundlesToSplitBytes, splitToBundlesBytes } from "../core/flash_values.ts";
-import { FlashModelFile } from "../core/flash_file.ts";
-import { writeFlashModel } from "../core/flash_write.ts";
-import { parseModelConfig } from "../core/config.ts";
-import { residentTensorSpecs } from "../core/weights.ts";
 
 const GATES: GateActivation[] = [
   { kind: "silu", threshold: 0 },
@@ -206,66 +200,4 @@ Deno.test("the split layout of three-part bundles puts every gate, then every up
   const back = new Uint8Array(bundles.length);
   splitToBundlesBytes(split, back, dFfn, part, 3);
   assert.deepEqual(back, bundles);
-});
-
-Deno.test("a version 2 file's tokenizer section (vocab.json then merges.txt) is read as those two files", async () => {
-  const config = parseModelConfig(
-    JSON.stringify({
-      model_type: "opt",
-      vocab_size: 8,
-      hidden_size: 4,
-      ffn_dim: 8,
-      num_hidden_layers: 1,
-      num_attention_heads: 1,
-      max_position_embeddings: 4,
-    }),
-    "config.json",
-  );
-  const names = new Set(residentTensorSpecs(config).filter((s) => s.required).map((s) => s.name));
-  const path = await Deno.makeTempFile({ suffix: ".flm" });
-  const enc = new TextEncoder();
-  try {
-    await writeFlashModel(path, {
-      config,
-      dtype: "f32",
-      metadata: {},
-      tokenizerFiles: new Map([["vocab.json", enc.encode('{"a":0}')], [
-        "merges.txt",
-        enc.encode("#v\n"),
-      ]]),
-      resident: {
-        description: "zeros",
-        has: (name) => names.has(name),
-        readF32: (_n, shape) => Promise.resolve(new Float32Array(shape.reduce((a, b) => a * b, 1))),
-      },
-      ffnBundles: () => Promise.resolve(new Float32Array(8 * 2 * 4)),
-    });
-    // Rewrite the header as version 2 wrote it: {offset, vocabLength, mergesLength, crc32}.
-    const bytes = await Deno.readFile(path);
-    const view = new DataView(bytes.buffer);
-    const jsonLength = view.getUint32(12, true);
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(32, 32 + jsonLength)));
-    assert.equal(header.version, 3);
-    const { offset, crc32: tokenizerCrc, files } = header.tokenizer;
-    assert.deepEqual(files.map((f: { name: string }) => f.name), ["vocab.json", "merges.txt"]);
-    header.version = 2;
-    header.tokenizer = {
-      offset,
-      vocabLength: files[0].length,
-      mergesLength: files[1].length,
-      crc32: tokenizerCrc,
-    };
-    const json = enc.encode(JSON.stringify(header).padEnd(jsonLength, " "));
-    assert.equal(json.length, jsonLength);
-    bytes.set(json, 32);
-    view.setUint32(8, 2, true);
-    view.setUint32(16, crc32(json), true);
-    await Deno.writeFile(path, bytes);
-    const file = await FlashModelFile.open(path);
-    assert.equal(file.header.version, 2);
-    assert.equal(new TextDecoder().decode(file.tokenizerFiles.get("vocab.json")), '{"a":0}');
-    assert.equal(new TextDecoder().decode(file.tokenizerFiles.get("merges.txt")), "#v\n");
-  } finally {
-    await Deno.remove(path);
-  }
 });
