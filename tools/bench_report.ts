@@ -61,7 +61,7 @@ export interface BenchReport {
  *   name, label, description: "", path: "m.flm", note: "", predictor: null, backend: "pread",
  *   evictMethod: "fadvise" as const, budgetBytes: 1e9, memory: {}, promptTokens: 4,
  *   measuredTokens: 8, mbPerSec: 2000, tokensPerSec: 1000 / totalMs, peakRssBytes: 5e8,
- *   loadPeakRssBytes: 6e8, generated: [], loadAverage: [0.5, 0.7] as [number, number],
+ *   loadPeakRssBytes: 6e8, generated: [], loadAverage: [0.5, 0.7] as [number, number], threads: 1,
  *   perToken: { ...emptyPerToken(), bytes: 2e6, readerBytes: 2e6, reads: 40, ioMs, totalMs },
  * });
  * const report = {
@@ -74,8 +74,9 @@ export interface BenchReport {
  *   summary: { "flashlm/naive": 0.25 },
  * };
  * const text = formatBenchReport(report);
- * // Table 3: I/O, memory management, checks, compute (total - the others), total, tokens/s, peak RSS
- * assert.match(text, /^flashlm +2\.00 +0\.00 +0\.00 +8\.00 +10\.00 +100\.00 +500 /m);
+ * // Table 3: threads, I/O, I/O wait, memory management, checks, compute (total - I/O wait -
+ * // memory - checks), total, tokens/s, peak RSS
+ * assert.match(text, /^flashlm +1 +2\.00 +0\.00 +0\.00 +0\.00 +10\.00 +10\.00 +100\.00 +500 /m);
  * assert.match(text, /^ {2}naive 0\.250$/m);
  * ```
  */
@@ -217,7 +218,7 @@ export function formatBenchReport(report: BenchReport): string {
  *   name, label, description: "", path: "m.flm", note: "", predictor: null, backend: "pread",
  *   evictMethod: "fadvise" as const, budgetBytes: 1e9, memory: {}, promptTokens: 4,
  *   measuredTokens: 8, mbPerSec: 2000, tokensPerSec: 1000 / totalMs, peakRssBytes: 5e8,
- *   loadPeakRssBytes: 6e8, generated: [], loadAverage: [0.5, 0.7] as [number, number],
+ *   loadPeakRssBytes: 6e8, generated: [], loadAverage: [0.5, 0.7] as [number, number], threads: 1,
  *   perToken: { ...emptyPerToken(), bytes: 2e6, readerBytes: 2e6, reads: 40, ioMs, totalMs },
  * });
  * const report = {
