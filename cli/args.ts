@@ -259,14 +259,14 @@ export function formatFlags(flags: FlagSpecs): string {
 const HELP_WIDTH = 100;
 
 /**
- * `text` wrapped at spaces to lines of at most `columns` (a longer word stays whole), the
- * lines after the first indented by `indent` spaces.
+ * `text` wrapped at spaces to lines of at most `columns` (at least 20; a longer word stays
+ * whole), the lines after the first indented by `indent` spaces.
  *
  * @example
  * ```ts
  * import { strict as assert } from "node:assert";
  * import { wrap } from "./args.ts";
- * assert.equal(wrap("one two three", 8, 2), "one two\n  three");
+ * assert.equal(wrap("aaaa bbbb cccc dddd eeee", 20, 2), "aaaa bbbb cccc dddd\n  eeee");
  * assert.equal(wrap("short", 80, 4), "short");
  * ```
  */
