@@ -252,7 +252,9 @@ export async function trainPredictor(
     const nHeld = Math.floor(capture.samples * heldOutFraction);
     let gateCutoffs: PredictorReport["gateCutoffs"];
     try {
-      gateCutoffs = capture.gated
+      // A ReLU/fatrelu gate needs no cutoff unless asked for one: its zeros are the skips.
+      const silu = gateActivation(config)?.kind === "silu";
+      gateCutoffs = capture.gated && (silu || (options.sparsity ?? 0) > 0)
         ? await calibrateCutoffs(model, capture, windows, capture.samples - nHeld, options)
         : undefined;
     } finally {
