@@ -265,20 +265,24 @@ export async function trainPredictor(
     let heldOutSamples = 0;
     for (let l = 0; l < config.nLayers; l++) {
       const samples = await readCapturedLayer(capture, l, gateCutoffs?.cutoffs[l] ?? 0);
-      const { layer, metrics } = trainPredictorLayer(samples, {
-        rank: ranks[l],
-        epochs,
-        targetRecall: options.targetRecall ?? 0.96,
-        heldOutFraction,
-        seed: 1000 + l,
-        onProgress: (epoch, step, steps) =>
-          options.onProgress?.(
-            `layer ${l} epoch ${epoch + 1}`,
-            step,
-            steps,
-            (l + 1 + (epoch + step / steps) / epochs) / (config.nLayers + 1),
-          ),
-      });
+      // A layer where every neuron is active (a SiLU layer given no cutoff) has nothing to
+      // learn: its predictor keeps every neuron.
+      const { layer, metrics } = samples.mask.every((m) => m === 1)
+        ? keepEveryNeuron(ranks[l], config.dModel, config.dFfn, nHeld)
+        : trainPredictorLayer(samples, {
+          rank: ranks[l],
+          epochs,
+          targetRecall: options.targetRecall ?? 0.96,
+          heldOutFraction,
+          seed: 1000 + l,
+          onProgress: (epoch, step, steps) =>
+            options.onProgress?.(
+              `layer ${l} epoch ${epoch + 1}`,
+              step,
+              steps,
+              (l + 1 + (epoch + step / steps) / epochs) / (config.nLayers + 1),
+            ),
+        });
       layers.push(layer);
       heldOutSamples = metrics.heldOutSamples;
       const from = samples.n - metrics.heldOutSamples;
@@ -319,6 +323,38 @@ export async function trainPredictor(
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+}
+
+/**
+ * A predictor layer that predicts every neuron active (zero weights, logit bias 20 over a
+ * threshold of 0.5), with the metrics of a layer whose neurons are all active.
+ */
+function keepEveryNeuron(
+  rank: number,
+  dModel: number,
+  dFfn: number,
+  heldOutSamples: number,
+): { layer: PredictorLayer; metrics: PredictorMetrics } {
+  return {
+    layer: {
+      rank,
+      dModel,
+      dFfn,
+      a: new Float32Array(rank * dModel),
+      b: new Float32Array(dFfn * rank),
+      c: new Float32Array(dFfn).fill(20),
+      threshold: 0.5,
+    },
+    metrics: {
+      recall: 1,
+      predictedOverActual: 1,
+      falseNegativeRate: 0,
+      falsePositiveRate: 0,
+      activeFraction: 1,
+      predictedFraction: 1,
+      heldOutSamples,
+    },
+  };
 }
 
 /**
