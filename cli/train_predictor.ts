@@ -68,6 +68,25 @@ export const spec = {
       min: 0.5,
       max: 1,
     },
+    sparsity: {
+      type: "number",
+      help:
+        "gated FFN: mean share of neurons skipped, by per-layer cutoffs on |act(gate·x)| (CATS)",
+      shownDefault: "0.5 for SiLU, none for ReLU",
+      min: 0,
+      max: 0.95,
+    },
+    allocate: {
+      type: "string",
+      help: "spread --sparsity over layers: uniform, or greedy by each layer's loss (TEAL)",
+      shownDefault: "uniform",
+    },
+    "calibration-windows": {
+      type: "integer",
+      help: "greedy allocation: windows (of 128 tokens) its losses are measured on",
+      shownDefault: "4",
+      min: 1,
+    },
   },
   notes: LEGEND,
   progress: true,
@@ -84,12 +103,19 @@ export async function run(
   const out = flags.out ?? path;
   if (flags.out !== undefined) await checkOutputPath(flags.out, "--out");
   const t0 = performance.now();
+  const allocation = flags.allocate ?? "uniform";
+  if (allocation !== "uniform" && allocation !== "greedy") {
+    throw usage(`--allocate takes uniform or greedy, got "${allocation}"`);
+  }
   const report = await trainPredictor(path, out, {
     textPath: flags.text,
     windows: flags.windows,
     windowTokens: flags["window-tokens"],
     epochs: flags.epochs,
     targetRecall: flags.recall,
+    sparsity: flags.sparsity,
+    allocation,
+    calibrationWindows: flags["calibration-windows"],
     ranks: flags.rank !== undefined ? parseRanks(flags.rank) : undefined,
     onProgress: (phase, _done, _total, overall) => {
       // One bar for the whole run; the phase and the time left after it.

@@ -6,6 +6,7 @@
  */
 
 import { readExactly } from "../io/atomic_write.ts";
+import type { GateActivation } from "../kernels/ffn_gated.ts";
 import { FlashReader } from "../io/reader.ts";
 import { unbundleGated, unbundleRowColumn } from "./bundling.ts";
 import { gateActivation, type ModelConfig } from "./config.ts";
@@ -18,6 +19,7 @@ import { openHfModel } from "./hf_model.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 import { tokenizerFromFiles } from "./tokenizer_files.ts";
 import { ClusterPredictor, friendClusterSize } from "./friends.ts";
+import { layerGates, parseGateThresholds } from "./gate_thresholds.ts";
 import { type KvDtype, Transformer } from "./transformer.ts";
 import {
   type DenseFfnWeights,
@@ -270,6 +272,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     const reader = await FlashReader.open(path, { depth: options.readerDepth ?? 32 });
     ffn = new SparseFlashFfn(file, resident, reader, {
       predictor,
+      gates: sparseGates(file),
       windowK: plan.windowK,
       rowsPerLayer: plan.rowsPerLayer,
       keepStale: options.keepStale,
@@ -330,6 +333,26 @@ export async function sparsePredictor(
   return clusters > 1 ? new ClusterPredictor(predictor, clusters, file.config.dFfn) : predictor;
 }
 
+/**
+ * The gate of each layer in sparse mode: the model's, with the layer's cutoff on
+ * `|act(gate · x)|` when `train-predictor --sparsity` stored one (core/gate_thresholds.ts).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { sparseGates } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { ensureDemoModel } from "../tools/demo_model.ts";
+ * const file = await FlashModelFile.open(await ensureDemoModel());
+ * assert.deepEqual(sparseGates(file), new Array(file.config.nLayers).fill(null)); // OPT: no gate
+ * ```
+ */
+export function sparseGates(file: FlashModelFile): (GateActivation | null)[] {
+  const { nLayers } = file.config;
+  const thresholds = parseGateThresholds(file.header.predictor?.meta, nLayers, file.path);
+  return layerGates(gateActivation(file.config), nLayers, thresholds);
+}
+
 /** The oracle or the file's trained predictor, as `options` ask. */
 async function ownPredictor(
   file: FlashModelFile,
@@ -342,7 +365,7 @@ async function ownPredictor(
       await readAllFfn(file, options.onCorrupt),
       resident.layers.map((l) => l.fc1Bias),
       dModel,
-      gateActivation(file.config),
+      sparseGates(file),
     );
   }
   if (!file.header.predictor || !file.predictorBytes) {

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { gateActivation } from "./config.ts";
 import type { LoadedModel } from "./engine.ts";
 import { DenseFfn, type FfnStats, newFfnStats } from "./ffn.ts";
 import { subtractStats } from "./generate.ts";
@@ -128,7 +127,7 @@ export function trackRecallAgainstDense(sparse: LoadedModel, dense: LoadedModel)
       denseFfn.weights,
       fc1Bias,
       dense.config.dModel,
-      gateActivation(dense.config),
+      sparseFfn.gates, // the truly active neurons: those above each layer's cutoff
     ),
   );
   return true;

@@ -86,10 +86,10 @@ export interface ActivationPredictor {
  * floor any real predictor is measured against, and the tests' way to check the sparse
  * path exactly.
  *
- * For a gated FFN (`gate` given) a neuron is active when its gate activation is not zero:
- * ReLU-gated, `gate · x > 0`; fatrelu, `gate · x` above the threshold. A SiLU gate is
- * never exactly zero, so the oracle keeps every neuron (thresholding SiLU is a separate,
- * lossy step).
+ * For a gated FFN (`gate` given, one for all layers or one per layer) a neuron is active
+ * when its gate activation is not zero: ReLU-gated, `gate · x > 0`; fatrelu, `gate · x`
+ * above the threshold; SiLU with a cutoff τ (core/gate_thresholds.ts), `|silu(gate · x)| > τ`.
+ * A SiLU gate without a cutoff is never exactly zero, so the oracle keeps every neuron.
  *
  * @example
  * ```ts
@@ -113,22 +113,23 @@ export class OraclePredictor implements ActivationPredictor {
   private pre: Float32Array; // (dFfn) pre-activations (bundles: post-ReLU activations)
   private ffnOut: Float32Array; // (dModel) the bundled kernel's FFN output, unused
 
-  private gate: GateActivation | null;
+  private gates: (GateActivation | null)[]; // per layer
 
   /**
    * Use the dense fc1 (or bundles) and fc1 biases of every layer; `gate`, the gate
-   * activation of a gated FFN (whose dense layers then carry `gate`).
+   * activation of a gated FFN (whose dense layers then carry `gate`), one for every layer
+   * or one per layer (with its cutoff, core/gate_thresholds.ts).
    */
   constructor(
     weights: DenseFfnLayer[],
     fc1Bias: Float32Array[],
     dModel: number,
-    gate: GateActivation | null = null,
+    gate: GateActivation | null | (GateActivation | null)[] = null,
   ) {
     this.weights = weights;
     this.fc1Bias = fc1Bias;
     this.dModel = dModel;
-    this.gate = gate;
+    this.gates = Array.isArray(gate) ? gate : weights.map(() => gate);
     this.pre = new Float32Array(fc1Bias[0]?.length ?? 0);
     this.ffnOut = new Float32Array(dModel);
   }
@@ -137,9 +138,9 @@ export class OraclePredictor implements ActivationPredictor {
   predict(layer: number, x: Float32Array, out: Int32Array): number {
     const dFfn = this.pre.length;
     const W = this.weights[layer];
-    const gate = this.gate;
+    const gate = this.gates[layer];
     let n = 0;
-    if (gate?.kind === "silu") {
+    if (gate?.kind === "silu" && gate.threshold === 0) {
       for (let i = 0; i < dFfn; i++) out[n++] = i;
       return n;
     }
@@ -150,7 +151,13 @@ export class OraclePredictor implements ActivationPredictor {
       return n;
     }
     if ("fc1" in W) matvec(this.pre, W.fc1, x, dFfn, this.dModel, this.fc1Bias[layer]);
-    else ffnBundles(this.ffnOut, W, this.fc1Bias[layer], x, dFfn, this.pre);
+    else {
+      // bundles with this layer's gate (and cutoff); the kernel reads it from the matrix
+      const stored = W.gate;
+      W.gate = gate ?? W.gate;
+      ffnBundles(this.ffnOut, W, this.fc1Bias[layer], x, dFfn, this.pre);
+      W.gate = stored;
+    }
     // plain: pre-activations (bundles: post-ReLU); gated bundles: act(g) * u, zero iff act(g) is
     for (let i = 0; i < dFfn; i++) if (gate ? this.pre[i] !== 0 : this.pre[i] > 0) out[n++] = i;
     return n;
@@ -230,6 +237,12 @@ export interface SparseFfnOptions {
    * (`"error"`, default) or the neuron left out of the token and counted (`"skip"`).
    */
   onCorrupt?: OnCorrupt;
+  /**
+   * A gated FFN's gate per layer, with the layer's cutoff (core/gate_thresholds.ts):
+   * a row whose `|act(gate · x)|` is at most the cutoff is not computed even when it is in
+   * DRAM. Default: the model's gate in every layer.
+   */
+  gates?: (GateActivation | null)[];
 }
 
 // ---------------------------------------------------------------------------
@@ -288,6 +301,8 @@ export class SparseFlashFfn implements FfnProvider {
   readonly scores: FrequencyScores[];
   /** Index of the current token (incremented at layer 0). */
   token: number = -1;
+  /** The gate each layer's rows are computed with (null: an FFN without a gate). */
+  readonly gates: (GateActivation | null)[];
 
   /** The flash reader every load goes through. */
   readonly reader: FlashReader;
@@ -349,8 +364,17 @@ export class SparseFlashFfn implements FfnProvider {
     this.trulyActive = new Int32Array(0);
     const rows = options.rowsPerLayer ?? new Array(nLayers).fill(dFfn);
     this.shared = options.shared ?? false;
-    const bundle = { dtype: model.dtype, d: dModel, gate };
-    this.stores = rows.map((r) => new NeuronStore(r, dFfn, bundle, { shared: this.shared }));
+    this.gates = options.gates ?? rows.map(() => gate);
+    if (this.gates.length !== nLayers || this.gates.some((g) => (g === null) !== (gate === null))) {
+      throw new FlashlmError(`sparse FFN: ${nLayers} gates expected, as the model's`, {
+        kind: "usage",
+      });
+    }
+    this.stores = rows.map((r, l) =>
+      new NeuronStore(r, dFfn, { dtype: model.dtype, d: dModel, gate: this.gates[l] }, {
+        shared: this.shared,
+      })
+    );
     this.storeWords = this.stores.map((st) => new Uint32Array(st.bytes.buffer));
     this.checker = new BundleChecker(model, options.onCorrupt ?? "error");
     this.uncached = new UncachedFfn(model, this.checker);
@@ -517,6 +541,7 @@ export class SparseFlashFfn implements FfnProvider {
         out,
         s,
         stamp,
+        this.gates[layer],
       );
     }
     for (let j = 0; j < dModel; j++) out[j] += L.fc2Bias[j];

@@ -10,6 +10,7 @@
 
 import { type FlashReader, ReadBatch } from "../io/reader.ts";
 import { type BundleMatrix, bundleMatrix, ffnBundles } from "../kernels/weights.ts";
+import type { GateActivation } from "../kernels/ffn_gated.ts";
 import type { BundleChecker } from "./bundle_check.ts";
 import { gateActivation } from "./config.ts";
 import type { FfnStats } from "./ffn.ts";
@@ -63,6 +64,7 @@ export class UncachedFfn {
   private bias: Float32Array; // (rows) their fc1 biases
   private neurons: Int32Array; // (rows) their ids
   private partial: Float32Array; // (dModel) one chunk's FFN output
+  private modelGate: GateActivation | null; // the model's gate, without a cutoff
 
   /** A scratch of `uncachedScratchRows(dFfn)` rows for `model`'s bundles, checked by `checker`. */
   constructor(model: FlashModelFile, checker: BundleChecker) {
@@ -76,7 +78,8 @@ export class UncachedFfn {
     this.checker = checker;
     this.batch = new ReadBatch(model.layout === "split" ? model.bundleParts * rows : rows);
     const bytes = new Uint8Array(rows * model.bundleBytes); // (rows, bundleBytes)
-    this.scratch = bundleMatrix(model.dtype, dModel, bytes, gateActivation(model.config));
+    this.modelGate = gateActivation(model.config);
+    this.scratch = bundleMatrix(model.dtype, dModel, bytes, this.modelGate);
     this.words = new Uint32Array(this.scratch.bytes.buffer);
     this.bias = new Float32Array(rows);
     this.neurons = new Int32Array(rows);
@@ -90,7 +93,8 @@ export class UncachedFfn {
    * `fc1Bias`: read through `reader` a chunk at a time, checked, computed, not kept. The
    * load threshold does not apply: it trades a read for recall where the store keeps
    * what it reads; here the alternative is losing a predicted neuron. Counts into `stats`;
-   * marks each computed neuron with `stamp` in `computedAt`.
+   * marks each computed neuron with `stamp` in `computedAt`. `gate` is the layer's gate with
+   * its cutoff (core/gate_thresholds.ts), default the model's.
    */
   async compute(
     layer: number,
@@ -104,7 +108,9 @@ export class UncachedFfn {
     out: Float32Array,
     stats: FfnStats,
     stamp: number,
+    gate: GateActivation | null = this.modelGate,
   ): Promise<void> {
+    this.scratch.gate = gate;
     const rowBytes = this.rowBytes;
     const perRow = rowBytes / 4;
     const parts = this.parts;

@@ -24,16 +24,24 @@ import { f16BitsToF32, getF16Table } from "./f16.ts";
 // ---------------------------------------------------------------------------
 // The gate's activation
 
-/** The activation of a gated FFN's gate (`threshold` is fatrelu's; 0 otherwise). */
+/**
+ * The activation of a gated FFN's gate, with its cutoff: fatrelu's threshold, or a SiLU
+ * gate's CATS cutoff (0: none).
+ */
 export interface GateActivation {
-  /** SiLU, ReLU, or fatrelu (`g > threshold ? g : 0`). */
+  /**
+   * SiLU (`silu(g)`, or 0 where `|silu(g)| <= threshold`: CATS), ReLU, or fatrelu
+   * (`g > threshold ? g : 0`).
+   */
   kind: "silu" | "relu" | "fatrelu";
-  /** The fatrelu threshold. */
+  /** The fatrelu threshold, or the SiLU cutoff on `|silu(g)|` (0 for plain SiLU and ReLU). */
   threshold: number;
 }
 
 /**
- * The activation of gate pre-activation `g`.
+ * The activation of gate pre-activation `g`. A SiLU gate with a cutoff `t > 0` is CATS's
+ * thresholded SiLU: `silu(g)` where `|silu(g)| > t`, else 0 (the neuron is skipped; every
+ * kept neuron is computed exactly).
  *
  * @example
  * ```ts
@@ -42,10 +50,15 @@ export interface GateActivation {
  * assert.equal(gateValue(-1, { kind: "relu", threshold: 0 }), 0);
  * assert.equal(gateValue(0.005, { kind: "fatrelu", threshold: 0.01 }), 0);
  * assert(Math.abs(gateValue(1, { kind: "silu", threshold: 0 }) - 1 / (1 + Math.exp(-1))) < 1e-12);
+ * assert.equal(gateValue(-1, { kind: "silu", threshold: 0.3 }), 0); // |silu(-1)| = 0.269
+ * assert.equal(gateValue(1, { kind: "silu", threshold: 0.3 }), 1 / (1 + Math.exp(-1)));
  * ```
  */
 export function gateValue(g: number, a: GateActivation): number {
-  if (a.kind === "silu") return g / (1 + Math.exp(-g));
+  if (a.kind === "silu") {
+    const s = g / (1 + Math.exp(-g));
+    return a.threshold > 0 && !(Math.abs(s) > a.threshold) ? 0 : s;
+  }
   const t = a.kind === "fatrelu" ? a.threshold : 0;
   return g > t ? g : 0; // NaN -> 0
 }

@@ -29,6 +29,7 @@ const GATES: GateActivation[] = [
   { kind: "silu", threshold: 0 },
   { kind: "relu", threshold: 0 },
   { kind: "fatrelu", threshold: 0.2 },
+  { kind: "silu", threshold: 0.1 }, // CATS: |silu(g)| <= 0.1 skipped
 ];
 
 function randomVector(rng: Rng, n: number, scale = 1): Float32Array {

@@ -12,7 +12,7 @@ import { evictFromPageCache } from "../io/page_cache.ts";
 import { FlashReader } from "../io/reader.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { HybridFfn, hybridPinned, PageCacheFfn } from "../core/baselines.ts";
-import { planFromFile, sparsePredictor } from "../core/engine.ts";
+import { planFromFile, sparseGates, sparsePredictor } from "../core/engine.ts";
 import { DenseFfn, type FfnProvider, FlashNaiveFfn } from "../core/ffn.ts";
 import type { FlashModelFile } from "../core/flash_file.ts";
 import type { RuntimeOverhead } from "../core/memory_sizes.ts";
@@ -238,6 +238,7 @@ async function setupSparse(ctx: SetupContext, variant: SparseVariant): Promise<S
   const reader = await FlashReader.open(ctx.path, { depth: ctx.depth });
   const ffn = new SparseFlashFfn(file, ctx.resident, reader, {
     predictor,
+    gates: sparseGates(file), // a gated FFN's per-layer cutoffs, when the file has them
     windowK,
     rowsPerLayer: plan.rowsPerLayer,
     keepStale: !keepNothing,

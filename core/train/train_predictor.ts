@@ -3,7 +3,10 @@
  * model's activations (*LLM in a Flash*, section 3.1), measures the statistics the
  * memory planner needs, and stores both in the flash model's resident part.
  *
- * 1. capture (capture.ts): dense model over text → per-layer (x, mask) files;
+ * 1. capture (capture.ts): dense model over text → per-layer (x, mask) files; a gated FFN's
+ *    files hold `|act(gate · x)|`, and its per-layer cutoffs τ_l (`--sparsity`, uniform or
+ *    allocated across layers: gate_calibration.ts) are calibrated from them: a neuron is
+ *    active when `|act(gate · x)| > τ_l` (τ_l = 0 without `--sparsity`: its gate is not zero);
  * 2. train (fit.ts): per layer, Adam on balanced BCE, threshold calibrated for recall;
  * 3. measure (`PlanMeasurements`, core/predictor.ts): on the held-out tokens, recall,
  *    predicted/actual, FNR, FPR, and s_agg(k) / new neurons per token for k = 1..16
@@ -15,7 +18,22 @@
  * @module
  */
 
-import { captureActivations, captureError, readCapturedLayer } from "./capture.ts";
+import {
+  captureActivations,
+  captureError,
+  type CaptureResult,
+  readCapturedGate,
+  readCapturedLayer,
+} from "./capture.ts";
+import {
+  allocateSparsity,
+  cutoffAt,
+  layerLossCurves,
+  skippedShare,
+  sortedMagnitudes,
+} from "./gate_calibration.ts";
+import { gateActivation } from "../config.ts";
+import type { LoadedModel } from "../engine.ts";
 import { corpusWindows, readCorpus } from "../corpus.ts";
 import { loadModel } from "../engine.ts";
 import { FlashlmError } from "../../io/errors.ts";
@@ -61,6 +79,19 @@ export interface TrainPredictorOptions {
    * much as one layer's training).
    */
   onProgress?: (phase: string, done: number, total: number, overall: number) => void;
+  /**
+   * Gated FFN: the mean share of neurons to skip, by per-layer cutoffs on
+   * `|act(gate · x)|` (CATS). Default 0.5 for a SiLU gate, none for ReLU/fatrelu (their
+   * zeros are skipped anyway; a share above the natural one raises the cutoff).
+   */
+  sparsity?: number;
+  /**
+   * How `sparsity` is spread over the layers: `"uniform"` (default; the same share in
+   * each) or `"greedy"` (TEAL-style, by each layer's loss on calibration windows).
+   */
+  allocation?: "uniform" | "greedy";
+  /** Greedy allocation: windows of text its losses are measured on (default 4 of 128 tokens). */
+  calibrationWindows?: number;
 }
 
 /** What training measured for one layer: the predictor's quality and the planner's inputs. */
@@ -93,6 +124,21 @@ export interface PredictorReport extends PlanMeasurements {
   seconds: number;
   /** Per layer, in order. */
   layers: LayerReport[];
+  /** Gated FFN: the cutoffs on `|act(gate · x)|`, how they were chosen and what they skip. */
+  gateCutoffs?: {
+    /** Target mean share of skipped neurons. */
+    sparsity: number;
+    /** How the target was spread over the layers. */
+    allocation: "uniform" | "greedy";
+    /** Per layer: the share the cutoff was calibrated to (training split). */
+    shares: number[];
+    /** Per layer: the cutoff τ on `|act(gate · x)|`. */
+    cutoffs: number[];
+    /** Per layer: the share of neurons at or under τ on the held-out tokens. */
+    heldOutSkipped: number[];
+    /** Greedy: each layer's loss curve (mean NLL increase at each share, that layer alone). */
+    curves?: { shares: number[]; cost: number[] }[];
+  };
 }
 
 // ---------------------------------------------------------------------------
@@ -203,26 +249,40 @@ export async function trainPredictor(
       (done, total) =>
         options.onProgress?.("capture", done, total, done / total / (config.nLayers + 1)),
     );
-    model.close();
+    const nHeld = Math.floor(capture.samples * heldOutFraction);
+    let gateCutoffs: PredictorReport["gateCutoffs"];
+    try {
+      // A ReLU/fatrelu gate needs no cutoff unless asked for one: its zeros are the skips.
+      const silu = gateActivation(config)?.kind === "silu";
+      gateCutoffs = capture.gated && (silu || (options.sparsity ?? 0) > 0)
+        ? await calibrateCutoffs(model, capture, windows, capture.samples - nHeld, options)
+        : undefined;
+    } finally {
+      model.close();
+    }
     const layers: PredictorLayer[] = [];
     const reports: LayerReport[] = [];
     let heldOutSamples = 0;
     for (let l = 0; l < config.nLayers; l++) {
-      const samples = await readCapturedLayer(capture, l);
-      const { layer, metrics } = trainPredictorLayer(samples, {
-        rank: ranks[l],
-        epochs,
-        targetRecall: options.targetRecall ?? 0.96,
-        heldOutFraction,
-        seed: 1000 + l,
-        onProgress: (epoch, step, steps) =>
-          options.onProgress?.(
-            `layer ${l} epoch ${epoch + 1}`,
-            step,
-            steps,
-            (l + 1 + (epoch + step / steps) / epochs) / (config.nLayers + 1),
-          ),
-      });
+      const samples = await readCapturedLayer(capture, l, gateCutoffs?.cutoffs[l] ?? 0);
+      // A layer where every neuron is active (a SiLU layer given no cutoff) has nothing to
+      // learn: its predictor keeps every neuron.
+      const { layer, metrics } = samples.mask.every((m) => m === 1)
+        ? keepEveryNeuron(ranks[l], config.dModel, config.dFfn, nHeld)
+        : trainPredictorLayer(samples, {
+          rank: ranks[l],
+          epochs,
+          targetRecall: options.targetRecall ?? 0.96,
+          heldOutFraction,
+          seed: 1000 + l,
+          onProgress: (epoch, step, steps) =>
+            options.onProgress?.(
+              `layer ${l} epoch ${epoch + 1}`,
+              step,
+              steps,
+              (l + 1 + (epoch + step / steps) / epochs) / (config.nLayers + 1),
+            ),
+        });
       layers.push(layer);
       heldOutSamples = metrics.heldOutSamples;
       const from = samples.n - metrics.heldOutSamples;
@@ -244,8 +304,15 @@ export async function trainPredictor(
       seconds: (performance.now() - t0) / 1000,
       cacheLoadRecall: DEFAULT_LOAD_RECALL,
       layers: reports,
+      ...(gateCutoffs ? { gateCutoffs } : {}),
     };
     const serialized = serializePredictor(new LowRankPredictor(layers));
+    if (gateCutoffs) {
+      // The sparse path's cutoffs (core/gate_thresholds.ts), beside each layer's predictor.
+      serialized.meta.layers.forEach((m, l) =>
+        (m as { gateThreshold?: number }).gateThreshold = gateCutoffs!.cutoffs[l]
+      );
+    }
     const file = await FlashModelFile.open(flmPath);
     await rewriteWithPredictor(file, outPath, {
       meta: serialized.meta,
@@ -256,6 +323,97 @@ export async function trainPredictor(
   } finally {
     await Deno.remove(tmp, { recursive: true });
   }
+}
+
+/**
+ * A predictor layer that predicts every neuron active (zero weights, logit bias 20 over a
+ * threshold of 0.5), with the metrics of a layer whose neurons are all active.
+ */
+function keepEveryNeuron(
+  rank: number,
+  dModel: number,
+  dFfn: number,
+  heldOutSamples: number,
+): { layer: PredictorLayer; metrics: PredictorMetrics } {
+  return {
+    layer: {
+      rank,
+      dModel,
+      dFfn,
+      a: new Float32Array(rank * dModel),
+      b: new Float32Array(dFfn * rank),
+      c: new Float32Array(dFfn).fill(20),
+      threshold: 0.5,
+    },
+    metrics: {
+      recall: 1,
+      predictedOverActual: 1,
+      falseNegativeRate: 0,
+      falsePositiveRate: 0,
+      activeFraction: 1,
+      predictedFraction: 1,
+      heldOutSamples,
+    },
+  };
+}
+
+/**
+ * A gated FFN's per-layer cutoffs on `|act(gate · x)|` for `options.sparsity` (see
+ * {@linkcode TrainPredictorOptions.sparsity}), calibrated on the first `nTrain` captured
+ * tokens; greedy allocation measures its loss curves with `model` (dense) on the first
+ * `options.calibrationWindows` windows, cut to 128 tokens.
+ */
+async function calibrateCutoffs(
+  model: LoadedModel,
+  capture: CaptureResult,
+  windows: number[][],
+  nTrain: number,
+  options: TrainPredictorOptions,
+): Promise<NonNullable<PredictorReport["gateCutoffs"]>> {
+  const gate = gateActivation(model.config)!;
+  const sparsity = options.sparsity ?? (gate.kind === "silu" ? 0.5 : 0);
+  const allocation = options.allocation ?? "uniform";
+  if (!(sparsity >= 0 && sparsity < 1)) {
+    throw new FlashlmError(`sparsity must be in [0, 1), got ${sparsity}`, { kind: "usage" });
+  }
+  const { nLayers, dFfn } = capture;
+  const grid = allocation === "greedy" ? [0, 0.2, 0.4, 0.6, 0.8, 0.9] : [0, sparsity];
+  const cutoffTable: number[][] = []; // [layer][grid point]
+  for (let l = 0; l < nLayers; l++) {
+    const sorted = sortedMagnitudes(await readCapturedGate(capture, l), nTrain * dFfn);
+    cutoffTable.push(grid.map((share) => cutoffAt(sorted, share)));
+  }
+  let shares: number[];
+  let curves: { shares: number[]; cost: number[] }[] | undefined;
+  if (allocation === "greedy" && sparsity > 0) {
+    const n = options.calibrationWindows ?? 4;
+    const calibration = windows.slice(0, n).map((w) => w.slice(0, 128));
+    curves = await layerLossCurves(
+      model,
+      calibration,
+      grid,
+      cutoffTable,
+      (done, total) =>
+        options.onProgress?.(
+          `calibrate ${done}/${total}`,
+          done,
+          total,
+          1 / (model.config.nLayers + 1), // the capture's share; calibration is on top
+        ),
+    );
+    shares = allocateSparsity(curves, sparsity);
+  } else {
+    shares = new Array(nLayers).fill(sparsity);
+  }
+  const cutoffs: number[] = [];
+  const heldOutSkipped: number[] = [];
+  for (let l = 0; l < nLayers; l++) {
+    const act = await readCapturedGate(capture, l);
+    const cutoff = cutoffAt(sortedMagnitudes(act, nTrain * dFfn), shares[l]);
+    cutoffs.push(cutoff);
+    heldOutSkipped.push(skippedShare(act, dFfn, nTrain, cutoff));
+  }
+  return { sparsity, allocation, shares, cutoffs, heldOutSkipped, ...(curves ? { curves } : {}) };
 }
 
 /**
@@ -413,6 +571,17 @@ export function formatReport(report: PredictorReport): string {
         `  ${f(halfRows(l.cacheRows, l.cacheLoads))} (${
           f(halfRows(l.oracleCacheRows ?? l.cacheRows, l.oracleCacheLoads)).trim()
         })`,
+    );
+  }
+  const g = report.gateCutoffs;
+  if (g) {
+    lines.push(
+      `gate cutoffs on |act(gate·x)| (${g.allocation}, mean ${pct(g.sparsity).trim()} skipped): ` +
+        g.cutoffs.map((c, l) =>
+          `layer ${l} τ ${c.toPrecision(3)} (${pct(g.shares[l]).trim()}; held out ${
+            pct(g.heldOutSkipped[l]).trim()
+          })`
+        ).join(", "),
     );
   }
   return lines.join("\n");
