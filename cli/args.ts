@@ -251,9 +251,18 @@ export function formatFlags(flags: FlagSpecs): string {
     const def = shownDefault !== undefined ? ` (default ${shownDefault})` : "";
     return [`  --${name}${value}`, spec.help + def];
   });
-  const width = Math.max(0, ...rows.map((r) => r[0].length)) + 2;
-  return rows.map(([a, b]) => a.padEnd(width) + wrap(b, HELP_WIDTH - width, width)).join("\n");
+  // The descriptions start in one column, past the option names that fit; a longer name (a
+  // long list of choices) has its description on the next line, in the same column.
+  const fitting = rows.map((r) => r[0].length).filter((n) => n <= MAX_NAME_COLUMN);
+  const width = Math.max(0, ...fitting) + 2;
+  return rows.map(([a, b]) => {
+    const text = wrap(b, HELP_WIDTH - width, width);
+    return a.length + 2 <= width ? a.padEnd(width) + text : `${a}\n${" ".repeat(width)}${text}`;
+  }).join("\n");
 }
+
+/** Option names (with their value) longer than this put their description on the next line. */
+const MAX_NAME_COLUMN = 36;
 
 /** Lines of `--help` are wrapped to this many columns. */
 const HELP_WIDTH = 100;
