@@ -50,7 +50,7 @@ Deno.test("the main help's command list and each command's options are aligned c
   for (const [name, help] of await helps()) {
     const options = help.slice(help.indexOf("options:\n"), help.indexOf("\nexamples:"));
     const starts = new Set(
-      [...options.matchAll(/^ {2}(--\S+(?: <[^>]+>…?)?)( +)\S/gm)].map((m) =>
+      [...options.matchAll(/^ {2}(--\S+(?: <[^>]+>…?)?)( {2,})\S/gm)].map((m) =>
         2 + m[1].length + m[2].length
       ),
     );
