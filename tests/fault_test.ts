@@ -111,10 +111,24 @@ class FaultyBackend implements ReadBackend {
 // ---------------------------------------------------------------------------
 // Fixtures
 
-/** Open file descriptors of this process (Linux), or -1 where /proc is absent. */
-function openFds(): number {
+/**
+ * This process's open file descriptors on `file` (Linux), removed or not; -1 where /proc is
+ * absent. Only the file's own: other descriptors (a finished worker's, another test's) come
+ * and go on their own schedule.
+ */
+function openFds(file: string): number {
   try {
-    return [...Deno.readDirSync("/proc/self/fd")].length;
+    let n = 0;
+    for (const entry of Deno.readDirSync("/proc/self/fd")) {
+      let target: string;
+      try {
+        target = Deno.readLinkSync(`/proc/self/fd/${entry.name}`);
+      } catch {
+        continue; // closed meanwhile
+      }
+      if (target === file || target === `${file} (deleted)`) n++;
+    }
+    return n;
   } catch {
     return -1;
   }
@@ -220,7 +234,7 @@ for (const list of [false, true]) {
     const backendKind = list ? "a list backend" : "a lane backend";
     Deno.test(`an EIO on ${backendKind} in ${mode} mode ends that token's generation with one io FlashlmError, nothing pending, every handle closed`, async () => {
       const fx = await getFixture();
-      const fds = openFds();
+      const fds = openFds(Deno.realPathSync(fx.flm));
       const backend = new FaultyBackend(await openBackend("fs-pool", fx.flm, 4), list);
       const model = await assemble(
         fx,
@@ -258,7 +272,9 @@ for (const list of [false, true]) {
       model.close();
       model.close(); // closing twice is harmless
       assert.equal(backend.closes, 1, "the backend is closed once");
-      if (fds >= 0) assert.equal(openFds(), fds, "no file descriptor left open");
+      if (fds >= 0) {
+        assert.equal(openFds(Deno.realPathSync(fx.flm)), fds, "no file descriptor left open");
+      }
     });
   }
 }
@@ -351,8 +367,10 @@ Deno.test("a model file truncated under the reader fails the next token with an 
   for (const name of availableBackends()) {
     const path = `${fx.dir}/shrunk-${name}.flm`;
     await Deno.copyFile(fx.flm, path);
-    const fds = openFds();
+    const real = Deno.realPathSync(path);
+    const fds = openFds(real);
     const reader = await FlashReader.open(path, { backend: name, depth: 4 });
+    if (fds >= 0) assert.ok(openFds(real) > fds, `${name}: the reader holds the file open`);
     const model = await assemble(fx, path, "naive", reader);
     const gen = new Generation(model, promptIds(4, 400), { maxTokens: 10, stopAtEos: false });
     let tokens = 0;
@@ -372,7 +390,7 @@ Deno.test("a model file truncated under the reader fails the next token with an 
     assert.match((errors[0] as Error).message, /end of file|truncated/, name);
     assert.equal(tokens, 2, `${name}: the token after the cut failed`);
     model.close();
-    if (fds >= 0) assert.equal(openFds(), fds, `${name}: no file descriptor left open`);
+    if (fds >= 0) assert.equal(openFds(real), fds, `${name}: no file descriptor left open`);
   }
 });
 
@@ -392,13 +410,14 @@ Deno.test("a model file removed under the reader keeps serving from the open han
   const expected = await run(fx.flm, -1);
   const path = `${fx.dir}/removed.flm`;
   await Deno.copyFile(fx.flm, path);
-  const fds = openFds();
+  const real = Deno.realPathSync(path);
+  const fds = openFds(real);
   assert.deepEqual(
     await run(path, 3),
     expected,
     "the open descriptors still reach the removed file",
   );
-  if (fds >= 0) assert.equal(openFds(), fds, "no file descriptor left open");
+  if (fds >= 0) assert.equal(openFds(real), fds, "no file descriptor left open");
 });
 
 // ---------------------------------------------------------------------------
