@@ -5,6 +5,7 @@
  * @module
  */
 
+import { ARCHITECTURE_NAMES } from "../core/config.ts";
 import type { ParsedFlags } from "./args.ts";
 import {
   ON_CORRUPT_FLAG,
@@ -64,9 +65,6 @@ export function modelLoadOptions(
     onCorrupt: flags["on-corrupt"],
   };
 }
-
-/** How {@linkcode describeModel} names each architecture. */
-const ARCHITECTURE_NAMES = { opt: "OPT", gpt2: "GPT-2", llama: "Llama" } as const;
 
 /** One line naming the model: path, shape, context, mode, threads, synthetic weights, seed. */
 export function describeModel(model: LoadedModel, seed: number | null): string {

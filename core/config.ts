@@ -110,6 +110,22 @@ export interface ModelConfig {
   enableBias: boolean;
 }
 
+/**
+ * How an architecture is named to people (model lines, bench headers).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { ARCHITECTURE_NAMES } from "./config.ts";
+ * assert.equal(ARCHITECTURE_NAMES.llama, "Llama");
+ * ```
+ */
+export const ARCHITECTURE_NAMES: Readonly<Record<ModelConfig["architecture"], string>> = {
+  opt: "OPT",
+  gpt2: "GPT-2",
+  llama: "Llama",
+};
+
 /** The `model_type` values this module understands, and their HF class names. */
 const SUPPORTED: Record<ModelConfig["architecture"], string> = {
   opt: "OPTForCausalLM",

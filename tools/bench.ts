@@ -219,6 +219,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     split,
     synthetic: model.header.metadata.synthetic === "true",
     config: {
+      architecture: model.config.architecture,
       dModel: model.config.dModel,
       dFfn: model.config.dFfn,
       nLayers: model.config.nLayers,

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { ARCHITECTURE_NAMES, type ModelConfig } from "../core/config.ts";
 import type { Budget } from "../core/memory_sizes.ts";
 import type { ConfigResult } from "./bench_configs.ts";
 import { stackedBarChart } from "./svg_chart.ts";
@@ -22,7 +23,15 @@ export interface BenchReport {
   /** Whether the model's weights are synthetic (`make-model`). */
   synthetic: boolean;
   /** The model's dimensions and storage dtype. */
-  config: { dModel: number; dFfn: number; nLayers: number; vocabSize: number; dtype: string };
+  config: {
+    /** `ModelConfig.architecture` (reports written before it was recorded: OPT). */
+    architecture?: ModelConfig["architecture"];
+    dModel: number;
+    dFfn: number;
+    nLayers: number;
+    vocabSize: number;
+    dtype: string;
+  };
   /** The DRAM budget as given. */
   memory: Budget;
   /** The DRAM budget in bytes (every configuration's). */
@@ -103,7 +112,9 @@ export function formatBenchReport(report: BenchReport): string {
     `flashlm bench: ${report.model}${
       report.synthetic ? " (SYNTHETIC weights: random, made by make-model)" : ""
     }`,
-    `  OPT ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · ${c.dtype} on flash · ` +
+    `  ${
+      ARCHITECTURE_NAMES[c.architecture ?? "opt"]
+    } ${c.nLayers} layers · d ${c.dModel} · FFN ${c.dFfn} · vocab ${c.vocabSize} · ${c.dtype} on flash · ` +
     `budget ${budget} = ${Math.round(report.budgetBytes)} B = ${
       (report.budgetBytes / 1e6).toFixed(2)
     } MB = ${(100 * report.budgetBytes / report.modelBytes).toFixed(1)}% of the ${
