@@ -42,7 +42,12 @@ import {
   withHeapGrowth,
 } from "./memory_sizes.ts";
 import { heldBytes } from "./memory_use.ts";
-import { DEFAULT_LOAD_RECALL, deserializePredictor, parsePlanMeasurements } from "./predictor.ts";
+import {
+  DEFAULT_LOAD_RECALL,
+  deserializePredictor,
+  type LowRankPredictor,
+  parsePlanMeasurements,
+} from "./predictor.ts";
 import { type ActivationPredictor, OraclePredictor, SparseFlashFfn } from "./sparse_ffn.ts";
 
 // ---------------------------------------------------------------------------
@@ -353,35 +358,48 @@ export function sparseGates(file: FlashModelFile): (GateActivation | null)[] {
   return layerGates(gateActivation(file.config), nLayers, thresholds);
 }
 
+/**
+ * The trained predictor stored in `file`, or null if it has none; a malformed one throws a
+ * {@linkcode FlashlmError} naming the file (see `deserializePredictor`).
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { storedPredictor } from "./engine.ts";
+ * import { FlashModelFile } from "./flash_file.ts";
+ * import { ensureDemoModel } from "../tools/demo_model.ts";
+ * const file = await FlashModelFile.open(await ensureDemoModel());
+ * assert.equal(storedPredictor(file)?.layers.length, file.config.nLayers);
+ * ```
+ */
+export function storedPredictor(file: FlashModelFile): LowRankPredictor | null {
+  const p = file.header.predictor;
+  if (!p || !file.predictorBytes) return null;
+  const { dModel, dFfn, nLayers } = file.config;
+  return deserializePredictor(p.meta, file.predictorBytes, dModel, dFfn, nLayers, file.path);
+}
+
 /** The oracle or the file's trained predictor, as `options` ask. */
 async function ownPredictor(
   file: FlashModelFile,
   resident: ResidentWeights,
   options: LoadOptions,
 ): Promise<ActivationPredictor> {
-  const { dModel, dFfn, nLayers } = file.config;
   if (options.predictor === "oracle") {
     return new OraclePredictor(
       await readAllFfn(file, options.onCorrupt),
       resident.layers.map((l) => l.fc1Bias),
-      dModel,
+      file.config.dModel,
       sparseGates(file),
     );
   }
-  if (!file.header.predictor || !file.predictorBytes) {
+  const low = storedPredictor(file);
+  if (!low) {
     throw new FlashlmError(
       "has no activation predictor: run `flashlm train-predictor` on it first (or use --predictor oracle)",
       { file: file.path, kind: "usage" },
     );
   }
-  const low = deserializePredictor(
-    file.header.predictor.meta,
-    file.predictorBytes,
-    dModel,
-    dFfn,
-    nLayers,
-    file.path,
-  );
   const loadRecall = options.loadRecall ?? DEFAULT_LOAD_RECALL;
   if (!(loadRecall > 0 && loadRecall <= 1)) {
     throw new FlashlmError(`load recall must be in (0, 1], got ${options.loadRecall}`, {

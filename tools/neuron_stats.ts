@@ -18,11 +18,11 @@
 
 import { basename, join } from "node:path";
 import { corpusWindows, readCorpus } from "../core/corpus.ts";
-import { loadModel } from "../core/engine.ts";
+import { loadModel, storedPredictor } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { rewriteWithNeuronOrder } from "../core/flash_write.ts";
 import { FRIEND_CLUSTERS_KEY } from "../core/friends.ts";
-import { deserializePredictor, LowRankPredictor, serializePredictor } from "../core/predictor.ts";
+import { LowRankPredictor, serializePredictor } from "../core/predictor.ts";
 import { captureActivations, captureError, readCapturedLayer } from "../core/train/capture.ts";
 import {
   CoactivationCounter,
@@ -144,7 +144,9 @@ export async function neuronStats(
       kind: "usage",
     });
   }
-  const predictor = model.format === "flash" ? await filePredictor(path) : null;
+  const predictor = model.format === "flash"
+    ? storedPredictor(await FlashModelFile.open(path))
+    : null;
 
   let tmp: string;
   try {
@@ -193,21 +195,6 @@ export async function neuronStats(
     model.close();
     await Deno.remove(tmp, { recursive: true });
   }
-}
-
-/** The trained predictor stored in a flashlm file, or null if it has none. */
-async function filePredictor(path: string): Promise<LowRankPredictor | null> {
-  const file = await FlashModelFile.open(path);
-  if (!file.header.predictor || !file.predictorBytes) return null;
-  const { dModel, dFfn, nLayers } = file.config;
-  return deserializePredictor(
-    file.header.predictor.meta,
-    file.predictorBytes,
-    dModel,
-    dFfn,
-    nLayers,
-    path,
-  );
 }
 
 /** One layer's statistics from its captured samples (one per token, windows in order). */
@@ -458,9 +445,8 @@ export async function writeFriendBundled(
   const file = await FlashModelFile.open(path);
   let predictor = null;
   const p = file.header.predictor;
-  if (p && file.predictorBytes) {
-    const { dModel, dFfn, nLayers } = file.config;
-    const low = deserializePredictor(p.meta, file.predictorBytes, dModel, dFfn, nLayers, path);
+  const low = storedPredictor(file);
+  if (p && low) {
     const permuted = low.layers.map((layer, l) => {
       const b = new Float32Array(layer.b.length); // (dFfn, rank) rows in the new order
       const c = new Float32Array(layer.c.length); // (dFfn)
