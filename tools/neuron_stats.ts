@@ -456,8 +456,10 @@ export async function writeFriendBundled(
       });
       return { ...layer, b, c };
     });
-    const serialized = serializePredictor(new LowRankPredictor(permuted));
-    predictor = { meta: serialized.meta, bytes: serialized.bytes, report: p.report };
+    // Only the weights follow the neurons; the description (ranks, thresholds, recall curves,
+    // a gated model's cutoffs) and the report do not depend on their order.
+    const { bytes } = serializePredictor(new LowRankPredictor(permuted));
+    predictor = { meta: p.meta, bytes, report: p.report };
   }
   await rewriteWithNeuronOrder(file, outPath, order, predictor, {
     [FRIEND_CLUSTERS_KEY]: "2",
