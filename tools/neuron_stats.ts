@@ -23,7 +23,7 @@ import { FlashModelFile } from "../core/flash_file.ts";
 import { rewriteWithNeuronOrder } from "../core/flash_write.ts";
 import { FRIEND_CLUSTERS_KEY } from "../core/friends.ts";
 import { LowRankPredictor, serializePredictor } from "../core/predictor.ts";
-import { captureActivations, captureError, readCapturedLayer } from "../core/train/capture.ts";
+import { captureActivations, captureDir, readCapturedLayer } from "../core/train/capture.ts";
 import {
   CoactivationCounter,
   type CoactivationStats,
@@ -150,10 +150,10 @@ export async function neuronStats(
 
   let tmp: string;
   try {
-    tmp = await Deno.makeTempDir({ prefix: "flashlm-stats-" });
+    tmp = await captureDir("flashlm-stats-");
   } catch (err) {
     model.close();
-    throw captureError(err, Deno.env.get("TMPDIR") ?? "/tmp");
+    throw err;
   }
   try {
     const capture = await captureActivations(

@@ -295,6 +295,37 @@ export function captureError(err: unknown, dir: string): unknown {
 }
 
 /**
+ * A new temporary directory for capture files (under $TMPDIR, else /tmp); an OS condition
+ * becomes {@linkcode captureError}'s one-line error naming where it tried.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { captureDir } from "./capture.ts";
+ * const dir = await captureDir("flashlm-example-");
+ * assert.ok((await Deno.stat(dir)).isDirectory);
+ * await Deno.remove(dir);
+ * ```
+ */
+export async function captureDir(prefix: string): Promise<string> {
+  try {
+    return await Deno.makeTempDir({ prefix });
+  } catch (err) {
+    throw captureError(err, tempRoot());
+  }
+}
+
+/** Where {@linkcode Deno.makeTempDir} puts directories: $TMPDIR, else /tmp. */
+function tempRoot(): string {
+  try {
+    return Deno.env.get("TMPDIR") ?? "/tmp";
+  } catch {
+    /* no permission to read the environment */
+    return "$TMPDIR";
+  }
+}
+
+/**
  * Read one layer's captured samples back: x (n, dModel) f32 and mask (n, dFfn) u8 — for a
  * gated FFN, `|act(gate_i · x)| > cutoff` (default 0: the gate is not zero).
  *

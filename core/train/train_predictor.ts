@@ -20,7 +20,7 @@
 
 import {
   captureActivations,
-  captureError,
+  captureDir,
   type CaptureResult,
   readCapturedGate,
   readCapturedLayer,
@@ -235,12 +235,7 @@ export async function trainPredictor(
     });
   }
 
-  let tmp: string;
-  try {
-    tmp = await Deno.makeTempDir({ prefix: "flashlm-capture-" });
-  } catch (err) {
-    throw captureError(err, tempRoot());
-  }
+  const tmp = await captureDir("flashlm-capture-");
   try {
     const capture = await captureActivations(
       model,
@@ -585,14 +580,4 @@ export function formatReport(report: PredictorReport): string {
     );
   }
   return lines.join("\n");
-}
-
-/** Where {@linkcode Deno.makeTempDir} puts directories: $TMPDIR, else /tmp. */
-function tempRoot(): string {
-  try {
-    return Deno.env.get("TMPDIR") ?? "/tmp";
-  } catch {
-    /* no permission to read the environment */
-    return "$TMPDIR";
-  }
 }
