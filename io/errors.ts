@@ -110,32 +110,23 @@ const OS_ADVICE: Record<string, string> = {
   EIO: "input/output error: the disk may be failing",
 };
 
+/** `(os error N)` numbers Linux and macOS share. */
+const COMMON_ERRNO: Record<number, string> = {
+  1: "EPERM",
+  5: "EIO",
+  12: "ENOMEM",
+  13: "EACCES",
+  23: "ENFILE",
+  24: "EMFILE",
+  28: "ENOSPC",
+  30: "EROFS",
+  32: "EPIPE",
+};
+
 /** The `(os error N)` numbers of Linux and macOS that Deno leaves without a `code`. */
 const ERRNO: Record<string, Record<number, string>> = {
-  linux: {
-    1: "EPERM",
-    5: "EIO",
-    12: "ENOMEM",
-    13: "EACCES",
-    23: "ENFILE",
-    24: "EMFILE",
-    28: "ENOSPC",
-    30: "EROFS",
-    32: "EPIPE",
-    122: "EDQUOT",
-  },
-  darwin: {
-    1: "EPERM",
-    5: "EIO",
-    12: "ENOMEM",
-    13: "EACCES",
-    23: "ENFILE",
-    24: "EMFILE",
-    28: "ENOSPC",
-    30: "EROFS",
-    32: "EPIPE",
-    69: "EDQUOT",
-  },
+  linux: { ...COMMON_ERRNO, 122: "EDQUOT" },
+  darwin: { ...COMMON_ERRNO, 69: "EDQUOT" },
 };
 
 /**
