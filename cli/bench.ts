@@ -8,7 +8,7 @@
  */
 
 import type { ParsedFlags } from "./args.ts";
-import { type CommandSpec, info, THREADS_FLAG, usage } from "./common.ts";
+import { type CommandSpec, DEPTH_FLAG, info, THREADS_FLAG, usage } from "./common.ts";
 import { parseBudget } from "../core/memory_sizes.ts";
 import { FlashlmError } from "../io/errors.ts";
 import { type BackendName, BACKENDS } from "../io/read_backends.ts";
@@ -73,13 +73,7 @@ export const spec = {
       help: "bench <model>: its closest-friend copy without hot neurons (stats --friends): " +
         "adds that row",
     },
-    depth: {
-      type: "integer",
-      help: "flash reads in flight",
-      shownDefault: "32",
-      min: 1,
-      max: 1024,
-    },
+    depth: DEPTH_FLAG,
     threads: { ...THREADS_FLAG, help: `bench <model>: ${THREADS_FLAG.help}` },
     predictor: {
       type: "string",

@@ -153,6 +153,15 @@ export const RESIDENT_FLAG = {
   choices: RESIDENT_PRECISIONS,
 } as const;
 
+/** `--depth`, shared by the commands that read a model's FFN from flash. */
+export const DEPTH_FLAG = {
+  type: "integer",
+  help: "flash reads in flight",
+  shownDefault: "32",
+  min: 1,
+  max: 1024,
+} as const;
+
 /** `--threads`, shared by the commands that run a model. */
 export const THREADS_FLAG = {
   type: "integer",

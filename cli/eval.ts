@@ -9,6 +9,7 @@ import type { ParsedFlags } from "./args.ts";
 import {
   checkOutputPath,
   type CommandSpec,
+  DEPTH_FLAG,
   endProgress,
   info,
   ON_CORRUPT_FLAG,
@@ -44,13 +45,7 @@ export const spec = {
       shownDefault: "min(256, context)",
       min: 2,
     },
-    depth: {
-      type: "integer",
-      help: "flash reads in flight",
-      shownDefault: "32",
-      min: 1,
-      max: 1024,
-    },
+    depth: DEPTH_FLAG,
     resident: RESIDENT_FLAG,
     threads: THREADS_FLAG,
     ...SPARSE_FLAGS,

@@ -8,6 +8,7 @@
 import { ARCHITECTURE_NAMES } from "../core/config.ts";
 import type { ParsedFlags } from "./args.ts";
 import {
+  DEPTH_FLAG,
   ON_CORRUPT_FLAG,
   RESIDENT_FLAG,
   SPARSE_FLAGS,
@@ -36,13 +37,7 @@ export const MODEL_FLAGS = {
     shownDefault: "from this machine: 50% of the model (ffn:50% if its resident part " +
       "leaves no room), at most the available memory - 1 GiB; --memory implies --mode sparse",
   },
-  depth: {
-    type: "integer",
-    help: "flash reads in flight",
-    shownDefault: "32",
-    min: 1,
-    max: 1024,
-  },
+  depth: DEPTH_FLAG,
   resident: RESIDENT_FLAG,
   threads: THREADS_FLAG,
   "on-corrupt": ON_CORRUPT_FLAG,
