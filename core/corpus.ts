@@ -78,3 +78,50 @@ export function corpusWindows(
   }
   return starts.map((start) => [bos, ...ids.slice(start, start + body)]);
 }
+
+/**
+ * The tokens per window of a capture over text: `windowTokens`, or min(256, context) when not
+ * given; a usage error unless it is at least 2 and fits `contextLength`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { windowLength } from "./corpus.ts";
+ * assert.equal(windowLength(undefined, 2048), 256);
+ * assert.throws(() => windowLength(300, 256), /window of 300 tokens does not fit the context \(256\)/);
+ * ```
+ */
+export function windowLength(windowTokens: number | undefined, contextLength: number): number {
+  const n = windowTokens ?? Math.min(256, contextLength);
+  if (n < 2 || n > contextLength) {
+    throw new FlashlmError(`window of ${n} tokens does not fit the context (${contextLength})`, {
+      kind: "usage",
+    });
+  }
+  return n;
+}
+
+/**
+ * `windows` if there is at least one; else a usage error: the text (`file`) is shorter than one
+ * window of `windowTokens`.
+ *
+ * @example
+ * ```ts
+ * import { strict as assert } from "node:assert";
+ * import { someWindows } from "./corpus.ts";
+ * assert.throws(() => someWindows([], 8, "t.txt"), /t\.txt: text is shorter than one window of 8 tokens/);
+ * ```
+ */
+export function someWindows(
+  windows: number[][],
+  windowTokens: number,
+  file: string | undefined,
+): number[][] {
+  if (windows.length === 0) {
+    throw new FlashlmError(`text is shorter than one window of ${windowTokens} tokens`, {
+      file,
+      kind: "usage",
+    });
+  }
+  return windows;
+}

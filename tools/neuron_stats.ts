@@ -17,7 +17,7 @@
  */
 
 import { basename, join } from "node:path";
-import { corpusWindows, readCorpus } from "../core/corpus.ts";
+import { corpusWindows, readCorpus, someWindows, windowLength } from "../core/corpus.ts";
 import { loadModel, storedPredictor } from "../core/engine.ts";
 import { FlashModelFile } from "../core/flash_file.ts";
 import { rewriteWithNeuronOrder } from "../core/flash_write.ts";
@@ -33,7 +33,7 @@ import {
 } from "../core/train/coactivation.ts";
 import { WindowStatsAccumulator } from "../core/train/window_stats.ts";
 import { atomicWriteFile, writeAll } from "../io/atomic_write.ts";
-import { FlashlmError, ioError, osError } from "../io/errors.ts";
+import { ioError, osError } from "../io/errors.ts";
 import { lineChart, type LineSeries } from "./svg_chart.ts";
 
 // ---------------------------------------------------------------------------
@@ -127,22 +127,18 @@ export async function neuronStats(
   const { config, tokenizer } = model;
   const maxWindow = options.maxWindow ?? 32;
   const hotPercentile = options.hotPercentile ?? 99;
-  const windowTokens = options.windowTokens ?? Math.min(256, model.transformer.contextLength);
-  if (windowTokens < 2 || windowTokens > model.transformer.contextLength) {
-    model.close();
-    throw new FlashlmError(
-      `window of ${windowTokens} tokens does not fit the context (${model.transformer.contextLength})`,
-      { kind: "usage" },
+  let windowTokens: number, windows: number[][];
+  try {
+    windowTokens = windowLength(options.windowTokens, model.transformer.contextLength);
+    const ids = await readCorpus(options.textPath, tokenizer);
+    windows = someWindows(
+      corpusWindows(ids, windowTokens, options.windows ?? 32, tokenizer.bosId, "end"),
+      windowTokens,
+      options.textPath,
     );
-  }
-  const ids = await readCorpus(options.textPath, tokenizer);
-  const windows = corpusWindows(ids, windowTokens, options.windows ?? 32, tokenizer.bosId, "end");
-  if (windows.length === 0) {
+  } catch (err) {
     model.close();
-    throw new FlashlmError(`text is shorter than one window of ${windowTokens} tokens`, {
-      file: options.textPath,
-      kind: "usage",
-    });
+    throw err;
   }
   const predictor = model.format === "flash"
     ? storedPredictor(await FlashModelFile.open(path))

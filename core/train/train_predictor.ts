@@ -34,7 +34,7 @@ import {
 } from "./gate_calibration.ts";
 import { gateActivation } from "../config.ts";
 import type { LoadedModel } from "../engine.ts";
-import { corpusWindows, readCorpus } from "../corpus.ts";
+import { corpusWindows, readCorpus, someWindows, windowLength } from "../corpus.ts";
 import { loadModel } from "../engine.ts";
 import { FlashlmError } from "../../io/errors.ts";
 import { FlashModelFile } from "../flash_file.ts";
@@ -198,13 +198,7 @@ export async function trainPredictor(
   const t0 = performance.now();
   const model = await loadModel(flmPath, { mode: "dense" });
   const { config, tokenizer } = model;
-  const windowTokens = options.windowTokens ?? Math.min(256, model.transformer.contextLength);
-  if (windowTokens < 2 || windowTokens > model.transformer.contextLength) {
-    throw new FlashlmError(
-      `window of ${windowTokens} tokens does not fit the context (${model.transformer.contextLength})`,
-      { kind: "usage" },
-    );
-  }
+  const windowTokens = windowLength(options.windowTokens, model.transformer.contextLength);
   let windows: number[][];
   if (options.tokenWindows) {
     windows = options.tokenWindows;
@@ -214,12 +208,7 @@ export async function trainPredictor(
   } else {
     throw new FlashlmError("train-predictor needs a text file or token windows", { kind: "usage" });
   }
-  if (windows.length === 0) {
-    throw new FlashlmError(`text is shorter than one window of ${windowTokens} tokens`, {
-      file: options.textPath,
-      kind: "usage",
-    });
-  }
+  someWindows(windows, windowTokens, options.textPath);
   const ranks = options.ranks ?? defaultRanks(config.nLayers, config.dModel, config.dFfn);
   if (ranks.length !== config.nLayers) {
     throw new FlashlmError(`${ranks.length} ranks given for ${config.nLayers} layers`, {
